@@ -1,0 +1,76 @@
+"""Backend gradient layer: the ONLY module that branches on ``keras.config.backend()``.
+
+Every backend module (``tensorflow.py``, ``torch.py``, ``jax.py``) provides the same
+functions with the same signatures, NumPy at the boundary:
+
+- ``make_value_and_grad(model, loss_fn, wrt)`` -> ``fn(inputs, aux)`` returning
+  ``(loss: float, outputs: list[np.ndarray], grad: np.ndarray)``; compiled once and
+  reused for every call (no retrace per call: ``aux`` is a tensor, never a Python int).
+- ``make_ascent(model, loss_fn)`` -> ``fn(image, aux, steps, learning_rate)`` returning
+  the image after ``steps`` steps of L2-normalized gradient ascent (per sample).
+- ``pin_threads(n)``: pin the framework's thread pools.
+
+``loss_fn(outputs, aux)`` is written with ``keras.ops`` so that one definition serves
+all three backends; it returns a scalar (a sum over the batch, so that each sample's
+gradient is its own).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+from typing import Any
+
+from ..errors import BackendError
+
+BACKENDS = ("tensorflow", "torch", "jax")
+
+
+def current_backend() -> str:
+    import keras
+
+    return keras.config.backend()
+
+
+def _module() -> ModuleType:
+    name = current_backend()
+    if name not in BACKENDS:
+        raise BackendError(
+            f"Unsupported Keras backend. Received: keras.config.backend()={name!r}. "
+            f"Expected one of {BACKENDS}."
+        )
+    return importlib.import_module(f"{__name__}.{name}")
+
+
+def make_value_and_grad(model: Any, loss_fn: Any, wrt: int = 0) -> Any:
+    """Compiled ``fn(inputs, aux) -> (loss, outputs, grad wrt inputs[wrt])``."""
+    return _module().make_value_and_grad(model, loss_fn, wrt)
+
+
+def make_ascent(model: Any, loss_fn: Any) -> Any:
+    """Compiled ``fn(image, aux, steps, learning_rate) -> image`` (gradient ascent)."""
+    return _module().make_ascent(model, loss_fn)
+
+
+def pin_threads(n: int | None = None) -> dict[str, int]:
+    """Pin the running framework's thread pools to ``n`` (default ``CONVVIZ_THREADS``
+    or the CPU count) and return what was set, for sidecars and benchmark headers."""
+    if n is None:
+        n = int(os.environ.get("CONVVIZ_THREADS", "0")) or (os.cpu_count() or 1)
+    return _module().pin_threads(int(n))
+
+
+def framework_versions() -> dict[str, str]:
+    """Versions of keras and the running framework (for sidecars and reports)."""
+    import keras
+
+    versions = {"keras": keras.__version__, "backend": current_backend()}
+    versions.update(_module().framework_version())
+    return versions
+
+
+def xla_thread_flags(n: int) -> str:
+    """XLA_FLAGS value pinning the XLA CPU client to ``n`` threads. Must be in the
+    environment before jax is imported (workers and benchmarks set it)."""
+    return f"--xla_cpu_multi_thread_eigen={'true' if n > 1 else 'false'} intra_op_parallelism_threads={n}"

@@ -1,0 +1,54 @@
+"""The ``convviz-check`` command: an argparse tree whose subcommands live with the code
+they drive. Each subcommand module provides ``add_parser(subparsers)`` (registering a
+``func``); importing them is light (no Keras) so ``--help`` is fast."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# (module, description); each module defines add_parser(subparsers).
+SUBCOMMANDS: list[str] = [
+    "convviz_check.examples.demo",  # demo
+    "convviz_check.cli_explain",  # explain
+    "convviz_check.golden_cli",  # golden list/show/diff/accept/prune
+    "convviz_check.agreement_cli",  # agree
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="convviz-check",
+        description="Make what a convnet looks at testable: activations, filter patterns "
+        "and Grad-CAM, golden files and cross-backend agreement.",
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"convviz_check {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for mod_name in SUBCOMMANDS:
+        try:
+            mod = importlib.import_module(mod_name)
+        except ModuleNotFoundError as e:
+            if e.name != mod_name:
+                raise
+            continue  # subcommand not shipped in this build
+        mod.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    from .errors import ConvvizError
+
+    try:
+        return int(args.func(args) or 0)
+    except ConvvizError as e:
+        print(f"convviz-check: error: {e}", file=sys.stderr)
+        return 2

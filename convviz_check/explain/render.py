@@ -1,0 +1,191 @@
+"""Renderings: channel grids, deprocessed filter patterns, filter grids, overlays.
+
+Pure NumPy (+ matplotlib's colormap registry and Pillow for resizing/PNG); never
+pyplot, so no global figure state.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError, describe_array
+
+
+def _standardize_to_uint8(x: np.ndarray, axes: tuple[int, ...] | None) -> np.ndarray:
+    """(x - mean) / std * 64 + 128, clipped, uint8; a constant input maps to flat 128."""
+    x = np.asarray(x, dtype=np.float64)
+    mean = x.mean(axis=axes, keepdims=True)
+    std = x.std(axis=axes, keepdims=True)
+    safe = np.where(std > 0, std, 1.0)
+    z = np.where(std > 0, (x - mean) / safe, 0.0)
+    return np.clip(z * 64.0 + 128.0, 0, 255).astype(np.uint8)
+
+
+def activation_grid(activation: np.ndarray, images_per_row: int = 16) -> np.ndarray:
+    """Tile every channel of one activation ``(H, W, C)`` into a uint8 grid.
+
+    Each channel is standardized on its own (constant channels are flat 128, never
+    NaN), then tiles are laid ``images_per_row`` per row with 1-pixel gaps. Unlike the
+    chapter's listing (``n_features // 16`` rows), every channel is shown: the last
+    row is padded with gap colour (0).
+
+    Args:
+        activation: ``(H, W, C)``, or ``(1, H, W, C)`` for one image of a batch.
+        images_per_row: tiles per row.
+
+    Returns:
+        ``(rows * (H + 1) - 1, cols * (W + 1) - 1)`` uint8 array.
+    """
+    a = np.asarray(activation)
+    if a.ndim == 4 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim != 3:
+        raise InputError(
+            "activation_grid expects one activation of shape (H, W, C) (or (1, H, W, C)). "
+            f"Received: {describe_array('activation', a)}"
+        )
+    if not isinstance(images_per_row, int) or images_per_row < 1:
+        raise InputError(f"images_per_row must be a positive int. Received: {images_per_row!r}")
+    h, w, c = a.shape
+    tiles = _standardize_to_uint8(a, axes=(0, 1))  # per channel
+    cols = min(images_per_row, c)
+    rows = math.ceil(c / cols)
+    grid = np.zeros((rows * (h + 1) - 1, cols * (w + 1) - 1), dtype=np.uint8)
+    for k in range(c):
+        r, q = divmod(k, cols)
+        grid[r * (h + 1) : r * (h + 1) + h, q * (w + 1) : q * (w + 1) + w] = tiles[:, :, k]
+    return grid
+
+
+def deprocess_image(pattern: np.ndarray, crop: int | None = None) -> np.ndarray:
+    """Standardize a filter pattern ``(H, W, C)`` to uint8 and crop its borders.
+
+    ``crop`` pixels are removed from each side; ``None`` means 12.5% of the smaller
+    side (25 px at 200x200, as in the chapter).
+    """
+    p = np.asarray(pattern)
+    if p.ndim != 3:
+        raise InputError(
+            f"deprocess_image expects one pattern (H, W, C). Received: {describe_array('pattern', p)}"
+        )
+    h, w = p.shape[:2]
+    if crop is None:
+        crop = int(round(0.125 * min(h, w)))
+    if not isinstance(crop, int | np.integer) or crop < 0 or 2 * crop >= min(h, w):
+        raise InputError(
+            f"crop must be an int in [0, {(min(h, w) - 1) // 2}] for a {h}x{w} pattern. "
+            f"Received: crop={crop!r}"
+        )
+    img = _standardize_to_uint8(p, axes=None)
+    return img[crop : h - crop, crop : w - crop]
+
+
+def filter_grid(images: np.ndarray, cols: int = 8, margin: int = 5) -> np.ndarray:
+    """Tile uint8 images ``(F, H, W, C)`` ``cols`` per row with ``margin`` px between
+    (and around) tiles; any count (the last row is padded with black)."""
+    imgs = np.asarray(images)
+    if imgs.ndim == 3:
+        imgs = imgs[..., None]
+    if imgs.ndim != 4 or imgs.shape[0] == 0:
+        raise InputError(
+            f"filter_grid expects images (F, H, W, C) with F >= 1. Received: {describe_array('images', imgs)}"
+        )
+    if cols < 1 or margin < 0:
+        raise InputError(
+            f"cols must be >= 1 and margin >= 0. Received: cols={cols}, margin={margin}"
+        )
+    f, h, w, c = imgs.shape
+    cols = min(cols, f)
+    rows = math.ceil(f / cols)
+    grid = np.zeros((rows * h + (rows + 1) * margin, cols * w + (cols + 1) * margin, c), imgs.dtype)
+    for k in range(f):
+        r, q = divmod(k, cols)
+        y, x = margin + r * (h + margin), margin + q * (w + margin)
+        grid[y : y + h, x : x + w] = imgs[k]
+    return grid
+
+
+def _resize(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of a 2-D float array to ``shape`` (H, W)."""
+    from PIL import Image
+
+    img = Image.fromarray(np.asarray(array, dtype=np.float32), mode="F")
+    return np.asarray(img.resize((shape[1], shape[0]), Image.BILINEAR), dtype=np.float32)
+
+
+def colorize(heatmap: np.ndarray, colormap: str = "jet") -> np.ndarray:
+    """Map a [0, 1] heatmap to uint8 RGB with a matplotlib colormap (no pyplot)."""
+    import matplotlib
+
+    try:
+        cmap = matplotlib.colormaps[colormap]
+    except KeyError:
+        raise InputError(f"Unknown colormap. Received: colormap={colormap!r}.") from None
+    idx = np.uint8(np.clip(np.asarray(heatmap, np.float64), 0, 1) * 255)
+    lut = (cmap(np.arange(256))[:, :3] * 255).astype(np.uint8)
+    return lut[idx]
+
+
+def overlay(
+    image: np.ndarray, heatmap: object, alpha: float = 0.4, colormap: str = "jet"
+) -> np.ndarray:
+    """Superimpose a heatmap on its image: ``alpha * colormap(heatmap) + image``.
+
+    The heatmap (``(h, w)`` in [0, 1], or a one-image ``GradCAM``) is turned to uint8,
+    coloured, resized (bilinear) to the image, added and clipped.
+
+    Args:
+        image: ``(H, W, 3)`` or ``(H, W)``/``(H, W, 1)``; uint8 in [0, 255] or float in [0, 1].
+        heatmap: ``(h, w)`` array in [0, 1], or a ``GradCAM`` holding one image.
+
+    Returns:
+        ``(H, W, 3)`` uint8.
+    """
+    from ..types import GradCAM
+
+    if isinstance(heatmap, GradCAM):
+        if len(heatmap) != 1:
+            raise InputError(
+                f"overlay takes one heatmap; the GradCAM holds {len(heatmap)}. Index it: cam[i]."
+            )
+        heatmap = heatmap.heatmap[0]
+    hm = np.asarray(heatmap)
+    if hm.ndim == 3 and hm.shape[0] == 1:
+        hm = hm[0]
+    if hm.ndim != 2:
+        raise InputError(
+            f"overlay expects a heatmap (h, w). Received: {describe_array('heatmap', hm)}"
+        )
+    img = np.asarray(image)
+    if img.ndim == 3 and img.shape[-1] == 1:
+        img = img[..., 0]
+    if img.ndim == 2:
+        img = np.stack([img] * 3, axis=-1)
+    if img.ndim != 3 or img.shape[-1] != 3:
+        raise InputError(
+            f"overlay expects an image (H, W, 3). Received: {describe_array('image', img)}"
+        )
+    base = img.astype(np.float32)
+    if img.dtype != np.uint8:
+        base = base * 255.0 if float(np.nanmax(base)) <= 1.0 else base
+    heat = colorize(_resize(hm, img.shape[:2]).clip(0, 1), colormap).astype(np.float32)
+    return np.clip(alpha * heat + base, 0, 255).astype(np.uint8)
+
+
+def save_png(array: np.ndarray, path: str | os.PathLike) -> Path:
+    """Write a uint8 (H, W) / (H, W, 3|4) array as PNG atomically; returns the path."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    arr = np.asarray(array)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    Image.fromarray(arr).save(tmp, format="PNG")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,368 @@
+"""Graph layer: flatten nested functional models, name their layers, rewire for gradients.
+
+Shared by activations and Grad-CAM. A Keras functional graph is replayed node by node
+on fresh symbolic inputs (the same layer objects, so the same weights); nested
+functional or Sequential models are replayed *inside* the walk instead of being called
+as one opaque layer, so every inner layer output becomes addressable.
+
+Layer names: the plain layer name when it is unique over the whole nested graph, else
+the ``/``-joined path of enclosing model names (``outer/inner``). A layer called more
+than once gets ``:1``, ``:2``... on its later calls.
+
+Rewiring: :func:`rewire` builds ``[*inputs, zero] -> [A + zero, head]`` where ``A`` is
+a named layer's output. The gradient of the head w.r.t. ``zero`` equals the gradient
+w.r.t. ``A`` for *any* graph, including skip connections that jump over ``A`` (every
+consumer of ``A`` sees ``A + zero``).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import GraphError
+
+CONV_CLASSES = ("Conv2D", "SeparableConv2D", "DepthwiseConv2D")
+POOL_CLASSES = ("MaxPooling2D", "AveragePooling2D")
+BYPASSABLE_ACTIVATIONS = ("softmax", "sigmoid")
+
+_FLAT_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_MODEL_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+@dataclass
+class LayerRecord:
+    """One leaf operation of the flattened graph, in depth (topological) order."""
+
+    name: str
+    path: tuple[str, ...]
+    operation: Any
+    class_name: str
+    output: Any  # KerasTensor of the flattened graph
+    data_format: str  # "channels_last" or "channels_first" (meaningful for 4-D outputs)
+
+    @property
+    def output_shape(self) -> tuple:
+        return tuple(self.output.shape)
+
+    @property
+    def is_spatial(self) -> bool:
+        return len(self.output.shape) == 4
+
+    @property
+    def is_conv(self) -> bool:
+        return self.class_name in CONV_CLASSES
+
+    @property
+    def is_pool(self) -> bool:
+        return self.class_name in POOL_CLASSES
+
+
+@dataclass
+class FlatGraph:
+    """A model's graph with nested models flattened; layers by name, in depth order."""
+
+    model: Any
+    inputs: list
+    outputs: list
+    records: list[LayerRecord]
+    by_name: dict[str, LayerRecord] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.by_name = {r.name: r for r in self.records}
+
+    @property
+    def names(self) -> list[str]:
+        return [r.name for r in self.records]
+
+    def record(self, name: str) -> LayerRecord:
+        try:
+            return self.by_name[name]
+        except KeyError:
+            raise GraphError(
+                f"Unknown layer. Received: layer={name!r}. Expected one of the model's "
+                f"layers: {self.names}"
+            ) from None
+
+    def head_record(self) -> LayerRecord:
+        """The operation that produces the model's (first) output."""
+        out = self.outputs[0]
+        for r in reversed(self.records):
+            if r.output is out:
+                return r
+        raise GraphError("The model output is not produced by any layer (an input-only model?).")
+
+
+def functional_of(model: Any) -> Any:
+    """The Functional graph behind ``model`` (Sequential included); refuses subclassed
+    models without a graph."""
+    import keras
+    from keras.src.models.functional import Functional
+
+    if isinstance(model, keras.Sequential):
+        fn = getattr(model, "_functional", None)
+        if fn is None:
+            raise GraphError(
+                f"Sequential model {model.name!r} is not built: it has no graph yet. "
+                "Expected a model built with an input shape (keras.Input(...) as first "
+                "layer, or model.build(input_shape))."
+            )
+        return fn
+    if isinstance(model, Functional):
+        return model
+    if isinstance(model, keras.Model):
+        raise GraphError(
+            f"Subclassed models without a functional graph are not supported. Received: "
+            f"model of class {type(model).__name__!r}. Expected a functional or Sequential "
+            "Keras model (keras.Model(inputs, outputs))."
+        )
+    raise GraphError(f"Expected a keras.Model. Received: object of type {type(model).__name__!r}.")
+
+
+def _is_nested_model(op: Any) -> bool:
+    import keras
+    from keras.src.models.functional import Functional
+
+    return isinstance(op, Functional | keras.Sequential)
+
+
+# A hook sees each leaf op call: (path, op, args, kwargs, call) -> output tensor(s).
+Hook = Callable[[tuple[str, ...], Any, tuple, dict, Callable[[], Any]], Any]
+
+
+def _replay(model: Any, inputs: Sequence[Any], hook: Hook, prefix: tuple[str, ...]) -> list:
+    """Replay ``model``'s graph on ``inputs`` (flat list); returns its flat outputs."""
+    from keras import tree
+
+    fn = functional_of(model)
+    tensors = {id(x): y for x, y in zip(fn.inputs, inputs, strict=True)}
+    for depth in sorted(fn._nodes_by_depth, reverse=True):
+        for node in fn._nodes_by_depth[depth]:
+            op = node.operation
+            if op is None or node.is_input:
+                continue
+            if any(id(x) not in tensors for x in node.input_tensors):
+                continue  # not reachable from these inputs (as Keras does)
+            args, kwargs = node.arguments.fill_in(tensors)
+            path = (*prefix, op.name)
+            if _is_nested_model(op):
+                inner = functional_of(op)
+                flat_in = inner._standardize_inputs(args[0]) if args else tree.flatten(kwargs)
+                outputs = _replay(inner, flat_in, hook, path)
+                outputs = tree.pack_sequence_as(inner._outputs_struct, outputs)
+            else:
+                outputs = hook(path, op, args, kwargs, lambda op=op, a=args, k=kwargs: op(*a, **k))
+            for ref, new in zip(node.outputs, tree.flatten(outputs), strict=True):
+                tensors[id(ref)] = new
+    return [tensors[id(x)] for x in fn.outputs]
+
+
+def _fresh_inputs(fn: Any) -> list:
+    import keras
+
+    return [keras.Input(batch_shape=tuple(x.shape), dtype=x.dtype, name=x.name) for x in fn.inputs]
+
+
+def _qualify(paths: list[tuple[str, ...]]) -> list[str]:
+    """Plain name when unique over the nested graph, ``outer/inner`` path otherwise;
+    repeated calls of one layer get ``:1``, ``:2``..."""
+    leaf_count: dict[str, int] = {}
+    distinct = {p for p in paths}
+    for p in distinct:
+        leaf_count[p[-1]] = leaf_count.get(p[-1], 0) + 1
+    names, seen = [], {}
+    for p in paths:
+        base = p[-1] if leaf_count[p[-1]] == 1 else "/".join(p)
+        n = seen.get(base, 0)
+        seen[base] = n + 1
+        names.append(base if n == 0 else f"{base}:{n}")
+    return names
+
+
+def flatten(model: Any) -> FlatGraph:
+    """Flatten ``model`` (cached per model object)."""
+    cached = _FLAT_CACHE.get(model)
+    if cached is not None:
+        return cached
+    import keras
+
+    fn = functional_of(model)
+    default_format = keras.config.image_data_format()
+    calls: list[tuple[tuple[str, ...], Any, Any, str | None]] = []
+    layout: dict[int, str | None] = {}
+
+    def hook(path, op, args, kwargs, call):
+        out = call()
+        fmt = getattr(op, "data_format", None)
+        if fmt not in ("channels_first", "channels_last"):
+            firsts = [a for a in keras.tree.flatten((args, kwargs)) if id(a) in layout]
+            fmt = layout[id(firsts[0])] if firsts else None
+        for o in keras.tree.flatten(out):
+            layout[id(o)] = fmt
+        calls.append((path, op, out, fmt))
+        return out
+
+    inputs = _fresh_inputs(fn)
+    outputs = _replay(fn, inputs, hook, ())
+    first_format = next((f for *_, f in calls if f is not None), default_format)
+    records = []
+    for name, (path, op, out, fmt) in zip(_qualify([c[0] for c in calls]), calls, strict=True):
+        flat_out = keras.tree.flatten(out)
+        records.append(
+            LayerRecord(
+                name=name,
+                path=path,
+                operation=op,
+                class_name=type(op).__name__,
+                output=flat_out[0],
+                data_format=fmt or first_format,
+            )
+        )
+    graph = FlatGraph(model=model, inputs=inputs, outputs=outputs, records=records)
+    _FLAT_CACHE[model] = graph
+    return graph
+
+
+def conv_layers(model: Any) -> list[str]:
+    """2-D convolution layers (Conv2D, SeparableConv2D, DepthwiseConv2D), depth order,
+    nested models included, named as :func:`flatten` names them."""
+    return [r.name for r in flatten(model).records if r.is_conv and r.is_spatial]
+
+
+def default_activation_layers(model: Any) -> list[str]:
+    """SPEC 1.1 default: 2-D conv and 2-D (non-global) pooling layers with 4-D output."""
+    return [r.name for r in flatten(model).records if (r.is_conv or r.is_pool) and r.is_spatial]
+
+
+def spatial_layers(model: Any) -> list[str]:
+    """Every layer with a 4-D output, depth order."""
+    return [r.name for r in flatten(model).records if r.is_spatial]
+
+
+def submodel(model: Any, layers: Sequence[str]) -> Any:
+    """Multi-output model ``inputs -> [output of each named layer]`` (cached)."""
+    import keras
+
+    graph = flatten(model)
+    key = ("submodel", tuple(layers))
+    per_model = _MODEL_CACHE.setdefault(model, {})
+    if key not in per_model:
+        outs = [graph.record(n).output for n in layers]
+        per_model[key] = keras.Model(graph.inputs, outs, name=f"{model.name}_convviz_sub")
+    return per_model[key]
+
+
+class _WithoutActivation:
+    """Calls a layer with its ``activation`` set to linear (the pre-softmax logit)."""
+
+    def __init__(self, layer: Any) -> None:
+        self.layer = layer
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        import keras
+
+        saved = self.layer.activation
+        self.layer.activation = keras.activations.linear
+        try:
+            return self.layer(*args, **kwargs)
+        finally:
+            self.layer.activation = saved
+
+
+def head_activation(model: Any) -> str:
+    """Name of the final activation of the model's head: ``"softmax"``, ``"sigmoid"``,
+    ``"linear"`` or another name (then the head cannot be bypassed)."""
+    head = flatten(model).head_record()
+    op = head.operation
+    if head.class_name == "Softmax":
+        return "softmax"
+    act = getattr(op, "activation", None)
+    if act is None:
+        return "linear"
+    name = getattr(act, "__name__", str(act))
+    return name
+
+
+@dataclass
+class Rewired:
+    """``model([*inputs, zero]) -> [A + zero, head]``; ``zero_shape`` excludes batch."""
+
+    model: Any
+    layer: str
+    zero_shape: tuple
+    head_kind: str  # "logit" (pre-activation) or "output"
+    data_format: str
+
+
+def rewire(model: Any, layer: str, bypass_head_activation: bool = False) -> Rewired:
+    """Rewire ``model`` so that a zero input is added to ``layer``'s output (cached).
+
+    With ``bypass_head_activation`` the second output is the head's pre-activation
+    (logit): the final Dense/Conv's activation is replaced by linear, or a final
+    Activation/Softmax layer is skipped. Raises GraphError where that is impossible.
+    """
+    import keras
+
+    key = ("rewire", layer, bool(bypass_head_activation))
+    per_model = _MODEL_CACHE.setdefault(model, {})
+    if key in per_model:
+        return per_model[key]
+    graph = flatten(model)
+    target = graph.record(layer)
+    head = graph.head_record()
+    if target is head:
+        raise GraphError(
+            f"The Grad-CAM target layer cannot be the model's output layer. Received: "
+            f"layer={layer!r}. Expected a spatial layer before the head."
+        )
+    act = head_activation(model)
+    if bypass_head_activation and act not in (*BYPASSABLE_ACTIVATIONS, "linear"):
+        raise GraphError(
+            f"Cannot bypass the head's activation to get a logit. Received: final "
+            f"activation {act!r} in layer {head.name!r}. Expected softmax, sigmoid or "
+            "linear; use score='output'."
+        )
+    fn = functional_of(model)
+    zero = keras.Input(batch_shape=(None, *target.output_shape[1:]), name="convviz_zero")
+    inputs = _fresh_inputs(fn)
+    captured: dict[str, Any] = {}
+    paths = [r.path for r in graph.records]
+    # Which call of a path is the target (layers called more than once).
+    target_call = [i for i, r in enumerate(graph.records) if r.path == target.path].index(
+        graph.records.index(target)
+    )
+    counts: dict[tuple[str, ...], int] = {}
+
+    def hook(path, op, args, kwargs, call):
+        n = counts.get(path, 0)
+        counts[path] = n + 1
+        if path == head.path and bypass_head_activation and act != "linear":
+            if head.class_name in ("Activation", "Softmax"):
+                out = args[0]
+            else:
+                out = _WithoutActivation(op)(*args, **kwargs)
+        else:
+            out = call()
+        if path == target.path and n == target_call:
+            out = keras.layers.Add(name="convviz_probe")([out, zero])
+            captured["A"] = out
+        return out
+
+    outputs = _replay(fn, [*inputs], hook, ())
+    del paths
+    if "A" not in captured:  # pragma: no cover - the flatten walk found it
+        raise GraphError(f"Layer {layer!r} was not reached while rewiring.")
+    rewired_model = keras.Model(
+        [*inputs, zero], [captured["A"], outputs[0]], name=f"{model.name}_convviz_rewired"
+    )
+    result = Rewired(
+        model=rewired_model,
+        layer=layer,
+        zero_shape=tuple(target.output_shape[1:]),
+        head_kind="logit" if (bypass_head_activation or act == "linear") else "output",
+        data_format=target.data_format,
+    )
+    per_model[key] = result
+    return result

@@ -1,0 +1,201 @@
+"""Shared result and value types (plain dataclasses, NumPy only).
+
+Later modules share these instead of inventing their own; none of them imports Keras.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+
+from .errors import LocalizationError
+
+
+@dataclass(frozen=True)
+class Box:
+    """Axis-aligned box in input-image pixels, half-open: rows ``[y0, y1)``, cols ``[x0, x1)``."""
+
+    y0: int
+    x0: int
+    y1: int
+    x1: int
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, bool) or not isinstance(v, int | np.integer):
+                raise LocalizationError(
+                    f"Box coordinates must be integers. Received: {f.name}={v!r} "
+                    f"(type {type(v).__name__})"
+                )
+            object.__setattr__(self, f.name, int(v))
+        if self.y1 <= self.y0 or self.x1 <= self.x0:
+            raise LocalizationError(
+                "Box must be non-empty with y0 < y1 and x0 < x1 (half-open). "
+                f"Received: Box(y0={self.y0}, x0={self.x0}, y1={self.y1}, x1={self.x1})"
+            )
+
+    @property
+    def height(self) -> int:
+        return self.y1 - self.y0
+
+    @property
+    def width(self) -> int:
+        return self.x1 - self.x0
+
+    @property
+    def area(self) -> int:
+        return self.height * self.width
+
+    def contains(self, y: float, x: float) -> bool:
+        return self.y0 <= y < self.y1 and self.x0 <= x < self.x1
+
+    def to_tuple(self) -> tuple[int, int, int, int]:
+        return (self.y0, self.x0, self.y1, self.x1)
+
+
+@dataclass(frozen=True, eq=False)
+class GradCAM:
+    """Result of :func:`convviz_check.gradcam` for a batch of N images.
+
+    Attributes:
+        heatmap: ``(N, h, w)`` float32 in [0, 1]; zeros where ``degenerate``.
+        raw: ``(N, h, w)`` float32, ``sum_k alpha_k A_k`` before ReLU and scaling.
+        class_index: ``(N,)`` int64, the class explained per image.
+        score: ``(N,)`` float32, the class score ``y_c`` that was differentiated.
+        score_kind: ``"logit"`` or ``"output"``.
+        layer: name of the target layer (qualified for nested models).
+        degenerate: ``(N,)`` bool, maps that carry no information (see SPEC 1.3).
+        image_shape: ``(H, W)`` of the input images, for resizing and overlays.
+    """
+
+    heatmap: np.ndarray
+    raw: np.ndarray
+    class_index: np.ndarray
+    score: np.ndarray
+    score_kind: str
+    layer: str
+    degenerate: np.ndarray
+    image_shape: tuple[int, int]
+
+    def __len__(self) -> int:
+        return int(self.heatmap.shape[0])
+
+    def __getitem__(self, i: int | slice) -> GradCAM:
+        """One image's (or a slice's) result, still a batch with a leading axis."""
+        idx = slice(i, (i + 1) or None) if isinstance(i, int | np.integer) else i
+        return GradCAM(
+            heatmap=self.heatmap[idx],
+            raw=self.raw[idx],
+            class_index=self.class_index[idx],
+            score=self.score[idx],
+            score_kind=self.score_kind,
+            layer=self.layer,
+            degenerate=self.degenerate[idx],
+            image_shape=self.image_shape,
+        )
+
+
+@dataclass(frozen=True)
+class MetricResult:
+    """One metric of a comparison: its value, its bound and whether it is within it.
+
+    ``direction`` is ``"max"`` when the value must stay at or below the bound (errors)
+    and ``"min"`` when it must stay at or above it (similarities).
+    """
+
+    name: str
+    value: float
+    bound: float | None
+    ok: bool
+    direction: str = "max"
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Outcome of :func:`convviz_check.compare`.
+
+    Attributes:
+        kind: ``"activation"``, ``"heatmap"`` or ``"pattern"``.
+        metrics: metric name -> :class:`MetricResult`.
+        passed: every metric within its bound (and degeneracy consistent).
+        degenerate: ``(expected_degenerate, obtained_degenerate)`` when known.
+        text: human-readable summary, leading with the plainest change.
+        details: extra facts for reports (peak positions, share out of tolerance...).
+    """
+
+    kind: str
+    metrics: dict[str, MetricResult]
+    passed: bool
+    degenerate: tuple[bool, bool] = (False, False)
+    text: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Bounds for :func:`convviz_check.compare`, one field per metric.
+
+    ``None`` on a field means "use the default of the table in
+    :mod:`convviz_check.tolerances`" for the kind and setting (same backend or cross
+    backend). Errors (``*_max``) are upper bounds, similarities (``*_min``) lower.
+    """
+
+    # activation
+    activation_max_rel: float | None = None
+    activation_mean_rel: float | None = None
+    activation_scale_floor: float | None = None
+    # heatmap
+    heatmap_max_abs: float | None = None
+    heatmap_rms: float | None = None
+    heatmap_pearson_min: float | None = None
+    heatmap_ssim_min: float | None = None
+    heatmap_peak_shift_cells: float | None = None
+    heatmap_topk_iou_min: float | None = None
+    # pattern
+    pattern_ssim_min: float | None = None
+    pattern_pearson_min: float | None = None
+    # pixel-wise tolerance used only for the "share of pixels out of tolerance" fact
+    pixel_atol: float | None = None
+
+    def merged(self, other: Tolerance | None) -> Tolerance:
+        """Fields set in ``other`` override this one's."""
+        if other is None:
+            return self
+        values = {
+            f.name: (
+                getattr(other, f.name)
+                if getattr(other, f.name) is not None
+                else getattr(self, f.name)
+            )
+            for f in fields(self)
+        }
+        return Tolerance(**values)
+
+    def to_dict(self) -> dict[str, float]:
+        return {
+            f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Tolerance:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            from .errors import ConvvizError
+
+            raise ConvvizError(
+                f"Unknown tolerance field(s) {unknown}. Expected any of {sorted(known)}."
+            )
+        return cls(**{k: (None if v is None else float(v)) for k, v in data.items()})
+
+
+def is_finite_number(x: float) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x)
