@@ -65,13 +65,24 @@ class ConvvizFixture:
     def check(self, name: str, value: Any, kind: str | None = None, tolerance: Any = None) -> None:
         raise ConvvizError("convviz.check is not implemented yet (golden issue).")
 
-    def assert_localized(self, *args: Any, **kwargs: Any) -> None:
+    @property
+    def results_dir(self) -> str | None:
+        """``--convviz-results-dir`` (CLI > ini), or None."""
+        return option(self.config, "convviz_results_dir") or None
+
+    def assert_localized(self, cam_or_heatmap: Any, target: Any, **kwargs: Any) -> None:
+        """Assert a heatmap lands on ``target`` (Box or mask); see
+        :func:`convviz_check.localization.assert_localized`. Owned by the localization
+        issue (only this method)."""
+        __tracebackhide__ = True
         raise ConvvizError("convviz.assert_localized is not implemented yet (localization issue).")
 
-    def assert_backends_agree(self, *args: Any, **kwargs: Any) -> None:
-        raise ConvvizError(
-            "convviz.assert_backends_agree is not implemented yet (agreement issue)."
-        )
+    def assert_backends_agree(self, model_source: Any, images: Any, **kwargs: Any) -> None:
+        """Assert the backends agree on ``model_source`` for ``images``; see
+        :func:`convviz_check.agreement.agreement`. Owned by the agreement issue (only
+        this method)."""
+        __tracebackhide__ = True
+        raise ConvvizError("convviz.assert_backends_agree is not implemented yet (agreement issue).")
 
     def finish(self) -> None:
         """Called at fixture teardown."""
