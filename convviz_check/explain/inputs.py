@@ -1,0 +1,190 @@
+"""Validation of image batches, shared by activations, Grad-CAM and filter patterns.
+
+Images are given channels-last, ``(N, H, W, C)`` or one image ``(H, W, C)``, uint8 or
+float, in the value range the model expects: nothing is rescaled or otherwise
+"preprocessed" here (SPEC 1.0). :func:`as_image_batch` only checks them against the
+model's input and returns a float32 channels-last batch; :func:`to_model_layout`
+transposes such a batch to ``(N, C, H, W)`` for a ``channels_first`` model.
+
+Every problem raises :class:`~convviz_check.errors.InputError` naming what was received
+and what was expected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError, describe_array
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The model's image input, described channels-last.
+
+    ``height``, ``width`` and ``channels`` are ``None`` where the model accepts any
+    size (e.g. keras-hub backbones built with ``image_shape=(None, None, 3)``).
+    """
+
+    height: int | None
+    width: int | None
+    channels: int | None
+    data_format: str  # "channels_last" or "channels_first"
+
+    @property
+    def shape(self) -> tuple[int | None, int | None, int | None]:
+        """``(H, W, C)``, channels-last whatever the model's layout."""
+        return (self.height, self.width, self.channels)
+
+
+def _dim(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def input_spec(model: Any) -> InputSpec:
+    """Describe ``model``'s single image input (channels-last), from its flattened graph.
+
+    The layout is the ``data_format`` of the first layer that declares one (a Conv2D or
+    pooling layer); models without such a layer follow ``keras.config.image_data_format()``.
+
+    Raises:
+        InputError: the model does not have exactly one 4-D input.
+    """
+    import keras
+
+    from .. import graph as graph_lib
+
+    flat = graph_lib.flatten(model)
+    if len(flat.inputs) != 1 or len(flat.inputs[0].shape) != 4:
+        shapes = [tuple(x.shape) for x in flat.inputs]
+        raise InputError(
+            "Expected a model with exactly one image input of rank 4 (batch, H, W, C). "
+            f"Received: model {getattr(model, 'name', '?')!r} with input shapes {shapes}."
+        )
+    data_format = next(
+        (
+            r.operation.data_format
+            for r in flat.records
+            if getattr(r.operation, "data_format", None) in ("channels_first", "channels_last")
+        ),
+        keras.config.image_data_format(),
+    )
+    _, a, b, c = (_dim(d) for d in flat.inputs[0].shape)
+    if data_format == "channels_first":
+        return InputSpec(height=b, width=c, channels=a, data_format=data_format)
+    return InputSpec(height=a, width=b, channels=c, data_format=data_format)
+
+
+def as_image_batch(images: Any, model: Any = None) -> np.ndarray:
+    """Check ``images`` against ``model``'s input; return a float32 ``(N, H, W, C)`` batch.
+
+    Args:
+        images: ``(N, H, W, C)`` or one image ``(H, W, C)``, channels-last even for a
+            ``channels_first`` model, uint8/integer or float, already in the model's
+            expected value range (not rescaled here).
+        model: the Keras model the images are for; ``None`` checks only rank, emptiness,
+            dtype and finiteness.
+
+    Returns:
+        A new float32 array ``(N, H, W, C)`` (values unchanged).
+
+    Raises:
+        InputError: wrong rank, an empty batch, a non-numeric dtype, NaN/inf pixels, a
+            channel count or (for a fixed-size input) a spatial size the model does not
+            take.
+
+    Example:
+        >>> batch = as_image_batch(np.zeros((32, 32, 3), np.uint8), model)
+        >>> batch.shape, batch.dtype
+        ((1, 32, 32, 3), dtype('float32'))
+    """
+    if isinstance(images, list | tuple):
+        try:
+            images = np.stack([np.asarray(im) for im in images])
+        except ValueError as e:
+            raise InputError(
+                f"Images given as a list must all have one shape. Received: {len(images)} "
+                f"images ({e}). Expected a list of (H, W, C) arrays or an (N, H, W, C) array."
+            ) from None
+    arr = np.asarray(images)
+    if arr.dtype == bool or not (
+        np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
+    ):
+        raise InputError(
+            f"Images must be numeric (uint8/integer or float). Received: {describe_array('images', arr)}."
+        )
+    if arr.ndim == 3:
+        arr = arr[None]
+    if arr.ndim != 4:
+        raise InputError(
+            "Images must be (N, H, W, C) or one image (H, W, C), channels-last. "
+            f"Received: {describe_array('images', arr)} (rank {arr.ndim})."
+        )
+    if arr.shape[0] == 0:
+        raise InputError(
+            f"The image batch is empty. Received: {describe_array('images', arr)}. "
+            "Expected at least one image."
+        )
+    batch = arr.astype(np.float32)
+    finite = np.isfinite(batch)
+    if not finite.all():
+        bad = int(batch.size - np.count_nonzero(finite))
+        where = tuple(int(i) for i in np.argwhere(~finite)[0])
+        raise InputError(
+            f"Images contain non-finite pixels (NaN or inf). Received: {bad} non-finite "
+            f"value(s) in images.shape={arr.shape}, the first at index {where}. "
+            "Expected finite pixel values."
+        )
+    if model is not None:
+        _check_against_model(batch, input_spec(model), getattr(model, "name", "?"))
+    return batch
+
+
+def _check_against_model(batch: np.ndarray, spec: InputSpec, name: str) -> None:
+    n, h, w, c = batch.shape
+    expected = f"(N, {spec.height or 'H'}, {spec.width or 'W'}, {spec.channels or 'C'})"
+    if spec.channels is not None and c != spec.channels:
+        hint = ""
+        if spec.data_format == "channels_first" and h == spec.channels:
+            hint = (
+                " The model is channels_first, but images are always given channels-last; "
+                "they are transposed for the model."
+            )
+        raise InputError(
+            f"Images have the wrong number of channels for model {name!r}. Received: "
+            f"images.shape={batch.shape} ({c} channels). Expected channels-last images "
+            f"{expected} with {spec.channels} channels.{hint}"
+        )
+    for axis, got, want in (("height", h, spec.height), ("width", w, spec.width)):
+        if want is not None and got != want:
+            raise InputError(
+                f"Image {axis} does not match the fixed input size of model {name!r}. "
+                f"Received: images.shape={batch.shape}. Expected {expected}."
+            )
+
+
+def to_model_layout(batch: np.ndarray, model: Any) -> np.ndarray:
+    """A channels-last batch in the layout ``model`` takes (``(N, C, H, W)`` for a
+    ``channels_first`` model; unchanged otherwise)."""
+    if input_spec(model).data_format == "channels_first":
+        return np.ascontiguousarray(np.transpose(batch, (0, 3, 1, 2)))
+    return batch
+
+
+def to_channels_last(array: np.ndarray, data_format: str) -> np.ndarray:
+    """A 4-D activation in channels-last order (``(N, C, H, W)`` -> ``(N, H, W, C)``
+    when ``data_format`` is ``"channels_first"``)."""
+    if data_format == "channels_first":
+        return np.ascontiguousarray(np.transpose(array, (0, 2, 3, 1)))
+    return array
+
+
+__all__ = [
+    "InputSpec",
+    "as_image_batch",
+    "input_spec",
+    "to_channels_last",
+    "to_model_layout",
+]
