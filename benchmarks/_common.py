@@ -1,0 +1,228 @@
+"""Shared helpers for the benchmark scripts: thread pinning, the seeded Xception-41,
+timing and peak memory.
+
+Use it in this order, because the thread settings of XLA must be in the environment
+before jax is imported and torch must be imported before tensorflow (keras-hub imports
+tensorflow under every backend)::
+
+    from _common import prepare_process          # imports no framework
+    THREADS = prepare_process(threads)           # env vars, torch-first import
+    import keras                                 # now safe
+    from _common import build_xception41, median_time, ...
+
+Each benchmark measures its subject and its baseline side by side in one process with
+pinned threads and prints their ratio: absolute times on this shared 2-core machine
+vary run to run, ratios much less.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+import tracemalloc
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# SPEC 1.4: Xception-41 as in keras-hub.
+XCEPTION41_CONV_FILTERS = (
+    [[32, 64], [128, 128], [256, 256], [728, 728]]
+    + [[728, 728, 728]] * 8
+    + [[728, 1024], [1536, 2048]]
+)
+XCEPTION41_POOLING = [False, True, True, True] + [False] * 8 + [True, False]
+
+
+def prepare_process(threads: int | None = None) -> int:
+    """Pin thread counts through the environment and import torch first where needed.
+
+    Call before importing keras (directly or through ``convviz_check`` modules that
+    import it). Sets ``XLA_FLAGS`` (read by jax when its CPU client starts), the OpenMP
+    / MKL thread counts and ``CONVVIZ_THREADS`` (read by ``backends.pin_threads``);
+    call :func:`pin_framework_threads` after importing keras.
+
+    Args:
+        threads: threads per pool; default ``CONVVIZ_THREADS`` or the CPU count.
+
+    Returns:
+        The thread count in force.
+    """
+    from convviz_check.backends import xla_thread_flags  # imports no framework
+
+    n = threads or int(os.environ.get("CONVVIZ_THREADS", "0")) or (os.cpu_count() or 1)
+    os.environ["CONVVIZ_THREADS"] = str(n)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(n)
+    if "jax" in sys.modules:
+        print("warning: jax imported before prepare_process; XLA_FLAGS ignored", file=sys.stderr)
+    flags = os.environ.get("XLA_FLAGS", "")
+    os.environ["XLA_FLAGS"] = f"{flags} {xla_thread_flags(n)}".strip()
+    if os.environ.get("KERAS_BACKEND", "tensorflow") == "torch":
+        # torch before tensorflow in one process (the other order can segfault).
+        import torch  # noqa: F401
+    return n
+
+
+def pin_framework_threads(n: int) -> dict[str, int]:
+    """``backends.pin_threads(n)`` for the running backend (after importing keras)."""
+    from convviz_check import backends
+
+    return backends.pin_threads(n)
+
+
+def seeded_value(path: str, shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """A deterministic float32 value for the variable at ``path`` (NumPy only).
+
+    Keyed by the variable's path, not its position, so the same file comes out on every
+    backend. Kernels are He-normal (fan-in over all but the last axis; depthwise kernels
+    over the window only), so activations keep their scale through 40 layers;
+    BatchNormalization statistics are near identity; biases are small.
+    """
+    rng = np.random.default_rng([seed, zlib.crc32(path.encode())])
+    leaf = path.rsplit("/", 1)[-1]
+    if leaf in ("gamma",):
+        return (1.0 + 0.1 * rng.standard_normal(shape)).astype(np.float32)
+    if leaf == "moving_variance":
+        return rng.uniform(0.5, 1.5, shape).astype(np.float32)
+    if leaf in ("beta", "moving_mean", "bias"):
+        return (0.1 * rng.standard_normal(shape)).astype(np.float32)
+    if len(shape) >= 2:
+        fan_in = (
+            int(np.prod(shape[:-2])) if leaf == "depthwise_kernel" else int(np.prod(shape[:-1]))
+        )
+        return (rng.standard_normal(shape) * np.sqrt(2.0 / max(fan_in, 1))).astype(np.float32)
+    return (0.1 * rng.standard_normal(shape)).astype(np.float32)
+
+
+def write_seeded_weights(model: Any, path: str | os.PathLike, seed: int = 0) -> Path:
+    """Assign :func:`seeded_value` to every variable of ``model`` and save them as a
+    ``.weights.h5`` file (the file, not the seed, is what other backends load)."""
+    for variable in model.weights:
+        variable.assign(seeded_value(variable.path, tuple(variable.shape), seed))
+    path = Path(path)
+    model.save_weights(path)
+    return path
+
+
+def build_xception41(
+    image_size: int = 299,
+    num_classes: int = 1000,
+    weights_path: str | os.PathLike | None = None,
+    seed: int = 0,
+    data_format: str | None = None,
+) -> tuple[Any, Path]:
+    """Xception-41 (SPEC 1.4) as a keras-hub ``XceptionImageClassifier``, with weights
+    loaded from a ``.weights.h5`` file.
+
+    Args:
+        image_size: fixed square input size (299 in the benchmarks).
+        num_classes: classes of the ``predictions`` head.
+        weights_path: an existing weights file to load; ``None`` writes a seeded one to
+            a temporary directory first.
+        seed: seed of the generated weights.
+        data_format: passed to the backbone (``None``: Keras' global setting).
+
+    Returns:
+        ``(model, weights_path)``.
+    """
+    import keras_hub
+
+    backbone = keras_hub.models.XceptionBackbone(
+        stackwise_conv_filters=XCEPTION41_CONV_FILTERS,
+        stackwise_pooling=XCEPTION41_POOLING,
+        image_shape=(image_size, image_size, 3)
+        if data_format != "channels_first"
+        else (3, image_size, image_size),
+        data_format=data_format,
+    )
+    model = keras_hub.models.XceptionImageClassifier(backbone=backbone, num_classes=num_classes)
+    if weights_path is None:
+        tmp = Path(tempfile.mkdtemp(prefix="convviz_bench_"))
+        weights_path = write_seeded_weights(model, tmp / f"xception41_s{seed}.weights.h5", seed)
+    model.load_weights(weights_path)
+    return model, Path(weights_path)
+
+
+def random_images(n: int, size: int, seed: int = 0, channels: int = 3) -> np.ndarray:
+    """``(n, size, size, channels)`` float32 in [0, 1) from ``default_rng(seed)``."""
+    return np.random.default_rng(seed).random((n, size, size, channels), dtype=np.float32)
+
+
+def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> tuple[float, list[float]]:
+    """Run ``fn`` ``warmup`` times untimed (compilation, caches), then ``repeats`` times;
+    return (median seconds, all timings)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), times
+
+
+def interleaved_median_times(
+    fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1
+) -> dict[str, tuple[float, list[float]]]:
+    """Like :func:`median_time` for several functions, alternating them in each round so
+    that load from other processes on a shared machine hits all of them alike."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {k: (statistics.median(v), v) for k, v in times.items()}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024.0 if sys.platform != "darwin" else peak / 2**20
+
+
+def traced_peak_mb(fn: Callable[[], Any]) -> float:
+    """Peak memory allocated through Python/NumPy allocators while ``fn`` runs, in MiB
+    (tracemalloc: NumPy arrays are traced; framework-internal buffers are not)."""
+    tracemalloc.start()
+    try:
+        result = fn()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    del result
+    return peak / 2**20
+
+
+def header(threads: dict[str, int] | int) -> str:
+    """One line naming the backend, versions, CPU and thread counts."""
+    from convviz_check import backends
+
+    versions = " ".join(f"{k}={v}" for k, v in backends.framework_versions().items())
+    return (
+        f"{versions} python={platform.python_version()} cpu={platform.processor() or platform.machine()}"
+        f" cores={os.cpu_count()} threads={threads}"
+    )
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    """Common flags: ``--quick``, ``--repeats``, ``--warmup``, ``--threads``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="fewer repeats (shared machines)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per subject")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed warm-up runs")
+    parser.add_argument("--threads", type=int, default=None, help="threads per pool")
+    return parser
