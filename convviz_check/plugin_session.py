@@ -75,7 +75,15 @@ class ConvvizFixture:
         :func:`convviz_check.localization.assert_localized`. Owned by the localization
         issue (only this method)."""
         __tracebackhide__ = True
-        raise ConvvizError("convviz.assert_localized is not implemented yet (localization issue).")
+        from .localization import assert_localized
+
+        # One overlay file per call: <results dir>/<test file>/<test name>/localized-<k>.png
+        # (nodeid parts are sanitized by localization; "/" only makes subfolders).
+        count = getattr(self, "_localized_calls", 0) + 1
+        self._localized_calls = count
+        kwargs.setdefault("results_dir", self.results_dir)
+        kwargs.setdefault("name", f"{self.node.nodeid.replace('::', '/')}/localized-{count}")
+        assert_localized(cam_or_heatmap, target, **kwargs)
 
     def assert_backends_agree(self, model_source: Any, images: Any, **kwargs: Any) -> None:
         """Assert the backends agree on ``model_source`` for ``images``; see
