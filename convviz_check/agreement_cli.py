@@ -1,0 +1,187 @@
+"""``convviz-check agree``: cross-backend agreement from the command line.
+
+Two routes, one report (:class:`convviz_check.agreement.AgreementReport`):
+
+- ``convviz-check agree MODEL --images FILE...`` runs one worker per backend here;
+- ``convviz-check agree --exported DIR`` compares what each backend environment wrote
+  with ``pytest --convviz-export DIR`` (teams whose backends cannot share one env).
+
+Exit status: 0 when every check agrees, 1 on a disagreement, 2 on an error. Light to
+import (no Keras, no framework): the workers import them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``agree`` on the ``convviz-check`` subcommand tree."""
+    p = subparsers.add_parser(
+        "agree",
+        help="check that TensorFlow, PyTorch and JAX agree on a model",
+        description="Compare activations, Grad-CAM and filter patterns of one model across "
+        "backends: run the workers here (MODEL --images ...), or compare what each "
+        "backend env exported (--exported DIR). Exit 1 on disagreement.",
+    )
+    p.add_argument(
+        "model",
+        nargs="?",
+        help="model source: .keras/.h5 path, keras-hub preset dir, hub:<preset>, pkg.module:factory",
+    )
+    p.add_argument("--exported", metavar="DIR", help="compare the artifacts exported to DIR")
+    p.add_argument(
+        "--images",
+        nargs="+",
+        metavar="FILE",
+        help=".npy/.npz arrays (N,H,W,C) or (H,W,C), or image files (PNG, JPEG)",
+    )
+    p.add_argument(
+        "--scenes",
+        type=int,
+        metavar="N",
+        help="use N bundled synthetic scenes (floats in [0, 1]) as the images",
+    )
+    p.add_argument(
+        "--rescale",
+        type=float,
+        default=None,
+        help="multiply the loaded images by this (e.g. 0.00392156862745098 for /255)",
+    )
+    p.add_argument("--backends", default=None, help="comma-separated (default: all three)")
+    p.add_argument(
+        "--what",
+        default="activations,gradcam,filters",
+        help="comma-separated artifacts (default: activations,gradcam,filters)",
+    )
+    p.add_argument(
+        "--tolerance", metavar="JSON", help='Tolerance fields, e.g. {"heatmap_rms": 0.01}'
+    )
+    p.add_argument("--layers", default=None, help="comma-separated activation layers")
+    p.add_argument("--class-index", type=int, default=None, help="Grad-CAM class for every image")
+    p.add_argument("--gradcam-layer", default=None, help="Grad-CAM target layer")
+    p.add_argument("--filters-layer", default=None, help="layer of the filter patterns")
+    p.add_argument("--filters", type=int, default=8, help="number of filters (the first N)")
+    p.add_argument("--filter-steps", type=int, default=30, help="gradient-ascent steps")
+    p.add_argument("--custom-objects", default=None, help="comma-separated importable modules")
+    p.add_argument(
+        "--unsafe",
+        action="store_true",
+        help="load with safe_mode=False (only for files you trust: runs their code)",
+    )
+    p.add_argument("--timeout", type=float, default=None, help="seconds per worker request")
+    p.add_argument("--json", metavar="FILE", help="also write the report(s) as JSON")
+    p.set_defaults(func=run)
+    return p
+
+
+def _split(value: str | None) -> list[str] | None:
+    if not value:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def load_images(paths: list[str], rescale: float | None = None) -> np.ndarray:
+    """Stack images from ``.npy`` / ``.npz`` files (never unpickled) and image files."""
+    batches = []
+    for text in paths:
+        path = Path(text)
+        if not path.is_file():
+            raise InputError(f"Image file not found. Received: {text!r}.")
+        suffix = path.suffix.lower()
+        if suffix == ".npy":
+            arr = np.load(path, allow_pickle=False)
+        elif suffix == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                keys = list(data.keys())
+                key = "images" if "images" in keys else keys[0] if len(keys) == 1 else None
+                if key is None:
+                    raise InputError(
+                        f"Ambiguous .npz: expected an 'images' array or exactly one array. "
+                        f"Received: {text!r} with arrays {keys}."
+                    )
+                arr = np.array(data[key])
+        else:
+            from PIL import Image
+
+            with Image.open(path) as im:
+                arr = np.asarray(im.convert("RGB"))
+        batches.append(arr[None] if arr.ndim == 3 else arr)
+    shapes = {b.shape[1:] for b in batches}
+    if len(shapes) != 1:
+        raise InputError(
+            f"All images must share one shape. Received: shapes {sorted(shapes)} from {paths}."
+        )
+    images = np.concatenate(batches)
+    if rescale is not None:
+        images = images.astype(np.float32) * np.float32(rescale)
+    return images
+
+
+def run(args: argparse.Namespace) -> int:
+    from . import agreement as ag
+
+    tolerance = json.loads(args.tolerance) if args.tolerance else None
+    if args.exported:
+        if args.model or args.images or args.scenes:
+            raise InputError(
+                "--exported compares exported artifacts; it takes no MODEL, --images or "
+                f"--scenes. Received: model={args.model!r}, images={args.images!r}, "
+                f"scenes={args.scenes!r}."
+            )
+        reports = ag.compare_exported(args.exported, backends=args.backends, tolerance=tolerance)
+    else:
+        if not args.model or not (args.images or args.scenes):
+            raise InputError(
+                "agree needs MODEL and --images (or --scenes N), or --exported DIR. "
+                f"Received: model={args.model!r}, images={args.images!r}, "
+                f"scenes={args.scenes!r}."
+            )
+        if args.scenes:
+            from .examples import make_scenes
+
+            images = make_scenes(args.scenes, seed=0).floats
+        else:
+            images = load_images(args.images, args.rescale)
+        report = ag.agreement(
+            args.model,
+            images,
+            what=tuple(_split(args.what) or ag.ARTIFACTS),
+            backends=args.backends or ag.BACKENDS,
+            tolerance=tolerance,
+            layers=_split(args.layers),
+            class_index=args.class_index,
+            gradcam_layer=args.gradcam_layer,
+            filters_layer=args.filters_layer,
+            filters=args.filters,
+            filter_steps=args.filter_steps,
+            safe_mode=not args.unsafe,
+            custom_objects=_split(args.custom_objects),
+            timeout=args.timeout,
+        )
+        reports = {str(args.model): report}
+    for name, report in reports.items():
+        if len(reports) > 1:
+            print(f"== {name}")
+        print(report)
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps({name: r.to_dict() for name, r in reports.items()}, indent=1, default=str)
+        )
+    failed = [name for name, r in reports.items() if not r.passed]
+    if failed:
+        print(
+            f"{len(failed)} of {len(reports)} check(s) disagree: {', '.join(failed)}",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"{len(reports)} check(s) agree across backends")
+    return 0
