@@ -1,0 +1,245 @@
+"""``convviz-check golden list|show|diff|accept|prune``: inspect and maintain golden files.
+
+``accept`` promotes the obtained files of a ``--convviz-results-dir`` (for instance a CI
+artifact) into the golden directory, each file atomically, after verifying them. No
+Keras and no framework are imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from . import golden
+from .errors import GoldenError
+
+DEFAULT_GOLDEN_DIR = "golden"
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``golden`` and its subcommands on the ``convviz-check`` parser."""
+    parser = subparsers.add_parser(
+        "golden",
+        help="list, show, diff, accept and prune golden files",
+        description="Inspect and maintain the golden files of convviz checks.",
+    )
+    parser.set_defaults(func=lambda args: (parser.print_help(), 0)[1])
+    sub = parser.add_subparsers(dest="golden_command", metavar="ACTION")
+
+    def with_dir(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument(
+            "--golden-dir",
+            default=DEFAULT_GOLDEN_DIR,
+            help=f"root of the golden files (default: ./{DEFAULT_GOLDEN_DIR})",
+        )
+        return p
+
+    p = with_dir(sub.add_parser("list", help="list stored checks"))
+    p.add_argument("--backend", help="only this backend's overrides ('neutral': no overrides)")
+    p.set_defaults(func=cmd_list)
+
+    p = with_dir(sub.add_parser("show", help="print a check's sidecar and verify its files"))
+    p.add_argument("check", help="path of the check (relative to the golden dir, or a file)")
+    p.set_defaults(func=cmd_show)
+
+    p = with_dir(sub.add_parser("diff", help="compare two stored checks (exit 1 if they differ)"))
+    p.add_argument("expected", help="a check path (golden dir relative, or a file)")
+    p.add_argument("obtained", help="a check path (golden dir relative, or a file)")
+    p.add_argument("--cross-backend", action="store_true", help="use cross-backend bounds")
+    p.add_argument("--images", help="also write expected/obtained/diff PNGs into this directory")
+    p.set_defaults(func=cmd_diff)
+
+    p = with_dir(
+        sub.add_parser("accept", help="promote obtained files of a results dir into goldens")
+    )
+    p.add_argument("results_dir", help="a --convviz-results-dir (with report.json)")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="also accept checks that passed (default: failed/missing)",
+    )
+    p.add_argument(
+        "--override",
+        action="store_true",
+        help="accept results of a non-reference backend as its overrides (golden/_backend/...)",
+    )
+    p.add_argument("-k", dest="match", help="only entries whose nodeid or check contains this")
+    p.add_argument("--dry-run", action="store_true", help="print what would be written")
+    p.set_defaults(func=cmd_accept)
+
+    p = with_dir(
+        sub.add_parser(
+            "prune", help="delete goldens reported unused, orphan files and stale temp files"
+        )
+    )
+    p.add_argument("--report", help="report.json of a complete run: delete its unused goldens")
+    p.add_argument("--dry-run", action="store_true", help="print what would be deleted")
+    p.set_defaults(func=cmd_prune)
+    return parser
+
+
+# --------------------------------------------------------------------------- helpers
+def _base(root: Path, text: str) -> Path:
+    """A check path: golden-dir relative or a filesystem path, with or without suffix."""
+    path = Path(text)
+    if path.suffix in golden.SUFFIXES:
+        path = path.with_suffix("")
+    if path.is_absolute() or (path.parent.exists() and not (root / path).parent.exists()):
+        return path
+    return golden.inside(root, PurePosixPath(path.as_posix()))
+
+
+def _shapes(side: dict[str, Any]) -> str:
+    shapes = side.get("shape") or {}
+    if list(shapes) == ["value"]:
+        return "x".join(map(str, shapes["value"]))
+    if side.get("layout") == "gradcam":
+        return "cam " + "x".join(map(str, shapes.get("heatmap", [])))
+    return f"{len(shapes)} layers"
+
+
+# --------------------------------------------------------------------------- commands
+def cmd_list(args: argparse.Namespace) -> int:
+    root = Path(args.golden_dir)
+    rows = []
+    for rel in golden.iter_checks(root):
+        scope = golden.scope_of(rel) or "neutral"
+        if args.backend and args.backend != scope:
+            continue
+        files = golden.files_of(root / Path(rel.as_posix()))
+        try:
+            side = golden.read_sidecar(files[".json"])
+            desc = (
+                f"{side['kind']:<10} {_shapes(side):<16} "
+                f"{','.join(sorted(set(side['dtype'].values())))}"
+            )
+            writer = side.get("backend") or "?"
+        except GoldenError as e:
+            desc, writer = f"INVALID: {str(e).splitlines()[0]}", "?"
+        size = files[".npz"].stat().st_size if files[".npz"].exists() else 0
+        rows.append(f"{rel.as_posix()}  {desc}  {size / 1024:.1f} KiB  by {writer}")
+    for row in rows:
+        print(row)
+    print(f"{len(rows)} check(s) in {root}", file=sys.stderr)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    base = _base(Path(args.golden_dir), args.check)
+    g = golden.load(base)
+    side = dict(g.sidecar)
+    print(f"{base}.npz")
+    print(json.dumps(side, sort_keys=True, indent=2))
+    print(f"verified: {len(g.arrays)} array(s), sha256 {side['sha256'][:12]} matches")
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from .compare import compare
+
+    root = Path(args.golden_dir)
+    expected = golden.load(_base(root, args.expected))
+    obtained = golden.load(_base(root, args.obtained), kind=expected.kind)
+    result = compare(
+        expected.value(), obtained.value(), expected.kind, cross_backend=args.cross_backend
+    )
+    print(result.text)
+    if args.images:
+        from .report import write_check_images
+
+        out = Path(args.images)
+        written = write_check_images(out / "check", obtained, expected)
+        for role, path in written.items():
+            print(f"{role}: {path}")
+    return 0 if result.passed else 1
+
+
+def _copy_check(src_base: Path, dest_base: Path) -> list[Path]:
+    """Copy the files of a check atomically (each file: temp + rename)."""
+    written = []
+    for suffix, src in golden.files_of(src_base).items():
+        if not src.exists():
+            continue
+        dest = golden.files_of(dest_base)[suffix]
+        golden._write_atomic(dest, src.read_bytes())
+        written.append(dest)
+    return written
+
+
+def cmd_accept(args: argparse.Namespace) -> int:
+    results = Path(args.results_dir)
+    report_path = results / "report.json"
+    try:
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise GoldenError(
+            f"No report.json in {results}. Expected the directory given to "
+            "--convviz-results-dir (it holds report.json and obtained/)."
+        ) from None
+    except json.JSONDecodeError as e:
+        raise GoldenError(f"{report_path} is not valid JSON ({e}).") from None
+    root = Path(args.golden_dir)
+    reference = report.get("golden_backend")
+    statuses = {"failed", "missing"} | ({"passed", "written"} if args.all else set())
+    accepted, skipped = 0, []
+    for entry in report.get("entries", []):
+        if entry.get("status") not in statuses or not entry.get("obtained"):
+            continue
+        label = f"{entry.get('nodeid')} :: {entry.get('check')}"
+        if args.match and args.match not in label:
+            continue
+        rel = PurePosixPath(entry.get("rel") or entry["golden"])
+        backend = entry.get("backend")
+        if golden.scope_of(rel) is None and reference and backend and backend != reference:
+            if not args.override:
+                skipped.append(
+                    f"{label}: computed under {backend!r}, goldens belong to {reference!r}; "
+                    "pass --override to store it as a per-backend override"
+                )
+                continue
+            rel = golden.scoped(rel, backend)
+        src = golden.inside(results, entry["obtained"])
+        golden.load(src, kind=entry.get("kind"))  # verify before promoting
+        dest = golden.inside(root, rel)
+        if args.dry_run:
+            print(f"would write {dest}.npz  <- {src}.npz")
+        else:
+            _copy_check(src, dest)
+            print(f"accepted {dest}.npz  ({label})")
+        accepted += 1
+    for line in skipped:
+        print(f"skipped {line}", file=sys.stderr)
+    print(f"{accepted} check(s) {'to accept' if args.dry_run else 'accepted'}", file=sys.stderr)
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    root = Path(args.golden_dir)
+    doomed: list[Path] = []
+    if args.report:
+        report = json.loads(Path(args.report).read_text(encoding="utf-8"))
+        for rel in (report.get("unused") or {}).get("files", []):
+            doomed += [p for p in golden.files_of(golden.inside(root, rel)).values() if p.exists()]
+    if root.is_dir():
+        for path in root.rglob("*"):
+            if not path.is_file():
+                continue
+            if path.name.startswith(".") and path.name.endswith(".tmp"):
+                doomed.append(path)  # left by an interrupted write
+            elif path.suffix in (".png", ".json") and not path.with_suffix(".npz").exists():
+                doomed.append(path)  # preview or sidecar without its data
+    for path in sorted(set(doomed)):
+        if args.dry_run:
+            print(f"would delete {path}")
+        else:
+            path.unlink(missing_ok=True)
+            print(f"deleted {path}")
+    if not args.dry_run and root.is_dir():  # drop directories left empty
+        for d in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+            if not any(d.iterdir()):
+                shutil.rmtree(d)
+    return 0
