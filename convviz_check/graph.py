@@ -1,9 +1,20 @@
 """Graph layer: flatten nested functional models, name their layers, rewire for gradients.
 
-Shared by activations and Grad-CAM. A Keras functional graph is replayed node by node
-on fresh symbolic inputs (the same layer objects, so the same weights); nested
-functional or Sequential models are replayed *inside* the walk instead of being called
-as one opaque layer, so every inner layer output becomes addressable.
+Shared by activations and Grad-CAM. A Keras functional graph is replayed node by node;
+nested functional or Sequential models are replayed *inside* the walk instead of being
+called as one opaque layer, so every inner layer output becomes addressable.
+
+Two replays, one walker (:func:`_replay`):
+- metadata (:func:`flatten`): each op's ``compute_output_spec`` on symbolic specs, so
+  the user's layers gain no new nodes;
+- execution (:class:`Probe`, built by :func:`submodel` and :func:`rewire`): a
+  ``keras.Model`` whose ``call`` replays the graph on real tensors and returns the
+  requested inner outputs. Building a new Functional instead fails on nested graphs
+  whose layer names collide ("conv" in the backbone and in the head: Keras requires
+  unique operation names), and a Functional re-calls the original head layer with its
+  softmax, so an activation swapped at build time would be lost (measured: logits came
+  back summing to 1 on all three backends). The probe tracks the source model, so its
+  variables are the source's (JAX passes them as jit arguments, not constants).
 
 Layer names: the plain layer name when it is unique over the whole nested graph, else
 the ``/``-joined path of enclosing model names (``outer/inner``). A layer called more
@@ -159,22 +170,17 @@ def _replay(model: Any, inputs: Sequence[Any], hook: Hook, prefix: tuple[str, ..
     return [tensors[id(x)] for x in fn.outputs]
 
 
-def _fresh_inputs(fn: Any) -> list:
-    import keras
-
-    return [keras.Input(batch_shape=tuple(x.shape), dtype=x.dtype, name=x.name) for x in fn.inputs]
-
-
-def _qualify(paths: list[tuple[str, ...]]) -> list[str]:
-    """Plain name when unique over the nested graph, ``outer/inner`` path otherwise;
-    repeated calls of one layer get ``:1``, ``:2``..."""
+def _qualify(paths: list[tuple[str, ...]], root: str) -> list[str]:
+    """Plain name when unique over the nested graph, ``outer/inner`` path otherwise (a
+    top-level layer's outer name is the model's own name); repeated calls of one layer
+    get ``:1``, ``:2``..."""
     leaf_count: dict[str, int] = {}
     distinct = {p for p in paths}
     for p in distinct:
         leaf_count[p[-1]] = leaf_count.get(p[-1], 0) + 1
     names, seen = [], {}
     for p in paths:
-        base = p[-1] if leaf_count[p[-1]] == 1 else "/".join(p)
+        base = p[-1] if leaf_count[p[-1]] == 1 else "/".join((root, *p) if len(p) == 1 else p)
         n = seen.get(base, 0)
         seen[base] = n + 1
         names.append(base if n == 0 else f"{base}:{n}")
@@ -194,7 +200,7 @@ def flatten(model: Any) -> FlatGraph:
     layout: dict[int, str | None] = {}
 
     def hook(path, op, args, kwargs, call):
-        out = call()
+        out = op.compute_output_spec(*args, **kwargs)
         fmt = getattr(op, "data_format", None)
         if fmt not in ("channels_first", "channels_last"):
             firsts = [a for a in keras.tree.flatten((args, kwargs)) if id(a) in layout]
@@ -204,19 +210,19 @@ def flatten(model: Any) -> FlatGraph:
         calls.append((path, op, out, fmt))
         return out
 
-    inputs = _fresh_inputs(fn)
+    inputs = [keras.KerasTensor(tuple(x.shape), dtype=x.dtype) for x in fn.inputs]
     outputs = _replay(fn, inputs, hook, ())
     first_format = next((f for *_, f in calls if f is not None), default_format)
     records = []
-    for name, (path, op, out, fmt) in zip(_qualify([c[0] for c in calls]), calls, strict=True):
-        flat_out = keras.tree.flatten(out)
+    names = _qualify([c[0] for c in calls], model.name)
+    for name, (path, op, out, fmt) in zip(names, calls, strict=True):
         records.append(
             LayerRecord(
                 name=name,
                 path=path,
                 operation=op,
                 class_name=type(op).__name__,
-                output=flat_out[0],
+                output=keras.tree.flatten(out)[0],
                 data_format=fmt or first_format,
             )
         )
@@ -241,34 +247,94 @@ def spatial_layers(model: Any) -> list[str]:
     return [r.name for r in flatten(model).records if r.is_spatial]
 
 
-def submodel(model: Any, layers: Sequence[str]) -> Any:
-    """Multi-output model ``inputs -> [output of each named layer]`` (cached)."""
+_PROBE_CLASS: Any = None
+
+
+def _probe_class() -> type:
+    """The Probe model class (defined lazily: keras must not load at import)."""
+    global _PROBE_CLASS
+    if _PROBE_CLASS is not None:
+        return _PROBE_CLASS
     import keras
 
+    class Probe(keras.Model):
+        """Replays a model's graph at call time and returns inner layer outputs.
+
+        ``outputs``: indices of flattened records whose outputs are returned, in order.
+        With ``zero_at`` (a record index) the probe takes ``[*inputs, zero]`` and every
+        consumer of that layer sees ``output + zero``. With ``bypass`` (a record index)
+        that layer runs with a linear activation (swapped inside ``call``, i.e. at trace
+        time under TF/JAX and on every call under torch), or is skipped if it is an
+        activation-only op.
+        """
+
+        def __init__(self, source, n_records, outputs, zero_at=None, bypass=None, **kwargs):
+            super().__init__(**kwargs)
+            self.source = source
+            self._n_records = n_records
+            self._out_idx = list(outputs)
+            self._zero_at = zero_at
+            self._bypass = bypass
+            self.built = True
+
+        def call(self, inputs, training=False):
+            flat = list(inputs) if isinstance(inputs, list | tuple) else [inputs]
+            zero = flat.pop() if self._zero_at is not None else None
+            values: dict[int, Any] = {}
+            counter = iter(range(self._n_records))
+
+            def hook(path, op, args, kwargs, call):
+                i = next(counter)
+                if i == self._bypass:
+                    if type(op).__name__ in _ACTIVATION_OPS:
+                        out = args[0]
+                    else:
+                        saved = op.activation
+                        op.activation = keras.activations.linear
+                        try:
+                            out = call()
+                        finally:
+                            op.activation = saved
+                else:
+                    out = call()
+                if i == self._zero_at:
+                    out = keras.ops.add(out, zero)
+                values[i] = out
+                return out
+
+            _replay(functional_of(self.source), flat, hook, ())
+            outs = [values[i] for i in self._out_idx]
+            return outs if len(outs) > 1 else outs[0]
+
+    _PROBE_CLASS = Probe
+    return Probe
+
+
+def _probe(
+    model: Any, outputs: Sequence[int], zero_at: int | None = None, bypass: int | None = None
+) -> Any:
+    n = len(flatten(model).records)
+    return _probe_class()(
+        model, n, outputs, zero_at=zero_at, bypass=bypass, name=f"{model.name}_probe"
+    )
+
+
+def submodel(model: Any, layers: Sequence[str]) -> Any:
+    """A model ``inputs -> [output of each named layer]`` (a single tensor for one
+    layer), sharing ``model``'s weights; cached per (model, layer names)."""
     graph = flatten(model)
     key = ("submodel", tuple(layers))
     per_model = _MODEL_CACHE.setdefault(model, {})
     if key not in per_model:
-        outs = [graph.record(n).output for n in layers]
-        per_model[key] = keras.Model(graph.inputs, outs, name=f"{model.name}_convviz_sub")
+        idx = [graph.records.index(graph.record(n)) for n in layers]
+        per_model[key] = _probe(model, idx)
     return per_model[key]
 
 
-class _WithoutActivation:
-    """Calls a layer with its ``activation`` set to linear (the pre-softmax logit)."""
-
-    def __init__(self, layer: Any) -> None:
-        self.layer = layer
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        import keras
-
-        saved = self.layer.activation
-        self.layer.activation = keras.activations.linear
-        try:
-            return self.layer(*args, **kwargs)
-        finally:
-            self.layer.activation = saved
+# Final operations whose output is their input passed through an activation: bypassing
+# them means skipping them (``keras.layers.Softmax`` and the ``keras.ops`` softmax and
+# sigmoid operations share these class names).
+_ACTIVATION_OPS = {"Activation": None, "Softmax": "softmax", "Sigmoid": "sigmoid"}
 
 
 def head_activation(model: Any) -> str:
@@ -276,8 +342,8 @@ def head_activation(model: Any) -> str:
     ``"linear"`` or another name (then the head cannot be bypassed)."""
     head = flatten(model).head_record()
     op = head.operation
-    if head.class_name == "Softmax":
-        return "softmax"
+    if _ACTIVATION_OPS.get(head.class_name):
+        return _ACTIVATION_OPS[head.class_name]
     act = getattr(op, "activation", None)
     if act is None:
         return "linear"
@@ -303,8 +369,6 @@ def rewire(model: Any, layer: str, bypass_head_activation: bool = False) -> Rewi
     (logit): the final Dense/Conv's activation is replaced by linear, or a final
     Activation/Softmax layer is skipped. Raises GraphError where that is impossible.
     """
-    import keras
-
     key = ("rewire", layer, bool(bypass_head_activation))
     per_model = _MODEL_CACHE.setdefault(model, {})
     if key in per_model:
@@ -324,41 +388,11 @@ def rewire(model: Any, layer: str, bypass_head_activation: bool = False) -> Rewi
             f"activation {act!r} in layer {head.name!r}. Expected softmax, sigmoid or "
             "linear; use score='output'."
         )
-    fn = functional_of(model)
-    zero = keras.Input(batch_shape=(None, *target.output_shape[1:]), name="convviz_zero")
-    inputs = _fresh_inputs(fn)
-    captured: dict[str, Any] = {}
-    paths = [r.path for r in graph.records]
-    # Which call of a path is the target (layers called more than once).
-    target_call = [i for i, r in enumerate(graph.records) if r.path == target.path].index(
-        graph.records.index(target)
-    )
-    counts: dict[tuple[str, ...], int] = {}
-
-    def hook(path, op, args, kwargs, call):
-        n = counts.get(path, 0)
-        counts[path] = n + 1
-        if path == head.path and bypass_head_activation and act != "linear":
-            if head.class_name in ("Activation", "Softmax"):
-                out = args[0]
-            else:
-                out = _WithoutActivation(op)(*args, **kwargs)
-        else:
-            out = call()
-        if path == target.path and n == target_call:
-            out = keras.layers.Add(name="convviz_probe")([out, zero])
-            captured["A"] = out
-        return out
-
-    outputs = _replay(fn, [*inputs], hook, ())
-    del paths
-    if "A" not in captured:  # pragma: no cover - the flatten walk found it
-        raise GraphError(f"Layer {layer!r} was not reached while rewiring.")
-    rewired_model = keras.Model(
-        [*inputs, zero], [captured["A"], outputs[0]], name=f"{model.name}_convviz_rewired"
-    )
+    target_i = graph.records.index(target)
+    head_i = graph.records.index(head)
+    bypass = head_i if (bypass_head_activation and act != "linear") else None
     result = Rewired(
-        model=rewired_model,
+        model=_probe(model, [target_i, head_i], zero_at=target_i, bypass=bypass),
         layer=layer,
         zero_shape=tuple(target.output_shape[1:]),
         head_kind="logit" if (bypass_head_activation or act == "linear") else "output",

@@ -26,7 +26,7 @@ import numpy as np
 from .errors import GraphError, ModelLoadError
 
 FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-HUB_TIMEOUT_S = float(os.environ.get("CONVVIZ_HUB_TIMEOUT", "30"))
+HUB_TIMEOUT_DEFAULT_S = 30.0
 
 
 def resolve_custom_objects(custom_objects: Mapping[str, Any] | Sequence[str] | None) -> dict:
@@ -97,17 +97,42 @@ def _load_file(path: Path, safe_mode: bool, custom_objects: dict) -> Any:
         raise _fail(path, f"{type(e).__name__}: {e}") from e
 
 
+def _task_class(preset: str) -> Any:
+    """The keras-hub class recorded in a local preset's ``task.json`` (None if absent)."""
+    import json
+
+    import keras
+
+    task_json = Path(preset) / "task.json"
+    if not task_json.is_file():
+        return None
+    try:
+        name = json.loads(task_json.read_text())["registered_name"]
+    except (ValueError, KeyError) as e:
+        raise ModelLoadError(f"Invalid keras-hub preset task.json in {preset!r}: {e}") from e
+    return keras.saving.get_registered_object(name)
+
+
 def _load_preset(preset: str, source: Any) -> Any:
     try:
         import keras_hub
     except ImportError as e:
         raise _fail(source, "keras-hub is not installed (pip install 'convviz_check[hub]').") from e
+    # Task.from_preset cannot be called on the base class: use the task class the preset
+    # names (local presets), else the image classifier, else the bare backbone.
+    candidates = [
+        c
+        for c in (_task_class(preset), keras_hub.models.ImageClassifier, keras_hub.models.Backbone)
+        if c is not None
+    ]
     errors = []
-    for cls in (keras_hub.models.Task, keras_hub.models.Backbone):
+    for cls in candidates:
         try:
             return cls.from_preset(preset)
         except Exception as e:  # noqa: BLE001 - try the next loader, report all
             errors.append(f"{cls.__name__}.from_preset: {type(e).__name__}: {e}")
+            if "NameResolution" in str(e) or "ConnectionError" in type(e).__name__:
+                break  # offline: the next loader would only wait for the network again
     raise _fail(source, "keras-hub could not load it. " + " | ".join(errors))
 
 
@@ -187,7 +212,8 @@ def load_model(
     text = os.fspath(source)
     objects = resolve_custom_objects(custom_objects)
     if text.startswith("hub:"):
-        model = _with_timeout(lambda: _load_preset(text[4:], text), HUB_TIMEOUT_S, text)
+        timeout = float(os.environ.get("CONVVIZ_HUB_TIMEOUT", HUB_TIMEOUT_DEFAULT_S))
+        model = _with_timeout(lambda: _load_preset(text[4:], text), timeout, text)
         return _check_graph(model, text)
     path = Path(text)
     if not path.exists() and FACTORY_RE.match(text):

@@ -1,0 +1,34 @@
+import subprocess
+import sys
+
+
+def test_cli_help_works_without_importing_keras():
+    code = (
+        "import sys; sys.modules['keras'] = None\n"
+        "from convviz_check.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "convviz-check" in out.stdout
+
+
+def test_console_script_is_installed():
+    out = subprocess.run(
+        [sys.executable, "-m", "convviz_check", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "convviz_check" in out.stdout
+
+
+def test_package_import_is_lazy():
+    code = (
+        "import sys; import convviz_check as cc\n"
+        "assert 'keras' not in sys.modules, 'import convviz_check imported keras'\n"
+        "assert 'load_model' in dir(cc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr

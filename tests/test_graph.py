@@ -1,0 +1,122 @@
+import keras
+import numpy as np
+import pytest
+
+from convviz_check import GraphError, conv_layers, graph
+from tests import _models
+
+
+def test_sequential_layers_in_depth_order():
+    model = _models.sequential()
+    assert conv_layers(model) == ["c1", "c2"]
+    assert graph.default_activation_layers(model) == ["c1", "p1", "c2"]
+    assert graph.spatial_layers(model) == ["c1", "p1", "c2"]
+    assert graph.head_activation(model) == "softmax"
+
+
+def test_residual_model_lists_every_conv():
+    model = _models.residual()
+    assert conv_layers(model) == ["first", "mid", "after"]
+
+
+def test_nested_model_names_collisions_by_path_and_flattens_backbone():
+    model = _models.nested_with_rescaling()
+    names = graph.flatten(model).names
+    assert names[0] == "rescale"
+    assert "backbone/conv" in names and "outer/conv" in names  # "conv" collides
+    assert "conv_b" in names and "pool" in names  # unique names stay plain
+    assert conv_layers(model) == ["backbone/conv", "conv_b", "outer/conv"]
+
+
+def test_flattened_outputs_equal_the_original_model():
+    model = _models.nested_with_rescaling()
+    x = np.random.default_rng(0).uniform(0, 255, (2, 12, 12, 3)).astype("float32")
+    head = graph.flatten(model).head_record().name
+    replayed = graph.submodel(model, [head]).predict_on_batch(x)
+    np.testing.assert_allclose(replayed, model.predict_on_batch(x), rtol=1e-6)
+
+
+def test_submodel_returns_inner_layer_outputs_and_is_cached():
+    model = _models.nested_with_rescaling()
+    sub = graph.submodel(model, ["conv_b"])
+    assert sub is graph.submodel(model, ["conv_b"])
+    x = np.random.default_rng(1).uniform(0, 255, (1, 12, 12, 3)).astype("float32")
+    backbone = model.get_layer("backbone")
+    expected = backbone.predict_on_batch(x / 255.0)
+    np.testing.assert_allclose(sub.predict_on_batch(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_keras_hub_task_is_flattened_through_its_backbone():
+    pytest.importorskip("keras_hub")
+    model = _models.tiny_xception()
+    names = graph.flatten(model).names
+    assert names[0] == "block1_conv1"
+    assert names[-2:] == ["output_dropout", "predictions"] or names[-1] == "predictions"
+    assert "pooler" in names
+    assert graph.spatial_layers(model)[-1].startswith("block")
+    assert graph.head_activation(model) == "linear"
+
+
+def test_unknown_layer_lists_valid_ones():
+    model = _models.sequential()
+    with pytest.raises(GraphError, match=r"Received: layer='nope'.*'c1'"):
+        graph.submodel(model, ["nope"])
+
+
+def test_subclassed_model_is_refused():
+    class Sub(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.d = keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.d(x)
+
+    with pytest.raises(GraphError, match="Subclassed models.*Sub"):
+        graph.flatten(Sub())
+
+
+def test_unbuilt_sequential_is_refused():
+    model = keras.Sequential([keras.layers.Dense(2)])
+    with pytest.raises(GraphError, match="not built"):
+        graph.flatten(model)
+
+
+def test_rewire_adds_zero_input_without_changing_outputs():
+    model = _models.residual()
+    rw = graph.rewire(model, "mid")
+    x = np.random.default_rng(2).normal(size=(2, 12, 12, 3)).astype("float32")
+    zero = np.zeros((2, *rw.zero_shape), "float32")
+    a, head = rw.model.predict_on_batch([x, zero])
+    np.testing.assert_allclose(head, model.predict_on_batch(x), rtol=1e-5, atol=1e-7)
+    mid = graph.submodel(model, ["mid"]).predict_on_batch(x)
+    np.testing.assert_allclose(a, mid, rtol=1e-5, atol=1e-7)
+    assert rw.head_kind == "output"
+
+
+def test_rewire_bypasses_softmax_for_logits():
+    model = _models.residual()
+    rw = graph.rewire(model, "mid", bypass_head_activation=True)
+    x = np.random.default_rng(3).normal(size=(2, 12, 12, 3)).astype("float32")
+    _, logits = rw.model.predict_on_batch([x, np.zeros((2, *rw.zero_shape), "float32")])
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    np.testing.assert_allclose(probs, model.predict_on_batch(x), rtol=1e-5, atol=1e-6)
+    assert rw.head_kind == "logit"
+    # the original model keeps its softmax
+    assert graph.head_activation(model) == "softmax"
+
+
+def test_rewire_refuses_unbypassable_head():
+    x_in = keras.Input((8, 8, 3))
+    h = keras.layers.Conv2D(2, 3, name="c")(x_in)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    out = keras.layers.Dense(2, activation="relu", name="head")(h)
+    model = keras.Model(x_in, out)
+    with pytest.raises(GraphError, match="Received: final activation 'relu'"):
+        graph.rewire(model, "c", bypass_head_activation=True)
+
+
+def test_rewire_refuses_the_head_itself():
+    model = _models.sequential()
+    with pytest.raises(GraphError, match="output layer"):
+        graph.rewire(model, "head")
