@@ -54,6 +54,9 @@ SSIM_MIN_WINDOW = 3
 # Share of cells in the "top region" whose overlap is measured (SPEC 4: top 10%).
 TOPK_NUMERATOR, TOPK_DENOMINATOR = 1, 10
 
+# Plain changes (class, degeneracy) listed one per line for at most this many images.
+MAX_LISTED = 5
+
 # Half an ulp of float16 relative to the value: 2**-11 (10-bit mantissa).
 FLOAT16_REL_ROUNDING = 2.0**-11
 
@@ -783,7 +786,7 @@ def _text(
 ) -> str:
     batch = len(items) > 1
     where = (lambda it: f" ({it.name})") if batch else (lambda it: "")
-    lines = _plain_changes(items, metrics, worst, where)
+    lines = _plain_changes(items, metrics, where)
     both_degenerate = [it for it in items if it.degenerate == (True, True)]
     unit = {"activation": "layer", "heatmap": "image", "pattern": "filter"}[kind]
     summary = f"{kind} comparison {'passed' if passed else 'FAILED'}"
@@ -817,24 +820,26 @@ def _text(
     return "\n".join(lines)
 
 
-def _plain_changes(
-    items: list[_Item], metrics: dict[str, MetricResult], worst: _Item, where: Any
-) -> list[str]:
+def _plain_changes(items: list[_Item], metrics: dict[str, MetricResult], where: Any) -> list[str]:
     """The plainest changes, most plain first: top class, degeneracy, peak position."""
     lines = []
-    for it in items:
-        if it.class_changed:
-            lines.append(
-                f"top class changed: {it.class_index[0]} -> {it.class_index[1]}{where(it)}"
-            )
-    for it in items:
-        if it.degenerate_changed:
-            before, after = (
-                ("degenerate", "meaningful") if it.degenerate[0] else ("meaningful", "degenerate")
-            )
-            lines.append(
-                f"degenerate changed: expected a {before} map, obtained a {after} map{where(it)}"
-            )
+    changed = [it for it in items if it.class_changed]
+    lines += [
+        f"top class changed: {it.class_index[0]} -> {it.class_index[1]}{where(it)}"
+        for it in changed[:MAX_LISTED]
+    ]
+    if len(changed) > MAX_LISTED:
+        lines.append(f"top class changed in {len(changed) - MAX_LISTED} more images")
+    flipped = [it for it in items if it.degenerate_changed]
+    for it in flipped[:MAX_LISTED]:
+        before, after = (
+            ("degenerate", "meaningful") if it.degenerate[0] else ("meaningful", "degenerate")
+        )
+        lines.append(
+            f"degenerate changed: expected a {before} map, obtained a {after} map{where(it)}"
+        )
+    if len(flipped) > MAX_LISTED:
+        lines.append(f"degenerate changed in {len(flipped) - MAX_LISTED} more images")
     shift = metrics.get("peak_shift")
     if shift is not None and not shift.ok:
         moved = max(

@@ -295,6 +295,17 @@ def test_top_class_change_leads_the_text_and_fails_even_with_equal_maps():
     assert result.details["class_index_obtained"] == [1]
 
 
+def test_many_class_changes_are_listed_up_to_five_then_counted():
+    maps = np.stack([hot_spot((5, 5), (2, 2))] * 7)
+    result = compare(
+        make_cam(maps, class_index=[0] * 7), make_cam(maps, class_index=[1] * 7), "heatmap"
+    )
+    lines = result.text.splitlines()
+    assert lines[:5] == [f"top class changed: 0 -> 1 (image {i})" for i in range(5)]
+    assert lines[5] == "top class changed in 2 more images"
+    assert result.metrics["class_changed"].value == 7.0
+
+
 def test_batch_names_the_worst_image():
     rng = np.random.default_rng(4)
     maps = rng.random((3, 7, 7)).astype(np.float32)
