@@ -540,6 +540,13 @@ def _read_npz(path: Path) -> tuple[dict[str, np.ndarray], list[str] | None]:
     except OSError as e:
         raise GoldenError(f"Cannot read golden file {path}: {e}") from None
     _check_lfs(path, head)
+    if not head.startswith(b"PK"):
+        # np.load would try to unpickle anything that is neither .npz nor .npy and then
+        # blame pickling; say what the file really is.
+        raise GoldenError(
+            f"{path} is corrupt: not a .npz (zip) archive (starts with {head[:8]!r}). Delete "
+            "it and rewrite it with --convviz-update=missing, or restore it from version control."
+        )
     arrays: dict[str, np.ndarray] = {}
     try:
         with np.load(path, allow_pickle=False) as npz:

@@ -1,0 +1,525 @@
+"""The plugin's golden lifecycle, end to end with pytester.
+
+Inner tests check plain NumPy arrays (no model), so each inner run is quick; the
+running backend is whatever KERAS_BACKEND says, and the reference backend is set with
+the ``convviz_golden_backend`` ini key (to it, or to another name to act as a
+non-reference backend) so that no test needs a second framework.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from convviz_check import golden
+
+CAM_TEST = """
+import numpy as np
+
+def test_cam(convviz):
+    hm = np.zeros((7, 7), np.float32)
+    hm[{y}, {x}] = 1.0
+    hm[{y}, {x} - 1] = 0.5
+    hm[1, 1] += {bump}
+    convviz.check("cam", hm)
+"""
+
+
+@pytest.fixture(scope="module")
+def backend() -> str:
+    from convviz_check.backends import current_backend
+
+    return current_backend()
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester, backend: str, monkeypatch: pytest.MonkeyPatch):
+    """A pytester project whose reference backend is the running one; CI unset."""
+    monkeypatch.delenv("CI", raising=False)
+    pytester.makeini(f"[pytest]\nconvviz_golden_backend = {backend}\n")
+    return pytester
+
+
+def _cam_test(p: pytest.Pytester, y: int = 2, x: int = 3, bump: float = 0.0) -> None:
+    p.makepyfile(test_life=CAM_TEST.format(y=y, x=x, bump=bump))
+
+
+def _golden_files(p: pytest.Pytester) -> dict[str, bytes]:
+    root = p.path / "golden"
+    return (
+        {
+            f.relative_to(root).as_posix(): f.read_bytes()
+            for f in sorted(root.rglob("*"))
+            if f.is_file()
+        }
+        if root.exists()
+        else {}
+    )
+
+
+def _npz(p: pytest.Pytester, rel: str = "test_life.py/test_cam/cam") -> Path:
+    return p.path / "golden" / (rel + ".npz")
+
+
+# ------------------------------------------------------------------ the lifecycle
+def test_missing_golden_fails_and_prints_the_command_that_writes_it(project):
+    _cam_test(project)
+    result = project.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["*convviz check 'cam': golden file missing: *test_life.py/test_cam/cam.npz*",
+         "*pytest --convviz-update=missing test_life.py::test_cam"]
+    )  # fmt: skip
+    assert _golden_files(project) == {}
+
+
+def test_update_missing_writes_the_files_and_passes_then_verify_passes(project):
+    _cam_test(project)
+    result = project.runpytest("--convviz-update=missing")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        ["*convviz: wrote 1 golden file(s)*", "*test_life.py/test_cam/cam.npz"]
+    )
+    files = _golden_files(project)
+    assert set(files) == {f"test_life.py/test_cam/cam{s}" for s in (".npz", ".json", ".png")}
+    assert golden.load(_npz(project).with_suffix("")).value()[2, 3] == 1.0
+    project.runpytest().assert_outcomes(passed=1)
+    # --convviz-update=all with unchanged values rewrites nothing (byte-stable).
+    result = project.runpytest("--convviz-update=all")
+    result.assert_outcomes(passed=1)
+    assert "wrote" not in result.stdout.str()
+    assert _golden_files(project) == files
+
+
+def test_moved_hot_spot_fails_naming_the_peak_shift_then_update_failed_accepts(project):
+    _cam_test(project, y=2, x=3)
+    project.runpytest("--convviz-update=missing").assert_outcomes(passed=1)
+    _cam_test(project, y=5, x=5)
+    result = project.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*convviz check 'cam' (heatmap) does not match its golden.",
+            "*peak moved * cells: (row 2, col 3) -> (row 5, col 5)",
+            "*peak_shift * > max 0 *FAIL",
+            "*peak expected (row 2, col 3), obtained (row 5, col 5)",
+            "*share of values out of pixel_atol*",
+            "*same-backend bounds*",
+            "*pytest --convviz-update=failed test_life.py::test_cam",
+        ]
+    )
+    # The metric lines follow the plainest change, which leads.
+    text = result.stdout.str()
+    assert text.index("peak moved") < text.index("topk_iou")
+    result = project.runpytest("--convviz-update=failed")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*convviz: wrote 1 golden file(s)*"])
+    assert golden.load(_npz(project).with_suffix("")).value()[5, 5] == 1.0
+    project.runpytest().assert_outcomes(passed=1)
+
+
+def test_failure_lists_images_in_the_results_dir(project):
+    _cam_test(project, y=2, x=3)
+    project.runpytest("--convviz-update=missing").assert_outcomes(passed=1)
+    _cam_test(project, y=5, x=5)
+    result = project.runpytest("--convviz-results-dir=res")
+    result.assert_outcomes(failed=1)
+    line = next(ln for ln in result.outlines if "images: expected" in ln)
+    paths = [part.split()[-1] for part in line.split("images:")[1].split(",")]
+    assert [Path(p).name for p in paths] == ["cam.expected.png", "cam.obtained.png", "cam.diff.png"]
+    assert all(Path(p).read_bytes().startswith(b"\x89PNG") for p in paths)
+    report = json.loads((project.path / "res" / "report.json").read_text())
+    assert report["summary"] == {"failed": 1}
+    assert report["entries"][0]["metrics"]["peak_shift"]["ok"] is False
+    obtained = project.path / "res" / report["entries"][0]["obtained"]
+    assert golden.load(obtained).value()[5, 5] == 1.0
+
+
+def test_update_is_refused_when_ci_is_set(project, monkeypatch):
+    _cam_test(project)
+    monkeypatch.setenv("CI", "true")
+    result = project.runpytest("--convviz-update=missing")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*refused because the CI environment variable is set*"])
+    assert _golden_files(project) == {}
+    result = project.runpytest("--convviz-update=missing", "--convviz-allow-ci-update")
+    result.assert_outcomes(passed=1)
+    assert _npz(project).exists()
+
+
+def test_override_flag_needs_an_update_mode(project):
+    _cam_test(project)
+    result = project.runpytest("--convviz-update-override")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*needs an update mode*"])
+
+
+# ------------------------------------------------------------ golden ownership
+def _as_non_reference(p: pytest.Pytester) -> None:
+    p.makeini("[pytest]\nconvviz_golden_backend = reference-backend\n")
+
+
+def test_non_reference_backend_refuses_updates_and_writes_overrides_only_with_the_flag(
+    project, backend
+):
+    _cam_test(project)
+    _as_non_reference(project)
+    result = project.runpytest("--convviz-update=missing")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            f"*refusing to write the golden under backend '{backend}'*",
+            "*owned by the reference backend 'reference-backend'*",
+            "*KERAS_BACKEND=reference-backend pytest --convviz-update=missing test_life.py::test_cam",
+            "*--convviz-update-override test_life.py::test_cam",
+        ]
+    )
+    assert _golden_files(project) == {}
+    result = project.runpytest("--convviz-update=missing", "--convviz-update-override")
+    result.assert_outcomes(passed=1)
+    assert set(_golden_files(project)) == {
+        f"_backend/{backend}/test_life.py/test_cam/cam{s}" for s in (".npz", ".json", ".png")
+    }
+    project.runpytest().assert_outcomes(passed=1)
+
+
+def test_missing_golden_under_non_reference_backend_names_the_reference(project):
+    _cam_test(project)
+    _as_non_reference(project)
+    result = project.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["*KERAS_BACKEND=reference-backend pytest --convviz-update=missing test_life.py::test_cam"]
+    )
+
+
+def test_non_reference_backend_compares_with_cross_backend_bounds(project):
+    # 0.005 on one cell: over the same-backend bounds (max_abs 1e-3), within the
+    # cross-backend ones (2e-2).
+    _cam_test(project)
+    project.runpytest("--convviz-update=missing").assert_outcomes(passed=1)
+    _cam_test(project, bump=0.005)
+    result = project.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*max_abs*FAIL*", "*same-backend bounds*"])
+    _as_non_reference(project)
+    project.runpytest().assert_outcomes(passed=1)
+
+
+def test_backend_override_is_looked_up_before_the_neutral_golden(project, backend):
+    _cam_test(project, y=2, x=3)
+    project.runpytest("--convviz-update=missing").assert_outcomes(passed=1)
+    _cam_test(project, y=5, x=5)
+    _as_non_reference(project)
+    project.runpytest().assert_outcomes(failed=1)
+    result = project.runpytest("--convviz-update=failed", "--convviz-update-override")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([f"*_backend/{backend}/test_life.py/test_cam/cam.npz"])
+    project.runpytest().assert_outcomes(passed=1)
+    # The neutral golden was not changed by the non-reference backend.
+    assert golden.load(_npz(project).with_suffix("")).value()[2, 3] == 1.0
+
+
+# --------------------------------------------------------------------- settings
+def test_marker_tolerance_applies_and_check_argument_overrides_it(project):
+    project.makepyfile(
+        test_tol="""
+        import numpy as np
+        import pytest
+
+        def value(bump):
+            hm = np.zeros((7, 7), np.float32)
+            hm[3, 3] = 1.0
+            hm[0, 0] = bump
+            return hm
+
+        @pytest.mark.convviz(tolerance={"heatmap_max_abs": 0.5, "heatmap_rms": 0.5,
+                                        "heatmap_pearson_min": 0.0, "heatmap_ssim_min": 0.0,
+                                        "heatmap_topk_iou_min": 0.0})
+        def test_loose(convviz, request):
+            convviz.check("m", value(request.config.getoption("--bump", 0.0)))
+
+        @pytest.mark.convviz(tolerance={"heatmap_max_abs": 0.5, "heatmap_rms": 0.5,
+                                        "heatmap_pearson_min": 0.0, "heatmap_ssim_min": 0.0,
+                                        "heatmap_topk_iou_min": 0.0})
+        def test_tight_argument_wins(convviz, request):
+            convviz.check("m", value(request.config.getoption("--bump", 0.0)),
+                          tolerance={"heatmap_max_abs": 1e-3})
+        """
+    )
+    project.makeconftest(
+        "def pytest_addoption(parser):\n    parser.addoption('--bump', type=float, default=0.0)\n"
+    )
+    project.runpytest("--convviz-update=missing").assert_outcomes(passed=2)
+    result = project.runpytest("--bump=0.2")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*test_tight_argument_wins*", "*max_abs*> max 0.001*FAIL*"])
+
+
+def test_model_fingerprint_change_leads_the_failure(project):
+    project.makepyfile(
+        test_fp="""
+        import numpy as np
+
+        def test_fp(convviz, request):
+            fp = request.config.getoption("--fp")
+            hm = np.zeros((5, 5), np.float32)
+            hm[1 if fp == "aaaa" else 3, 2] = 1.0
+            convviz.check("m", hm, model=fp)
+        """
+    )
+    project.makeconftest("def pytest_addoption(parser):\n    parser.addoption('--fp')\n")
+    project.runpytest("--convviz-update=missing", "--fp=aaaa").assert_outcomes(passed=1)
+    side = json.loads((project.path / "golden/test_fp.py/test_fp/m.json").read_text())
+    assert side["model_fingerprint"] == "aaaa"
+    result = project.runpytest("--fp=bbbb")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["*does not match its golden.", "*model fingerprint changed: golden aaaa, now bbbb*"]
+    )
+
+
+def test_check_arguments_are_validated(project):
+    project.makepyfile(
+        test_args="""
+        import numpy as np
+        import pytest
+        from convviz_check.errors import InputError
+
+        def test_duplicate_names(convviz):
+            convviz.check("a", np.ones((3, 3)))
+            with pytest.raises(InputError, match="unique within a test"):
+                convviz.check("a", np.ones((3, 3)))
+
+        def test_empty_name(convviz):
+            with pytest.raises(InputError, match="non-empty name"):
+                convviz.check("", np.ones((3, 3)))
+
+        def test_4d_needs_kind(convviz):
+            with pytest.raises(InputError, match="kind= is required"):
+                convviz.check("x", np.ones((1, 4, 4, 3)))
+        """
+    )
+    project.runpytest("--convviz-update=missing").assert_outcomes(passed=3)
+
+
+def test_activation_dict_with_float16_and_layer_subset(project):
+    project.makepyfile(
+        test_acts="""
+        import numpy as np
+
+        def test_acts(convviz):
+            rng = np.random.default_rng(0)
+            acts = {n: rng.normal(size=(1, 4, 4, 3)).astype(np.float32) for n in ("c1", "m/c2", "c3")}
+            convviz.check("acts", acts, dtype="float16", layers=["c1", "m/c2"],
+                          tolerance={"activation_max_rel": 1e-3, "activation_mean_rel": 1e-3})
+        """
+    )
+    project.runpytest("--convviz-update=missing").assert_outcomes(passed=1)
+    g = golden.load(project.path / "golden/test_acts.py/test_acts/acts")
+    assert list(g.arrays) == ["c1", "m/c2"] and g.arrays["c1"].dtype == np.float16
+    project.runpytest().assert_outcomes(passed=1)
+
+
+def test_class_methods_and_parameters_get_their_own_directories(project):
+    project.makepyfile(
+        test_cls="""
+        import numpy as np
+        import pytest
+
+        class TestGroup:
+            @pytest.mark.parametrize("k", [1, "a/b"])
+            def test_p(self, convviz, k):
+                convviz.check("v", np.full((3, 3), 1.0 if k == 1 else 0.5, np.float32))
+        """
+    )
+    project.runpytest("--convviz-update=missing").assert_outcomes(passed=2)
+    names = sorted(p.parent.name for p in (project.path / "golden").rglob("v.npz"))
+    assert names == ["TestGroup.test_p[1]", "TestGroup.test_p[a_b]"]
+
+
+# ---------------------------------------------------------------- broken goldens
+def _break_object_array(base: Path) -> None:
+    with open(golden.files_of(base)[".npz"], "wb") as f:
+        np.savez(f, value=np.array([object()], dtype=object))
+
+
+def _edit(base: Path, **changes) -> None:
+    path = golden.files_of(base)[".json"]
+    side = json.loads(path.read_text())
+    side.update(changes)
+    path.write_text(json.dumps(side))
+
+
+BREAKAGES = {
+    "corrupt npz": (lambda b: golden.files_of(b)[".npz"].write_bytes(b"\x00garbage"), "is corrupt"),
+    "object array": (_break_object_array, "object arrays"),
+    "invalid sidecar": (
+        lambda b: golden.files_of(b)[".json"].write_text("{oops"),
+        "not valid JSON",
+    ),
+    "lfs pointer": (
+        lambda b: golden.files_of(b)[".npz"].write_text(
+            "version https://git-lfs.github.com/spec/v1\noid sha256:00\nsize 9\n"
+        ),
+        "git lfs pull",
+    ),
+    "shape mismatch": (lambda b: _edit(b, shape={"value": [2, 2]}), "Shape mismatch"),
+    "dtype mismatch": (lambda b: _edit(b, dtype={"value": "float64"}), "Dtype mismatch"),
+    "kind mismatch": (lambda b: _edit(b, kind="pattern"), "Kind mismatch"),
+}
+
+
+@pytest.mark.parametrize("breakage", list(BREAKAGES))
+def test_broken_golden_is_a_clear_failure_and_no_file_changes(project, breakage):
+    _cam_test(project)
+    project.runpytest("--convviz-update=missing").assert_outcomes(passed=1)
+    breaker, message = BREAKAGES[breakage]
+    breaker(_npz(project).with_suffix(""))
+    before = _golden_files(project)
+    for args in ((), ("--convviz-update=all",)):
+        result = project.runpytest(*args)
+        result.assert_outcomes(failed=1)
+        result.stdout.fnmatch_lines(
+            ["*convviz check 'cam': the golden cannot be used.", f"*{message}*"]
+        )
+        assert _golden_files(project) == before
+
+
+# -------------------------------------------------------------------- unused
+UNUSED_TESTS = """
+import numpy as np
+import pytest
+
+def test_cam(convviz):
+    convviz.check("cam", np.eye(4, dtype=np.float32))
+
+@pytest.mark.skip(reason="off today")
+def test_skipped(convviz):
+    convviz.check("cam", np.eye(4, dtype=np.float32))
+
+def test_other(convviz):
+    convviz.check("cam", np.eye(4, dtype=np.float32))
+"""
+
+
+def _unused_project(p: pytest.Pytester) -> dict[str, bytes]:
+    p.makepyfile(test_life=UNUSED_TESTS)
+    p.runpytest("--convviz-update=missing").assert_outcomes(passed=2, skipped=1)
+    # a golden of the skipped test (kept) and one whose test is gone (unused)
+    root = p.path / "golden" / "test_life.py"
+    for name in ("test_skipped", "test_gone"):
+        (root / name).mkdir()
+        for f in (root / "test_cam").iterdir():
+            (root / name / f.name).write_bytes(f.read_bytes())
+    return _golden_files(p)
+
+
+def test_unused_golden_warns_by_default_and_skipped_tests_do_not_count(project):
+    before = _unused_project(project)
+    result = project.runpytest()
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(
+        [
+            "*convviz: 1 golden(s) unused*",
+            "  test_life.py/test_gone/cam",
+            "*--convviz-unused=delete*",
+        ]
+    )
+    assert "test_skipped/cam" not in result.stdout.str()
+    assert _golden_files(project) == before
+
+
+def test_unused_golden_fails_the_run_with_fail(project):
+    _unused_project(project)
+    result = project.runpytest("--convviz-unused=fail")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        ["*1 golden(s) unused (failing the run)*", "  test_life.py/test_gone/cam"]
+    )
+
+
+def test_unused_golden_is_deleted_with_delete(project):
+    _unused_project(project)
+    result = project.runpytest("--convviz-unused=delete")
+    assert result.ret == 0
+    files = _golden_files(project)
+    assert not any("test_gone" in f for f in files)
+    assert any("test_skipped" in f for f in files) and any("test_other" in f for f in files)
+
+
+def test_unused_goldens_are_not_judged_after_a_failure_or_of_deselected_tests(project):
+    before = _unused_project(project)
+    project.makepyfile(test_life=UNUSED_TESTS + "\ndef test_broken():\n    assert False\n")
+    result = project.runpytest("--convviz-unused=delete")
+    result.assert_outcomes(passed=2, skipped=1, failed=1)
+    assert _golden_files(project) == before
+    # -k deselects test_other: its golden is not unused; test_gone's still is.
+    project.makepyfile(test_life=UNUSED_TESTS)
+    result = project.runpytest("-k", "test_cam", "--convviz-unused=fail")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert "test_other/cam" not in result.stdout.str()
+    result.stdout.fnmatch_lines(["  test_life.py/test_gone/cam"])
+
+
+def test_unused_judging_with_explicit_paths_covers_only_collected_files(project):
+    _unused_project(project)
+    project.makepyfile(test_more="import numpy as np\n\ndef test_x(convviz):\n    pass\n")
+    result = project.runpytest("test_more.py", "--convviz-unused=fail")
+    assert result.ret == 0  # test_life.py's goldens are out of this run's reach
+
+
+def test_unused_judges_only_the_running_backends_scope(project, backend):
+    before = _unused_project(project)
+    _as_non_reference(project)
+    result = project.runpytest("--convviz-unused=delete")
+    assert result.ret == 0
+    assert _golden_files(project) == before  # neutral goldens belong to the reference
+
+
+# -------------------------------------------------------------------- xdist
+XDIST_TESTS = """
+import numpy as np
+import pytest
+
+@pytest.mark.parametrize("k", range(6))
+def test_many(convviz, k):
+    rng = np.random.default_rng(k)
+    convviz.check("cam", rng.random((6, 6)).astype(np.float32))
+    convviz.check("acts", {"c": rng.normal(size=(1, 3, 3, 2)).astype(np.float32)})
+"""
+
+
+def test_xdist_update_then_verify_writes_each_file_once_and_merges(project):
+    pytest.importorskip("xdist")
+    project.makepyfile(test_x=XDIST_TESTS)
+    result = project.runpytest_subprocess("-n", "2", "--convviz-update=missing", "-p", "xdist")
+    result.assert_outcomes(passed=6)
+    result.stdout.fnmatch_lines(["*convviz: wrote 12 golden file(s)*"])
+    files = _golden_files(project)
+    assert len([f for f in files if f.endswith(".npz")]) == 12
+    for f in files:
+        if f.endswith(".npz"):
+            golden.load(project.path / "golden" / f[: -len(".npz")])  # every file intact
+    # a stale golden to find; the report merges both workers' parts
+    stale = project.path / "golden/test_x.py/test_many[9]"
+    stale.mkdir()
+    for f in (project.path / "golden/test_x.py/test_many[0]").iterdir():
+        (stale / f.name).write_bytes(f.read_bytes())
+    result = project.runpytest_subprocess(
+        "-n", "2", "-p", "xdist", "--convviz-unused=fail", "--convviz-results-dir=res"
+    )
+    result.assert_outcomes(passed=6)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        ["*2 golden(s) unused*", "  test_x.py/test_many[9]/acts", "  test_x.py/test_many[9]/cam"]
+    )
+    report = json.loads((project.path / "res/report.json").read_text())
+    assert report["summary"] == {"passed": 12}
+    assert report["unused"]["files"] == [
+        "test_x.py/test_many[9]/acts",
+        "test_x.py/test_many[9]/cam",
+    ]
