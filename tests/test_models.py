@@ -1,0 +1,160 @@
+import os
+import time
+
+import keras
+import numpy as np
+import pytest
+
+import convviz_check as cc
+from convviz_check import ModelLoadError
+from tests import _models
+
+X = np.random.default_rng(0).uniform(0, 1, (2, 16, 16, 3)).astype("float32")
+
+
+def _same_predictions(a, b, x=X):
+    np.testing.assert_allclose(a.predict_on_batch(x), b.predict_on_batch(x), rtol=1e-6, atol=1e-7)
+
+
+def test_keras_model_passes_through():
+    model = _models.sequential()
+    assert cc.load_model(model) is model
+
+
+def test_dot_keras_round_trip(tmp_path):
+    model = _models.sequential()
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = cc.load_model(path)
+    _same_predictions(model, loaded)
+    assert cc.model_fingerprint(loaded) == cc.model_fingerprint(model)
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".hdf5"])
+def test_legacy_hdf5_round_trip(tmp_path, suffix):
+    # Keras 3 writes the legacy tf.keras 2 HDF5 layout for these suffixes.
+    model = _models.sequential()
+    path = tmp_path / f"m{suffix}"
+    model.save(path)
+    _same_predictions(model, cc.load_model(str(path)))
+
+
+def test_keras_hub_preset_directory(tmp_path):
+    pytest.importorskip("keras_hub")
+    model = _models.tiny_xception()
+    preset = tmp_path / "preset"
+    model.save_to_preset(str(preset))
+    loaded = cc.load_model(preset)
+    assert type(loaded).__name__ == "XceptionImageClassifier"
+    x = np.random.default_rng(1).uniform(0, 1, (1, 32, 32, 3)).astype("float32")
+    _same_predictions(model, loaded, x)
+
+
+def test_hub_preset_offline_fails_fast_and_clearly(monkeypatch):
+    pytest.importorskip("keras_hub")
+    monkeypatch.setenv("CONVVIZ_HUB_TIMEOUT", "60")
+    t0 = time.monotonic()
+    with pytest.raises(ModelLoadError, match="hub:no_such_preset_for_convviz"):
+        cc.load_model("hub:no_such_preset_for_convviz")
+    assert time.monotonic() - t0 < 60
+
+
+def test_hub_timeout_bounds_a_hanging_download(monkeypatch):
+    from convviz_check import models
+
+    monkeypatch.setattr(models, "_load_preset", lambda *a: time.sleep(30))
+    monkeypatch.setenv("CONVVIZ_HUB_TIMEOUT", "0.5")
+    with pytest.raises(ModelLoadError, match="timed out after 0.5 s"):
+        cc.load_model("hub:anything")
+
+
+def test_factory_source():
+    model = cc.load_model("tests._models:sequential")
+    assert model.name == "seq"
+
+
+@pytest.mark.parametrize(
+    "source, reason",
+    [
+        ("tests._models:no_such_factory", "has no callable 'no_such_factory'"),
+        ("tests.no_such_module:f", "cannot import module 'tests.no_such_module'"),
+        ("os.path:sep", "has no callable 'sep'"),
+        ("numpy:zeros", "the factory raised TypeError"),
+        ("builtins:dict", "expected a keras.Model, received 'dict'"),
+    ],
+)
+def test_factory_failures_name_the_source_and_reason(source, reason):
+    with pytest.raises(ModelLoadError, match=f"{source!r}.*" + reason.replace("(", r"\(")):
+        cc.load_model(source)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ModelLoadError, match="no such file"):
+        cc.load_model(tmp_path / "absent.keras")
+
+
+def test_unknown_extension(tmp_path):
+    path = tmp_path / "m.onnx"
+    path.write_bytes(b"x")
+    with pytest.raises(ModelLoadError, match="unknown extension '.onnx'"):
+        cc.load_model(path)
+
+
+def test_corrupt_keras_file(tmp_path):
+    path = tmp_path / "bad.keras"
+    path.write_bytes(b"not a zip file at all")
+    with pytest.raises(ModelLoadError, match="bad.keras"):
+        cc.load_model(path)
+
+
+def test_directory_without_preset_config(tmp_path):
+    with pytest.raises(ModelLoadError, match="not a keras-hub preset"):
+        cc.load_model(tmp_path)
+
+
+def test_lambda_layer_is_refused_by_safe_mode(tmp_path):
+    x_in = keras.Input((4,))
+    out = keras.layers.Lambda(lambda t: t * 2.0)(x_in)
+    path = tmp_path / "lambda.keras"
+    keras.Model(x_in, out).save(path)
+    with pytest.raises(ModelLoadError, match="safe_mode"):
+        cc.load_model(path)
+    assert cc.load_model(path, safe_mode=False) is not None
+
+
+def test_subclassed_model_without_graph_is_refused():
+    class Sub(keras.Model):
+        def call(self, x):
+            return x
+
+    with pytest.raises(ModelLoadError, match="Subclassed models"):
+        cc.load_model(Sub())
+
+
+def test_unsupported_source_type():
+    with pytest.raises(ModelLoadError, match="Received: source of type 'int'"):
+        cc.load_model(3)
+
+
+def test_custom_objects_by_module_list(tmp_path):
+    from tests import _custom_layers
+
+    x_in = keras.Input((4,))
+    model = keras.Model(x_in, _custom_layers.Doubler()(x_in))
+    path = tmp_path / "custom.keras"
+    model.save(path)
+    loaded = cc.load_model(path, custom_objects=["tests._custom_layers"])
+    x = np.ones((1, 4), "float32")
+    np.testing.assert_allclose(loaded.predict_on_batch(x), 2 * x)
+    with pytest.raises(ModelLoadError, match="cannot import|Cannot import"):
+        cc.load_model(path, custom_objects=["tests.no_such_module"])
+
+
+def test_fingerprint_changes_with_weights():
+    model = _models.sequential()
+    before = cc.model_fingerprint(model)
+    w = model.get_weights()
+    w[0] = w[0] + 1e-3
+    model.set_weights(w)
+    assert cc.model_fingerprint(model) != before
+    assert len(before) == 64 and os.path.sep not in before
