@@ -508,18 +508,21 @@ def default_pool() -> WorkerPool:
 _STASH_KEY: Any = None
 
 
-def session_pool(config: Any) -> WorkerPool:
+def session_pool(config: Any, *, test_hooks: bool = False, **kwargs: Any) -> WorkerPool:
     """The pytest session's pool, kept in ``config.stash`` and closed at session end
-    (one per xdist worker, each has its own config)."""
+    (one per xdist worker: each has its own config). ``test_hooks=True`` gets a separate
+    pool whose workers serve the test ops; ``kwargs`` go to :class:`WorkerPool` when the
+    pool is created."""
     global _STASH_KEY
     if _STASH_KEY is None:
-        import pytest  # only when called from the plugin
+        import pytest  # only when called from the plugin or a test
 
-        _STASH_KEY = pytest.StashKey[WorkerPool]()
-    pool = config.stash.get(_STASH_KEY, None)
+        _STASH_KEY = pytest.StashKey[dict]()
+    pools = config.stash.setdefault(_STASH_KEY, {})
+    pool = pools.get(bool(test_hooks))
     if pool is None or pool.closed:
-        pool = WorkerPool()
-        config.stash[_STASH_KEY] = pool
+        pool = WorkerPool(test_hooks=test_hooks, **kwargs)
+        pools[bool(test_hooks)] = pool
         config.add_cleanup(pool.close)
     return pool
 

@@ -792,12 +792,104 @@ class ConvvizFixture:
         kwargs.setdefault("name", f"{self.node.nodeid.replace('::', '/')}/localized-{count}")
         assert_localized(cam_or_heatmap, target, **kwargs)
 
-    def assert_backends_agree(self, model_source: Any, images: Any, **kwargs: Any) -> None:
+    def assert_backends_agree(self, model_source: Any, images: Any, **kwargs: Any) -> Any:
         """Assert the backends agree on ``model_source`` for ``images``; see
-        :func:`convviz_check.agreement.agreement`. Owned by the agreement issue (only
-        this method)."""
+        :func:`convviz_check.agreement.agreement` (keyword arguments are passed on).
+        Owned by the agreement issue (only this method).
+
+        Backends: ``backends=`` argument > marker ``convviz(backends=...)`` >
+        ``--convviz-backends`` > ini ``convviz_backends``. Tolerance: the argument's
+        fields over the marker's. A missing backend skips with the reason, or fails with
+        ``--convviz-require-backends`` / ``CONVVIZ_REQUIRE_BACKENDS=1`` (the crossbackend
+        tox env). With ``--convviz-export DIR`` nothing is compared here: the running
+        backend's artifacts are computed in-process and written to ``DIR`` for
+        ``convviz-check agree --exported DIR``. The workers are one session-scoped
+        :class:`~convviz_check.agreement.WorkerPool` in ``config.stash``, closed at
+        session end.
+
+        Returns:
+            The :class:`~convviz_check.agreement.AgreementReport` (None when exporting).
+        """
         __tracebackhide__ = True
-        raise ConvvizError("convviz.assert_backends_agree is not implemented yet (agreement issue).")
+        import importlib
+        import os
+        from pathlib import Path
+
+        from .errors import InputError
+        from .types import Tolerance
+
+        # The module, not the package attribute (cc.agreement is the function).
+        ag = importlib.import_module("convviz_check.agreement")
+        marker = self.node.get_closest_marker("convviz")
+        marked = marker.kwargs if marker else {}
+        backends = ag.parse_backends(
+            kwargs.pop("backends", None)
+            or marked.get("backends")
+            or option(self.config, "convviz_backends")
+            or None
+        )
+        tolerances = []
+        for value in (marked.get("tolerance"), kwargs.pop("tolerance", None)):
+            if isinstance(value, dict):
+                value = Tolerance.from_dict(value)
+            if value is not None and not isinstance(value, Tolerance):
+                raise InputError(
+                    "tolerance must be a Tolerance or a dict of its fields. Received: "
+                    f"{value!r} (type {type(value).__name__})."
+                )
+            tolerances.append(value)
+        tolerance = None
+        if any(t is not None for t in tolerances):
+            tolerance = (tolerances[0] or Tolerance()).merged(tolerances[1])
+        export_dir = option(self.config, "convviz_export")
+        if export_dir:
+            from .backends import current_backend, framework_versions
+            from .models import load_model, model_fingerprint
+            from .worker import compute_artifacts
+
+            what = tuple(kwargs.pop("what", ag.ARTIFACTS))
+            safe_mode = kwargs.pop("safe_mode", True)
+            spec = ag.model_spec(model_source, safe_mode, kwargs.pop("custom_objects", None))
+            for ignored in ("pool", "timeout"):
+                kwargs.pop(ignored, None)
+            model = load_model(
+                spec["source"], safe_mode=safe_mode, custom_objects=spec["custom_objects"] or None
+            )
+            artifacts = compute_artifacts(
+                model, ag.as_images(images), what, ag.artifact_params(**kwargs)
+            )
+            root = Path(self.config.invocation_params.dir) / str(export_dir)
+            ag.export_artifacts(
+                root,
+                current_backend(),
+                self.node.nodeid,
+                artifacts,
+                info={
+                    "model": str(model_source),
+                    "fingerprint": model_fingerprint(model),
+                    "versions": framework_versions(),
+                },
+            )
+            return None
+        require = bool(option(self.config, "convviz_require_backends")) or (
+            os.environ.get("CONVVIZ_REQUIRE_BACKENDS", "") not in ("", "0")
+        )
+        try:
+            ag.require_backends(backends)
+        except ag.MissingBackendError as e:
+            if require:
+                pytest.fail(
+                    f"{e} (required: CONVVIZ_REQUIRE_BACKENDS / --convviz-require-backends)",
+                    pytrace=False,
+                )
+            pytest.skip(str(e))
+        pool = kwargs.pop("pool", None) or ag.session_pool(self.config)
+        report = ag.agreement(
+            model_source, images, backends=backends, tolerance=tolerance, pool=pool, **kwargs
+        )
+        if not report.passed:
+            raise AssertionError(str(report))
+        return report
 
     def finish(self) -> None:
         """Called at fixture teardown."""

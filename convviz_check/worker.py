@@ -45,7 +45,7 @@ import numpy as np
 PROTOCOL_VERSION = 1
 BACKENDS = ("tensorflow", "torch", "jax")
 # Ops only served when the parent starts the worker with test hooks enabled.
-TEST_HOOK_OPS = ("sleep", "perturb")
+TEST_HOOK_OPS = ("sleep", "perturb", "delay_next", "crash_next")
 
 
 # -- array transport ------------------------------------------------------------------
@@ -289,6 +289,10 @@ class Worker:
         self.workdir = workdir
         self.test_hooks = test_hooks
         self.cache = ModelCache()
+        # Test hooks that act on the *next* request, to fail one backend of an
+        # agreement run deterministically: hang (delay) or die by SIGKILL.
+        self._delay_next = 0.0
+        self._crash_next = False
 
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
         op = request.get("op")
@@ -299,11 +303,19 @@ class Worker:
                 "Expected a WorkerPool started with test_hooks=True."
             )
         arrays_in = load_arrays(request["arrays"]) if request.get("arrays") else {}
+        if op not in ("delay_next", "crash_next"):
+            self._apply_pending_hooks()
         if op == "ping":
             return {"result": {"pong": True, "pid": os.getpid(), "backend": self.backend}}
         if op == "sleep":
             time.sleep(float(params.get("seconds", 1.0)))
             return {"result": {"slept": float(params.get("seconds", 1.0))}}
+        if op == "delay_next":
+            self._delay_next = float(params.get("seconds", 60.0))
+            return {"result": {"delay_next": self._delay_next}}
+        if op == "crash_next":
+            self._crash_next = True
+            return {"result": {"crash_next": True}}
         if op == "evict":
             return {"result": {"evicted": self.cache.evict(params.get("model"))}}
         if op == "shutdown":
@@ -329,6 +341,15 @@ class Worker:
             f"Unknown worker op. Received: op={op!r}. Expected one of "
             f"{['ping', 'load', 'evict', 'export', 'shutdown', *COMPUTE, *TEST_HOOK_OPS]}."
         )
+
+    def _apply_pending_hooks(self) -> None:
+        if self._crash_next:
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
+        if self._delay_next:
+            delay, self._delay_next = self._delay_next, 0.0
+            time.sleep(delay)
 
     def _describe(self, model: Any) -> dict[str, Any]:
         from .graph import conv_layers

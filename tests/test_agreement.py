@@ -1,0 +1,528 @@
+"""Cross-backend agreement (convviz_check/agreement.py, agreement_cli.py and the
+``convviz.assert_backends_agree`` fixture method).
+
+Tests that run several backends are marked ``crossbackend``; they share one session
+pool of warm workers with tests/test_worker.py (``agreement.session_pool``), because each
+worker start costs 11-14 s of imports here. A missing backend skips them with the
+reason, or fails them where ``CONVVIZ_REQUIRE_BACKENDS=1`` (the crossbackend tox env).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from convviz_check import cli
+from convviz_check.errors import InputError
+from convviz_check.types import Tolerance
+
+# The module (cc.agreement, the package attribute, is the function of the same name).
+ag = importlib.import_module("convviz_check.agreement")
+
+ALL = ("tensorflow", "torch", "jax")
+REQUEST_TIMEOUT_S = 300.0
+IMAGE_SHAPE = (24, 24, 3)
+
+
+def require_or_skip(backends: tuple[str, ...] = ALL) -> None:
+    """Skip with the reason when a backend is missing; fail in the crossbackend env."""
+    missing = ag.missing_backends(backends)
+    if missing:
+        message = f"backend(s) not installed here: {missing}"
+        if os.environ.get("CONVVIZ_REQUIRE_BACKENDS", "") not in ("", "0"):
+            pytest.fail(message + " (CONVVIZ_REQUIRE_BACKENDS=1)")
+        pytest.skip(message)
+
+
+def tiny_convnet(seed: int = 0):
+    """Tiny convnet with NumPy-seeded weights (Keras seeds differ across backends)."""
+    import keras
+
+    model = keras.Sequential(
+        [
+            keras.Input(IMAGE_SHAPE),
+            keras.layers.Conv2D(4, 3, activation="relu", name="c1"),
+            keras.layers.MaxPooling2D(2, name="p1"),
+            keras.layers.Conv2D(6, 3, activation="relu", padding="same", name="c2"),
+            keras.layers.GlobalAveragePooling2D(name="gap"),
+            keras.layers.Dense(3, activation="softmax", name="head"),
+        ],
+        name="tiny",
+    )
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(0, 0.3, w.shape).astype("float32") for w in model.get_weights()])
+    return model
+
+
+@pytest.fixture(scope="session")
+def pool(request: pytest.FixtureRequest):
+    return ag.session_pool(request.config, test_hooks=True, timeout=REQUEST_TIMEOUT_S)
+
+
+@pytest.fixture(scope="session")
+def tiny_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("agreement") / "tiny.keras"
+    tiny_convnet().save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def images() -> np.ndarray:
+    return np.random.default_rng(1).uniform(0, 1, (3, *IMAGE_SHAPE)).astype(np.float32)
+
+
+def fast(**overrides):
+    """Agreement options that keep the filter patterns cheap on the tiny model."""
+    return {"filters": 3, "filter_steps": 10, **overrides}
+
+
+# -- framework-free parent -----------------------------------------------------------------
+BLOCKER = textwrap.dedent(
+    """
+    import sys
+    BLOCKED = ("keras", "keras_hub", "tensorflow", "torch", "jax", "jaxlib")
+    class Block:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ImportError(f"blocked import: {name}")
+            return None
+    sys.meta_path.insert(0, Block())
+    """
+)
+
+
+def synthetic_results(shift: float = 0.0, degenerate: bool = False):
+    """Per-backend results as the workers return them, with an optional planted change."""
+    rng = np.random.default_rng(0)
+    acts = {"a": rng.normal(size=(2, 6, 6, 3)).astype(np.float32)}
+    acts["b"] = rng.normal(size=(2, 3, 3, 4)).astype(np.float32)
+    heat = rng.uniform(0, 1, (2, 5, 5)).astype(np.float32)
+    heat /= heat.max(axis=(1, 2), keepdims=True)
+    gradcam = {
+        "heatmap": np.zeros_like(heat) if degenerate else heat,
+        "raw": heat,
+        "class_index": np.array([0, 2]),
+        "score": np.ones(2, np.float32),
+        "degenerate": np.full(2, degenerate),
+        "top_class": np.array([0, 2]),
+    }
+    patterns = rng.uniform(0, 1, (3, 16, 16, 3)).astype(np.float32)
+    base = {
+        "activations": ({"layers": ["a", "b"]}, acts),
+        "gradcam": ({"layer": "b", "score_kind": "logit", "image_shape": [12, 12]}, gradcam),
+        "filters": ({"layer": "b", "filters": [0, 1, 2]}, {"patterns": patterns}),
+    }
+    changed = {
+        "activations": ({"layers": ["a", "b"]}, {"a": acts["a"], "b": acts["b"] + shift}),
+        "gradcam": base["gradcam"],
+        "filters": base["filters"],
+    }
+    return base, changed
+
+
+def test_parent_side_runs_with_keras_and_frameworks_blocked(tmp_path: Path) -> None:
+    base, _ = synthetic_results()
+    for backend in ("tensorflow", "jax"):
+        ag.export_artifacts(tmp_path, backend, "tests/x.py::test_y[p]", base, info={})
+    code = BLOCKER + textwrap.dedent(
+        f"""
+        import convviz_check, convviz_check.agreement_cli, convviz_check.compare
+        import importlib
+        ag = importlib.import_module("convviz_check.agreement")
+        from convviz_check import cli
+        cli.build_parser()
+        pool = ag.WorkerPool()
+        pool.close()
+        code = cli.main(["agree", "--exported", {str(tmp_path)!r}])
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
+        print("EXIT", code, "LOADED", loaded)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "EXIT 0 LOADED []" in proc.stdout
+    assert "1 check(s) agree across backends" in proc.stdout
+
+
+def test_parse_backends_keeps_order_and_refuses_unknown_or_single() -> None:
+    assert ag.parse_backends("jax, torch") == ("jax", "torch")
+    assert ag.parse_backends(["torch", "torch", "jax"]) == ("torch", "jax")
+    assert ag.parse_backends(None) == ALL
+    for bad in ("tensorflow", "tensorflow,mxnet", []):
+        with pytest.raises(InputError, match="Received: backends="):
+            ag.parse_backends(bad)
+
+
+def test_missing_backend_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        ag.importlib.util, "find_spec", lambda name: None if name == "jax" else real(name)
+    )
+    assert ag.missing_backends(ALL) == ["jax"]
+    with pytest.raises(ag.MissingBackendError, match=r"backend\(s\) jax, not installed"):
+        ag.require_backends(ALL)
+
+
+def test_model_objects_are_refused_never_pickled() -> None:
+    with pytest.raises(InputError, match="never pickled"):
+        ag.model_spec(object())
+    with pytest.raises(InputError, match="importable module names"):
+        ag.model_spec("m.keras", custom_objects={"Layer": object})
+
+
+def test_report_names_the_worst_layer_and_fills_a_symmetric_matrix() -> None:
+    base, changed = synthetic_results(shift=0.5)
+    results = {"tensorflow": base, "torch": base, "jax": changed}
+    report = ag.build_report("m.keras", ALL, ag.ARTIFACTS, results)
+    assert not report.passed
+    pair, item = report.worst("activations")
+    assert item == "b" and pair.obtained == "jax"
+    matrix = report.matrix("activations", "max_rel")
+    assert matrix["torch"]["jax"] is matrix["jax"]["torch"]
+    assert matrix["tensorflow"]["torch"].value == 0.0 and matrix["tensorflow"]["torch"].ok
+    assert not matrix["tensorflow"]["jax"].ok and matrix["tensorflow"]["tensorflow"] is None
+    text = str(report)
+    assert text.startswith("cross-backend agreement FAILED")
+    assert "activations disagree: worst layer b (tensorflow vs jax)" in text
+    assert "tensorflow|torch" in text and "worst layer" in text and "FAIL" in text
+    assert report.to_dict()["passed"] is False
+    # gradcam and filters were identical: their pairs pass
+    assert all(p.passed for p in report.pairs if p.artifact != "activations")
+
+
+def test_degenerate_maps_are_reported_as_degenerate() -> None:
+    deg, _ = synthetic_results(degenerate=True)
+    report = ag.build_report(
+        "m.keras", ("tensorflow", "jax"), ("gradcam",), {"tensorflow": deg, "jax": deg}
+    )
+    assert report.passed
+    assert "degenerate on every backend" in str(report)
+    assert any("degenerate" in line and "yes" in line for line in str(report).splitlines())
+    ok, _ = synthetic_results()
+    mixed = ag.build_report(
+        "m.keras", ("tensorflow", "jax"), ("gradcam",), {"tensorflow": ok, "jax": deg}
+    )
+    assert not mixed.passed
+    assert "degenerate on jax only" in str(mixed)
+
+
+def test_export_dirnames_are_safe_and_distinct() -> None:
+    names = ["tests/a.py::t[x]", "tests/a.py::t[y]", "../../etc", "ok-name"]
+    dirs = [ag.export_dirname(n) for n in names]
+    assert len(set(dirs)) == len(dirs)
+    assert all("/" not in d and not d.startswith(".") for d in dirs)
+    assert ag.export_dirname("ok-name") == "ok-name"
+
+
+def test_exported_check_from_one_backend_only_fails_naming_the_missing(tmp_path: Path) -> None:
+    base, _ = synthetic_results()
+    ag.export_artifacts(tmp_path, "torch", "only_torch", base)
+    (report,) = ag.compare_exported(tmp_path).values()
+    assert not report.passed
+    assert "missing: ['tensorflow', 'jax']" in str(report)
+
+
+def test_exported_heatmaps_of_different_classes_fail_plainly(tmp_path: Path) -> None:
+    base, _ = synthetic_results()
+    other = dict(base)
+    meta, arrays = base["gradcam"]
+    other["gradcam"] = (
+        meta,
+        {**arrays, "class_index": np.array([1, 2]), "top_class": np.array([1, 2])},
+    )
+    ag.export_artifacts(tmp_path, "tensorflow", "c", base)
+    ag.export_artifacts(tmp_path, "jax", "c", other)
+    report = ag.compare_exported(tmp_path)["c"]
+    assert not report.passed
+    assert "top class differs on image 0: tensorflow=0, jax=1" in str(report)
+
+
+# -- the real thing: three backends ----------------------------------------------------------
+@pytest.mark.crossbackend
+def test_tiny_model_agrees_across_all_three_backends(pool, tiny_path, images) -> None:
+    require_or_skip()
+    report = ag.agreement(tiny_path, images, pool=pool, **fast())
+    assert report.passed, str(report)
+    assert {p.artifact for p in report.pairs} == set(ag.ARTIFACTS)
+    assert len(report.pairs) == 3 * 3  # three artifacts x three backend pairs
+    assert "filters: layer 'c2'" in str(report)  # the deepest conv map wider than 8
+
+
+@pytest.mark.crossbackend
+def test_module_factory_source_agrees(pool, images) -> None:
+    require_or_skip(("tensorflow", "jax"))
+    report = ag.agreement(
+        f"{__name__}:tiny_convnet",
+        images,
+        what=("activations", "gradcam"),
+        backends="tensorflow,jax",
+        pool=pool,
+    )
+    assert report.passed, str(report)
+    fingerprints = {info["fingerprint"] for info in report.info.values()}
+    assert len(fingerprints) == 1
+
+
+@pytest.mark.crossbackend
+def test_planted_disagreement_is_caught_and_named(pool, tiny_path, images) -> None:
+    require_or_skip()
+    spec = ag.model_spec(tiny_path)
+    pool.request("torch", "perturb", {"model": spec, "layer": "c2", "scale": 0.05, "seed": 3})
+    try:
+        report = ag.agreement(tiny_path, images, what=("activations",), pool=pool)
+    finally:
+        pool.request("torch", "evict", {"model": spec})
+    assert not report.passed
+    pair, item = report.worst("activations")
+    assert item == "c2" and "torch" in (pair.expected, pair.obtained)
+    text = str(report)
+    assert "model fingerprint differs" in text
+    assert "activations disagree: worst layer c2" in text
+    # the untouched pair still agrees
+    assert [
+        p.passed for p in report.pairs if {p.expected, p.obtained} == {"tensorflow", "jax"}
+    ] == [True]
+    with pytest.raises(AssertionError, match="worst layer c2"):
+        pool.request("torch", "perturb", {"model": spec, "layer": "c2", "scale": 0.05, "seed": 3})
+        try:
+            ag.assert_backends_agree(tiny_path, images, what=("activations",), pool=pool)
+        finally:
+            pool.request("torch", "evict", {"model": spec})
+
+
+@pytest.mark.crossbackend
+def test_gradcam_compares_every_backend_on_the_reference_class(pool, tiny_path, images) -> None:
+    require_or_skip(("tensorflow", "jax"))
+    spec = ag.model_spec(tiny_path)
+    # A large change of the head flips top classes on jax only.
+    pool.request("jax", "perturb", {"model": spec, "layer": "head", "scale": 3.0, "seed": 0})
+    try:
+        report = ag.agreement(
+            tiny_path, images, what=("gradcam",), backends=("tensorflow", "jax"), pool=pool
+        )
+    finally:
+        pool.request("jax", "evict", {"model": spec})
+    (pair,) = report.pairs
+    details = pair.comparison.details
+    assert details["class_index_expected"] == details["class_index_obtained"]
+    notes = [n for n in report.notes if n.startswith("top class differs")]
+    assert notes, str(report)
+    assert "Grad-CAM compared for tensorflow's class" in notes[0]
+
+
+@pytest.mark.crossbackend
+def test_hung_backend_fails_the_check_clearly_and_the_next_one_succeeds(
+    pool, tiny_path, images
+) -> None:
+    require_or_skip(("tensorflow", "jax"))
+    pool.request("jax", "delay_next", {"seconds": 120})
+    with pytest.raises(ag.WorkerError, match=r"jax worker .* did not answer within 3 s"):
+        ag.agreement(
+            tiny_path,
+            images,
+            what=("activations",),
+            backends=("tensorflow", "jax"),
+            pool=pool,
+            timeout=3,
+        )
+    report = ag.agreement(
+        tiny_path, images, what=("activations",), backends=("tensorflow", "jax"), pool=pool
+    )
+    assert report.passed, str(report)
+
+
+@pytest.mark.crossbackend
+def test_backend_killed_mid_check_fails_it_clearly_and_the_next_one_succeeds(
+    pool, tiny_path, images
+) -> None:
+    require_or_skip(("tensorflow", "torch"))
+    pool.request("torch", "crash_next")
+    with pytest.raises(ag.WorkerError, match="killed by signal SIGKILL") as info:
+        ag.agreement(
+            tiny_path, images, what=("activations",), backends=("tensorflow", "torch"), pool=pool
+        )
+    assert "torch worker" in str(info.value) and "stderr" in str(info.value)
+    report = ag.agreement(
+        tiny_path, images, what=("activations",), backends=("tensorflow", "torch"), pool=pool
+    )
+    assert report.passed, str(report)
+
+
+@pytest.mark.crossbackend
+def test_export_route_end_to_end(pool, tiny_path, images, tmp_path, capsys) -> None:
+    require_or_skip()
+    spec = ag.model_spec(tiny_path)
+    params = ag.artifact_params(**fast())
+    for backend in ALL:  # what each backend env writes with --convviz-export
+        pool.request(
+            backend,
+            "export",
+            {
+                "model": spec,
+                "dir": str(tmp_path),
+                "name": "tests/test_m.py::test_agree",
+                "what": list(ag.ARTIFACTS),
+                "artifact_params": params,
+            },
+            {"images": images},
+        )
+    json_path = tmp_path.parent / f"{tmp_path.name}-report.json"
+    assert cli.main(["agree", "--exported", str(tmp_path), "--json", str(json_path)]) == 0
+    out = capsys.readouterr().out
+    assert "cross-backend agreement passed" in out and "1 check(s) agree" in out
+    assert json.loads(json_path.read_text())["tests/test_m.py::test_agree"]["passed"] is True
+    # Re-export torch from a perturbed model: the comparison fails and names the layer.
+    pool.request("torch", "perturb", {"model": spec, "layer": "c2", "scale": 0.05})
+    try:
+        pool.request(
+            "torch",
+            "export",
+            {
+                "model": spec,
+                "dir": str(tmp_path),
+                "name": "tests/test_m.py::test_agree",
+                "what": ["activations"],
+                "artifact_params": params,
+            },
+            {"images": images},
+        )
+    finally:
+        pool.request("torch", "evict", {"model": spec})
+    assert cli.main(["agree", "--exported", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert "activations disagree: worst layer c2" in captured.out
+    assert "1 of 1 check(s) disagree" in captured.err
+
+
+@pytest.mark.crossbackend
+def test_cli_runs_the_workers_for_a_model_and_images(
+    pool, tiny_path, images, tmp_path, capsys, monkeypatch
+) -> None:
+    require_or_skip(("tensorflow", "jax"))
+    np.save(tmp_path / "images.npy", images)
+    # The CLI uses the process-wide default pool; point it at the warm session pool.
+    monkeypatch.setattr(ag, "default_pool", lambda: pool)
+    argv = ["agree", str(tiny_path), "--images", str(tmp_path / "images.npy")]
+    argv += ["--backends", "tensorflow,jax", "--what", "activations"]
+    assert cli.main(argv) == 0
+    assert "cross-backend agreement passed" in capsys.readouterr().out
+
+
+# -- the pytest fixture ----------------------------------------------------------------------
+FIXTURE_TEST = """
+import importlib
+import numpy as np
+import pytest
+
+ag = importlib.import_module("convviz_check.agreement")
+
+def test_agree(convviz, monkeypatch):
+    monkeypatch.setattr(ag, "missing_backends", lambda backends: list(backends))
+    convviz.assert_backends_agree("m.keras", np.zeros((1, 8, 8, 3), np.float32))
+
+@pytest.mark.convviz(backends="torch,jax")
+def test_marked(convviz, monkeypatch):
+    monkeypatch.setattr(ag, "missing_backends", lambda backends: list(backends))
+    convviz.assert_backends_agree("m.keras", np.zeros((1, 8, 8, 3), np.float32))
+"""
+
+
+def test_fixture_skips_on_a_missing_backend_naming_it(pytester, monkeypatch) -> None:
+    monkeypatch.delenv("CONVVIZ_REQUIRE_BACKENDS", raising=False)
+    pytester.makepyfile(test_fx=FIXTURE_TEST)
+    result = pytester.runpytest_inprocess("-rs", "--convviz-backends=tensorflow,jax")
+    result.assert_outcomes(skipped=2)
+    result.stdout.fnmatch_lines(["*needs backend(s) tensorflow, jax, not installed*"])
+    result.stdout.fnmatch_lines(["*needs backend(s) torch, jax, not installed*"])  # marker wins
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_fixture_fails_on_a_missing_backend_when_required(pytester, monkeypatch, how) -> None:
+    args = ["--convviz-require-backends"] if how == "flag" else []
+    if how == "env":
+        monkeypatch.setenv("CONVVIZ_REQUIRE_BACKENDS", "1")
+    else:
+        monkeypatch.delenv("CONVVIZ_REQUIRE_BACKENDS", raising=False)
+    pytester.makepyfile(test_fx=FIXTURE_TEST)
+    result = pytester.runpytest_inprocess(*args)
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(["*needs backend(s) tensorflow, torch, jax*required*"])
+
+
+@pytest.mark.crossbackend
+def test_fixture_asserts_agreement_with_the_marker_tolerance(
+    pytester, monkeypatch, pool, tiny_path
+) -> None:
+    require_or_skip(("tensorflow", "torch"))
+    # Reuse the warm session pool instead of the inner session's own.
+    monkeypatch.setattr(ag, "session_pool", lambda config, **kwargs: pool)
+    pytester.makepyfile(
+        test_fx=f"""
+        import numpy as np
+        import pytest
+
+        IMAGES = np.random.default_rng(1).uniform(0, 1, (2, 24, 24, 3)).astype(np.float32)
+
+        def test_agrees(convviz):
+            report = convviz.assert_backends_agree({str(tiny_path)!r}, IMAGES, what=("activations",))
+            assert report.passed and report.backends == ("tensorflow", "torch")
+
+        # tensorflow and torch differ by ~3e-7 relative on this model (measured): a zero
+        # bound must fail, with the table in the message.
+        @pytest.mark.convviz(tolerance={{"activation_max_rel": 0.0}})
+        def test_zero_tolerance_fails(convviz):
+            convviz.assert_backends_agree({str(tiny_path)!r}, IMAGES, what=("activations",))
+        """
+    )
+    result = pytester.runpytest_inprocess("--convviz-backends=tensorflow,torch")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*AssertionError: cross-backend agreement FAILED*", "*max_rel*"])
+
+
+def test_fixture_exports_the_running_backend_with_convviz_export(
+    pytester, tiny_path, tmp_path
+) -> None:
+    import keras
+
+    out = tmp_path / "export"
+    pytester.makepyfile(
+        test_fx=f"""
+        import numpy as np
+
+        def test_export(convviz):
+            images = np.random.default_rng(1).uniform(0, 1, (2, 24, 24, 3)).astype(np.float32)
+            assert convviz.assert_backends_agree(
+                {str(tiny_path)!r}, images, what=("activations", "filters"), filters=2,
+                filter_steps=3,
+            ) is None
+        """
+    )
+    result = pytester.runpytest_inprocess(f"--convviz-export={out}")
+    result.assert_outcomes(passed=1)
+    (check_dir,) = out.iterdir()
+    backend_dir = check_dir / keras.config.backend()
+    info = json.loads((backend_dir / "info.json").read_text())
+    assert info["name"] == "test_fx.py::test_export" and info["fingerprint"]
+    assert sorted(p.name for p in backend_dir.glob("*.npz")) == ["activations.npz", "filters.npz"]
+
+
+def test_tolerance_objects_pass_through_to_compare() -> None:
+    base, changed = synthetic_results(shift=1e-3)
+    results = {"tensorflow": base, "jax": changed}
+    strict = ag.build_report("m", ("tensorflow", "jax"), ("activations",), results)
+    loose = ag.build_report(
+        "m",
+        ("tensorflow", "jax"),
+        ("activations",),
+        results,
+        Tolerance(activation_max_rel=1.0, activation_mean_rel=1.0),
+    )
+    assert not strict.passed and loose.passed
