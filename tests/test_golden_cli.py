@@ -1,0 +1,177 @@
+"""``convviz-check golden list|show|diff|accept|prune``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from convviz_check import golden
+from convviz_check.cli import main
+
+
+def _store(root: Path, rel: str, value, kind=None, backend="tensorflow") -> Path:
+    base = root / rel
+    golden.save(base, golden.from_value(value, kind), {"backend": backend})
+    return base
+
+
+def _peak(y: int, x: int) -> np.ndarray:
+    hm = np.zeros((7, 7), np.float32)
+    hm[y, x] = 1.0
+    return hm
+
+
+def test_list_shows_every_check_with_kind_and_flags_invalid_ones(tmp_path, capsys):
+    _store(tmp_path, "t.py/test_a/cam", _peak(1, 1))
+    _store(tmp_path, "_backend/torch/t.py/test_a/cam", _peak(1, 1), backend="torch")
+    bad = _store(tmp_path, "t.py/test_b/acts", {"c": np.ones((1, 2, 2, 1))})
+    golden.files_of(bad)[".json"].write_text("{")
+    assert main(["golden", "list", "--golden-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("_backend/torch/t.py/test_a/cam  heatmap")
+    assert out[1].startswith("t.py/test_a/cam  heatmap    7x7")
+    assert "INVALID" in out[2] and out[2].startswith("t.py/test_b/acts")
+    assert main(["golden", "list", "--golden-dir", str(tmp_path), "--backend", "torch"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1
+
+
+def test_show_prints_the_sidecar_and_verifies_the_content(tmp_path, capsys):
+    _store(tmp_path, "t.py/test_a/cam", _peak(1, 1))
+    assert main(["golden", "show", "t.py/test_a/cam.npz", "--golden-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert '"kind": "heatmap"' in out and "verified: 1 array(s)" in out
+
+
+def test_show_reports_a_broken_golden_as_an_error(tmp_path, capsys):
+    base = _store(tmp_path, "t.py/test_a/cam", _peak(1, 1))
+    golden.files_of(base)[".npz"].write_text("version https://git-lfs.github.com/spec/v1\n")
+    assert main(["golden", "show", str(base), "--golden-dir", str(tmp_path)]) == 2
+    assert "git lfs pull" in capsys.readouterr().err
+
+
+def test_diff_exits_1_and_names_the_peak_shift(tmp_path, capsys):
+    _store(tmp_path, "a/cam", _peak(1, 1))
+    _store(tmp_path, "b/cam", _peak(5, 4))
+    _store(tmp_path, "c/cam", _peak(1, 1))
+    args = ["--golden-dir", str(tmp_path)]
+    assert main(["golden", "diff", "a/cam", "c/cam", *args]) == 0
+    assert "passed" in capsys.readouterr().out
+    assert main(["golden", "diff", "a/cam", "b/cam", "--images", str(tmp_path / "img"), *args]) == 1
+    out = capsys.readouterr().out
+    assert "peak moved" in out and "(row 1, col 1) -> (row 5, col 4)" in out
+    assert (tmp_path / "img" / "check.diff.png").exists()
+
+
+def _results_dir(tmp_path: Path, entries: list[dict], golden_backend="tensorflow") -> Path:
+    res = tmp_path / "res"
+    for e in entries:
+        _store(res, e["obtained"], e.pop("_value"), backend=e["backend"])
+    (res / "report.json").parent.mkdir(parents=True, exist_ok=True)
+    (res / "report.json").write_text(
+        json.dumps({"golden_backend": golden_backend, "entries": entries})
+    )
+    return res
+
+
+def _entry(test: str, status: str, value, backend="tensorflow") -> dict:
+    rel = f"t.py/{test}/cam"
+    return {
+        "nodeid": f"t.py::{test}", "check": "cam", "kind": "heatmap", "status": status,
+        "golden": rel, "rel": rel, "obtained": f"obtained/{rel}", "backend": backend,
+        "_value": value,
+    }  # fmt: skip
+
+
+def test_accept_promotes_failed_and_missing_obtained_files(tmp_path, capsys):
+    gdir = tmp_path / "golden"
+    _store(gdir, "t.py/test_a/cam", _peak(1, 1))
+    res = _results_dir(
+        tmp_path,
+        [
+            _entry("test_a", "failed", _peak(4, 4)),
+            _entry("test_b", "missing", _peak(2, 2)),
+            _entry("test_c", "passed", _peak(3, 3)),
+        ],
+    )
+    assert main(["golden", "accept", str(res), "--golden-dir", str(gdir), "--dry-run"]) == 0
+    assert "would write" in capsys.readouterr().out
+    assert not (gdir / "t.py/test_b").exists()
+    assert main(["golden", "accept", str(res), "--golden-dir", str(gdir)]) == 0
+    assert golden.load(gdir / "t.py/test_a/cam").value()[4, 4] == 1.0
+    assert golden.load(gdir / "t.py/test_b/cam").value()[2, 2] == 1.0
+    assert not (gdir / "t.py/test_c").exists()  # passed checks only with --all
+    assert golden.files_of(gdir / "t.py/test_b/cam")[".png"].exists()
+
+
+def test_accept_of_a_non_reference_backend_needs_override(tmp_path, capsys):
+    gdir = tmp_path / "golden"
+    res = _results_dir(tmp_path, [_entry("test_a", "failed", _peak(4, 4), backend="torch")])
+    assert main(["golden", "accept", str(res), "--golden-dir", str(gdir)]) == 0
+    assert "pass --override" in capsys.readouterr().err
+    assert not gdir.exists()
+    assert main(["golden", "accept", str(res), "--golden-dir", str(gdir), "--override"]) == 0
+    assert (gdir / "_backend/torch/t.py/test_a/cam.npz").exists()
+    assert not (gdir / "t.py").exists()
+
+
+def test_accept_refuses_a_broken_obtained_file_and_writes_nothing(tmp_path, capsys):
+    gdir = tmp_path / "golden"
+    res = _results_dir(tmp_path, [_entry("test_a", "failed", _peak(4, 4))])
+    (res / "obtained/t.py/test_a/cam.npz").write_bytes(b"junk")
+    assert main(["golden", "accept", str(res), "--golden-dir", str(gdir)]) == 2
+    assert "corrupt" in capsys.readouterr().err
+    assert not gdir.exists()
+
+
+def test_accept_without_a_report_says_what_it_expected(tmp_path, capsys):
+    assert main(["golden", "accept", str(tmp_path)]) == 2
+    assert "No report.json" in capsys.readouterr().err
+
+
+def test_prune_deletes_reported_unused_orphans_and_temp_files(tmp_path, capsys):
+    gdir = tmp_path / "golden"
+    keep = _store(gdir, "t.py/test_a/cam", _peak(1, 1))
+    gone = _store(gdir, "t.py/test_old/cam", _peak(1, 1))
+    orphan = gdir / "t.py/test_x/cam.png"
+    orphan.parent.mkdir(parents=True)
+    orphan.write_bytes(b"png")
+    tmp_file = gdir / "t.py/test_a/.cam.npz.abc.tmp"
+    tmp_file.write_bytes(b"half")
+    rep = tmp_path / "report.json"
+    rep.write_text(json.dumps({"unused": {"files": ["t.py/test_old/cam"]}}))
+    args = ["golden", "prune", "--golden-dir", str(gdir), "--report", str(rep)]
+    assert main([*args, "--dry-run"]) == 0
+    assert capsys.readouterr().out.count("would delete") == 5
+    assert orphan.exists()
+    assert main(args) == 0
+    assert golden.load(keep).value()[1, 1] == 1.0
+    assert not golden.files_of(gone)[".npz"].exists() and not (gdir / "t.py/test_old").exists()
+    assert not orphan.exists() and not tmp_file.exists()
+
+
+def test_accept_round_trip_from_a_failing_pytest_run(pytester, monkeypatch):
+    """The CI story: a run fails with a results dir; accepting it makes the next run pass."""
+    from convviz_check.backends import current_backend
+
+    monkeypatch.delenv("CI", raising=False)
+    pytester.makeini(f"[pytest]\nconvviz_golden_backend = {current_backend()}\n")
+    src = "import numpy as np\n\ndef test_cam(convviz):\n    hm = np.zeros((6, 6), np.float32)\n    hm[{}] = 1.0\n    convviz.check('cam', hm)\n"
+    pytester.makepyfile(test_ci=src.format("1, 1"))
+    pytester.runpytest("--convviz-update=missing").assert_outcomes(passed=1)
+    pytester.makepyfile(test_ci=src.format("4, 4"))
+    monkeypatch.setenv("CI", "1")
+    pytester.runpytest("--convviz-results-dir=artifact").assert_outcomes(failed=1)
+    res, gdir = pytester.path / "artifact", pytester.path / "golden"
+    assert main(["golden", "accept", str(res), "--golden-dir", str(gdir)]) == 0
+    pytester.runpytest().assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize("action", ["list", "show", "diff", "accept", "prune"])
+def test_every_action_has_help(action, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["golden", action, "--help"])
+    assert exc.value.code == 0
+    assert "--golden-dir" in capsys.readouterr().out

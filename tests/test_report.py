@@ -1,0 +1,133 @@
+"""Reports: preview/expected/obtained/diff images, report.json, report.html, xdist parts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from convviz_check import golden, report
+
+
+def _heat(y: int, x: int, n: int = 1) -> golden.Golden:
+    hm = np.zeros((n, 7, 7), np.float32)
+    hm[:, y, x] = 1.0
+    return golden.from_value(hm, "heatmap")
+
+
+def test_render_heatmap_is_rgb_upscaled_for_small_maps():
+    img = report.render(_heat(2, 3, n=2))
+    assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
+    assert img.shape[0] >= 96  # 7x7 cells stay visible
+    assert img.shape[1] > 2 * img.shape[0]  # two maps side by side
+
+
+def test_render_activation_shows_every_channel_of_the_first_image():
+    acts = {"conv": np.random.default_rng(0).normal(size=(2, 4, 4, 20))}
+    img = report.render(golden.from_value(acts))
+    assert img.dtype == np.uint8 and img.ndim == 2
+    # 20 channels at 16 per row: two rows of 4-pixel tiles with 1-pixel gaps, upscaled.
+    assert img.shape[0] / img.shape[1] == pytest.approx((2 * 5 - 1) / (16 * 5 - 1))
+
+
+def test_render_pattern_uses_the_filter_grid():
+    pats = np.random.default_rng(0).random((3, 10, 10, 3)).astype(np.float32)
+    img = report.render(golden.from_value(pats, "pattern"))
+    assert img.dtype == np.uint8 and img.shape[-1] == 3
+
+
+def test_diff_image_is_dark_for_equal_maps_and_bright_where_they_differ():
+    same = report.diff_image(_heat(2, 3), _heat(2, 3))
+    moved = report.diff_image(_heat(2, 3), _heat(5, 5))
+    assert same.shape == moved.shape
+    assert same.max() < 20  # magma(0) is near black
+    assert moved.max() > 200
+
+
+def test_diff_image_of_activations_marks_the_changed_channel():
+    a = {"c": np.ones((1, 3, 3, 2), np.float32)}
+    b = {"c": np.ones((1, 3, 3, 2), np.float32)}
+    b["c"][0, :, :, 1] = 0.0
+    img = report.diff_image(golden.from_value(a), golden.from_value(b))
+    half = img.shape[1] // 2
+    assert img[:, :half].max() == 0 and img[:, half + 1 :].max() == 255
+
+
+def test_diff_image_is_none_when_shapes_differ():
+    other = golden.from_value(np.zeros((1, 5, 5), np.float32), "heatmap")
+    assert report.diff_image(_heat(1, 1), other) is None
+
+
+def test_write_check_images_writes_expected_obtained_and_diff(tmp_path):
+    written = report.write_check_images(tmp_path / "sub" / "cam", _heat(5, 5), _heat(2, 3))
+    assert set(written) == {"expected", "obtained", "diff"}
+    for role, path in written.items():
+        assert path.endswith(f"cam.{role}.png")
+        assert Image.open(path).format == "PNG"
+
+
+def _entry(nodeid: str, status: str, message: str = "") -> dict:
+    return {
+        "nodeid": nodeid,
+        "check": "cam",
+        "kind": "heatmap",
+        "status": status,
+        "message": message,
+    }
+
+
+def test_report_lists_failures_first_in_json_and_html(tmp_path):
+    images = report.write_check_images(tmp_path / "images" / "cam", _heat(5, 5), _heat(2, 3))
+    entries = [
+        _entry("t.py::test_a", "passed"),
+        {**_entry("t.py::test_b", "failed", "peak moved <script>"), "images": images},
+        _entry("t.py::test_c", "missing"),
+    ]
+    paths = report.write_report(tmp_path, entries, {"unused": {"files": ["t.py/test_z/cam"]}})
+    data = json.loads(paths["json"].read_text())
+    assert [e["status"] for e in data["entries"]] == ["failed", "missing", "passed"]
+    assert data["summary"] == {"failed": 1, "missing": 1, "passed": 1}
+    page = paths["html"].read_text()
+    assert page.index("test_b") < page.index("test_c") < page.index("test_a")
+    assert "<script>" not in page and "peak moved &lt;script&gt;" in page
+    assert "src='images/cam.expected.png'" in page and "src='images/cam.diff.png'" in page
+    assert "t.py/test_z/cam" in page
+
+
+def test_parts_of_several_workers_are_merged_and_cleared(tmp_path):
+    report.write_part(tmp_path, "gw0", {"entries": [_entry("t.py::a", "passed")]})
+    report.write_part(tmp_path, "gw1", {"entries": [_entry("t.py::b", "failed")]})
+    merged = report.merge_parts(tmp_path)
+    assert [e["nodeid"] for e in merged] == ["t.py::b", "t.py::a"]
+    report.clear_parts(tmp_path)
+    assert report.merge_parts(tmp_path) == []
+
+
+def test_plugin_writes_report_with_failures_first(pytester, monkeypatch):
+    from convviz_check.backends import current_backend
+
+    monkeypatch.delenv("CI", raising=False)
+    pytester.makeini(f"[pytest]\nconvviz_golden_backend = {current_backend()}\n")
+    pytester.makepyfile(
+        test_r="""
+        import numpy as np
+
+        def test_ok(convviz):
+            convviz.check("a", np.eye(5, dtype=np.float32))
+
+        def test_missing(convviz):
+            convviz.check("b", np.eye(5, dtype=np.float32))
+        """
+    )
+    pytester.runpytest("--convviz-update=missing", "-k", "test_ok").assert_outcomes(passed=1)
+    result = pytester.runpytest("--convviz-results-dir=out")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["convviz: report *out/report.html"])
+    data = json.loads((pytester.path / "out" / "report.json").read_text())
+    assert [e["status"] for e in data["entries"]] == ["missing", "passed"]
+    passed = data["entries"][1]
+    assert set(passed["images"]) == {"expected", "obtained", "diff"}
+    assert (pytester.path / "out" / (passed["obtained"] + ".npz")).exists()
+    assert "test_missing" in (pytester.path / "out" / "report.html").read_text()
