@@ -147,8 +147,15 @@ def build_xception41(
     )
     model = keras_hub.models.XceptionImageClassifier(backbone=backbone, num_classes=num_classes)
     if weights_path is None:
-        tmp = Path(tempfile.mkdtemp(prefix="convviz_bench_"))
-        weights_path = write_seeded_weights(model, tmp / f"xception41_s{seed}.weights.h5", seed)
+        # One file per (size, classes, seed) in the temp dir, reused by later runs and by
+        # the other backends (the file is backend-neutral; writing it takes ~20 s here).
+        cache = Path(tempfile.gettempdir()) / "convviz_bench"
+        weights_path = cache / f"xception41_{image_size}_{num_classes}_s{seed}.weights.h5"
+        if not weights_path.exists():
+            cache.mkdir(parents=True, exist_ok=True)
+            tmp = cache / f".{weights_path.name}.{os.getpid()}.tmp.weights.h5"
+            write_seeded_weights(model, tmp, seed)
+            os.replace(tmp, weights_path)  # atomic: concurrent runs never read half a file
     model.load_weights(weights_path)
     return model, Path(weights_path)
 

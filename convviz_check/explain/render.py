@@ -48,8 +48,18 @@ def activation_grid(activation: np.ndarray, images_per_row: int = 16) -> np.ndar
             "activation_grid expects one activation of shape (H, W, C) (or (1, H, W, C)). "
             f"Received: {describe_array('activation', a)}"
         )
-    if not isinstance(images_per_row, int) or images_per_row < 1:
+    if (
+        isinstance(images_per_row, bool)
+        or not isinstance(images_per_row, int | np.integer)
+        or images_per_row < 1
+    ):
         raise InputError(f"images_per_row must be a positive int. Received: {images_per_row!r}")
+    images_per_row = int(images_per_row)
+    if 0 in a.shape:
+        raise InputError(
+            "activation_grid needs at least one channel of at least 1x1 pixels. "
+            f"Received: {describe_array('activation', a)}"
+        )
     h, w, c = a.shape
     tiles = _standardize_to_uint8(a, axes=(0, 1))  # per channel
     cols = min(images_per_row, c)
