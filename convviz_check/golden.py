@@ -552,8 +552,8 @@ def _read_npz(path: Path) -> tuple[dict[str, np.ndarray], list[str] | None]:
         with np.load(path, allow_pickle=False) as npz:
             if not hasattr(npz, "files"):
                 raise GoldenError(
-                    f"{path} is a bare .npy array, not a golden .npz archive. Rewrite it "
-                    "with --convviz-update."
+                    f"{path} is a bare .npy array, not a golden .npz archive. Delete it "
+                    "and rewrite it with --convviz-update=missing."
                 )
             for key in npz.files:
                 arrays[key] = npz[key]
@@ -654,8 +654,8 @@ def load(base: str | os.PathLike, kind: str | None = None) -> Golden:
     if kind is not None and side["kind"] != kind:
         raise GoldenError(
             f"Kind mismatch for {npz_path}: the golden holds kind={side['kind']!r}; the "
-            f"check asks for kind={kind!r}. Rename the check, or rewrite the golden with "
-            "--convviz-update=all."
+            f"check asks for kind={kind!r}. Rename the check, or delete the golden's files "
+            "and rewrite them with --convviz-update=missing."
         )
     want_names = list(side.get("names") or side["shape"])
     if list(arrays) != want_names:
@@ -691,7 +691,8 @@ def load(base: str | os.PathLike, kind: str | None = None) -> Golden:
         raise GoldenError(
             f"Content of {npz_path} does not match its sidecar sha256 (file {sha[:12]}, "
             f"sidecar {str(side['sha256'])[:12]}): one of the two was edited or "
-            "half-written. Restore both from version control, or rewrite them."
+            "half-written. Restore both from version control, or delete them and rewrite "
+            "them with --convviz-update=missing."
         )
     golden.sidecar = side
     return golden

@@ -67,6 +67,19 @@ def pytest_configure(config: pytest.Config) -> None:
     plugin_session.configure(config)
 
 
+def pytest_report_header(config: pytest.Config) -> str | None:
+    from .plugin_session import SESSION
+
+    state = config.stash.get(SESSION, None)
+    if state is None:
+        return None
+    mode = f"update={state.update}" + (" (override)" if state.override else "")
+    return (
+        f"convviz: goldens {state.golden_dir} (owned by {state.reference}), "
+        f"{mode if state.update else 'verify'}, unused={state.unused_mode}"
+    )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # convviz_slow tests are deselected unless the -m expression names them.
     markexpr = config.getoption("markexpr", "") or ""
@@ -84,7 +97,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def convviz(request: pytest.FixtureRequest) -> Any:
     """Compute shortcuts bound to the running backend, golden checks and assertions.
 
-    ``convviz.check(name, value, kind=None, tolerance=None)``,
+    ``convviz.check(name, value, kind=None, tolerance=None, *, dtype=None, layers=None,
+    model=None)`` (see :meth:`~convviz_check.plugin_session.ConvvizFixture.check`),
     ``convviz.assert_localized(...)``, ``convviz.assert_backends_agree(...)``, and
     ``convviz.activations / filter_patterns / gradcam / load_model``.
     """

@@ -76,6 +76,14 @@ def test_missing_golden_fails_and_prints_the_command_that_writes_it(project):
     assert _golden_files(project) == {}
 
 
+def test_header_names_golden_dir_owner_and_mode(project, backend):
+    _cam_test(project)
+    result = project.runpytest("--convviz-update=missing", "--convviz-unused=fail")
+    result.stdout.fnmatch_lines(
+        [f"convviz: goldens */golden (owned by {backend}), update=missing, unused=fail"]
+    )
+
+
 def test_update_missing_writes_the_files_and_passes_then_verify_passes(project):
     _cam_test(project)
     result = project.runpytest("--convviz-update=missing")
