@@ -278,7 +278,7 @@ def test_failure_text_writes_each_metric_against_its_bound():
     rng = np.random.default_rng(3)
     e = rng.random((8, 8))
     o = rng.random((8, 8))
-    result = compare(e, o, "heatmap", Tolerance(heatmap_ssim_min=0.95))
+    result = compare(e, o, "heatmap", Tolerance(heatmap_ssim_min=0.95, heatmap_max_abs=0.001))
     value = result.metrics["ssim"].value
     assert value < 0.95
     assert re.search(rf"^  ssim +{value:.3g} < min 0\.95  FAIL$", result.text, re.M)
