@@ -8,6 +8,8 @@ a cross-backend run stay light. Each name is imported from its module on first u
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -47,6 +49,25 @@ _EXPORTS: dict[str, str] = {
 _SUBMODULES = ("localization", "strategies", "examples", "tolerances", "golden", "graph")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
+
+
+# Public functions that share their name with their own submodule (``compare`` in
+# compare.py, ``agreement`` in agreement.py). Importing a submodule makes Python bind it
+# on the package (``setattr(convviz_check, "compare", <module>)``), which would replace
+# the function ``cc.compare``. The package's module class keeps the function instead;
+# code that needs the module imports it by its full name (importlib / ``from .compare
+# import ...``).
+_FUNCTIONS_NAMED_LIKE_THEIR_MODULE = ("compare", "agreement")
+
+
+class _Package(types.ModuleType):
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _FUNCTIONS_NAMED_LIKE_THEIR_MODULE and isinstance(value, types.ModuleType):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> Any:

@@ -13,6 +13,7 @@ import (no Keras, no framework): the workers import them.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -127,7 +128,8 @@ def load_images(paths: list[str], rescale: float | None = None) -> np.ndarray:
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import agreement as ag
+    # by full name: ``convviz_check.agreement`` on the package is the public function
+    ag = importlib.import_module("convviz_check.agreement")
 
     tolerance = json.loads(args.tolerance) if args.tolerance else None
     if args.exported:

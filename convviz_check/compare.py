@@ -26,8 +26,6 @@ overall is named in ``details["worst_item"]`` and in the text.
 from __future__ import annotations
 
 import math
-import sys
-import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -883,20 +881,3 @@ def _distinct_format(value: float, bound: float) -> tuple[str, str]:
         if same_side and (v != b or value == bound):
             return v, b
     return repr(value), b
-
-
-class _CallableModule(types.ModuleType):
-    """Lets ``convviz_check.compare`` be called even when it names this module.
-
-    The package re-exports the function ``compare`` lazily, but importing the submodule
-    ``convviz_check.compare`` (as ``golden`` and ``report`` do) makes the import system
-    set the package attribute ``compare`` to the *module*, after which
-    ``cc.compare(expected, obtained, kind)`` would raise "module is not callable".
-    Calling the module calls the function.
-    """
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Comparison:
-        return compare(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

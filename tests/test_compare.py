@@ -625,8 +625,10 @@ def test_compare_imports_no_keras_and_no_framework():
         from convviz_check.compare import compare
         a = np.zeros((7, 7), np.float32); a[1, 1] = 1
         assert not compare(a, np.roll(a, 3), "heatmap").passed
-        # importing the submodule rebinds cc.compare to the module: still callable
-        assert cc.compare(a, a, "heatmap").passed
+        # importing the submodule must not rebind cc.compare to the module
+        assert cc.compare is compare and cc.compare(a, a, "heatmap").passed
+        import convviz_check.agreement
+        assert callable(cc.agreement) and cc.agreement.__name__ == "agreement"
         loaded = [m for m in ("keras", "tensorflow", "torch", "jax") if sys.modules.get(m)]
         assert not loaded, loaded
         print("ok")
