@@ -1,0 +1,385 @@
+"""Filter patterns: activation maximization by gradient ascent in input space (SPEC 1.2).
+
+For a filter ``f`` of layer ``L`` the pattern is the input image that (locally)
+maximizes the mean of ``L``'s output channel ``f``, away from a 2-pixel border:
+
+    loss(x) = mean(activation(x)[:, b:-b, b:-b, f]),  b = 2
+    x <- x + learning_rate * grad / ||grad||_2          (steps times, per image)
+
+starting from a uniform image in ``[0.4, 0.6]`` of ``input_range`` drawn from
+``numpy.random.default_rng(seed)`` (the same start for every filter, so a filter's
+pattern does not depend on which other filters were asked for, nor on the batch size).
+
+Speed. The chapter ("Interpreting what convnets learn", DLwP 3rd ed., ch. 10) calls a
+``tf.function`` step from Python with the filter index as a Python int, so TensorFlow
+retraces for every filter. Here the filter indices are a *tensor* argument (``aux``,
+one index per image of the batch, selected with a one-hot mask), and the whole ascent
+loop is one compiled program (TF ``while_loop``, JAX ``fori_loop``; see
+``backends.make_ascent``), built once per (model, layer) and specialized once per
+(image shape, batch size). Several filters can be optimized at once (``batch_size``):
+each image has its own loss term and its own gradient normalization, so a batch is
+``batch_size`` independent ascents.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import GraphError, InputError, describe_array
+
+BORDER = 2  # pixels of the activation map left out of the loss (the chapter's 2:-2)
+DEFAULT_SIZE = 200  # synthesized image side when the model takes any size (chapter: 200)
+DEFAULT_STEPS = 30
+# The chapter's step: learning_rate 10 on a 200x200x3 image. Other sizes scale it by
+# sqrt(H*W*C / 120000) so the per-pixel step (lr / sqrt(pixels) for a unit-norm
+# gradient) stays the chapter's.
+REFERENCE_LEARNING_RATE = 10.0
+REFERENCE_PIXELS = 200 * 200 * 3
+START_LOW, START_HIGH = 0.4, 0.6  # start image, as fractions of input_range
+# Default number of filters optimized at once. Measured on this 2-core CPU
+# (benchmarks/bench_filters.py --batch-sizes 1,4, Xception-41 block3_sepconv1, 200x200,
+# 30 steps; TF 2.21 / torch 2.13 / jax 0.10): seconds per filter were flat within noise
+# from batch 1 to 4 on every backend (the convolutions already keep both cores busy), so
+# batching buys nothing here while peak memory grows linearly with the batch. A small
+# batch keeps memory bounded and still amortizes per-call overhead on accelerators;
+# pass batch_size explicitly on a GPU.
+DEFAULT_BATCH_SIZE = 4
+
+Progress = Callable[[int, int], Any]
+
+# Python-side count of loss-function traces (compiled backends) or calls (torch, eager).
+# Tests read it to prove that a new filter index does not retrace.
+_loss_traces = 0
+
+_ASCENT_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True)
+class _Target:
+    """What the ascent needs to know about the layer."""
+
+    name: str
+    channels: int
+    data_format: str  # of the layer's output
+
+
+def _make_loss(channels: int, data_format: str) -> Callable[[list, Any], Any]:
+    """``loss(outputs, aux)``: sum over the batch of each image's mean activation of its
+    own filter ``aux[i]`` inside the border. ``aux`` is an int tensor, never a Python
+    int, so one compiled program serves every filter index."""
+    from keras import ops
+
+    b = BORDER
+
+    def loss_fn(outputs: list, aux: Any) -> Any:
+        global _loss_traces
+        _loss_traces += 1
+        act = outputs[0]
+        # A one-hot mask selects each image's filter: a gather with a per-sample index
+        # would do the same; the mask costs one multiply on an already small map.
+        mask = ops.one_hot(aux, channels, dtype=act.dtype)
+        if data_format == "channels_first":
+            inner = act[:, :, b:-b, b:-b]
+            picked = ops.sum(inner * mask[:, :, None, None], axis=1)
+        else:
+            inner = act[:, b:-b, b:-b, :]
+            picked = ops.sum(inner * mask[:, None, None, :], axis=3)
+        return ops.sum(ops.mean(picked, axis=(1, 2)))
+
+    return loss_fn
+
+
+def _ascent_for(model: Any, target: _Target) -> Callable[..., np.ndarray]:
+    """The compiled ascent for (model, layer), built once and cached with the model.
+
+    The backend's compiled function specializes on the image shape and batch size the
+    first time it sees them, so compilation happens once per (model, layer, image
+    shape, batch size)."""
+    from .. import backends
+    from .. import graph as graph_lib
+
+    per_model = _ASCENT_CACHE.setdefault(model, {})
+    fn = per_model.get(target.name)
+    if fn is None:
+        extractor = graph_lib.submodel(model, [target.name])
+        fn = backends.make_ascent(extractor, _make_loss(target.channels, target.data_format))
+        per_model[target.name] = fn
+    return fn
+
+
+def _resolve_target(model: Any, layer: Any) -> _Target:
+    from .. import graph as graph_lib
+
+    if not isinstance(layer, str):
+        raise GraphError(
+            f"layer must be a layer name (str). Received: layer={layer!r} "
+            f"(type {type(layer).__name__})."
+        )
+    record = graph_lib.flatten(model).record(layer)  # GraphError names the known layers
+    if not record.is_spatial:
+        raise GraphError(
+            f"Filter patterns need a layer with a 4-D output (batch, H, W, C). Received: "
+            f"layer={layer!r} ({record.class_name}) with output shape {record.output_shape}. "
+            f"Expected one of the 4-D layers: {graph_lib.spatial_layers(model)}"
+        )
+    shape = record.output_shape
+    channels = shape[1] if record.data_format == "channels_first" else shape[3]
+    if channels is None:
+        raise GraphError(
+            f"The layer's channel count is unknown. Received: layer={layer!r} with output "
+            f"shape {shape}. Expected a fixed number of channels."
+        )
+    return _Target(name=layer, channels=int(channels), data_format=record.data_format)
+
+
+def _resolve_size(size: Any, spec_hw: tuple[int | None, int | None]) -> tuple[int, int]:
+    fixed_h, fixed_w = spec_hw
+    if size is None:
+        return (fixed_h or DEFAULT_SIZE, fixed_w or DEFAULT_SIZE)
+    if isinstance(size, numbers.Integral) and not isinstance(size, bool):
+        hw = (int(size), int(size))
+    elif (
+        isinstance(size, Sequence)
+        and len(size) == 2
+        and all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in size)
+    ):
+        hw = (int(size[0]), int(size[1]))
+    else:
+        raise InputError(
+            f"size must be None, an int or a pair of ints (H, W). Received: size={size!r}."
+        )
+    if min(hw) < 1:
+        raise InputError(f"size must be positive. Received: size={size!r}.")
+    for axis, got, want in (("height", hw[0], fixed_h), ("width", hw[1], fixed_w)):
+        if want is not None and got != want:
+            raise InputError(
+                f"The model takes a fixed input {axis} of {want}. Received: size={size!r} "
+                f"({axis} {got}). Expected size=None or the model's size "
+                f"({fixed_h}, {fixed_w})."
+            )
+    return hw
+
+
+def _resolve_filters(filters: Any, channels: int, layer: str) -> list[int]:
+    if filters is None:
+        return list(range(channels))
+    if isinstance(filters, numbers.Integral) and not isinstance(filters, bool):
+        items = [filters]
+    elif isinstance(filters, range | Sequence | np.ndarray):
+        items = (
+            list(np.asarray(filters).reshape(-1))
+            if isinstance(filters, np.ndarray)
+            else list(filters)
+        )
+    else:
+        raise InputError(
+            f"filters must be None, an int or a sequence of ints. Received: filters={filters!r}."
+        )
+    if not items:
+        raise InputError("filters is empty. Received: filters=[]. Expected at least one index.")
+    out = []
+    for f in items:
+        if not isinstance(f, numbers.Integral) or isinstance(f, bool):
+            raise InputError(
+                f"Filter indices must be ints. Received: {f!r} in filters={filters!r}."
+            )
+        if not 0 <= int(f) < channels:
+            raise InputError(
+                f"Filter index out of range for layer {layer!r}. Received: filter {int(f)}. "
+                f"Expected an index in [0, {channels - 1}] (the layer has {channels} filters)."
+            )
+        out.append(int(f))
+    return out
+
+
+def _check_scalars(
+    steps: Any, learning_rate: Any, batch_size: Any, input_range: Any, progress: Any, seed: Any
+) -> tuple[float, float]:
+    if not isinstance(steps, numbers.Integral) or isinstance(steps, bool) or steps < 0:
+        raise InputError(f"steps must be an int >= 0. Received: steps={steps!r}.")
+    if learning_rate is not None and (
+        not isinstance(learning_rate, numbers.Real)
+        or not math.isfinite(learning_rate)
+        or learning_rate <= 0
+    ):
+        raise InputError(
+            f"learning_rate must be None or a finite number > 0. "
+            f"Received: learning_rate={learning_rate!r}."
+        )
+    if batch_size is not None and (
+        not isinstance(batch_size, numbers.Integral)
+        or isinstance(batch_size, bool)
+        or batch_size < 1
+    ):
+        raise InputError(
+            f"batch_size must be None or an int >= 1. Received: batch_size={batch_size!r}."
+        )
+    if progress is not None and not callable(progress):
+        raise InputError(f"progress must be callable(done, total). Received: {progress!r}.")
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
+        raise InputError(f"seed must be an int >= 0. Received: seed={seed!r}.")
+    try:
+        lo, hi = (float(v) for v in input_range)
+    except (TypeError, ValueError):
+        raise InputError(
+            f"input_range must be a pair (low, high). Received: input_range={input_range!r}."
+        ) from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise InputError(
+            f"input_range must be finite with low < high. Received: input_range={input_range!r}."
+        )
+    return lo, hi
+
+
+def default_learning_rate(height: int, width: int, channels: int) -> float:
+    """SPEC 1.2: 10.0 at 200x200x3, else ``10 * sqrt(H*W*C / 120000)`` (same per-pixel
+    step as the chapter for a unit-norm gradient)."""
+    return REFERENCE_LEARNING_RATE * math.sqrt(height * width * channels / REFERENCE_PIXELS)
+
+
+def start_image(
+    height: int, width: int, channels: int, seed: int = 0, input_range: tuple = (0.0, 1.0)
+) -> np.ndarray:
+    """The ascent's start ``(H, W, C)`` float32: uniform in ``[0.4, 0.6]`` of
+    ``input_range``, from ``numpy.random.default_rng(seed)``."""
+    lo, hi = float(input_range[0]), float(input_range[1])
+    u = np.random.default_rng(seed).uniform(START_LOW, START_HIGH, size=(height, width, channels))
+    return (lo + (hi - lo) * u).astype(np.float32)
+
+
+def _map_shape(model: Any, target: _Target, image_shape: tuple[int, ...]) -> tuple:
+    """The layer's output shape for one synthesized image (model layout)."""
+    import keras
+
+    from .. import graph as graph_lib
+
+    extractor = graph_lib.submodel(model, [target.name])
+    try:
+        # Symbolic: no computation (Functional.compute_output_shape is not implemented
+        # for every layer, e.g. keras-hub's Probe; compute_output_spec is).
+        spec = extractor.compute_output_spec(keras.KerasTensor((1, *image_shape)))
+    except Exception as e:  # shape inference raises plain ValueErrors of several kinds
+        raise InputError(
+            f"size is too small for layer {target.name!r}: the model cannot compute it. "
+            f"Received: image shape {image_shape} ({type(e).__name__}: {e})."
+        ) from None
+    if isinstance(spec, list | tuple):
+        spec = spec[0]
+    return tuple(spec.shape)
+
+
+def filter_patterns(
+    model: Any,
+    layer: str,
+    filters: int | Sequence[int] | None = None,
+    steps: int = DEFAULT_STEPS,
+    learning_rate: float | None = None,
+    size: int | tuple[int, int] | None = None,
+    seed: int = 0,
+    batch_size: int | None = None,
+    input_range: tuple[float, float] = (0.0, 1.0),
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """Synthesize the input pattern each filter of ``layer`` responds to most.
+
+    Gradient ascent in input space (SPEC 1.2): the loss of filter ``f`` is the mean of
+    ``layer``'s channel ``f`` without a 2-pixel border; each step adds
+    ``learning_rate`` times the L2-normalized gradient (per image).
+
+    Args:
+        model: a functional/Sequential Keras model, or any source ``cc.load_model``
+            accepts (a ``.keras`` path, a preset directory...).
+        layer: a layer name with a 4-D output, as ``cc.conv_layers`` names it
+            (nested models included).
+        filters: filter (channel) indices; ``None`` means every filter of the layer.
+        steps: ascent steps (>= 0; the chapter's 30 by default).
+        learning_rate: step length; ``None`` means 10.0 at 200x200x3 and
+            ``10 * sqrt(H*W*C / 120000)`` at other sizes.
+        size: ``None`` (the model's fixed input size, else 200x200), an int or (H, W).
+        seed: seed of ``numpy.random.default_rng`` for the start image.
+        batch_size: filters optimized at once (default ``min(4, F)``, see
+            ``DEFAULT_BATCH_SIZE``); the last batch is padded to the same size so one
+            compiled program serves the whole call.
+        input_range: ``(low, high)`` of the values the model expects; the start is
+            uniform in ``[0.4, 0.6]`` of it.
+        progress: called as ``progress(done, total)`` after each batch.
+
+    Returns:
+        ``(F, H, W, C)`` float32 patterns, channels-last whatever the model's layout
+        (deprocess them with ``cc.deprocess_image``).
+
+    Raises:
+        GraphError: unknown layer, or a layer without a 4-D output.
+        InputError: a bad argument (filter index out of range, steps < 0,
+            learning_rate <= 0, a size the model or the crop cannot take, a map too
+            small for the border...).
+
+    Example:
+        >>> patterns = cc.filter_patterns(model, "conv2d_1", filters=range(8))
+        >>> grid = cc.filter_grid(np.stack([cc.deprocess_image(p) for p in patterns]))
+    """
+    from ..models import load_model
+    from .inputs import input_spec
+
+    model = load_model(model)
+    lo, hi = _check_scalars(steps, learning_rate, batch_size, input_range, progress, seed)
+    target = _resolve_target(model, layer)
+    indices = _resolve_filters(filters, target.channels, layer)
+    spec = input_spec(model)
+    height, width = _resolve_size(size, (spec.height, spec.width))
+    channels = spec.channels or 3
+    channels_first = spec.data_format == "channels_first"
+    image_shape = (channels, height, width) if channels_first else (height, width, channels)
+
+    map_shape = _map_shape(model, target, image_shape)
+    map_hw = map_shape[2:4] if target.data_format == "channels_first" else map_shape[1:3]
+    if any(d is not None and d <= 2 * BORDER for d in map_hw):
+        raise InputError(
+            f"The activation map of layer {layer!r} is too small for the {BORDER}-pixel "
+            f"border of the loss. Received: map {tuple(map_hw)} for input size "
+            f"{(height, width)}. Expected a map larger than {2 * BORDER}x{2 * BORDER}: "
+            "use a larger size or an earlier layer."
+        )
+
+    lr = (
+        default_learning_rate(height, width, channels)
+        if learning_rate is None
+        else float(learning_rate)
+    )
+    start = start_image(height, width, channels, seed, (lo, hi))
+    if channels_first:
+        start = np.ascontiguousarray(np.transpose(start, (2, 0, 1)))
+
+    total = len(indices)
+    batch = min(int(batch_size or DEFAULT_BATCH_SIZE), total)
+    ascent = _ascent_for(model, target)
+    out = np.empty((total, height, width, channels), np.float32)
+    for begin in range(0, total, batch):
+        chunk = indices[begin : begin + batch]
+        # Pad the last batch (repeating its last index) so that it runs the program
+        # already compiled for this batch size; padded results are dropped.
+        aux = np.asarray(chunk + [chunk[-1]] * (batch - len(chunk)), np.int32)
+        images = np.broadcast_to(start, (batch, *start.shape)).copy()
+        result = ascent(images, aux, int(steps), lr)[: len(chunk)]
+        if channels_first:
+            result = np.transpose(result, (0, 2, 3, 1))
+        out[begin : begin + len(chunk)] = result
+        if progress is not None:
+            progress(begin + len(chunk), total)
+    if not np.isfinite(out).all():
+        raise InputError(
+            f"Gradient ascent diverged (non-finite pixels) for layer {layer!r}. "
+            f"Received: learning_rate={lr}, steps={steps}, {describe_array('patterns', out)}. "
+            "Expected finite patterns: lower the learning rate."
+        )
+    return out
+
+
+__all__ = ["default_learning_rate", "filter_patterns", "start_image"]

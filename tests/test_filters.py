@@ -1,0 +1,360 @@
+"""Filter patterns (SPEC 1.2, issue 5): gradient ascent in input space.
+
+Models: a seeded chapter-style convnet (weights from NumPy, identical on every
+backend), the bundled example convnet when it is committed, and a grayscale 64x64x1
+model whose first-layer filters are known edge detectors.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+import convviz_check as cc
+from convviz_check.errors import ConvvizError, GraphError, InputError
+from convviz_check.explain import filters as filters_mod
+
+BACKEND = keras.config.backend()
+SIZE = 32  # small synthesized images keep the ascent fast on a shared CPU
+
+
+def _seeded(model, seed: int = 0) -> None:
+    """He-normal kernels and small biases from NumPy (same weights on every backend)."""
+    rng = np.random.default_rng(seed)
+    values = []
+    for w in model.get_weights():
+        if w.ndim >= 2:
+            fan_in = int(np.prod(w.shape[:-1]))
+            values.append(rng.normal(0, math.sqrt(2.0 / fan_in), w.shape).astype("float32"))
+        else:
+            values.append(rng.normal(0, 0.05, w.shape).astype("float32"))
+    model.set_weights(values)
+
+
+def _convnet(data_format: str = "channels_last"):
+    """Chapter-style stack that takes any image size. Leaky ReLU, not ReLU: with seeded
+    (untrained) weights most ReLU filters are zero over the whole grey start image, so
+    they have no gradient to climb (measured: 4 of 12 alive in c2; GELU saturates the
+    same way below zero); leaky ReLU keeps every filter climbable. Dead ReLU filters
+    have their own test below."""
+    from keras import layers
+
+    shape = (3, None, None) if data_format == "channels_first" else (None, None, 3)
+    inp = keras.Input(shape)
+    x = layers.Conv2D(8, 3, activation="leaky_relu", name="c1", data_format=data_format)(inp)
+    x = layers.MaxPooling2D(2, name="p1", data_format=data_format)(x)
+    x = layers.Conv2D(12, 3, activation="leaky_relu", name="c2", data_format=data_format)(x)
+    x = layers.GlobalAveragePooling2D(name="gap", data_format=data_format)(x)
+    out = layers.Dense(4, activation="softmax", name="head")(x)
+    model = keras.Model(inp, out, name=f"convnet_{data_format}")
+    _seeded(model)
+    return model
+
+
+@pytest.fixture(scope="module")
+def convnet():
+    return _convnet()
+
+
+def _bundled_convnet():
+    from convviz_check import examples
+
+    try:
+        path = examples.model_path("convnet")
+    except (AttributeError, ConvvizError, FileNotFoundError):
+        return None
+    return cc.load_model(path) if path.exists() else None
+
+
+def _mean_inner_activation(model, layer, images):
+    """(N, C): mean of each channel inside the 2-pixel border (the ascent's objective)."""
+    out = cc.graph.submodel(model, [layer])(images, training=False)
+    if isinstance(out, list | tuple):  # a one-output model built with a list of outputs
+        out = out[0]
+    acts = keras.ops.convert_to_numpy(out)
+    b = filters_mod.BORDER
+    return acts[:, b:-b, b:-b, :].mean(axis=(1, 2))
+
+
+def _gains(model, layer, filters, size, **kwargs):
+    """Per pattern: how much it raised each filter's objective over the start image."""
+    patterns = cc.filter_patterns(model, layer, filters=filters, size=size, **kwargs)
+    start = filters_mod.start_image(*patterns.shape[1:], seed=kwargs.get("seed", 0))
+    before = _mean_inner_activation(model, layer, start[None])[0]
+    after = _mean_inner_activation(model, layer, patterns)
+    return before, after, patterns
+
+
+# --- the ascent does what it is for --------------------------------------------------------
+
+
+def _assert_patterns_select_their_filters(model, layer, filters, size, min_alive):
+    before, after, patterns = _gains(model, layer, filters, size)
+    filters = np.asarray(filters)
+    own_before, own_after = before[filters], after[np.arange(len(filters)), filters]
+    # A ReLU filter that is zero over the whole inner map of the start image has a zero
+    # gradient: its "pattern" is the start image, unchanged (nothing to climb; see
+    # test_a_filter_without_gradient_keeps_the_start_image_and_never_nans).
+    start = filters_mod.start_image(*patterns.shape[1:], seed=0)
+    alive = np.array([not np.array_equal(p, start) for p in patterns])
+    assert alive.sum() >= min_alive, own_before
+    # Measured on the seeded convnet (c2, 32x32, 30 steps, JAX): own activations went
+    # from -0.22..0.26 at the start to 0.87..15.6; the rise is 5.3x to 92x the start's
+    # magnitude (floored at 0.1). 2.5x still fails an ascent that does not climb.
+    rise = own_after[alive] - own_before[alive]
+    assert np.all(rise >= 2.5 * np.maximum(np.abs(own_before[alive]), 0.1)), (
+        own_before,
+        own_after,
+    )
+    gain = after - before[None, :]
+    for row in np.flatnonzero(alive):
+        f = filters[row]
+        others = np.delete(gain[row], f)
+        # Measured: each pattern raises its own filter more than 10 or all 11 of the
+        # other filters of the seeded convnet (>= 91%); 75% tolerates correlated filters.
+        assert np.mean(gain[row, f] > others) >= 0.75, (f, gain[row])
+
+
+def test_each_pattern_raises_its_own_filter_far_above_the_start(convnet):
+    _assert_patterns_select_their_filters(convnet, "c2", list(range(12)), SIZE, min_alive=12)
+
+
+def test_patterns_of_the_bundled_convnet_select_their_filters():
+    model = _bundled_convnet()
+    if model is None:
+        pytest.skip("the bundled convnet (issue 3) is not committed yet")
+    layer = cc.conv_layers(model)[1]
+    n = min(8, _channels(model, layer))
+    _assert_patterns_select_their_filters(model, layer, list(range(n)), None, min_alive=1)
+
+
+def test_a_filter_without_gradient_keeps_the_start_image_and_never_nans():
+    from keras import layers
+
+    inp = keras.Input((None, None, 3))
+    out = layers.Conv2D(2, 3, activation="relu", name="dead")(inp)
+    model = keras.Model(inp, out)
+    # Filter 0: negative everywhere (ReLU zero, no gradient); filter 1: constant (zero
+    # kernel, no gradient either).
+    kernel = np.zeros((3, 3, 3, 2), np.float32)
+    kernel[..., 0] = -1.0
+    model.get_layer("dead").set_weights([kernel, np.array([0.0, 1.0], np.float32)])
+    patterns = cc.filter_patterns(model, "dead", size=SIZE)
+    start = filters_mod.start_image(SIZE, SIZE, 3, seed=0)
+    np.testing.assert_array_equal(patterns, np.stack([start, start]))
+
+
+def _channels(model, layer):
+    return int(cc.graph.flatten(model).record(layer).output_shape[-1])
+
+
+# --- shape, layout, defaults ---------------------------------------------------------------
+
+
+def test_returns_float32_channels_last_for_every_filter_by_default(convnet):
+    patterns = cc.filter_patterns(convnet, "c1", size=SIZE, steps=2)
+    assert patterns.shape == (8, SIZE, SIZE, 3)
+    assert patterns.dtype == np.float32
+
+
+def test_size_none_takes_200x200_for_a_model_of_any_size(convnet):
+    patterns = cc.filter_patterns(convnet, "c1", filters=[0], steps=0)
+    assert patterns.shape == (1, 200, 200, 3)
+
+
+def test_zero_steps_returns_the_seeded_start_in_the_input_range(convnet):
+    p = cc.filter_patterns(convnet, "c1", filters=[0, 1], size=SIZE, steps=0, input_range=(0, 255))
+    # Uniform in [0.4, 0.6] of (0, 255) = [102, 153], the same start for every filter.
+    assert p.min() >= 102.0 and p.max() <= 153.0 and p.max() - p.min() > 40
+    np.testing.assert_array_equal(p[0], p[1])
+    expected = filters_mod.start_image(SIZE, SIZE, 3, seed=0, input_range=(0, 255))
+    np.testing.assert_array_equal(p[0], expected)
+
+
+def test_default_learning_rate_follows_the_chapters_per_pixel_step():
+    assert filters_mod.default_learning_rate(200, 200, 3) == 10.0
+    assert math.isclose(filters_mod.default_learning_rate(64, 64, 1), 10 * math.sqrt(4096 / 120000))
+    assert math.isclose(filters_mod.default_learning_rate(400, 400, 3), 20.0)
+
+
+@pytest.mark.parametrize("learning_rate", [None, 0.25])
+def test_one_step_moves_the_image_by_the_learning_rate(convnet, learning_rate):
+    # The gradient is L2-normalized over the whole image, so one step moves each image
+    # by exactly the learning rate (in L2): the default at 32x32x3 is
+    # 10 * sqrt(3072 / 120000) = 1.6; an explicit value is used as given.
+    p = cc.filter_patterns(
+        convnet, "c2", filters=[0, 3], size=SIZE, steps=1, learning_rate=learning_rate
+    )
+    start = filters_mod.start_image(SIZE, SIZE, 3, seed=0)
+    moved = np.sqrt(((p.astype(np.float64) - start) ** 2).sum(axis=(1, 2, 3)))
+    expected = 10 * math.sqrt(SIZE * SIZE * 3 / 120000) if learning_rate is None else learning_rate
+    np.testing.assert_allclose(moved, expected, rtol=1e-4)
+
+
+# --- grayscale, fixed size, known filters --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def edge_model():
+    """64x64x1 model whose two filters are known: a horizontal-edge detector (responds to
+    rows that change from dark to bright) and a vertical-edge detector."""
+    from keras import layers
+
+    inp = keras.Input((64, 64, 1))
+    x = layers.Conv2D(2, 3, activation="relu", name="edges")(inp)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    model = keras.Model(inp, layers.Dense(2, name="head")(x), name="edges")
+    sobel_y = np.array([[-1, -2, -1], [0, 0, 0], [1, 2, 1]], np.float32)  # d/dy
+    kernel = np.stack([sobel_y, sobel_y.T], axis=-1)[:, :, None, :]  # (3, 3, 1, 2)
+    model.get_layer("edges").set_weights([kernel, np.zeros(2, np.float32)])
+    model.get_layer("head").set_weights([np.eye(2, dtype=np.float32), np.zeros(2, np.float32)])
+    return model
+
+
+def _gradient_energy(image):
+    """(energy along y, energy along x) of an (H, W) image."""
+    return float((np.diff(image, axis=0) ** 2).sum()), float((np.diff(image, axis=1) ** 2).sum())
+
+
+def test_grayscale_fixed_size_model_gets_64x64x1_patterns_of_its_known_filters(edge_model):
+    patterns = cc.filter_patterns(edge_model, "edges")
+    assert patterns.shape == (2, 64, 64, 1)
+    # Default learning rate at 64x64x1 = 10 * sqrt(4096 / 120000) = 1.85.
+    along_y, along_x = _gradient_energy(patterns[0, :, :, 0])
+    # Measured (JAX): the d/dy detector's pattern changes 7.5x more down the rows than
+    # along them (horizontal stripes), and the d/dx detector's the other way round.
+    assert along_y > 3 * along_x
+    along_y, along_x = _gradient_energy(patterns[1, :, :, 0])
+    assert along_x > 3 * along_y
+    grid = cc.filter_grid(np.stack([cc.deprocess_image(p) for p in patterns]))
+    assert grid.shape == (5 + 48 + 5, 5 + 2 * (48 + 5), 1) and grid.dtype == np.uint8
+
+
+def test_a_size_other_than_the_fixed_input_is_refused(edge_model):
+    with pytest.raises(InputError, match=r"fixed input height of 64.*Received: size=32"):
+        cc.filter_patterns(edge_model, "edges", size=32)
+
+
+# --- determinism, batching, compile once ---------------------------------------------------
+
+
+def test_same_seed_gives_identical_arrays_and_another_seed_does_not(convnet):
+    a = cc.filter_patterns(convnet, "c2", filters=[1, 4], size=SIZE, seed=3)
+    b = cc.filter_patterns(convnet, "c2", filters=[1, 4], size=SIZE, seed=3)
+    c = cc.filter_patterns(convnet, "c2", filters=[1, 4], size=SIZE, seed=4)
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).max() > 0.05
+
+
+def test_batched_patterns_match_one_at_a_time(convnet):
+    filters = [0, 2, 5, 7, 11]
+    one = cc.filter_patterns(convnet, "c2", filters=filters, size=SIZE, batch_size=1)
+    # batch 2 over 5 filters: the last batch is padded and its padding dropped.
+    two = cc.filter_patterns(convnet, "c2", filters=filters, size=SIZE, batch_size=2)
+    five = cc.filter_patterns(convnet, "c2", filters=filters, size=SIZE, batch_size=5)
+    # Each image has its own loss term and normalization: batching changes only float
+    # summation order. Measured max abs difference after 30 steps (values ~0-3):
+    # 0 (TF), <= 1e-6 (torch, JAX); 1e-4 is a wide bound.
+    np.testing.assert_allclose(two, one, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(five, one, rtol=0, atol=1e-4)
+
+
+def test_a_pattern_does_not_depend_on_the_other_filters_asked_for(convnet):
+    alone = cc.filter_patterns(convnet, "c2", filters=[6], size=SIZE)
+    among = cc.filter_patterns(convnet, "c2", filters=[3, 6, 9], size=SIZE)
+    np.testing.assert_allclose(among[1], alone[0], rtol=0, atol=1e-4)
+
+
+def test_new_filter_indices_reuse_the_compiled_ascent(convnet):
+    cc.filter_patterns(convnet, "c2", filters=[0, 1], size=SIZE, steps=3, batch_size=2)
+    fn = filters_mod._ascent_for(convnet, filters_mod._resolve_target(convnet, "c2"))
+    before = filters_mod._loss_traces
+    cc.filter_patterns(convnet, "c2", filters=[7, 9], size=SIZE, steps=3, batch_size=2)
+    cc.filter_patterns(convnet, "c2", filters=[10, 11], size=SIZE, steps=3, batch_size=2)
+    assert filters_mod._ascent_for(convnet, filters_mod._resolve_target(convnet, "c2")) is fn
+    calls = filters_mod._loss_traces - before
+    if BACKEND == "torch":
+        # Eager: the loss runs once per step and nothing is traced; 2 calls x 3 steps.
+        assert calls == 6
+    else:
+        # The loss function runs in Python only while tracing: new filter indices (a
+        # tensor argument) and a new call must not trace again.
+        assert calls == 0
+
+
+def test_progress_is_called_after_each_batch(convnet):
+    seen = []
+    cc.filter_patterns(
+        convnet,
+        "c2",
+        filters=range(10),
+        size=SIZE,
+        steps=1,
+        batch_size=4,
+        progress=lambda done, total: seen.append((done, total)),
+    )
+    assert seen == [(4, 10), (8, 10), (10, 10)]
+
+
+@pytest.mark.skipif(BACKEND == "tensorflow", reason="TF on CPU has no channels_first Conv2D")
+def test_channels_first_model_gives_the_channels_last_patterns_of_its_twin():
+    first, last = _convnet("channels_first"), _convnet("channels_last")
+    last.set_weights(first.get_weights())  # kernels are (kh, kw, in, out) in both layouts
+    a = cc.filter_patterns(first, "c2", filters=[0, 5], size=SIZE)
+    b = cc.filter_patterns(last, "c2", filters=[0, 5], size=SIZE)
+    assert a.shape == (2, SIZE, SIZE, 3)
+    # Same function, other memory layout: float summation order only (measured <= 2e-6).
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-4)
+
+
+# --- bad input -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"layer": "nope"}, GraphError, r"Received: layer='nope'"),
+        ({"layer": "gap"}, GraphError, r"4-D output.*Received: layer='gap'"),
+        ({"layer": "head"}, GraphError, r"4-D output.*Received: layer='head'"),
+        ({"filters": [12]}, InputError, r"out of range.*Received: filter 12.*\[0, 11\]"),
+        ({"filters": [-1]}, InputError, r"out of range.*Received: filter -1"),
+        ({"filters": []}, InputError, r"filters is empty"),
+        ({"filters": ["a"]}, InputError, r"must be ints"),
+        ({"steps": -1}, InputError, r"steps must be an int >= 0. Received: steps=-1"),
+        ({"steps": 2.5}, InputError, r"Received: steps=2.5"),
+        ({"learning_rate": 0}, InputError, r"Received: learning_rate=0"),
+        ({"learning_rate": -1.0}, InputError, r"Received: learning_rate=-1.0"),
+        ({"learning_rate": float("nan")}, InputError, r"Received: learning_rate=nan"),
+        ({"batch_size": 0}, InputError, r"Received: batch_size=0"),
+        ({"input_range": (1.0, 0.0)}, InputError, r"low < high. Received: input_range"),
+        ({"size": 0}, InputError, r"Received: size=0"),
+        ({"size": (32, 32, 3)}, InputError, r"Received: size=\(32, 32, 3\)"),
+        ({"seed": -1}, InputError, r"Received: seed=-1"),
+        ({"progress": 3}, InputError, r"progress must be callable"),
+        # c1 (valid 3x3) -> 6x6 -> pool 3x3 -> c2 (valid 3x3) -> 1x1: no inner pixels.
+        ({"size": 8}, InputError, r"too small for the 2-pixel border.*map \(1, 1\)"),
+        # c1 cannot even run on a 2x2 image.
+        ({"size": 2}, InputError, r"size is too small for layer 'c2'"),
+    ],
+)
+def test_bad_arguments_raise_a_convviz_error_naming_what_was_received(
+    convnet, kwargs, error, match
+):
+    args = {"layer": "c2", "size": SIZE, "steps": 1} | kwargs
+    layer = args.pop("layer")
+    with pytest.raises(error, match=match) as info:
+        cc.filter_patterns(convnet, layer, **args)
+    assert isinstance(info.value, ConvvizError)
+
+
+def test_a_map_too_small_for_the_border_names_the_layer_and_size(edge_model):
+    from keras import layers
+
+    inp = keras.Input((8, 8, 1))
+    x = layers.Conv2D(2, 3, strides=2, name="strided")(inp)  # 3x3 map
+    model = keras.Model(inp, x)
+    with pytest.raises(InputError, match=r"layer 'strided'.*Received: map \(3, 3\).*\(8, 8\)"):
+        cc.filter_patterns(model, "strided")
