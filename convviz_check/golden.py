@@ -205,12 +205,14 @@ class Golden:
     sidecar: dict[str, Any] = field(default_factory=dict)
 
     def value(self) -> np.ndarray | dict[str, np.ndarray] | GradCAM:
-        """The value to compare: float16 storage is widened to float32."""
-        arrays = {k: _widen(v) for k, v in self.arrays.items()}
+        """The value to compare. Arrays and activations keep their storage dtype, so that
+        ``compare`` sees a float16 golden and widens its bounds by float16 rounding;
+        GradCAM fields are widened to float32."""
         if self.layout == "array":
-            return arrays["value"]
+            return self.arrays["value"]
         if self.layout == "activations":
-            return arrays
+            return dict(self.arrays)
+        arrays = {k: _widen(v) for k, v in self.arrays.items()}
         return GradCAM(
             heatmap=arrays["heatmap"],
             raw=arrays["raw"],

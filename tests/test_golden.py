@@ -178,11 +178,12 @@ def test_preview_png_is_written_next_to_the_golden(tmp_path):
 
 
 # ------------------------------------------------------------------ storage options
-def test_float16_option_stores_half_and_loads_float32(tmp_path):
+def test_float16_option_stores_half_and_loads_it_for_compare(tmp_path):
     acts = {"a": np.linspace(-3, 3, 64, dtype=np.float32).reshape(1, 4, 4, 4)}
     base = _saved(tmp_path, acts, dtype="float16")
     g = golden.load(base)
-    assert g.arrays["a"].dtype == np.float16 and g.value()["a"].dtype == np.float32
+    # kept float16 so that compare() knows the storage rounding (widens its bounds)
+    assert g.arrays["a"].dtype == np.float16 and g.value()["a"].dtype == np.float16
     assert np.allclose(g.value()["a"], acts["a"], atol=2e-3)
 
 
@@ -317,3 +318,17 @@ def test_storage_modules_import_without_keras_or_a_framework():
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_float16_activation_golden_compares_within_widened_same_backend_bounds():
+    # value() keeps float16 so that compare() widens its bounds by float16 rounding; a
+    # float32 obtained equal to the stored values up to that rounding passes.
+    from convviz_check.compare import compare
+
+    rng = np.random.default_rng(0)
+    acts = {"conv": (rng.normal(size=(1, 8, 8, 4)) * 3).astype(np.float32)}
+    stored = golden.from_value(acts, dtype="float16").value()
+    assert stored["conv"].dtype == np.float16
+    assert compare(stored, acts, "activation").passed
+    moved = {"conv": acts["conv"] * 1.01}
+    assert not compare(stored, moved, "activation").passed
