@@ -1,0 +1,178 @@
+"""The bundled example models: files, loading, acceptance bounds, presets, backends."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import convviz_check as cc
+from convviz_check import examples
+from convviz_check.errors import InputError
+from convviz_check.examples import train
+
+BACKENDS = ("tensorflow", "torch", "jax")
+
+
+@pytest.fixture(scope="module")
+def accept_scenes():
+    return examples.make_scenes(train.ACCEPT_N, seed=train.ACCEPT_SEED)
+
+
+@pytest.fixture(scope="module", params=examples.MODEL_NAMES)
+def loaded(request):
+    """(name, model) loaded once per module under the running backend."""
+    return request.param, examples.load_example_model(request.param)
+
+
+@pytest.fixture(scope="module")
+def evaluations(loaded, accept_scenes):
+    name, model = loaded
+    return name, train.evaluate(model, accept_scenes)
+
+
+def test_model_files_match_the_recorded_sha256():
+    files = train.model_files()
+    assert set(examples.MODEL_SHA256) == set(files)
+    for key, path in files.items():
+        assert path.exists(), f"{path} is missing: run python -m convviz_check.examples.train"
+        assert train.tree_sha256(path) == examples.MODEL_SHA256[key], (
+            f"{path} differs from MODEL_SHA256[{key!r}]: a retrained model must be recorded "
+            "deliberately (paste the sums printed by the training script)."
+        )
+
+
+def test_model_files_together_are_under_10_mb():
+    total = 0
+    for path in train.model_files().values():
+        files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+        total += sum(p.stat().st_size for p in files)
+    assert total < 10 * 2**20, f"model files total {total} bytes"
+
+
+def test_model_loads_under_the_running_backend_with_the_documented_interface(loaded):
+    name, model = loaded
+    assert tuple(model.input_shape[1:]) == examples.IMAGE_SHAPE
+    probs = np.asarray(model.predict(examples.make_scenes(3, seed=99).floats, verbose=0))
+    assert probs.shape == (3, len(examples.CLASS_NAMES))
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)  # softmax head
+
+
+def test_convnet_is_chapter_style_with_an_8x8_gradcam_layer():
+    model = examples.load_example_model("convnet")
+    kinds = {type(layer).__name__ for layer in model.layers}
+    assert {"Conv2D", "MaxPooling2D", "GlobalAveragePooling2D", "Dense"} <= kinds
+    layer = train.gradcam_layer(model)
+    assert model.get_layer(layer).output.shape[1:3] == (8, 8)
+
+
+def test_xception_is_a_keras_hub_classifier_with_pooler_and_predictions():
+    import keras_hub
+
+    model = examples.load_example_model("xception")
+    assert isinstance(model, keras_hub.models.XceptionImageClassifier)
+    assert isinstance(model.backbone, keras_hub.models.XceptionBackbone)
+    names = [layer.name for layer in model.layers]
+    assert "pooler" in names and "predictions" in names
+    assert train.gradcam_layer(model) == model.backbone.layers[-1].name
+    assert tuple(model.backbone.output.shape[1:3]) == (8, 8)
+
+
+def test_model_meets_accuracy_bound_on_fresh_scenes(evaluations):
+    name, ev = evaluations
+    assert ev.n == 200
+    assert ev.accuracy >= train.MIN_ACCURACY, f"{name}: {ev}"
+
+
+def test_model_gradcam_points_inside_the_object_box_on_fresh_scenes(evaluations):
+    name, ev = evaluations
+    assert ev.pointing >= train.MIN_POINTING, f"{name}: {ev}"
+
+
+def test_acceptance_scenes_were_not_used_for_training():
+    assert train.ACCEPT_SEED != train.TRAIN_SEED
+
+
+def test_preset_dir_loads_with_keras_hub_from_preset_and_predicts_like_the_keras_file():
+    import keras_hub
+
+    from_preset = keras_hub.models.ImageClassifier.from_preset(str(examples.preset_dir("xception")))
+    via_cc = cc.load_model(examples.preset_dir("xception"))
+    keras_file = examples.load_example_model("xception")
+    x = examples.make_scenes(4, seed=123).floats
+    expected = np.asarray(keras_file.predict(x, verbose=0))
+    for model in (from_preset, via_cc):
+        np.testing.assert_allclose(np.asarray(model.predict(x, verbose=0)), expected, atol=1e-6)
+
+
+def test_peak_in_box_counts_ties_only_when_all_tied_pixels_are_inside():
+    box = examples.make_scenes(1, seed=0).boxes[0][0]
+    inside = np.zeros((64, 64), np.float32)
+    inside[box.y0, box.x0] = 1.0
+    assert train.peak_in_box(inside, box, (64, 64))
+    tied = inside.copy()
+    tied[(box.y1 + 1) % 64 if box.y1 < 63 else 0, (box.x1 + 1) % 64] = 1.0
+    assert not train.peak_in_box(tied, box, (64, 64))
+    assert not train.peak_in_box(np.zeros((8, 8), np.float32), box, (64, 64))
+
+
+def test_unknown_example_names_are_refused_with_the_received_name():
+    with pytest.raises(InputError, match="Received: name='resnet'"):
+        examples.model_path("resnet")
+    with pytest.raises(InputError, match="Received: name='convnet'"):
+        examples.preset_dir("convnet")
+
+
+# ----------------------------------------------------------------- cross-backend
+
+_PREDICT = """
+import json, sys
+try:
+    import torch  # noqa: F401  (before tensorflow, which keras-hub imports)
+except ImportError:
+    pass
+import numpy as np
+from convviz_check import examples
+x = examples.make_scenes(16, seed=321).floats
+out = {}
+for name in examples.MODEL_NAMES:
+    out[name] = np.asarray(examples.load_example_model(name).predict(x, verbose=0)).tolist()
+json.dump(out, sys.stdout)
+"""
+
+
+def _backend_missing(backend: str) -> str | None:
+    module = {"tensorflow": "tensorflow", "torch": "torch", "jax": "jax"}[backend]
+    import importlib.util
+
+    return None if importlib.util.find_spec(module) else f"backend {backend!r} is not installed"
+
+
+@pytest.mark.crossbackend
+def test_same_keras_file_gives_the_same_predictions_on_all_backends():
+    missing = [r for r in map(_backend_missing, BACKENDS) if r]
+    if missing:
+        if os.environ.get("CONVVIZ_REQUIRE_BACKENDS") == "1":
+            pytest.fail("; ".join(missing) + " (CONVVIZ_REQUIRE_BACKENDS=1)")
+        pytest.skip("; ".join(missing))
+    results = {}
+    for backend in BACKENDS:
+        env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        proc = subprocess.run(
+            [sys.executable, "-c", _PREDICT], env=env, capture_output=True, text=True, timeout=600
+        )
+        assert proc.returncode == 0, f"{backend} failed:\n{proc.stderr[-3000:]}"
+        results[backend] = {k: np.asarray(v) for k, v in json.loads(proc.stdout).items()}
+    for name in examples.MODEL_NAMES:
+        ref = results["tensorflow"][name]
+        for backend in ("torch", "jax"):
+            got = results[backend][name]
+            # Measured: max |diff| of softmax outputs across backends ~1e-7 on these
+            # models; 1e-5 leaves room for other CPUs while any real change (a wrong
+            # weight or layer) moves outputs by >1e-2.
+            np.testing.assert_allclose(got, ref, atol=1e-5, err_msg=f"{name} on {backend}")
+            assert (got.argmax(1) == ref.argmax(1)).all()
