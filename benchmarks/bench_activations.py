@@ -85,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     fwd, acts_t = timings["forward"][0], timings["activations"][0]
     ratio = acts_t / fwd
+    # The minimum is the run least disturbed by other processes on a shared machine;
+    # printed next to the median (the target is judged on the median).
+    ratio_min = min(timings["activations"][1]) / min(timings["forward"][1])
     print(
         f"forward (predict_on_batch) median {fwd:.3f}s  runs "
         + " ".join(f"{t:.3f}" for t in timings["forward"][1])
@@ -101,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     verdict = "OK" if ratio <= TARGET_RATIO else "ABOVE TARGET"
     print(
         f"RESULT backend={backend} batch={args.batch} size={args.size} threads={threads} "
-        f"ratio activations/forward = {ratio:.2f}x (target <= {TARGET_RATIO}x) {verdict}"
+        f"ratio activations/forward = {ratio:.2f}x (target <= {TARGET_RATIO}x) {verdict}; "
+        f"ratio of minima {ratio_min:.2f}x"
     )
     return 0
 

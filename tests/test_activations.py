@@ -427,3 +427,36 @@ def test_save_activation_grids_keeps_colliding_names_apart(tmp_path):
 def test_save_activation_grids_refuses_image_index_out_of_range(tmp_path):
     with pytest.raises(InputError, match=r"image_index=2.*1 image"):
         save_activation_grids({"c1": _images(1, (4, 4, 2))}, tmp_path, image_index=2)
+
+
+# --- the bundled example convnet ---------------------------------------------------------
+
+
+def _ref_bn(x: np.ndarray, layer) -> np.ndarray:
+    gamma, beta, mean, var = layer.get_weights()
+    return (x - mean) / np.sqrt(var + layer.epsilon) * gamma + beta
+
+
+def test_bundled_convnet_activations_match_numpy_reference_through_bn_and_relu():
+    from convviz_check import examples
+
+    model = examples.load_example_model("convnet")
+    x = examples.make_scenes(2, seed=11).floats
+    acts = activations(model, x)
+    assert list(acts) == ["conv1", "pool1", "conv2", "pool2", "conv3", "pool3", "conv4"]
+    h = x
+    for block in (1, 2, 3, 4):
+        conv = model.get_layer(f"conv{block}")
+        kernel, *bias = conv.get_weights()  # no bias where BN follows
+        ref_conv = ref_conv2d(h, kernel, sum(bias, 0.0), 1, "same", activation=None)
+        got = acts[f"conv{block}"]
+        np.testing.assert_allclose(
+            got, ref_conv, rtol=1e-4, atol=1e-4 * np.abs(ref_conv).max(), err_msg=f"conv{block}"
+        )
+        # continue the reference from its own values, not from Keras' output
+        h = np.maximum(_ref_bn(ref_conv, model.get_layer(f"conv{block}_bn")), 0.0)
+        if block < 4:
+            h = ref_maxpool(h, 2, 2, "valid")
+            np.testing.assert_allclose(
+                acts[f"pool{block}"], h, rtol=1e-4, atol=1e-4 * np.abs(h).max(), err_msg="pool"
+            )
