@@ -26,9 +26,9 @@ MODEL_NAMES: tuple[str, ...] = ("convnet", "xception")
 # sha256 of the committed model files (directories: see train.tree_sha256). Written by
 # hand from the output of `python -m convviz_check.examples.train`.
 MODEL_SHA256: dict[str, str] = {
-    "convnet": "b8ee31229668f321343ae8ab1676dea8a4c341524bb4b8c47cd173f02059688f",
-    "xception": "0fd2211e3fb17972d591284189ddfcb6182a5ffc1067a8c32fd63adca06ea388",
-    "xception_preset": "8b285c3ec5f9e73ea2ada6549bb987a1ac89e7bd04d0ac5914878ecf54865eec",
+    "convnet": "26c6c0529c0e0be3bfc4bed3e50c9d41bbfab96ac51119221f99985058e6b38b",
+    "xception": "03d59a91a825b9084755cf5c0b524fba19070f02c99842b5674a826c88bc14ca",
+    "xception_preset": "d0bfb043adb70ae0f277e1d45806ac8b2abb78ac38a3617cf9ee0599de22e85d",
 }
 
 __all__ = [

@@ -263,7 +263,19 @@ def train(name: str, scenes: Scenes, verbose: int = 2) -> Any:
     return model
 
 
+def inference_copy(name: str, model: Any) -> Any:
+    """A fresh, uncompiled build of model ``name`` holding ``model``'s weights.
+
+    Saving the trained model itself would store its Adam state too (3x the file size)
+    and Keras then warns on every load that the optimizer variables were skipped.
+    """
+    fresh = BUILDERS[name]()
+    fresh.set_weights(model.get_weights())
+    return fresh
+
+
 def _save(name: str, model: Any, out_dir: Path) -> list[Path]:
+    model = inference_copy(name, model)
     written = [out_dir / f"{name}.keras"]
     model.save(written[0])
     if name == "xception":
