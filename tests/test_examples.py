@@ -127,6 +127,37 @@ def test_unknown_example_names_are_refused_with_the_received_name():
         examples.preset_dir("convnet")
 
 
+def test_demo_prints_accuracy_and_gradcam_layer_and_writes_scenes_and_overlays(tmp_path, capsys):
+    import re
+
+    from PIL import Image
+
+    from convviz_check.cli import main
+
+    assert main(["demo", "--out", str(tmp_path), "--n", "20", "--images", "2"]) == 0
+    out = capsys.readouterr().out
+    layers = dict(re.findall(r"^(\w+): accuracy [0-9.]+, Grad-CAM layer '([^']+)'", out, re.M))
+    assert layers == {"convnet": "conv4_relu", "xception": "block4_sepconv1_act"}
+    accuracies = [float(a) for a in re.findall(r"accuracy ([0-9.]+)", out)]
+    assert len(accuracies) == 2 and min(accuracies) >= 0.9
+    names = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert names == sorted(
+        [f"scene_{i}.png" for i in range(2)]
+        + [f"{m}_gradcam_{i}.png" for m in examples.MODEL_NAMES for i in range(2)]
+    )
+    for name in names:
+        assert np.asarray(Image.open(tmp_path / name)).shape == (256, 256, 3)
+
+
+def test_demo_refuses_unknown_models_saying_what_was_received(tmp_path):
+    from convviz_check.cli import build_parser
+    from convviz_check.examples.demo import run
+
+    args = build_parser().parse_args(["demo", "--out", str(tmp_path), "--models", "resnet"])
+    with pytest.raises(InputError, match="Received: models=\\['resnet'\\]"):
+        run(args)
+
+
 # ----------------------------------------------------------------- cross-backend
 
 _PREDICT = """
