@@ -36,28 +36,30 @@ def make_value_and_grad(model: Any, loss_fn: Any, wrt: int) -> Any:
 
 
 def make_ascent(model: Any, loss_fn: Any) -> Any:
+    # One compiled *step*, called from Python ``steps`` times; ``aux`` (the filter
+    # indices) and the learning rate are tensors, so one trace serves every filter.
+    # Not a tf.while_loop over the steps: measured on Xception-41 block3_sepconv1,
+    # 200x200, batch 4, 30 steps (2-core CPU, TF 2.21), the while_loop version took
+    # 1.75x the CPU time of 30 calls of a compiled forward+backward at batch 4; this
+    # per-step version measured 1.54x at batch 1 (both under heavy machine load, cause
+    # of the remaining gap not isolated); the Python loop's per-call overhead is small
+    # against a step of ~0.1 s CPU.
     @tf.function(reduce_retracing=True)
-    def run(image, aux, steps, learning_rate):
-        def body(i, img):
-            with tf.GradientTape() as tape:
-                tape.watch(img)
-                loss = loss_fn([model(img, training=False)], aux)
-            g = _l2_normalize_per_sample(tape.gradient(loss, img))
-            return i + 1, img + learning_rate * g
-
-        _, out = tf.while_loop(lambda i, _: i < steps, body, (tf.constant(0), image))
-        return out
+    def step(img, aux, learning_rate):
+        with tf.GradientTape() as tape:
+            tape.watch(img)
+            loss = loss_fn([model(img, training=False)], aux)
+        return img + learning_rate * _l2_normalize_per_sample(tape.gradient(loss, img))
 
     def fn(image: np.ndarray, aux: np.ndarray, steps: int, learning_rate: float) -> np.ndarray:
-        out = run(
-            tf.convert_to_tensor(image, tf.float32),
-            tf.convert_to_tensor(aux),
-            tf.constant(int(steps), tf.int32),
-            tf.constant(float(learning_rate), tf.float32),
-        )
-        return out.numpy()
+        img = tf.convert_to_tensor(image, tf.float32)
+        aux_t = tf.convert_to_tensor(aux)
+        lr = tf.constant(float(learning_rate), tf.float32)
+        for _ in range(int(steps)):
+            img = step(img, aux_t, lr)
+        return img.numpy()
 
-    fn.concrete = run
+    fn.concrete = step
     return fn
 
 

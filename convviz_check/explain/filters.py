@@ -43,14 +43,13 @@ DEFAULT_STEPS = 30
 REFERENCE_LEARNING_RATE = 10.0
 REFERENCE_PIXELS = 200 * 200 * 3
 START_LOW, START_HIGH = 0.4, 0.6  # start image, as fractions of input_range
-# Default number of filters optimized at once. Measured on this 2-core CPU
-# (benchmarks/bench_filters.py --batch-sizes 1,4, Xception-41 block3_sepconv1, 200x200,
-# 30 steps; TF 2.21 / torch 2.13 / jax 0.10): seconds per filter were flat within noise
-# from batch 1 to 4 on every backend (the convolutions already keep both cores busy), so
-# batching buys nothing here while peak memory grows linearly with the batch. A small
-# batch keeps memory bounded and still amortizes per-call overhead on accelerators;
-# pass batch_size explicitly on a GPU.
-DEFAULT_BATCH_SIZE = 4
+# Default number of filters optimized at once: 1. Measured on this shared 2-core CPU
+# (benchmarks/bench_filters.py --batch-sizes 1,4; Xception-41 block3_sepconv1, 200x200,
+# 30 steps, TF 2.21, while_loop ascent): 10.0 s/filter at batch 1 vs 21.9 s/filter at
+# batch 4 (wall, under heavy load from other processes): batching bought nothing here
+# (as the note says), while peak memory grows linearly with the batch and a
+# partial last batch is padded. Pass batch_size explicitly on an accelerator.
+DEFAULT_BATCH_SIZE = 1
 
 Progress = Callable[[int, int], Any]
 
@@ -304,9 +303,9 @@ def filter_patterns(
             ``10 * sqrt(H*W*C / 120000)`` at other sizes.
         size: ``None`` (the model's fixed input size, else 200x200), an int or (H, W).
         seed: seed of ``numpy.random.default_rng`` for the start image.
-        batch_size: filters optimized at once (default ``min(4, F)``, see
-            ``DEFAULT_BATCH_SIZE``); the last batch is padded to the same size so one
-            compiled program serves the whole call.
+        batch_size: filters optimized at once (default 1, see ``DEFAULT_BATCH_SIZE``);
+            the last batch is padded to the same size so one compiled program serves
+            the whole call.
         input_range: ``(low, high)`` of the values the model expects; the start is
             uniform in ``[0.4, 0.6]`` of it.
         progress: called as ``progress(done, total)`` after each batch.
