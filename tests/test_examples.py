@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -23,10 +24,15 @@ def accept_scenes():
     return examples.make_scenes(train.ACCEPT_N, seed=train.ACCEPT_SEED)
 
 
+@functools.cache
+def _model(name: str):
+    """Each bundled model loaded once per test process under the running backend."""
+    return examples.load_example_model(name)
+
+
 @pytest.fixture(scope="module", params=examples.MODEL_NAMES)
 def loaded(request):
-    """(name, model) loaded once per module under the running backend."""
-    return request.param, examples.load_example_model(request.param)
+    return request.param, _model(request.param)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +69,7 @@ def test_model_loads_under_the_running_backend_with_the_documented_interface(loa
 
 
 def test_convnet_is_chapter_style_with_an_8x8_gradcam_layer():
-    model = examples.load_example_model("convnet")
+    model = _model("convnet")
     kinds = {type(layer).__name__ for layer in model.layers}
     assert {"Conv2D", "MaxPooling2D", "GlobalAveragePooling2D", "Dense"} <= kinds
     layer = train.gradcam_layer(model)
@@ -73,7 +79,7 @@ def test_convnet_is_chapter_style_with_an_8x8_gradcam_layer():
 def test_xception_is_a_keras_hub_classifier_with_pooler_and_predictions():
     import keras_hub
 
-    model = examples.load_example_model("xception")
+    model = _model("xception")
     assert isinstance(model, keras_hub.models.XceptionImageClassifier)
     assert isinstance(model.backbone, keras_hub.models.XceptionBackbone)
     names = [layer.name for layer in model.layers]
@@ -102,7 +108,7 @@ def test_preset_dir_loads_with_keras_hub_from_preset_and_predicts_like_the_keras
 
     from_preset = keras_hub.models.ImageClassifier.from_preset(str(examples.preset_dir("xception")))
     via_cc = cc.load_model(examples.preset_dir("xception"))
-    keras_file = examples.load_example_model("xception")
+    keras_file = _model("xception")
     x = examples.make_scenes(4, seed=123).floats
     expected = np.asarray(keras_file.predict(x, verbose=0))
     for model in (from_preset, via_cc):
@@ -118,6 +124,16 @@ def test_peak_in_box_counts_ties_only_when_all_tied_pixels_are_inside():
     tied[(box.y1 + 1) % 64 if box.y1 < 63 else 0, (box.x1 + 1) % 64] = 1.0
     assert not train.peak_in_box(tied, box, (64, 64))
     assert not train.peak_in_box(np.zeros((8, 8), np.float32), box, (64, 64))
+
+
+def test_importing_examples_and_scenes_does_not_import_keras():
+    code = (
+        "import sys, convviz_check.examples as e; e.make_scenes(1); "
+        "import convviz_check.examples.demo; print('keras' in sys.modules)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"
 
 
 def test_unknown_example_names_are_refused_with_the_received_name():

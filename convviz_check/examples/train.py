@@ -251,6 +251,9 @@ def train(name: str, scenes: Scenes, verbose: int = 2) -> Any:
     schedule = keras.callbacks.LearningRateScheduler(
         lambda epoch, lr: cfg["learning_rate"] * (0.5 ** max(0, epoch - epochs // 2))
     )
+    # keras-hub's Task.fit wraps arrays in a tf.data pipeline and ignores shuffle=True
+    # (it warns): the xception sees the same order every epoch. The scenes are i.i.d.
+    # draws, so a fixed order is harmless; kept as is so a rerun rebuilds the same weights.
     model.fit(
         scenes.floats,
         scenes.labels,
