@@ -30,16 +30,22 @@ from .errors import GraphError, InputError
 
 __all__ = [
     "DEFAULT_MAX_CORRELATION",
+    "DEFAULT_REPEATS",
     "RandomizationResult",
     "randomization_correlation",
     "sanity_check_randomization",
 ]
 
-# Bound on the mean Spearman correlation between trained and randomized-head maps.
-# Measured (scripts in the report of issue 9; TF/torch/JAX agree to 1e-6): re-init of
-# the classifier head, seeds 0..4, 32 scenes (make_scenes(32, seed=7)): bundled convnet
-# mean rho = see DEFAULT_MAX_CORRELATION note below.
+# Bound on the mean Spearman correlation between trained and randomized-head maps,
+# averaged over DEFAULT_REPEATS re-initializations. Measured on the bundled models
+# (16 scenes of make_scenes(64, seed=777); TensorFlow, torch and JAX identical to 3
+# decimals): single re-initializations (seeds 0..9) gave -0.11..0.52 (convnet) and
+# -0.27..0.73 (xception); means over 3 consecutive seeds at most 0.314 / 0.371 (0.314
+# / 0.371 for the default seeds 0..2). A Grad-CAM that cannot depend on the head gives
+# 1.0 (the one-channel control in tests/test_sanity.py). 0.5 separates the two with
+# ~0.13 margin on the trained side.
 DEFAULT_MAX_CORRELATION = 0.5
+DEFAULT_REPEATS = 3
 
 
 @dataclass(frozen=True)
@@ -48,15 +54,18 @@ class RandomizationResult:
 
     Attributes:
         correlations: ``(N,)`` Spearman rank correlation per image between the trained
-            and the randomized model's heatmaps (0 where the randomized map is
-            constant, e.g. degenerate: nothing of the trained map is left).
+            and the randomized models' heatmaps, averaged over the re-initializations
+            (0 where a randomized map is constant, e.g. degenerate: nothing of the
+            trained map is left).
         mean_correlation: mean of ``correlations``.
         max_correlation: the bound the mean must stay below.
         passed: ``mean_correlation < max_correlation``.
         layers: the re-initialized layers (flattened-graph names).
         target_layer: Grad-CAM's layer (the same for both models).
         class_index: ``(N,)`` classes explained (the trained model's).
-        randomized_degenerate: ``(N,)`` the randomized model's maps that were degenerate.
+        randomized_degenerate: ``(N,)`` images whose map was degenerate for at least
+            one randomized model.
+        per_repeat: ``(repeats,)`` mean correlation of each re-initialization.
         text: a summary for messages.
     """
 
@@ -68,6 +77,7 @@ class RandomizationResult:
     target_layer: str
     class_index: np.ndarray
     randomized_degenerate: np.ndarray
+    per_repeat: np.ndarray
     text: str
 
 
@@ -213,6 +223,7 @@ def randomization_correlation(
     layer: str | None = None,
     score: str = "auto",
     seed: int = 0,
+    repeats: int = DEFAULT_REPEATS,
     max_correlation: float = DEFAULT_MAX_CORRELATION,
 ) -> RandomizationResult:
     """Measure (without asserting) how much Grad-CAM changes when the top layers are
@@ -223,6 +234,8 @@ def randomization_correlation(
         raise InputError(
             f"max_correlation must be in [-1, 1]. Received: max_correlation={max_correlation!r}"
         )
+    if isinstance(repeats, bool) or not isinstance(repeats, int | np.integer) or repeats < 1:
+        raise InputError(f"repeats must be a positive int. Received: repeats={repeats!r}")
     trained = gradcam(model, images, class_index=class_index, layer=layer, score=score)
     if np.any(trained.degenerate):
         bad = np.flatnonzero(trained.degenerate).tolist()
@@ -232,33 +245,40 @@ def randomization_correlation(
             "non-degenerate maps (a trained model, a layer the score depends on)."
         )
     records = _choose_layers(model, trained.layer, layers_to_reinit)
-    clone = randomized_clone(model, records, seed=seed)
-    randomized = gradcam(
-        clone,
-        images,
-        class_index=trained.class_index,
-        layer=trained.layer,
-        score=trained.score_kind,
-    )
-    rhos = np.array(
-        [
-            0.0
-            if randomized.degenerate[i]
-            else _spearman(trained.heatmap[i], randomized.heatmap[i])
-            for i in range(len(trained))
-        ],
-        dtype=np.float64,
-    )
+    per_repeat, degenerate = [], np.zeros(len(trained), dtype=np.int64)
+    for r in range(int(repeats)):
+        clone = randomized_clone(model, records, seed=seed + r)
+        randomized = gradcam(
+            clone,
+            images,
+            class_index=trained.class_index,
+            layer=trained.layer,
+            score=trained.score_kind,
+        )
+        degenerate += np.asarray(randomized.degenerate, dtype=np.int64)
+        per_repeat.append(
+            [
+                0.0
+                if randomized.degenerate[i]
+                else _spearman(trained.heatmap[i], randomized.heatmap[i])
+                for i in range(len(trained))
+            ]
+        )
+        del clone  # one clone alive at a time
+    by_repeat = np.asarray(per_repeat, dtype=np.float64)  # (repeats, N)
+    rhos = by_repeat.mean(axis=0)
     mean = float(rhos.mean())
     passed = mean < float(max_correlation)
     names = tuple(r.name for r in records)
     text = (
         f"Model-randomization check (Adebayo et al. 2018) on layer {trained.layer!r}: "
-        f"re-initialized {list(names)} (seed {seed}); mean Spearman correlation of the "
-        f"Grad-CAM maps with the trained model's {mean:.3f} "
-        f"({'<' if passed else '>='} bound {float(max_correlation):.3f}) over "
-        f"{len(rhos)} images; per image min {rhos.min():.3f}, max {rhos.max():.3f}; "
-        f"{int(np.sum(randomized.degenerate))} randomized maps degenerate."
+        f"re-initialized {list(names)} {repeats} time(s) (seeds {seed}..{seed + repeats - 1}); "
+        f"mean Spearman correlation of the Grad-CAM maps with the trained model's "
+        f"{mean:.3f} ({'<' if passed else '>='} bound {float(max_correlation):.3f}) over "
+        f"{len(rhos)} images; per re-initialization "
+        f"{[round(float(v), 3) for v in by_repeat.mean(axis=1)]}; per image min "
+        f"{rhos.min():.3f}, max {rhos.max():.3f}; {int(degenerate.sum())} randomized maps "
+        "degenerate."
     )
     return RandomizationResult(
         correlations=rhos,
@@ -268,7 +288,8 @@ def randomization_correlation(
         layers=names,
         target_layer=trained.layer,
         class_index=np.asarray(trained.class_index),
-        randomized_degenerate=np.asarray(randomized.degenerate),
+        randomized_degenerate=degenerate > 0,
+        per_repeat=by_repeat.mean(axis=1),
         text=text,
     )
 
@@ -283,13 +304,15 @@ def sanity_check_randomization(
     layer: str | None = None,
     score: str = "auto",
     seed: int = 0,
+    repeats: int = DEFAULT_REPEATS,
 ) -> RandomizationResult:
     """Assert that Grad-CAM depends on the learned weights (model-randomization test).
 
     Re-initializes ``layers_to_reinit`` in a clone of ``model`` (``model`` itself is
-    never modified), computes Grad-CAM for ``images`` with the same layer, classes and
-    score kind as the trained model's, and asserts that the mean Spearman correlation
-    between the two models' maps is below ``max_correlation``.
+    never modified) ``repeats`` times, computes Grad-CAM for ``images`` with the same
+    layer, classes and score kind as the trained model's, and asserts that the mean
+    Spearman correlation between the trained and the randomized maps is below
+    ``max_correlation``.
 
     Args:
         model: a trained functional Keras model.
@@ -301,7 +324,11 @@ def sanity_check_randomization(
             :data:`DEFAULT_MAX_CORRELATION`, measured on the bundled models).
         class_index, layer, score: as for ``cc.gradcam`` (applied to the trained model;
             the randomized model explains the same classes at the same layer).
-        seed: seed of the re-initialization (``numpy.random.default_rng``).
+        seed: seed of the first re-initialization (``numpy.random.default_rng``);
+            re-initialization ``r`` uses ``seed + r``.
+        repeats: independent re-initializations whose correlations are averaged (one
+            draw of a 4-class head can happen to resemble the trained one: single
+            draws reached 0.73 on the bundled xception, their 3-draw means <= 0.37).
 
     Returns:
         The :class:`RandomizationResult` (on success).
@@ -325,6 +352,7 @@ def sanity_check_randomization(
         layer=layer,
         score=score,
         seed=seed,
+        repeats=repeats,
         max_correlation=max_correlation,
     )
     if not result.passed:

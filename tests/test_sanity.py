@@ -140,7 +140,7 @@ def test_check_fails_when_the_map_cannot_depend_on_the_head():
         ).all()
     )
     with pytest.raises(AssertionError, match=r"(?s)explains the input.*1\.000 \(>= bound"):
-        sanity.sanity_check_randomization(model, images8(), seed=seed)
+        sanity.sanity_check_randomization(model, images8(), seed=seed, repeats=1)
 
 
 def test_check_refuses_a_degenerate_trained_map():
@@ -155,7 +155,8 @@ def test_check_reports_the_same_classes_and_layer_for_both_models(seq):
     assert result.target_layer == "c2" and result.layers == ("head",)
     # the trained model's top classes, also explained on the randomized clone
     np.testing.assert_array_equal(result.class_index, np.argmax(seq.predict(images, verbose=0), -1))
-    assert result.correlations.shape == (3,)
+    assert result.correlations.shape == (3,) and result.per_repeat.shape == (3,)
+    assert result.mean_correlation == pytest.approx(result.per_repeat.mean())
     assert np.all(np.abs(result.correlations) <= 1.0)
     assert result.passed == (result.mean_correlation < result.max_correlation)
     with pytest.raises(AssertionError, match="Model-randomization check"):
