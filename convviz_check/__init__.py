@@ -46,7 +46,15 @@ _EXPORTS: dict[str, str] = {
     "agreement": "agreement",
     "AgreementReport": "agreement",
 }
-_SUBMODULES = ("localization", "strategies", "examples", "tolerances", "golden", "graph")
+_SUBMODULES = (
+    "localization",
+    "strategies",
+    "sanity",
+    "examples",
+    "tolerances",
+    "golden",
+    "graph",
+)
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
 
@@ -88,7 +96,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from . import examples, golden, localization, strategies, tolerances  # noqa: F401
+    from . import examples, golden, localization, sanity, strategies, tolerances  # noqa: F401
     from .agreement import AgreementReport, agreement  # noqa: F401
     from .compare import compare  # noqa: F401
     from .errors import *  # noqa: F403

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 import convviz_check as cc
-from convviz_check import graph
+from convviz_check import backends, graph
 from convviz_check.errors import ConvvizError, GraphError, InputError
 from convviz_check.explain.activations import (
     activations,
@@ -194,11 +194,12 @@ def test_activations_reuse_one_cached_multi_output_model_per_layer_set(monkeypat
 
     monkeypatch.setattr(graph, "submodel", spy)
     activations(model, x)
-    compiled = extractors[0].predict_function
+    compiled = backends.make_forward(extractors[0])
     activations(model, x)
     activations(model, x[:1], batch_size=1)
     assert extractors[1] is extractors[0] and extractors[2] is extractors[0]
-    assert compiled is not None and extractors[0].predict_function is compiled
+    # one compiled forward function per extractor, reused by every call
+    assert backends.make_forward(extractors[0]) is compiled
     assert list(activations(model, x, layers=["c1"])) == ["c1"]
     assert extractors[3] is not extractors[0]
 

@@ -8,6 +8,11 @@ functions with the same signatures, NumPy at the boundary:
   reused for every call (no retrace per call: ``aux`` is a tensor, never a Python int).
 - ``make_ascent(model, loss_fn)`` -> ``fn(image, aux, steps, learning_rate)`` returning
   the image after ``steps`` steps of L2-normalized gradient ascent (per sample).
+- ``make_forward(model)`` -> ``fn(inputs) -> list[np.ndarray]``: a compiled inference
+  call (tf.function / jax.jit / torch no_grad). Preferred to ``predict_on_batch`` for
+  many large outputs: on TF, predict_on_batch's ``.numpy()`` copies cost ~0.7x a forward
+  pass for Xception-41's 44 activation maps (measured: forward 11.3 s, 44-output graph
+  13.9 s, through predict_on_batch 22.2 s, batch 8 at 299x299).
 - ``pin_threads(n)``: pin the framework's thread pools.
 
 ``loss_fn(outputs, aux)`` is written with ``keras.ops`` so that one definition serves
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import weakref
 from types import ModuleType
 from typing import Any
 
@@ -46,6 +52,17 @@ def _module() -> ModuleType:
 def make_value_and_grad(model: Any, loss_fn: Any, wrt: int = 0) -> Any:
     """Compiled ``fn(inputs, aux) -> (loss, outputs, grad wrt inputs[wrt])``."""
     return _module().make_value_and_grad(model, loss_fn, wrt)
+
+
+_FORWARD_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def make_forward(model: Any) -> Any:
+    """Compiled ``fn(inputs: list[np.ndarray]) -> list[np.ndarray]`` (cached per model)."""
+    fn = _FORWARD_CACHE.get(model)
+    if fn is None:
+        fn = _FORWARD_CACHE[model] = _module().make_forward(model)
+    return fn
 
 
 def make_ascent(model: Any, loss_fn: Any) -> Any:

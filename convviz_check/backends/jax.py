@@ -50,6 +50,19 @@ def make_value_and_grad(model: Any, loss_fn: Any, wrt: int) -> Any:
     return fn
 
 
+def make_forward(model: Any) -> Any:
+    @jax.jit
+    def forward(trainable, non_trainable, inputs):
+        return _call(model, trainable, non_trainable, inputs if len(inputs) > 1 else inputs[0])
+
+    def fn(inputs: list[np.ndarray]) -> list[np.ndarray]:
+        trainable, non_trainable = _state(model)
+        outputs = forward(trainable, non_trainable, [jnp.asarray(x) for x in inputs])
+        return [np.asarray(o) for o in outputs]
+
+    return fn
+
+
 def make_ascent(model: Any, loss_fn: Any) -> Any:
     def objective(img, trainable, non_trainable, aux):
         return loss_fn(_call(model, trainable, non_trainable, img), aux)

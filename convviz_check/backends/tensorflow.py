@@ -35,6 +35,19 @@ def make_value_and_grad(model: Any, loss_fn: Any, wrt: int) -> Any:
     return fn
 
 
+def make_forward(model: Any) -> Any:
+    @tf.function(reduce_retracing=True)
+    def forward(inputs):
+        outputs = model(inputs if len(inputs) > 1 else inputs[0], training=False)
+        return list(outputs) if isinstance(outputs, list | tuple) else [outputs]
+
+    def fn(inputs: list[np.ndarray]) -> list[np.ndarray]:
+        # np.asarray shares the eager tensor's buffer (.numpy() would copy).
+        return [np.asarray(o) for o in forward([tf.convert_to_tensor(x) for x in inputs])]
+
+    return fn
+
+
 def make_ascent(model: Any, loss_fn: Any) -> Any:
     # One compiled *step*, called from Python ``steps`` times; ``aux`` (the filter
     # indices) and the learning rate are tensors, so one trace serves every filter.

@@ -32,6 +32,17 @@ def make_value_and_grad(model: Any, loss_fn: Any, wrt: int) -> Any:
     return fn
 
 
+def make_forward(model: Any) -> Any:
+    def fn(inputs: list[np.ndarray]) -> list[np.ndarray]:
+        tensors = [torch.as_tensor(np.asarray(x)) for x in inputs]
+        with torch.no_grad():
+            outputs = model(tensors if len(tensors) > 1 else tensors[0], training=False)
+        outputs = list(outputs) if isinstance(outputs, list | tuple) else [outputs]
+        return [_to_numpy(o) for o in outputs]
+
+    return fn
+
+
 def make_ascent(model: Any, loss_fn: Any) -> Any:
     def fn(image: np.ndarray, aux: np.ndarray, steps: int, learning_rate: float) -> np.ndarray:
         img = torch.as_tensor(np.asarray(image, np.float32))

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import backends
 from .. import graph as graph_lib
 from ..errors import GraphError, InputError, describe_array
 from .inputs import as_image_batch, to_channels_last, to_model_layout
@@ -110,18 +111,14 @@ def activations(
     names = _resolve_layers(model, layers)
     flat = graph_lib.flatten(model)
     formats = [flat.by_name[n].data_format for n in names]
-    extractor = graph_lib.submodel(model, names)
+    forward = backends.make_forward(graph_lib.submodel(model, names))
     model_input = to_model_layout(batch, model)
 
     parts: list[list[np.ndarray]] = [[] for _ in names]
     for start in range(0, len(model_input), int(batch_size)):
-        # predict_on_batch runs the compiled predict function (jit / tf.function), which
-        # Keras caches on the (cached) extractor: compiled once per input shape.
-        # A list: graph.submodel builds the extractor on a list of inputs, and Keras
-        # warns when the structure of what it is given differs.
-        outputs = extractor.predict_on_batch([model_input[start : start + int(batch_size)]])
-        if not isinstance(outputs, list | tuple):
-            outputs = [outputs]
+        # backends.make_forward: compiled once per extractor (and input shape), and
+        # without predict_on_batch's output copies (see backends.make_forward).
+        outputs = forward([model_input[start : start + int(batch_size)]])
         for k, (out, fmt) in enumerate(zip(outputs, formats, strict=True)):
             parts[k].append(to_channels_last(np.asarray(out), fmt))
     result = {}
