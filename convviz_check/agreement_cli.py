@@ -2,7 +2,8 @@
 
 Two routes, one report (:class:`convviz_check.agreement.AgreementReport`):
 
-- ``convviz-check agree MODEL --images FILE...`` runs one worker per backend here;
+- ``convviz-check agree MODEL --images FILE...`` (or ``--scenes N``: the bundled synthetic
+  scenes, e.g. for the bundled models) runs one worker per backend here;
 - ``convviz-check agree --exported DIR`` compares what each backend environment wrote
   with ``pytest --convviz-export DIR`` (teams whose backends cannot share one env).
 
@@ -49,7 +50,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--scenes",
         type=int,
         metavar="N",
-        help="use N bundled synthetic scenes (floats in [0, 1]) as the images",
+        help="use N bundled synthetic scenes (64x64x3 floats in [0, 1], the bundled models' "
+        "input) as the images",
+    )
+    p.add_argument(
+        "--scene-seed",
+        type=int,
+        default=0,
+        metavar="SEED",
+        help="seed of the --scenes (default 0; the bundled models were trained on seed 1)",
     )
     p.add_argument(
         "--rescale",
@@ -127,13 +136,34 @@ def load_images(paths: list[str], rescale: float | None = None) -> np.ndarray:
     return images
 
 
+def _images_from_args(args: argparse.Namespace) -> np.ndarray:
+    """The input batch of the worker route: ``--images`` files or ``--scenes N``."""
+    if not args.model or (args.images is None) == (args.scenes is None):
+        raise InputError(
+            "agree needs MODEL and exactly one of --images FILE... or --scenes N (or "
+            f"--exported DIR). Received: model={args.model!r}, images={args.images!r}, "
+            f"scenes={args.scenes!r}."
+        )
+    if args.scenes is None:
+        return load_images(args.images, args.rescale)
+    if args.rescale is not None:
+        raise InputError(
+            "--rescale applies to --images only: --scenes are already floats in [0, 1]. "
+            f"Received: rescale={args.rescale!r} with scenes={args.scenes!r}."
+        )
+    # NumPy only: the scenes generator imports no Keras, so the parent stays light.
+    from .examples import make_scenes
+
+    return make_scenes(args.scenes, seed=args.scene_seed).floats
+
+
 def run(args: argparse.Namespace) -> int:
     # by full name: ``convviz_check.agreement`` on the package is the public function
     ag = importlib.import_module("convviz_check.agreement")
 
     tolerance = json.loads(args.tolerance) if args.tolerance else None
     if args.exported:
-        if args.model or args.images or args.scenes:
+        if args.model or args.images or args.scenes is not None:
             raise InputError(
                 "--exported compares exported artifacts; it takes no MODEL, --images or "
                 f"--scenes. Received: model={args.model!r}, images={args.images!r}, "
@@ -141,18 +171,7 @@ def run(args: argparse.Namespace) -> int:
             )
         reports = ag.compare_exported(args.exported, backends=args.backends, tolerance=tolerance)
     else:
-        if not args.model or not (args.images or args.scenes):
-            raise InputError(
-                "agree needs MODEL and --images (or --scenes N), or --exported DIR. "
-                f"Received: model={args.model!r}, images={args.images!r}, "
-                f"scenes={args.scenes!r}."
-            )
-        if args.scenes:
-            from .examples import make_scenes
-
-            images = make_scenes(args.scenes, seed=0).floats
-        else:
-            images = load_images(args.images, args.rescale)
+        images = _images_from_args(args)
         report = ag.agreement(
             args.model,
             images,

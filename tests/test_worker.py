@@ -54,16 +54,6 @@ def tiny_convnet(input_shape: tuple[int, int, int] = (24, 24, 3), seed: int = 0)
     return model
 
 
-def require_or_skip(backends: tuple[str, ...]) -> None:
-    """Skip with the reason when a backend is missing, fail in the crossbackend env."""
-    missing = ag.missing_backends(backends)
-    if missing:
-        message = f"backend(s) not installed here: {missing}"
-        if os.environ.get("CONVVIZ_REQUIRE_BACKENDS", "") not in ("", "0"):
-            pytest.fail(message + " (CONVVIZ_REQUIRE_BACKENDS=1)")
-        pytest.skip(message)
-
-
 @pytest.fixture(scope="session")
 def pool(request: pytest.FixtureRequest) -> ag.WorkerPool:
     # Shared with tests/test_agreement.py through config.stash (one pool per session).
