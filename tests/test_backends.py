@@ -122,3 +122,14 @@ def test_unsupported_backend_is_a_clear_error(monkeypatch, bad):
 
     with pytest.raises(BackendError, match=f"Received: keras.config.backend\\(\\)='{bad}'"):
         backends.make_value_and_grad(None, None)
+
+
+def test_value_and_grad_leaves_the_weights_trainable_state_unchanged():
+    model = _models.sequential()
+    before = [v.trainable for v in model.trainable_variables]
+    fn = backends.make_value_and_grad(model, _head_loss, wrt=0)
+    x = np.random.default_rng(6).normal(size=(1, 16, 16, 3)).astype("float32")
+    fn([x], np.array([0]))
+    assert [v.trainable for v in model.trainable_variables] == before
+    if backends.current_backend() == "torch":  # weights frozen only during the call
+        assert all(v.value.requires_grad for v in model.trainable_variables)
