@@ -1,36 +1,50 @@
 """Measure what the default comparison bounds of ``convviz_check/tolerances.py`` must
-absorb, and print the worst observed value of every metric.
+absorb on the bundled example models, and what a real change of the model produces.
 
 Repeats on one machine are bit-identical, so repeat noise alone calibrates to zero.
 What a CI machine may legitimately vary is measured instead:
 
 - same backend: thread count (1 vs 2, batch 8) and batch size (1 vs 8, 1 thread);
-- cross backend (``--backends`` naming several): each backend against the first
-  (the golden reference, tensorflow by default), 1 thread, batch 8.
+- cross backend: every pair of the backends given (tensorflow vs torch, tensorflow vs
+  jax, torch vs jax), 1 thread, batch 8;
+- a real change, for contrast: the reference (first) backend with every float weight
+  multiplied by ``1 + 0.01 * N(0, 1)`` (seeded), against the unchanged model. The
+  bounds must sit between the noise and this.
+
+Artifacts, computed as the plugin and ``cc.agreement`` compute them: activations of
+every default layer (``graph.default_activation_layers``), Grad-CAM with the automatic
+target layer and score on ``--scenes`` scenes (``make_scenes(n, seed=0)``), and
+``--filters`` filter patterns of the layer ``cc.agreement`` uses
+(``worker.default_filters_layer``), compared deprocessed (``cc.deprocess_image``:
+standardized, uint8, 12.5% cropped). The raw float patterns are measured too
+(``pattern_raw``), for information only.
 
 Every configuration runs in its own subprocess (thread pools and the backend are fixed
-when a framework starts), writes its artifacts to an ``.npz``, and this parent process,
-which imports no framework, compares them with :func:`convviz_check.compare.compare`.
-
-Models: the bundled examples (``convviz_check/examples/models/*.keras``) when they
-exist, else tiny seeded stand-ins written once to ``.keras`` files that every backend
-loads (weights come from files, never from a seed per backend: SPEC 1.0).
+when a framework starts) that computes both bundled models (``convnet``, ``xception``,
+through ``convviz_check.examples``) and writes one ``.npz`` per model; this parent
+process imports no framework and compares them with
+:func:`convviz_check.compare.compare`. Backends and configurations run one after the
+other (the machine has 2 cores).
 
 Usage::
 
-    python benchmarks/calibrate_tolerances.py                      # same-backend, tensorflow
-    python benchmarks/calibrate_tolerances.py --backends tensorflow,torch,jax
-    python benchmarks/calibrate_tolerances.py --what activations,gradcam --quick
+    python benchmarks/calibrate_tolerances.py --backends tensorflow,torch,jax \\
+        --json /tmp/calibration.json --verbose
+    python benchmarks/calibrate_tolerances.py --backends jax --what activations,gradcam
+    python benchmarks/calibrate_tolerances.py --workdir DIR --reuse   # re-compare only
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import itertools
 import json
 import os
 import subprocess
 import sys
 import tempfile
+import zlib
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -40,52 +54,31 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 TECHNIQUES = ("activations", "gradcam", "filters")
-N_IMAGES = 8
-N_FILTERS = 8
-# (label, threads, batch size); the first is the baseline of the same-backend pairs
-# and the configuration compared across backends.
-CONFIGS = (("t1_b8", 1, 8), ("t2_b8", 2, 8), ("t1_b1", 1, 1))
+MODELS = ("convnet", "xception")
+# (label, threads, batch size, weight perturbation); the first is the baseline of the
+# same-backend pairs, the configuration compared across backends and the unchanged
+# side of the perturbation pair.
+CONFIGS = (("t1_b8", 1, 8, 0.0), ("t2_b8", 2, 8, 0.0), ("t1_b1", 1, 1, 0.0))
 SAME_BACKEND_PAIRS = (("t1_b8", "t2_b8", "threads 1 vs 2"), ("t1_b8", "t1_b1", "batch 8 vs 1"))
+PERTURBATION = 0.01  # relative std of the multiplicative weight noise of the "real change"
+PERTURBED = ("perturbed", 1, 8, PERTURBATION)
 
 
 # ======================================================================================
-# child side: one backend, one configuration
+# child side: one backend, one configuration, every model
 # ======================================================================================
-def child_make_tiny(out_dir: Path) -> None:
-    """Write tiny stand-in models (seeded weights) as ``.keras`` files."""
-    sys.path.insert(0, str(HERE))
-    from _common import prepare_process, write_seeded_weights
-
-    prepare_process(1)
+def perturb_weights(model: Any, relative: float, seed: int = 0) -> None:
+    """Multiply every float weight by ``1 + relative * N(0, 1)``, keyed by its path
+    (the same noise on every backend)."""
     import keras
 
-    layers = keras.layers
-    inputs = keras.Input((64, 64, 3))
-    x = layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(inputs)
-    x = layers.MaxPooling2D(name="pool1")(x)
-    x = layers.Conv2D(16, 3, padding="same", activation="relu", name="conv2")(x)
-    x = layers.MaxPooling2D(name="pool2")(x)
-    x = layers.Conv2D(16, 3, padding="same", activation="relu", name="conv3")(x)
-    x = layers.GlobalAveragePooling2D(name="gap")(x)
-    outputs = layers.Dense(4, activation="softmax", name="predictions")(x)
-    convnet = keras.Model(inputs, outputs, name="tiny_convnet")
-    write_seeded_weights(convnet, out_dir / "tiny_convnet.weights.h5", seed=0)
-    convnet.save(out_dir / "tiny_convnet.keras")
-
-    import keras_hub
-
-    backbone = keras_hub.models.XceptionBackbone(
-        # a pooling block must change the filter count (its residual gets a strided
-        # 1x1 conv only then)
-        stackwise_conv_filters=[[8, 16], [24, 24], [32, 32]],
-        stackwise_pooling=[False, True, True],
-        image_shape=(64, 64, 3),
-    )
-    xception = keras_hub.models.XceptionImageClassifier(
-        backbone=backbone, num_classes=4, activation="softmax", preprocessor=None
-    )
-    write_seeded_weights(xception, out_dir / "tiny_xception.weights.h5", seed=0)
-    xception.save(out_dir / "tiny_xception.keras")
+    for variable in model.weights:
+        if "float" not in str(variable.dtype):
+            continue  # seed-generator states and counters are not weights
+        value = np.asarray(keras.ops.convert_to_numpy(variable), np.float32)
+        rng = np.random.default_rng([seed, zlib.crc32(variable.path.encode())])
+        noise = 1.0 + relative * rng.standard_normal(value.shape)
+        variable.assign((value * noise).astype(np.float32))
 
 
 def child_compute(args: argparse.Namespace) -> None:
@@ -97,34 +90,35 @@ def child_compute(args: argparse.Namespace) -> None:
 
     pin_framework_threads(args.threads)
     import convviz_check as cc
+    from convviz_check.examples import load_example_model, make_scenes
+    from convviz_check.worker import default_filters_layer
 
-    images = np.load(args.images)
-    model = cc.load_model(args.model)
-    out: dict[str, np.ndarray] = {}
+    images = make_scenes(args.scenes, seed=0).floats.astype(np.float32)
     what = args.what.split(",")
     bs = args.batch_size
-    if "activations" in what:
-        acts = cc.activations(model, images, batch_size=bs)
-        out.update({f"activations/{k}": v for k, v in acts.items()})
-    if "gradcam" in what and _has_module("convviz_check.explain.gradcam"):
-        cams = [cc.gradcam(model, images[i : i + bs]) for i in range(0, len(images), bs)]
-        out["gradcam/heatmap"] = np.concatenate([c.heatmap for c in cams])
-        out["gradcam/class_index"] = np.concatenate([c.class_index for c in cams])
-        out["gradcam/degenerate"] = np.concatenate([c.degenerate for c in cams])
-    if "filters" in what and _has_module("convviz_check.explain.filters"):
-        layer = cc.conv_layers(model)[-1]
-        raw = cc.filter_patterns(
-            model, layer, filters=range(N_FILTERS), batch_size=min(bs, N_FILTERS)
-        )
-        out["filters/raw"] = raw
-        out["filters/deprocessed"] = np.stack([cc.deprocess_image(p) for p in raw])
-    np.savez(args.out, **out)
-
-
-def _has_module(name: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(name) is not None
+    for name in args.models.split(","):
+        model = load_example_model(name)
+        if args.perturb:
+            perturb_weights(model, args.perturb)
+        out: dict[str, np.ndarray] = {}
+        if "activations" in what:
+            acts = cc.activations(model, images, batch_size=bs)
+            out.update({f"activations/{k}": v for k, v in acts.items()})
+        if "gradcam" in what:
+            cams = [cc.gradcam(model, images[i : i + bs]) for i in range(0, len(images), bs)]
+            out["gradcam/heatmap"] = np.concatenate([c.heatmap for c in cams])
+            out["gradcam/class_index"] = np.concatenate([c.class_index for c in cams])
+            out["gradcam/degenerate"] = np.concatenate([c.degenerate for c in cams])
+            out["gradcam/layer"] = np.asarray(cams[0].layer)
+        if "filters" in what:
+            layer = default_filters_layer(model)
+            raw = cc.filter_patterns(
+                model, layer, filters=range(args.filters), batch_size=min(bs, args.filters)
+            )
+            out["filters/raw"] = raw
+            out["filters/deprocessed"] = np.stack([cc.deprocess_image(p) for p in raw])
+            out["filters/layer"] = np.asarray(layer)
+        np.savez(Path(args.out_dir) / f"{args.tag}_{name}.npz", **out)
 
 
 # ======================================================================================
@@ -136,29 +130,6 @@ def run_child(backend: str, argv: list[str], workdir: Path) -> None:
     proc = subprocess.run(cmd, env=env, cwd=workdir, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"child failed ({backend}: {' '.join(argv)}):\n{proc.stderr[-4000:]}")
-
-
-def model_sources(workdir: Path, first_backend: str) -> dict[str, Path]:
-    bundled = REPO / "convviz_check" / "examples" / "models"
-    found = {p.stem: p for p in sorted(bundled.glob("*.keras"))} if bundled.is_dir() else {}
-    if found:
-        return found
-    print("bundled models not found: using tiny seeded stand-ins", flush=True)
-    run_child(first_backend, ["--make-tiny", str(workdir)], workdir)
-    return {name: workdir / f"{name}.keras" for name in ("tiny_convnet", "tiny_xception")}
-
-
-def make_images(path: Path) -> str:
-    try:
-        from convviz_check.examples.scenes import make_scenes
-
-        images = make_scenes(N_IMAGES, seed=0).floats
-        source = "scenes"
-    except Exception:  # the scenes generator is optional here
-        images = np.random.default_rng(0).random((N_IMAGES, 64, 64, 3), dtype=np.float32)
-        source = "uniform noise"
-    np.save(path, images.astype(np.float32))
-    return source
 
 
 def load_artifacts(path: Path) -> dict[str, Any]:
@@ -174,17 +145,22 @@ def load_artifacts(path: Path) -> dict[str, Any]:
             "class_index": flat["gradcam/class_index"],
             "degenerate": flat["gradcam/degenerate"],
         }
+        arts["_gradcam_layer"] = str(flat["gradcam/layer"])
     if "filters/raw" in flat:
         arts["pattern"] = flat["filters/deprocessed"]
         arts["pattern_raw"] = flat["filters/raw"]
+        arts["_filters_layer"] = str(flat["filters/layer"])
     return arts
 
 
 def measure(a: dict[str, Any], b: dict[str, Any], cross: bool) -> dict[tuple[str, str], float]:
+    """Metric values of every artifact of ``a`` against ``b`` (keyed (artifact, metric))."""
     from convviz_check.compare import compare
 
     values: dict[tuple[str, str], float] = {}
     for key in a:
+        if key.startswith("_"):
+            continue
         kind = "pattern" if key == "pattern_raw" else key
         result = compare(a[key], b[key], kind, cross_backend=cross)
         for name, m in result.metrics.items():
@@ -194,29 +170,26 @@ def measure(a: dict[str, Any], b: dict[str, Any], cross: bool) -> dict[tuple[str
     return values
 
 
-def worst(direction: str, xs: list[float]) -> float:
-    return max(xs) if direction == "max" else min(xs)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backends", default=os.environ.get("KERAS_BACKEND", "tensorflow"))
+    parser.add_argument("--backends", default="tensorflow,torch,jax")
+    parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--what", default=",".join(TECHNIQUES))
+    parser.add_argument("--scenes", type=int, default=8, help="Grad-CAM/activation images")
+    parser.add_argument("--filters", type=int, default=4, help="filter patterns per model")
     parser.add_argument("--workdir", default=None, help="keep artifacts here")
+    parser.add_argument("--reuse", action="store_true", help="reuse .npz files in --workdir")
+    parser.add_argument("--no-perturbed", action="store_true", help="skip the 1%% weight run")
     parser.add_argument("--json", default=None, help="also write the measurements here")
-    parser.add_argument("--quick", action="store_true", help="threads pair only")
     parser.add_argument("--verbose", action="store_true", help="name where each worst was")
-    # child modes
-    parser.add_argument("--make-tiny", default=None, help=argparse.SUPPRESS)
+    # child mode
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--model", help=argparse.SUPPRESS)
-    parser.add_argument("--images", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--batch-size", type=int, default=8, help=argparse.SUPPRESS)
-    parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--perturb", type=float, default=0.0, help=argparse.SUPPRESS)
+    parser.add_argument("--out-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--tag", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.make_tiny:
-        return child_make_tiny(Path(args.make_tiny))
     if args.child:
         return child_compute(args)
 
@@ -225,83 +198,90 @@ def main() -> None:
     from convviz_check.tolerances import TABLE
 
     backends = args.backends.split(",")
+    models = args.models.split(",")
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="convviz_calibrate_"))
     workdir.mkdir(parents=True, exist_ok=True)
-    images_path = workdir / "images.npy"
-    print(f"images: {N_IMAGES} x 64x64 ({make_images(images_path)}); workdir {workdir}")
-    models = model_sources(workdir, backends[0])
-    configs = CONFIGS[:2] if args.quick else CONFIGS
+    print(
+        f"{args.scenes} scenes (64x64, seed 0), {args.filters} filters; models {models}; "
+        f"backends {backends}; workdir {workdir}",
+        flush=True,
+    )
+    runs = [(b, c) for b in backends for c in CONFIGS]
+    if not args.no_perturbed:
+        runs.append((backends[0], PERTURBED))
     artifacts: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for backend in backends:
-        for model_name, model_path in models.items():
-            for label, threads, batch in configs:
-                out = workdir / f"{backend}_{model_name}_{label}.npz"
-                print(f"  computing {backend} {model_name} {label}", flush=True)
-                run_child(
-                    backend,
-                    [
-                        "--child",
-                        "--model",
-                        str(model_path),
-                        "--images",
-                        str(images_path),
-                        "--threads",
-                        str(threads),
-                        "--batch-size",
-                        str(batch),
-                        "--what",
-                        args.what,
-                        "--out",
-                        str(out),
-                    ],
-                    workdir,
-                )
-                artifacts[(backend, model_name, label)] = load_artifacts(out)
+    for backend, (label, threads, batch, perturb) in runs:
+        tag = f"{backend}_{label}"
+        paths = {m: workdir / f"{tag}_{m}.npz" for m in models}
+        if not (args.reuse and all(p.exists() for p in paths.values())):
+            print(f"  computing {tag}", flush=True)
+            run_child(
+                backend,
+                [
+                    "--child",
+                    *("--models", ",".join(models), "--what", args.what),
+                    *("--scenes", str(args.scenes), "--filters", str(args.filters)),
+                    *("--threads", str(threads), "--batch-size", str(batch)),
+                    *("--perturb", str(perturb), "--out-dir", str(workdir), "--tag", tag),
+                ],
+                workdir,
+            )
+        for m, path in paths.items():
+            artifacts[(backend, m, label)] = load_artifacts(path)
 
-    same: dict[tuple[str, str], list[tuple[float, str]]] = defaultdict(list)
-    cross: dict[tuple[str, str], list[tuple[float, str]]] = defaultdict(list)
-    pairs = [p for p in SAME_BACKEND_PAIRS if p[1] in {c[0] for c in configs}]
+    # column -> (artifact, metric) -> [(value, where)]
+    columns: dict[str, dict[tuple[str, str], list[tuple[float, str]]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    base = CONFIGS[0][0]
     for backend in backends:
-        for model_name in models:
-            for base, other, why in pairs:
-                a = artifacts[(backend, model_name, base)]
-                b = artifacts[(backend, model_name, other)]
+        for m in models:
+            for first, other, why in SAME_BACKEND_PAIRS:
+                a, b = artifacts[(backend, m, first)], artifacts[(backend, m, other)]
                 for key, v in measure(a, b, cross=False).items():
-                    same[key].append((v, f"{backend} {model_name} {why}"))
-            if backend != backends[0]:
-                a = artifacts[(backends[0], model_name, configs[0][0])]
-                b = artifacts[(backend, model_name, configs[0][0])]
-                for key, v in measure(a, b, cross=True).items():
-                    cross[key].append((v, f"{backends[0]} vs {backend} {model_name}"))
+                    columns[f"same {backend}"][key].append((v, f"{m} {why}"))
+    for ref, other in itertools.combinations(backends, 2):
+        for m in models:
+            a, b = artifacts[(ref, m, base)], artifacts[(other, m, base)]
+            for key, v in measure(a, b, cross=True).items():
+                columns[f"cross {ref}-{other}"][key].append((v, m))
+    if not args.no_perturbed:
+        for m in models:
+            a = artifacts[(backends[0], m, base)]
+            b = artifacts[(backends[0], m, PERTURBED[0])]
+            for key, v in measure(a, b, cross=False).items():
+                columns[f"1% weights {backends[0]}"][key].append((v, m))
+
+    for m in models:
+        arts = artifacts[(backends[0], m, base)]
+        layers = ", ".join(f"{k[1:]}={v}" for k, v in arts.items() if k.startswith("_"))
+        print(f"{m}: {layers}")
 
     direction = {name: d for kind in _METRICS.values() for name, _f, d in kind}
     field = {(k, name): f for k, kind in _METRICS.items() for name, f, _d in kind}
-    print()
-    print(f"{'artifact':<12} {'metric':<18} {'worst same-backend':>20} {'worst cross':>14}  bounds")
-    report = {}
-    for key in sorted(set(same) | set(cross)):
+    keys = sorted({key for col in columns.values() for key in col})
+    names = list(columns)
+    print(f"\nworst value per column (measured {datetime.date.today()}):")
+    print(f"{'artifact':<12} {'metric':<18} " + " ".join(f"{n:>22}" for n in names) + "  bounds")
+    report: dict[str, Any] = {"date": str(datetime.date.today()), "metrics": {}}
+    for key in keys:
         artifact, name = key
-        d = direction.get(name, "max")
-        pick = max if d == "max" else min
-        s = pick(same[key], key=lambda t: t[0]) if same[key] else None
-        c = pick(cross[key], key=lambda t: t[0]) if cross[key] else None
+        pick = max if direction.get(name, "max") == "max" else min
         kind = "pattern" if artifact == "pattern_raw" else artifact
-        bounds = TABLE.get(kind, {}).get(field.get((kind, name), ""), None)
+        bounds = TABLE.get(kind, {}).get(field.get((kind, name), ""))
         # similarities near 1 need more digits than errors to show their gap to 1
-        fmt = ".3g" if d == "max" else ".7g"
-        s_txt = f"{s[0]:{fmt}}" if s else "-"
-        c_txt = f"{c[0]:{fmt}}" if c else "-"
-        print(f"{artifact:<12} {name:<18} {s_txt:>20} {c_txt:>14}  {bounds or ''}")
-        for label, found in (("same", s), ("cross", c)):
-            if found and args.verbose:
-                print(f"{'':<32}{label}: worst at {found[1]}")
-        report[f"{artifact}:{name}"] = {
-            "same_backend": s[0] if s else None,
-            "same_backend_where": s[1] if s else None,
-            "cross_backend": c[0] if c else None,
-            "cross_backend_where": c[1] if c else None,
-            "bounds": bounds,
-        }
+        fmt = ".7g" if direction.get(name) == "min" else ".3g"
+        cells, entry = [], {}
+        for n in names:
+            found = pick(columns[n][key], key=lambda t: t[0]) if columns[n][key] else None
+            cells.append(f"{found[0]:{fmt}}" if found else "-")
+            entry[n] = {"value": found[0], "where": found[1]} if found else None
+        print(f"{artifact:<12} {name:<18} " + " ".join(f"{c:>22}" for c in cells), bounds or "")
+        if args.verbose:
+            for n in names:
+                if entry[n]:
+                    print(f"{'':<31}{n}: {entry[n]['where']}")
+        report["metrics"][f"{artifact}:{name}"] = {"bounds": bounds, **entry}
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2, sort_keys=True))
 
