@@ -6,17 +6,16 @@ Baseline: ``model.predict_on_batch(images)`` of the full classifier (one compile
 forward pass). Both in one process, threads pinned, warm-up first, then the median of
 interleaved repeats. Target (issue 4): ratio <= 1.3.
 
-Measured on the shared 2-core CPU box (load average 10-17, so single runs vary by
-+-50%; batch 8, 299x299, 2 threads, --quick):
-- jax: 1.00x (forward median 89 s: XLA CPU is slow on depthwise convolutions);
-- torch: 1.02x (ratio of minima 1.15x);
-- tensorflow: 1.92x and 2.52x in two runs. Split up in one process (batch 8): forward
-  11.3 s; the 44-output graph returning tensors 13.9 s (1.23x, the cost of keeping
-  688 MiB of maps); ``.numpy()`` on its outputs, which ``predict_on_batch`` does and
-  which copies, adds ~6 s (1.72x; total via predict_on_batch 22.2 s, 1.96x).
-  ``np.asarray`` on a TF EagerTensor does not copy (350 MiB: 0.0 s vs 0.3 s for
-  ``.numpy()`` unloaded), so a backend forward function that converts that way would
-  bring TF near 1.23x (needs a ``backends`` change; see issue 4).
+Measured 2026-11-25 on the 2-core CPU box, batch 8, 299x299, 2 threads, --quick, after
+activations moved from ``predict_on_batch`` to ``backends.make_forward`` (median ratio;
+ratio of minima in brackets; peak RSS forward only -> with activations):
+- tensorflow: 1.06x (1.16x); forward 2.8 s; 1254 -> 1899 MiB;
+- torch: 0.90x (1.02x); forward 6.5 s; 3235 -> 3576 MiB;
+- jax: 1.06x (1.01x); forward 9.7 s; 1613 -> 2153 MiB.
+Before that change TF measured 1.92x-2.52x: ``predict_on_batch`` calls ``.numpy()``,
+which copies the 688 MiB of maps (forward 11.3 s, the 44-output graph returning tensors
+13.9 s, through predict_on_batch 22.2 s, on a loaded machine); ``np.asarray`` on an
+EagerTensor does not copy.
 
 Usage::
 
