@@ -115,17 +115,6 @@ def test_preset_dir_loads_with_keras_hub_from_preset_and_predicts_like_the_keras
         np.testing.assert_allclose(np.asarray(model.predict(x, verbose=0)), expected, atol=1e-6)
 
 
-def test_peak_in_box_counts_ties_only_when_all_tied_pixels_are_inside():
-    box = examples.make_scenes(1, seed=0).boxes[0][0]
-    inside = np.zeros((64, 64), np.float32)
-    inside[box.y0, box.x0] = 1.0
-    assert train.peak_in_box(inside, box, (64, 64))
-    tied = inside.copy()
-    tied[(box.y1 + 1) % 64 if box.y1 < 63 else 0, (box.x1 + 1) % 64] = 1.0
-    assert not train.peak_in_box(tied, box, (64, 64))
-    assert not train.peak_in_box(np.zeros((8, 8), np.float32), box, (64, 64))
-
-
 def test_importing_examples_and_scenes_does_not_import_keras():
     code = (
         "import sys, convviz_check.examples as e; e.make_scenes(1); "

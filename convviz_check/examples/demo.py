@@ -48,21 +48,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def _gradcam(model: Any, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
-    """(heatmaps in [0, 1], class per image, layer): ``cc.gradcam`` where shipped,
-    else the training script's minimal Grad-CAM."""
-    try:
-        from ..explain.gradcam import gradcam
-    except ImportError:
-        from .train import plain_gradcam
-
-        maps, classes, layer = plain_gradcam(model, images)
-        peak = maps.max(axis=(1, 2), keepdims=True)
-        return np.where(peak > 0, maps / np.where(peak > 0, peak, 1.0), 0.0), classes, layer
-    cam = gradcam(model, images)
-    return np.asarray(cam.heatmap), np.asarray(cam.class_index), cam.layer
-
-
 def _upscale(image: np.ndarray) -> np.ndarray:
     return np.repeat(np.repeat(image, _UPSCALE, axis=0), _UPSCALE, axis=1)
 
@@ -70,9 +55,11 @@ def _upscale(image: np.ndarray) -> np.ndarray:
 def run(args: argparse.Namespace) -> int:
     """Run the demo; returns 0 (errors surface as ConvvizError from the loaders)."""
     from ..errors import InputError
+    from ..explain.gradcam import gradcam
     from ..explain.render import overlay, save_png
+    from ..localization import pointing_game
     from . import CLASS_NAMES, MODEL_NAMES, load_example_model, make_scenes
-    from .train import ACCEPT_SEED, peak_in_box
+    from .train import ACCEPT_SEED
 
     names = args.models or list(MODEL_NAMES)
     unknown = [n for n in names if n not in MODEL_NAMES]
@@ -95,15 +82,14 @@ def run(args: argparse.Namespace) -> int:
         model = load_example_model(name)
         probs = np.asarray(model.predict(scenes.floats, verbose=0))
         accuracy = float((probs.argmax(axis=1) == scenes.labels).mean())
-        heatmaps, classes, layer = _gradcam(model, scenes.floats)
-        shape = scenes.images.shape[1:3]
-        hits = [peak_in_box(h, b[0], shape) for h, b in zip(heatmaps, scenes.boxes, strict=True)]
+        cam = gradcam(model, scenes.floats)
+        hits = [pointing_game(cam[i], boxes[0]) for i, boxes in enumerate(scenes.boxes)]
         print(
-            f"{name}: accuracy {accuracy:.3f}, Grad-CAM layer {layer!r}, "
-            f"peak inside the object box {np.mean(hits):.3f}"
+            f"{name}: accuracy {accuracy:.3f}, Grad-CAM layer {cam.layer!r} "
+            f"(score {cam.score_kind}), peak inside the object box {np.mean(hits):.3f}"
         )
         for i in range(shown):
-            picture = overlay(_upscale(scenes.images[i]), heatmaps[i])
+            picture = overlay(_upscale(scenes.images[i]), cam.heatmap[i])
             path = save_png(picture, out / f"{name}_gradcam_{i}.png")
-            print(f"  wrote {path} (class {CLASS_NAMES[int(classes[i])]})")
+            print(f"  wrote {path} (class {CLASS_NAMES[int(cam.class_index[i])]})")
     return 0
