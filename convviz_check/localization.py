@@ -633,20 +633,12 @@ def _base_image(image: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
     """The image at the measuring resolution as uint8 RGB (mid grey when absent)."""
     if image is None:
         return np.full((*shape, 3), 128, dtype=np.uint8)
+    from .explain.render import as_rgb
+
     img = np.asarray(image)
     if img.ndim == 4 and img.shape[0] == 1:
         img = img[0]
-    if img.ndim == 3 and img.shape[-1] == 1:
-        img = img[..., 0]
-    if img.ndim == 2:
-        img = np.stack([img] * 3, axis=-1)
-    if img.ndim != 3 or img.shape[-1] != 3:
-        raise InputError(
-            f"image must be (H, W, 3) or (H, W). Received: {describe_array('image', img)}"
-        )
-    if img.dtype != np.uint8:
-        f = img.astype(np.float32)
-        img = np.clip(f * 255.0 if float(np.nanmax(f)) <= 1.0 else f, 0, 255).astype(np.uint8)
+    img = np.clip(as_rgb(img, "assert_localized"), 0, 255).astype(np.uint8)
     if img.shape[:2] != tuple(shape):
         from PIL import Image
 

@@ -13,7 +13,9 @@ def seeded_weights(model, seed: int = 0, scale: float = 0.3) -> None:
     )
 
 
-def sequential(input_shape=(16, 16, 3)):
+def sequential(input_shape=(16, 16, 3), seed: int = 0, name: str = "seq"):
+    """Conv/pool/conv, GAP, softmax head; NumPy-seeded weights (identical on every
+    backend, unlike Keras' seeded initializers)."""
     import keras
     from keras import layers
 
@@ -26,9 +28,9 @@ def sequential(input_shape=(16, 16, 3)):
             layers.GlobalAveragePooling2D(name="gap"),
             layers.Dense(3, activation="softmax", name="head"),
         ],
-        name="seq",
+        name=name,
     )
-    seeded_weights(model)
+    seeded_weights(model, seed)
     return model
 
 

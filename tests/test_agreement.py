@@ -28,6 +28,7 @@ import pytest
 from convviz_check import cli, examples
 from convviz_check.errors import InputError
 from convviz_check.types import Tolerance
+from tests import _models
 
 # The module (cc.agreement, the package attribute, is the function of the same name).
 ag = importlib.import_module("convviz_check.agreement")
@@ -53,22 +54,7 @@ def require_or_skip(backends: tuple[str, ...] = ALL) -> None:
 
 def tiny_convnet(seed: int = 0):
     """Tiny convnet with NumPy-seeded weights (Keras seeds differ across backends)."""
-    import keras
-
-    model = keras.Sequential(
-        [
-            keras.Input(IMAGE_SHAPE),
-            keras.layers.Conv2D(4, 3, activation="relu", name="c1"),
-            keras.layers.MaxPooling2D(2, name="p1"),
-            keras.layers.Conv2D(6, 3, activation="relu", padding="same", name="c2"),
-            keras.layers.GlobalAveragePooling2D(name="gap"),
-            keras.layers.Dense(3, activation="softmax", name="head"),
-        ],
-        name="tiny",
-    )
-    rng = np.random.default_rng(seed)
-    model.set_weights([rng.normal(0, 0.3, w.shape).astype("float32") for w in model.get_weights()])
-    return model
+    return _models.sequential(IMAGE_SHAPE, seed=seed, name="tiny")
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ import pytest
 
 from convviz_check import worker as worker_mod
 from convviz_check.errors import BackendError, GraphError, ModelLoadError
+from tests import _models
 
 # `convviz_check.agreement` is also the name of the public function (cc.agreement), so
 # the module is taken from importlib, never as a package attribute.
@@ -34,24 +35,8 @@ REQUEST_TIMEOUT_S = 300.0
 
 
 def tiny_convnet(input_shape: tuple[int, int, int] = (24, 24, 3), seed: int = 0):
-    """A tiny convnet whose weights come from NumPy (identical on every backend; Keras'
-    seeded initializers are not)."""
-    import keras
-
-    model = keras.Sequential(
-        [
-            keras.Input(input_shape),
-            keras.layers.Conv2D(4, 3, activation="relu", name="c1"),
-            keras.layers.MaxPooling2D(2, name="p1"),
-            keras.layers.Conv2D(6, 3, activation="relu", padding="same", name="c2"),
-            keras.layers.GlobalAveragePooling2D(name="gap"),
-            keras.layers.Dense(3, activation="softmax", name="head"),
-        ],
-        name="tiny",
-    )
-    rng = np.random.default_rng(seed)
-    model.set_weights([rng.normal(0, 0.3, w.shape).astype("float32") for w in model.get_weights()])
-    return model
+    """A tiny convnet whose weights come from NumPy (identical on every backend)."""
+    return _models.sequential(input_shape, seed=seed, name="tiny")
 
 
 @pytest.fixture(scope="session")

@@ -140,6 +140,25 @@ def colorize(heatmap: np.ndarray, colormap: str = "jet") -> np.ndarray:
     return lut[idx]
 
 
+def as_rgb(image: np.ndarray, caller: str = "image") -> np.ndarray:
+    """``(H, W, 3)`` float32 in [0, 255] from ``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3)``,
+    uint8 or float (float images with max <= 1 are taken to be in [0, 1])."""
+    img = np.asarray(image)
+    if img.ndim == 3 and img.shape[-1] == 1:
+        img = img[..., 0]
+    if img.ndim == 2:
+        img = np.stack([img] * 3, axis=-1)
+    if img.ndim != 3 or img.shape[-1] != 3:
+        raise InputError(
+            f"{caller} expects an image (H, W, 3) or (H, W). Received: "
+            f"{describe_array('image', img)}"
+        )
+    rgb = img.astype(np.float32)
+    if img.dtype != np.uint8 and float(np.nanmax(rgb)) <= 1.0:
+        rgb = rgb * 255.0
+    return rgb
+
+
 def overlay(
     image: np.ndarray, heatmap: object, alpha: float = 0.4, colormap: str = "jet"
 ) -> np.ndarray:
@@ -170,19 +189,8 @@ def overlay(
         raise InputError(
             f"overlay expects a heatmap (h, w). Received: {describe_array('heatmap', hm)}"
         )
-    img = np.asarray(image)
-    if img.ndim == 3 and img.shape[-1] == 1:
-        img = img[..., 0]
-    if img.ndim == 2:
-        img = np.stack([img] * 3, axis=-1)
-    if img.ndim != 3 or img.shape[-1] != 3:
-        raise InputError(
-            f"overlay expects an image (H, W, 3). Received: {describe_array('image', img)}"
-        )
-    base = img.astype(np.float32)
-    if img.dtype != np.uint8:
-        base = base * 255.0 if float(np.nanmax(base)) <= 1.0 else base
-    heat = colorize(_resize(hm, img.shape[:2]).clip(0, 1), colormap).astype(np.float32)
+    base = as_rgb(image, "overlay")
+    heat = colorize(_resize(hm, base.shape[:2]).clip(0, 1), colormap).astype(np.float32)
     return np.clip(alpha * heat + base, 0, 255).astype(np.uint8)
 
 
