@@ -9,7 +9,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-# (module, description); each module defines add_parser(subparsers).
+# Each module defines add_parser(subparsers).
 SUBCOMMANDS: list[str] = [
     "convviz_check.examples.demo",  # demo
     "convviz_check.cli_explain",  # explain
@@ -29,13 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"convviz_check {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for mod_name in SUBCOMMANDS:
-        try:
-            mod = importlib.import_module(mod_name)
-        except ModuleNotFoundError as e:
-            if e.name != mod_name:
-                raise
-            continue  # subcommand not shipped in this build
-        mod.add_parser(sub)
+        importlib.import_module(mod_name).add_parser(sub)
     return parser
 
 
