@@ -300,6 +300,57 @@ def test_progress_is_called_after_each_batch(convnet):
     assert seen == [(4, 10), (8, 10), (10, 10)]
 
 
+def _conv_zoo(data_format: str = "channels_last"):
+    """Conv2D with bias and leaky ReLU, a SeparableConv2D, a Conv2D with a softmax
+    activation (not elementwise: must not be restricted) and a grouped Conv2D."""
+    from keras import layers
+
+    shape = (4, None, None) if data_format == "channels_first" else (None, None, 4)
+    inp = keras.Input(shape)
+    kw = {"data_format": data_format}
+    x = layers.Conv2D(6, 3, activation="leaky_relu", name="plain", **kw)(inp)
+    x = layers.SeparableConv2D(8, 3, activation="tanh", name="sep", **kw)(x)
+    x = layers.Conv2D(6, 3, activation="softmax", name="soft", **kw)(x)
+    x = layers.Conv2D(6, 3, groups=2, activation="leaky_relu", name="grouped", **kw)(x)
+    model = keras.Model(inp, x, name=f"zoo_{data_format}")
+    _seeded(model, seed=3)
+    return model
+
+
+@pytest.mark.parametrize(
+    ("layer", "restricted"), [("plain", True), ("sep", True), ("soft", False), ("grouped", False)]
+)
+def test_a_plain_conv_target_computes_only_the_asked_filters_with_the_same_result(
+    monkeypatch, layer, restricted
+):
+    """The ascent computes only the wanted channels of a plain conv layer: same patterns
+    as computing every channel and masking (measured identical bit for bit on TF, torch
+    and JAX; the bound allows summation-order noise)."""
+    fast_model = _conv_zoo()
+    op = fast_model.get_layer(layer)
+    assert filters_mod._restricted_conv(op) is restricted
+    fast = cc.filter_patterns(fast_model, layer, filters=[5, 1, 3], size=24, batch_size=2)
+    fn = filters_mod._ascent_for(fast_model, filters_mod._resolve_target(fast_model, layer))
+    assert fn.restricted is restricted
+
+    monkeypatch.setattr(filters_mod, "_restricted_conv", lambda op: False)
+    slow_model = _conv_zoo()
+    slow = cc.filter_patterns(slow_model, layer, filters=[5, 1, 3], size=24, batch_size=2)
+    start = filters_mod.start_image(24, 24, 4)
+    assert np.abs(slow - start).max() > 0.1  # the ascent moved: the comparison means something
+    np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-5)
+
+
+@pytest.mark.skipif(BACKEND == "tensorflow", reason="TF on CPU has no channels_first Conv2D")
+def test_the_restricted_conv_path_holds_for_channels_first():
+    first, last = _conv_zoo("channels_first"), _conv_zoo("channels_last")
+    last.set_weights(first.get_weights())
+    for layer in ("plain", "sep"):
+        a = cc.filter_patterns(first, layer, filters=[0, 5], size=24)
+        b = cc.filter_patterns(last, layer, filters=[0, 5], size=24)
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-4)
+
+
 @pytest.mark.skipif(BACKEND == "tensorflow", reason="TF on CPU has no channels_first Conv2D")
 def test_channels_first_model_gives_the_channels_last_patterns_of_its_twin():
     first, last = _convnet("channels_first"), _convnet("channels_last")

@@ -46,6 +46,38 @@ def test_submodel_returns_inner_layer_outputs_and_is_cached():
     np.testing.assert_allclose(sub.predict_on_batch(x), expected, rtol=1e-5, atol=1e-6)
 
 
+def test_submodel_stops_at_its_last_wanted_layer():
+    """Layers after the wanted one are not run (eager torch would run them otherwise)."""
+    calls = []
+
+    class Counting(keras.layers.Layer):
+        def call(self, x):
+            calls.append(1)
+            return x
+
+    inp = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, name="early")(inp)
+    x = Counting(name="late")(x)
+    model = keras.Model(inp, keras.layers.GlobalAveragePooling2D(name="gap")(x))
+    x_np = np.ones((1, 8, 8, 3), "float32")
+    early, late = graph.submodel(model, ["early"]), graph.submodel(model, ["late"])
+    calls.clear()  # flattening the graph ran every layer symbolically once
+    early(x_np)
+    assert calls == []
+    late(x_np)
+    assert calls  # the counter does count
+
+
+def test_layer_input_model_returns_what_the_layer_receives():
+    model = _models.nested_with_rescaling()
+    x = np.random.default_rng(2).uniform(0, 255, (1, 12, 12, 3)).astype("float32")
+    got = keras.ops.convert_to_numpy(graph.layer_input_model(model, "conv_b")(x))
+    names = graph.flatten(model).names
+    before = names[names.index("conv_b") - 1]  # conv_b's input is the previous layer's output
+    want = keras.ops.convert_to_numpy(graph.submodel(model, [before])(x))
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
 def test_keras_hub_task_is_flattened_through_its_backbone():
     pytest.importorskip("keras_hub")
     model = _models.tiny_xception()

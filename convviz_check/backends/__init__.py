@@ -6,8 +6,10 @@ functions with the same signatures, NumPy at the boundary:
 - ``make_value_and_grad(model, loss_fn, wrt)`` -> ``fn(inputs, aux)`` returning
   ``(loss: float, outputs: list[np.ndarray], grad: np.ndarray)``; compiled once and
   reused for every call (no retrace per call: ``aux`` is a tensor, never a Python int).
-- ``make_ascent(model, loss_fn)`` -> ``fn(image, aux, steps, learning_rate)`` returning
-  the image after ``steps`` steps of L2-normalized gradient ascent (per sample).
+- ``make_ascent(model, loss_fn, model_takes_aux=False)`` -> ``fn(image, aux, steps,
+  learning_rate)`` returning the image after ``steps`` steps of L2-normalized gradient
+  ascent (per sample). With ``model_takes_aux`` the model is called on ``[image, aux]``
+  (a model that computes only the channels named by ``aux``).
 - ``make_forward(model)`` -> ``fn(inputs) -> list[np.ndarray]``: a compiled inference
   call (tf.function / jax.jit / torch no_grad). Preferred to ``predict_on_batch`` for
   many large outputs: on TF, predict_on_batch's ``.numpy()`` copies cost ~0.7x a forward
@@ -65,9 +67,9 @@ def make_forward(model: Any) -> Any:
     return fn
 
 
-def make_ascent(model: Any, loss_fn: Any) -> Any:
+def make_ascent(model: Any, loss_fn: Any, model_takes_aux: bool = False) -> Any:
     """Compiled ``fn(image, aux, steps, learning_rate) -> image`` (gradient ascent)."""
-    return _module().make_ascent(model, loss_fn)
+    return _module().make_ascent(model, loss_fn, model_takes_aux)
 
 
 def pin_threads(n: int | None = None) -> dict[str, int]:

@@ -63,9 +63,10 @@ def make_forward(model: Any) -> Any:
     return fn
 
 
-def make_ascent(model: Any, loss_fn: Any) -> Any:
+def make_ascent(model: Any, loss_fn: Any, model_takes_aux: bool = False) -> Any:
     def objective(img, trainable, non_trainable, aux):
-        return loss_fn(_call(model, trainable, non_trainable, img), aux)
+        inputs = [img, aux] if model_takes_aux else img
+        return loss_fn(_call(model, trainable, non_trainable, inputs), aux)
 
     grad_fn = jax.grad(objective)
 

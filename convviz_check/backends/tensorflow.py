@@ -48,7 +48,7 @@ def make_forward(model: Any) -> Any:
     return fn
 
 
-def make_ascent(model: Any, loss_fn: Any) -> Any:
+def make_ascent(model: Any, loss_fn: Any, model_takes_aux: bool = False) -> Any:
     # One compiled *step*, called from Python ``steps`` times; ``aux`` (the filter
     # indices) and the learning rate are tensors, so one trace serves every filter.
     # Not a tf.while_loop over the steps: measured on Xception-41 block3_sepconv1,
@@ -61,7 +61,8 @@ def make_ascent(model: Any, loss_fn: Any) -> Any:
     def step(img, aux, learning_rate):
         with tf.GradientTape() as tape:
             tape.watch(img)
-            loss = loss_fn([model(img, training=False)], aux)
+            inputs = [img, aux] if model_takes_aux else img
+            loss = loss_fn([model(inputs, training=False)], aux)
         return img + learning_rate * _l2_normalize_per_sample(tape.gradient(loss, img))
 
     def fn(image: np.ndarray, aux: np.ndarray, steps: int, learning_rate: float) -> np.ndarray:

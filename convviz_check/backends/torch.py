@@ -66,14 +66,15 @@ def make_forward(model: Any) -> Any:
     return fn
 
 
-def make_ascent(model: Any, loss_fn: Any) -> Any:
+def make_ascent(model: Any, loss_fn: Any, model_takes_aux: bool = False) -> Any:
     def fn(image: np.ndarray, aux: np.ndarray, steps: int, learning_rate: float) -> np.ndarray:
         img = torch.as_tensor(np.asarray(image, np.float32))
         aux_t = torch.as_tensor(np.asarray(aux))
         with _weights_frozen(model):
             for _ in range(int(steps)):
                 img = img.detach().requires_grad_(True)
-                loss = loss_fn([model(img, training=False)], aux_t)
+                inputs = [img, aux_t] if model_takes_aux else img
+                loss = loss_fn([model(inputs, training=False)], aux_t)
                 (g,) = torch.autograd.grad(loss, img)
                 with torch.no_grad():
                     img = img + float(learning_rate) * _l2_normalize_per_sample(g)
