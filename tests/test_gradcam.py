@@ -499,6 +499,31 @@ def test_gradcam_bad_images_are_refused(images, match):
         gradcam(_gap_dense(), images)
 
 
+def test_gradcam_batch_size_splits_the_call_without_changing_the_maps(xception):
+    """Chunks of 2 over 5 images (the last one padded, its padding dropped) give the
+    maps of one call over all 5, and each chunk's class is its own image's."""
+    x = _images(5, (48, 48, 3), seed=11)
+    whole = gradcam(xception, x, batch_size=5)
+    split = gradcam(xception, x, batch_size=2)
+    assert split.raw.shape == whole.raw.shape == (5, 11, 11)
+    np.testing.assert_array_equal(split.class_index, whole.class_index)
+    np.testing.assert_allclose(split.score, whole.score, rtol=1e-5)
+    scale = np.abs(whole.raw).max()
+    np.testing.assert_allclose(split.raw, whole.raw, rtol=0, atol=1e-5 * scale)
+    # A per-image class list is split with the images.
+    classes = [0, 1, 2, 0, 1]
+    split = gradcam(xception, x, class_index=classes, batch_size=3)
+    whole = gradcam(xception, x, class_index=classes, batch_size=5)
+    np.testing.assert_array_equal(split.class_index, classes)
+    np.testing.assert_allclose(split.raw, whole.raw, rtol=0, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("bad", [0, -2, 2.5, True, "8"])
+def test_gradcam_bad_batch_size_is_refused(bad):
+    with pytest.raises(InputError, match=f"Received: batch_size={bad!r}"):
+        gradcam(_gap_dense(), _images(1, (12, 12, 3)), batch_size=bad)
+
+
 def test_gradcam_errors_are_convviz_errors():
     assert issubclass(InputError, ConvvizError) and issubclass(GraphError, ConvvizError)
 
