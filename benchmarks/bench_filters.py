@@ -23,30 +23,36 @@ Each timed round uses filter indices the chapter's ``tf.function`` has not seen 
 retrace is a per-filter cost, ours a per-call-shape one). Targets on this 2-core CPU:
 ours/chapter speedup >= 1.15 (TF), >= 1.5 (JAX), >= 1.0 (torch); ours/floor <= 1.15.
 
-Measured 2026-11-26 on the idle 2-core CPU box, 2 threads, batch 1 (wall-clock medians;
-``ours`` computes only the asked channels of ``block3_sepconv1``):
+Measured 2026-11-26 on the idle 2-core CPU box, 2 threads, batch 1 (the default then;
+the default is now 4, see ``--batch-sizes`` below) (wall-clock medians; ``ours``
+computes only the asked channels of ``block3_sepconv1``):
 
-=========  ======================  ================  ===========  ======  =========  =====
-backend    mode                    ours s/filter     chapter      floor   chapter/   ours/
-                                                                           ours       floor
-=========  ======================  ================  ===========  ======  =========  =====
-TF 2.21    quick, 3 rounds         1.60              1.89         1.72    1.18x      0.93x
-TF 2.21    full (64), 1 round      1.80              1.92         1.69    1.07x      1.06x
-torch      quick, 3 rounds         2.45              3.40         2.53    1.39x      0.97x
-JAX        quick, 3 rounds         4.67              8.16         --      1.75x      --
-JAX        quick, 1 round (cold)   5.04              9.19         4.92    1.82x      1.03x
-=========  ======================  ================  ===========  ======  =========  =====
+=========  =======================  =========  =========  =========  =========  ======
+backend    run                      ours       chapter    floor      chapter/   ours/
+                                    s/filter   s/filter   s/filter   ours       floor
+=========  =======================  =========  =========  =========  =========  ======
+TF 2.21    quick, 3 rounds          1.60       1.89       1.72       1.18x      0.93x
+TF 2.21    quick, 3 rounds (again)  1.87       2.25       1.92       1.21x      0.97x
+TF 2.21    full (64), 1 round       1.80       1.92       1.69       1.07x      1.06x
+torch      quick, 3 rounds          2.45       3.40       2.53       1.39x      0.97x
+torch      quick, 1 round           2.22       3.39       2.50       1.53x      0.89x
+JAX        quick, 2 rounds          4.24       8.23       4.44       1.94x      0.96x
+JAX        quick, 1 round, cold     5.04       9.19       4.92       1.82x      1.03x
+=========  =======================  =========  =========  =========  =========  ======
 
-- TF's chapter/ours (target >= 1.15x) is met in the quick run and missed in the single
+- TF's chapter/ours (target >= 1.15x) is met in the quick runs and missed in the single
   full round: the chapter's cost over ours is its retrace (~0.1-0.3 s a filter now that
   both trace only the layers up to the target) plus the 255 channels ours skips, and
-  run-to-run noise on this box is ~10%. ours/floor (<= 1.15x) holds in both.
-- JAX's first quick row used a floor that called a jitted step 30 times from Python
-  (7.80 s/filter, a per-call cost, not the work); the floor is now one jitted
-  ``fori_loop`` like ours (the cold row).
+  run-to-run noise on this box is ~10%. ours/floor (<= 1.15x) holds in every run.
+- A first JAX run used a floor that called a jitted step 30 times from Python
+  (7.80 s/filter: a per-call cost, not the work); the floor is now one jitted
+  ``fori_loop`` like ours.
 - ``--torch-compile``: the same ascent with the forward under ``torch.compile``
-  (inductor) took 2.28 s/filter against ours' 2.45 (1.07x faster) once compiled; not
-  the default, since the compile itself costs more than a few filters' ascent.
+  (inductor) took 2.28 and 2.37 s/filter in two runs against ours' 2.45 and 2.22
+  (1.07x faster, 0.94x): no clear gain, for a first call ~26 s longer (warm-up 35.6 s
+  against ours' 9.2 s). Not used.
+- ``--batch-sizes 1,4`` (ours alone, s/filter): TF 1.59 vs 1.36, torch 2.06 vs 1.81,
+  JAX 5.01 vs 5.06: hence ``DEFAULT_BATCH_SIZE = 4``.
 - Peak RSS (``--memory``, own process, delta over the built model): batch 1: 0 MiB
   (below the model build's peak), 8: 176 / 401 / 411 MiB, 64: 1395 / 4181 / 3715 MiB
   (TF / torch / JAX).

@@ -46,13 +46,14 @@ DEFAULT_STEPS = 30
 REFERENCE_LEARNING_RATE = 10.0
 REFERENCE_PIXELS = 200 * 200 * 3
 START_LOW, START_HIGH = 0.4, 0.6  # start image, as fractions of input_range
-# Default number of filters optimized at once: 1. Measured on this shared 2-core CPU
-# (benchmarks/bench_filters.py --batch-sizes 1,4; Xception-41 block3_sepconv1, 200x200,
-# 30 steps, TF 2.21, while_loop ascent): 10.0 s/filter at batch 1 vs 21.9 s/filter at
-# batch 4 (wall, under heavy load from other processes): batching bought nothing here
-# (as the note says), while peak memory grows linearly with the batch and a
-# partial last batch is padded. Pass batch_size explicitly on an accelerator.
-DEFAULT_BATCH_SIZE = 1
+# Default number of filters optimized at once: 4. Measured 2026-11-26 on the idle 2-core
+# CPU (benchmarks/bench_filters.py --batch-sizes 1,4; Xception-41 block3_sepconv1,
+# 200x200, 30 steps, 2 threads), s/filter at batch 1 vs 4: TF 1.59 vs 1.36, torch 2.06
+# vs 1.81, JAX 5.01 vs 5.06. Peak memory grows with the batch (+176 / 401 / 411 MiB at
+# 8 on TF / torch / JAX, +1.4-4.2 GiB at 64), and a partial last batch is padded. (An
+# earlier measurement under heavy machine load had batch 4 slower: 21.9 vs 10.0 s.)
+# Pass a larger batch_size on an accelerator.
+DEFAULT_BATCH_SIZE = 4
 
 Progress = Callable[[int, int], Any]
 
@@ -428,7 +429,7 @@ def filter_patterns(
             ``10 * sqrt(H*W*C / 120000)`` at other sizes.
         size: ``None`` (the model's fixed input size, else 200x200), an int or (H, W).
         seed: seed of ``numpy.random.default_rng`` for the start image.
-        batch_size: filters optimized at once (default 1, see ``DEFAULT_BATCH_SIZE``);
+        batch_size: filters optimized at once (default 4, see ``DEFAULT_BATCH_SIZE``);
             the last batch is padded to the same size so one compiled program serves
             the whole call.
         input_range: ``(low, high)`` of the values the model expects; the start is
