@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import GraphError, InputError, describe_array
+from .inputs import check_batch_size
 
 BORDER = 2  # pixels of the activation map left out of the loss (the chapter's 2:-2)
 DEFAULT_SIZE = 200  # synthesized image side when the model takes any size (chapter: 200)
@@ -331,14 +332,7 @@ def _check_scalars(
             f"learning_rate must be None or a finite number > 0. "
             f"Received: learning_rate={learning_rate!r}."
         )
-    if batch_size is not None and (
-        not isinstance(batch_size, numbers.Integral)
-        or isinstance(batch_size, bool)
-        or batch_size < 1
-    ):
-        raise InputError(
-            f"batch_size must be None or an int >= 1. Received: batch_size={batch_size!r}."
-        )
+    check_batch_size(batch_size)
     if progress is not None and not callable(progress):
         raise InputError(f"progress must be callable(done, total). Received: {progress!r}.")
     if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:

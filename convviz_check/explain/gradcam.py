@@ -20,7 +20,6 @@ compiled function is reused for every class choice.
 
 from __future__ import annotations
 
-import numbers
 import warnings
 import weakref
 from collections.abc import Sequence
@@ -32,7 +31,7 @@ import numpy as np
 from .. import graph as graph_lib
 from ..errors import ConvvizWarning, GraphError, InputError
 from ..types import GradCAM
-from .inputs import as_image_batch, to_model_layout
+from .inputs import as_image_batch, check_batch_size, to_model_layout
 
 SCORES = ("auto", "logit", "output")
 
@@ -412,14 +411,7 @@ def gradcam(
         >>> overlay(images[0], cam.heatmap[0])      # uint8 (H, W, 3)
     """
     flat = graph_lib.flatten(model)  # refuses subclassed / unbuilt models first
-    if batch_size is not None and (
-        not isinstance(batch_size, numbers.Integral)
-        or isinstance(batch_size, bool)
-        or batch_size < 1
-    ):
-        raise InputError(
-            f"batch_size must be None or an int >= 1. Received: batch_size={batch_size!r}."
-        )
+    check_batch_size(batch_size)
     chunk = int(batch_size or DEFAULT_BATCH_SIZE)
     batch = as_image_batch(images)
     image_shape = (int(batch.shape[1]), int(batch.shape[2]))

@@ -12,6 +12,7 @@ and what was expected.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,18 @@ class InputSpec:
     def shape(self) -> tuple[int | None, int | None, int | None]:
         """``(H, W, C)``, channels-last whatever the model's layout."""
         return (self.height, self.width, self.channels)
+
+
+def check_batch_size(batch_size: Any) -> None:
+    """``batch_size`` must be ``None`` or an int >= 1 (bools refused)."""
+    if batch_size is not None and (
+        not isinstance(batch_size, numbers.Integral)
+        or isinstance(batch_size, bool)
+        or batch_size < 1
+    ):
+        raise InputError(
+            f"batch_size must be None or an int >= 1. Received: batch_size={batch_size!r}."
+        )
 
 
 def _dim(value: Any) -> int | None:
