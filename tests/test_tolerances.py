@@ -202,6 +202,14 @@ def _two_conv_layers(images, weights):
     return {"conv1": a1.astype(np.float32), "conv2": _conv_relu(a1, k2, b2).astype(np.float32)}
 
 
+def _two_conv_weights(rng):
+    """He-scaled (kernel, bias) pairs for :func:`_two_conv_layers`: 3->8 and 8->16."""
+    return [
+        (rng.normal(0, np.sqrt(2 / 27), (3, 3, 3, 8)), rng.normal(0, 0.1, 8)),
+        (rng.normal(0, np.sqrt(2 / 72), (3, 3, 8, 16)), rng.normal(0, 0.1, 16)),
+    ]
+
+
 def _perturbed(weights, relative: float, seed: int):
     rng = np.random.default_rng(seed)
     return [
@@ -214,10 +222,7 @@ def _perturbed(weights, relative: float, seed: int):
 def test_weights_perturbed_by_one_percent_fail_the_activation_bounds(cross):
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 1, (4, 20, 20, 3))
-    weights = [
-        (rng.normal(0, np.sqrt(2 / 27), (3, 3, 3, 8)), rng.normal(0, 0.1, 8)),
-        (rng.normal(0, np.sqrt(2 / 72), (3, 3, 8, 16)), rng.normal(0, 0.1, 16)),
-    ]
+    weights = _two_conv_weights(rng)
     before = _two_conv_layers(images, weights)
     after = _two_conv_layers(images, _perturbed(weights, 0.01, 1))
     result = compare(before, after, "activation", cross_backend=cross)
@@ -233,10 +238,7 @@ def test_weights_perturbed_by_one_percent_fail_the_heatmap_bounds(cross):
     # layer with fixed channel weights alpha, normalized to max 1.
     rng = np.random.default_rng(2)
     images = rng.uniform(0, 1, (4, 12, 12, 3))
-    weights = [
-        (rng.normal(0, np.sqrt(2 / 27), (3, 3, 3, 8)), rng.normal(0, 0.1, 8)),
-        (rng.normal(0, np.sqrt(2 / 72), (3, 3, 8, 16)), rng.normal(0, 0.1, 16)),
-    ]
+    weights = _two_conv_weights(rng)
     alpha = rng.uniform(-0.2, 1.0, 16)  # mostly positive: no image's map is all zero
 
     def cam(w):

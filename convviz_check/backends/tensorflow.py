@@ -51,12 +51,10 @@ def make_forward(model: Any) -> Any:
 def make_ascent(model: Any, loss_fn: Any, model_takes_aux: bool = False) -> Any:
     # One compiled *step*, called from Python ``steps`` times; ``aux`` (the filter
     # indices) and the learning rate are tensors, so one trace serves every filter.
-    # Not a tf.while_loop over the steps: measured on Xception-41 block3_sepconv1,
-    # 200x200, batch 4, 30 steps (2-core CPU, TF 2.21), the while_loop version took
-    # 1.75x the CPU time of 30 calls of a compiled forward+backward at batch 4; this
-    # per-step version measured 1.54x at batch 1 (both under heavy machine load, cause
-    # of the remaining gap not isolated); the Python loop's per-call overhead is small
-    # against a step of ~0.1 s CPU.
+    # Not a tf.while_loop over the steps: re-measured 2026-11-26 on the idle 2-core CPU
+    # (Xception-41 block3_sepconv1, 200x200, batch 1, 30 steps) the while_loop version
+    # was no faster (1.52-1.75 s vs 1.53-1.77 s per ascent); the Python loop's per-call
+    # overhead is small against a step of ~50 ms.
     @tf.function(reduce_retracing=True)
     def step(img, aux, learning_rate):
         with tf.GradientTape() as tape:

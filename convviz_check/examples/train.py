@@ -122,9 +122,9 @@ BUILDERS = {"convnet": build_convnet, "xception": build_xception}
 
 def gradcam_layer(model: Any) -> str:
     """The Grad-CAM layer ``cc.gradcam`` picks (for the xception: the backbone output)."""
-    from ..explain.gradcam import gradcam
+    from ..explain.gradcam import target_layer
 
-    return gradcam(model, make_scenes(1, seed=ACCEPT_SEED).floats).layer
+    return target_layer(model)
 
 
 @dataclass(frozen=True)

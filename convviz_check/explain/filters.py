@@ -104,7 +104,7 @@ def _make_loss(channels: int, data_format: str) -> Callable[[list, Any], Any]:
 # on column f of its kernel, so the layer can be computed for the wanted channels alone.
 _ELEMENTWISE_ACTIVATIONS = frozenset(
     "linear relu relu6 leaky_relu elu selu gelu silu swish sigmoid hard_sigmoid hard_silu "
-    "hard_swish tanh softplus softsign mish exponential celu glu_free".split()
+    "hard_swish tanh softplus softsign mish exponential celu".split()
 )
 
 
