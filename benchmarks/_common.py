@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-# SPEC 1.4: Xception-41 as in keras-hub.
+# Xception-41 as in keras-hub (XceptionBackbone + XceptionImageClassifier head).
 XCEPTION41_CONV_FILTERS = (
     [[32, 64], [128, 128], [256, 256], [728, 728]]
     + [[728, 728, 728]] * 8
@@ -121,7 +121,7 @@ def build_xception41(
     seed: int = 0,
     data_format: str | None = None,
 ) -> tuple[Any, Path]:
-    """Xception-41 (SPEC 1.4) as a keras-hub ``XceptionImageClassifier``, with weights
+    """Xception-41 as a keras-hub ``XceptionImageClassifier``, with weights
     loaded from a ``.weights.h5`` file.
 
     Args:

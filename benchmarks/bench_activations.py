@@ -4,7 +4,7 @@ Subject: ``cc.activations(model, images)`` (44 layers: every Conv2D, SeparableCo
 and MaxPooling2D of the backbone), which runs one cached multi-output model.
 Baseline: ``model.predict_on_batch(images)`` of the full classifier (one compiled
 forward pass). Both in one process, threads pinned, warm-up first, then the median of
-interleaved repeats. Target (issue 4): ratio <= 1.3.
+interleaved repeats. Target: ratio <= 1.3.
 
 Measured 2026-11-25 on the 2-core CPU box, batch 8, 299x299, 2 threads, --quick, after
 activations moved from ``predict_on_batch`` to ``backends.make_forward`` (median ratio;

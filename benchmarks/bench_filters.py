@@ -1,9 +1,9 @@
 """Benchmark: filter patterns (gradient ascent) vs the chapter's loop and vs the floor.
 
-Xception-41 (SPEC 1.4, weights from a NumPy-seeded ``.weights.h5`` file), layer
+Xception-41 (keras-hub's architecture, weights from a NumPy-seeded ``.weights.h5`` file), layer
 ``block3_sepconv1``, 200x200x3, 30 steps; ``--quick`` (4 filters, the default) or
 ``--full`` (64 filters). Three subjects, interleaved in one process with pinned
-threads (issue 5):
+threads:
 
 - ``ours``: ``cc.filter_patterns`` (one compiled ascent program per batch; the filter
   index is a tensor).

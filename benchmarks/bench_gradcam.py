@@ -10,7 +10,7 @@ Baselines, same backend, same process, pinned threads, interleaved repeats:
   (Deep Learning with Python, 3rd ed., ch. 10): two eager sub-models (input -> last
   conv layer, and a classifier model rebuilt from the head layers), one image at a
   time, the backend's own gradient (``tf.GradientTape`` / ``jax.grad`` /
-  ``.backward()``), the heatmap in NumPy. Targets (issue 6, this CPU): ours >= 3x
+  ``.backward()``), the heatmap in NumPy. Targets (this CPU): ours >= 3x
   faster on JAX, >= 1.2x on TensorFlow, >= 1.0x on torch.
 - ``floor``: what any Grad-CAM must at least do: the compiled backbone forward
   (``predict_on_batch``) plus a compiled value-and-grad of the head alone on the

@@ -8,8 +8,6 @@ a cross-backend run stay light. Each name is imported from its module on first u
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -23,28 +21,33 @@ _EXPORTS: dict[str, str] = {
     "BackendError": "errors",
     "GoldenError": "errors",
     "ComparisonError": "errors",
+    "StorageError": "errors",
+    "MissingBackendError": "errors",
+    "WorkerError": "errors",
+    "ConvvizWarning": "errors",
     "LocalizationError": "errors",
     "Box": "types",
     "GradCAM": "types",
     "Comparison": "types",
     "MetricResult": "types",
     "Tolerance": "types",
+    "Artifact": "artifacts",
     # models and graph
     "load_model": "models",
     "model_fingerprint": "models",
     "conv_layers": "graph",
     # the three techniques and their renderings
     "activations": "explain.activations",
-    "activation_grid": "explain.render",
+    "activation_grid": "render",
     "filter_patterns": "explain.filters",
-    "deprocess_image": "explain.render",
-    "filter_grid": "explain.render",
+    "deprocess_image": "render",
+    "filter_grid": "render",
     "gradcam": "explain.gradcam",
-    "overlay": "explain.render",
+    "overlay": "render",
     # comparison, agreement
-    "compare": "compare",
-    "agreement": "agreement",
-    "AgreementReport": "agreement",
+    "compare": "metrics",
+    "agreement": "crossbackend.agreement",
+    "AgreementReport": "crossbackend.agreement",
 }
 _SUBMODULES = (
     "localization",
@@ -57,25 +60,6 @@ _SUBMODULES = (
 )
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
-
-
-# Public functions that share their name with their own submodule (``compare`` in
-# compare.py, ``agreement`` in agreement.py). Importing a submodule makes Python bind it
-# on the package (``setattr(convviz_check, "compare", <module>)``), which would replace
-# the function ``cc.compare``. The package's module class keeps the function instead;
-# code that needs the module imports it by its full name (importlib / ``from .compare
-# import ...``).
-_FUNCTIONS_NAMED_LIKE_THEIR_MODULE = ("compare", "agreement")
-
-
-class _Package(types.ModuleType):
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _FUNCTIONS_NAMED_LIKE_THEIR_MODULE and isinstance(value, types.ModuleType):
-            value = getattr(value, name)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> Any:
@@ -97,13 +81,13 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from . import examples, golden, localization, sanity, strategies, tolerances  # noqa: F401
-    from .agreement import AgreementReport, agreement  # noqa: F401
-    from .compare import compare  # noqa: F401
+    from .crossbackend.agreement import AgreementReport, agreement  # noqa: F401
+    from .metrics import compare  # noqa: F401
     from .errors import *  # noqa: F403
     from .explain.activations import activations  # noqa: F401
     from .explain.filters import filter_patterns  # noqa: F401
     from .explain.gradcam import gradcam  # noqa: F401
-    from .explain.render import (  # noqa: F401
+    from .render import (  # noqa: F401
         activation_grid,
         deprocess_image,
         filter_grid,
@@ -111,4 +95,5 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     )
     from .graph import conv_layers  # noqa: F401
     from .models import load_model, model_fingerprint  # noqa: F401
+    from .artifacts import Artifact  # noqa: F401
     from .types import Box, Comparison, GradCAM, MetricResult, Tolerance  # noqa: F401

@@ -1,10 +1,14 @@
-"""Errors raised by convviz_check.
+"""Every error and warning convviz_check raises on purpose.
 
-Every error derives from :class:`ConvvizError` and says what was received and what
-was expected, in Keras' style ("Received: images.shape=(2, 3)").
+Each error derives from :class:`ConvvizError` and says what was received and what was
+expected, in Keras' style ("Received: images.shape=(2, 3)"). All subclasses live in
+this module so that an error raised inside a backend worker process can be rebuilt as
+the same class in the parent (:func:`rebuild`).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class ConvvizError(Exception):
@@ -27,7 +31,19 @@ class BackendError(ConvvizError):
     """A backend is missing, misconfigured, or a backend worker failed."""
 
 
-class GoldenError(ConvvizError):
+class MissingBackendError(BackendError):
+    """A backend needed for a cross-backend check is not installed here."""
+
+
+class WorkerError(BackendError):
+    """A backend worker crashed, hung past its timeout, or failed to start."""
+
+
+class StorageError(ConvvizError):
+    """A stored file (array archive, JSON, image) is unreadable, unsafe or too large."""
+
+
+class GoldenError(StorageError):
     """A golden file is missing, corrupt, unsafe or inconsistent with its sidecar."""
 
 
@@ -39,6 +55,10 @@ class LocalizationError(ConvvizError, ValueError):
     """A localization target (box or mask) is invalid for the heatmap or image."""
 
 
+class ConvvizWarning(UserWarning):
+    """Warnings convviz_check emits (large goldens, skipped metrics...)."""
+
+
 def describe_array(name: str, value: object) -> str:
     """Short ``name.shape=... dtype=...`` description for error messages."""
     shape = getattr(value, "shape", None)
@@ -48,5 +68,30 @@ def describe_array(name: str, value: object) -> str:
     return f"{name}.shape={tuple(shape)}, {name}.dtype={dtype}"
 
 
-class ConvvizWarning(UserWarning):
-    """Warnings convviz_check emits (large goldens, skipped metrics...)."""
+def _subclasses(cls: type[ConvvizError]) -> dict[str, type[ConvvizError]]:
+    found = {cls.__name__: cls}
+    for sub in cls.__subclasses__():
+        found.update(_subclasses(sub))
+    return found
+
+
+def to_wire(error: BaseException, traceback_text: str = "") -> dict[str, Any]:
+    """A JSON-ready description of ``error`` for the trip from a worker to its parent."""
+    return {"type": type(error).__name__, "message": str(error), "traceback": traceback_text}
+
+
+def rebuild(wire: dict[str, Any], context: str) -> ConvvizError:
+    """The error a worker reported (see :func:`to_wire`), as the same class here.
+
+    A :class:`ConvvizError` subclass comes back as itself with its message prefixed
+    by ``context`` (e.g. ``"[torch worker, gradcam]"``); any other exception becomes a
+    :class:`WorkerError` that names the original type and ends with the worker's last
+    traceback lines.
+    """
+    name = str(wire.get("type", ""))
+    message = f"{context} {wire.get('message', '')}"
+    cls = _subclasses(ConvvizError).get(name)
+    if cls is not None:
+        return cls(message)
+    tail = str(wire.get("traceback", "")).strip().splitlines()[-8:]
+    return WorkerError(f"{message} ({name})\nWorker traceback (last lines):\n" + "\n".join(tail))

@@ -4,7 +4,7 @@ Pure NumPy (plus Pillow for bilinear resizing and scikit-image / SciPy for conne
 regions and distances, both imported lazily): no Keras, no framework, so the CLI and
 the parent of a cross-backend run can measure maps without importing either.
 
-Conventions (SPEC 2):
+Conventions:
 
 - ``heatmap`` is an ``(h, w)`` array (or ``(1, h, w)``) or a one-image
   :class:`~convviz_check.types.GradCAM`, which knows its ``image_shape``.
@@ -16,7 +16,7 @@ Conventions (SPEC 2):
   is resized there with bilinear interpolation before measuring.
 - All-zero heatmaps (no positive value): pointing game ``False``, energy ``0.0``,
   IoU ``0.0``, :func:`heatmap_box` ``None``.
-- Degenerate GradCAM maps (SPEC 1.3: the class score barely depends on the layer) are
+- Degenerate GradCAM maps (the class score barely depends on the layer) are
   stored as zeros, so they are measured as all-zero maps: never a hit, no energy, no
   overlap. This makes a localization *rate* over a sample count them as misses, which
   is what they are. :func:`assert_localized` goes further and fails on them with
@@ -28,15 +28,16 @@ Conventions (SPEC 2):
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from . import storage
 from .errors import InputError, LocalizationError, describe_array
-from .types import Box, GradCAM
+from .report.localization import failure_text, overlay_figure
+from .types import Box, GradCAM, Localization
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -190,9 +191,9 @@ def _at(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """The heatmap at ``shape`` (bilinear), float32."""
     if tuple(values.shape) == tuple(shape):
         return values
-    from .explain.render import _resize
+    from .render import resize_bilinear
 
-    return _resize(values, tuple(shape))
+    return resize_bilinear(values, shape)
 
 
 def _tolerance(tolerance_px: Any) -> float:
@@ -389,32 +390,6 @@ def _largest_region_box(region: np.ndarray, values: np.ndarray) -> Box:
 
 
 # --------------------------------------------------------------------------- assertion
-@dataclass(frozen=True)
-class Localization:
-    """Every localization fact about one heatmap and target (what assertions report).
-
-    Attributes:
-        pointing: pointing-game hit.
-        energy: share of positive mass in the target.
-        iou: IoU of the thresholded region with the target.
-        peaks: ``(k, 2)`` (row, col) of the pixels tied at the max, at the measuring
-            resolution (empty for an all-zero map).
-        target_box: the Box, or the bounding box of the mask.
-        heatmap_box: the Grad-CAM paper's box, or None.
-        image_shape: the measuring resolution ``(H, W)``.
-        degenerate: the map came from a degenerate GradCAM.
-    """
-
-    pointing: bool
-    energy: float
-    iou: float
-    peaks: np.ndarray
-    target_box: Box
-    heatmap_box: Box | None
-    image_shape: tuple[int, int]
-    degenerate: bool
-
-
 def measure(
     heatmap: Any,
     target: Box | np.ndarray,
@@ -548,125 +523,25 @@ def assert_localized(
         failures.append(f"IoU {result.iou:.3f} < min_iou {i_min:.3f} (threshold {threshold})")
     if not failures:
         return
-    message = _failure_message(result, failures, tolerance_px, target)
+    message = failure_text(result, failures, tolerance_px, isinstance(target, Box))
     if results_dir is not None:
         path = _save_overlay(cam_or_heatmap, result, target, image, Path(results_dir), name)
         message += f"\n  overlay: {path}"
     raise AssertionError(message)
 
 
-def _failure_message(result: Localization, failures: list[str], tol: float, target: Any) -> str:
-    peaks = result.peaks
-    if len(peaks) == 0:
-        peak_text = "none (no positive value)"
-    elif len(peaks) == 1:
-        peak_text = f"(y={int(peaks[0, 0])}, x={int(peaks[0, 1])})"
-    else:
-        shown = ", ".join(f"(y={int(r)}, x={int(c)})" for r, c in peaks[:5])
-        more = f" ... {len(peaks) - 5} more" if len(peaks) > 5 else ""
-        peak_text = f"{len(peaks)} tied pixels: {shown}{more}"
-    kind = "box" if isinstance(target, Box) else "mask (bounding box)"
-    h, w = result.image_shape
-    lines = [
-        "Heatmap is not localized on the target: " + "; ".join(failures) + ".",
-        f"  peak: {peak_text} in {h}x{w} image pixels",
-        f"  target {kind}: rows [{result.target_box.y0}, {result.target_box.y1}), "
-        f"cols [{result.target_box.x0}, {result.target_box.x1})"
-        + (f", tolerance {tol} px" if tol else ""),
-        f"  pointing game: {'hit' if result.pointing else 'miss'}",
-        f"  energy in target: {result.energy:.3f}",
-        f"  IoU (region >= threshold x max vs target): {result.iou:.3f}",
-        f"  heatmap box (Grad-CAM paper): {_box_text(result.heatmap_box)}",
-    ]
-    if result.degenerate:
-        lines.append("  degenerate: True (SPEC 1.3; metrics treat the map as all zero)")
-    return "\n".join(lines)
-
-
-def _box_text(box: Box | None) -> str:
-    if box is None:
-        return "none"
-    return f"rows [{box.y0}, {box.y1}), cols [{box.x0}, {box.x1})"
-
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._\-]+")
-
-
-def _safe_relative(name: str) -> Path:
-    """``name`` as a relative path that cannot escape its folder."""
-    parts = [_UNSAFE.sub("_", p).strip("._") for p in str(name).replace("\\", "/").split("/")]
-    parts = [p for p in parts if p]
-    return Path(*parts) if parts else Path("localization")
-
-
 def _save_overlay(
     cam_or_heatmap: Any,
     result: Localization,
-    target: Any,
+    target: Box | np.ndarray,
     image: np.ndarray | None,
     results_dir: Path,
     name: str,
 ) -> Path:
-    from .explain.render import overlay, save_png
-
-    h, w = result.image_shape
-    hm = _as_map(cam_or_heatmap).values
-    peak = float(hm.max())
-    scaled = hm / peak if peak > 0 else np.zeros_like(hm)
-    base = _base_image(image, (h, w))
-    picture = overlay(base, np.clip(scaled, 0.0, 1.0))
-    # heatmap box first, so that the target (what the reader checks against) is on top
-    if result.heatmap_box is not None:
-        _draw_box(picture, result.heatmap_box, (0, 255, 255))
-    if isinstance(target, Box):
-        _draw_box(picture, target, (0, 255, 0))
-    else:
-        _draw_outline(picture, _mask_of(target), (0, 255, 0))
-    for r, c in result.peaks[:50]:
-        _draw_cross(picture, int(r), int(c), (255, 0, 255))
-    rel = _safe_relative(name)
-    path = results_dir / rel.parent / f"{rel.name}.png"
-    return save_png(picture, path)
-
-
-def _base_image(image: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
-    """The image at the measuring resolution as uint8 RGB (mid grey when absent)."""
-    if image is None:
-        return np.full((*shape, 3), 128, dtype=np.uint8)
-    from .explain.render import as_rgb
-
-    img = np.asarray(image)
-    if img.ndim == 4 and img.shape[0] == 1:
-        img = img[0]
-    img = np.clip(as_rgb(img, "assert_localized"), 0, 255).astype(np.uint8)
-    if img.shape[:2] != tuple(shape):
-        from PIL import Image
-
-        img = np.asarray(Image.fromarray(img).resize((shape[1], shape[0]), Image.BILINEAR))
-    return img
-
-
-def _draw_box(picture: np.ndarray, box: Box, colour: tuple[int, int, int]) -> None:
-    h, w = picture.shape[:2]
-    y0, x0 = max(box.y0, 0), max(box.x0, 0)
-    y1, x1 = min(box.y1, h) - 1, min(box.x1, w) - 1
-    if y1 < y0 or x1 < x0:
-        return
-    picture[y0, x0 : x1 + 1] = colour
-    picture[y1, x0 : x1 + 1] = colour
-    picture[y0 : y1 + 1, x0] = colour
-    picture[y0 : y1 + 1, x1] = colour
-
-
-def _draw_outline(picture: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) -> None:
-    if mask.shape != picture.shape[:2]:
-        return
-    padded = np.pad(mask, 1)
-    interior = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:] & mask
-    picture[mask & ~interior] = colour
-
-
-def _draw_cross(picture: np.ndarray, r: int, c: int, colour: tuple[int, int, int]) -> None:
-    h, w = picture.shape[:2]
-    picture[max(r - 2, 0) : min(r + 3, h), c] = colour
-    picture[r, max(c - 2, 0) : min(c + 3, w)] = colour
+    """Draw the failure's overlay into ``results_dir`` as ``<name>.png`` (each part of
+    ``name`` sanitized; ``/`` makes subfolders)."""
+    mask = None if isinstance(target, Box) else _mask_of(target)
+    picture = overlay_figure(_as_map(cam_or_heatmap).values, result, mask, image)
+    parts = [storage.sanitize_part(p) for p in str(name).replace("\\", "/").split("/") if p]
+    rel = Path(*parts) if parts else Path("localization")
+    return storage.write_png(results_dir / rel.parent / f"{rel.name}.png", picture)

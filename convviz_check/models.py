@@ -1,6 +1,6 @@
 """Model sources: ``cc.load_model`` and the model fingerprint.
 
-Sources (SPEC 2): a ``.keras`` file; a legacy HDF5 ``.h5``/``.hdf5`` file saved by
+Sources: a ``.keras`` file; a legacy HDF5 ``.h5``/``.hdf5`` file saved by
 tf.keras 2; a keras-hub preset directory (made with ``save_to_preset``); ``hub:<name>``
 (a keras-hub preset through its cache, bounded by a timeout so that an offline machine
 fails fast); ``package.module:factory`` (a callable returning a model that loads its

@@ -85,7 +85,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     markexpr = config.getoption("markexpr", "") or ""
     if "convviz_slow" in markexpr:
         return
-    kept, dropped = [], []
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
     for item in items:
         (dropped if item.get_closest_marker("convviz_slow") else kept).append(item)
     if dropped:
@@ -95,15 +96,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture
 def convviz(request: pytest.FixtureRequest) -> Any:
-    """Compute shortcuts bound to the running backend, golden checks and assertions.
+    """convviz_check: golden checks of what a convnet looks at, for this test.
 
-    ``convviz.check(name, value, kind=None, tolerance=None, *, dtype=None, layers=None,
-    model=None)`` (see :meth:`~convviz_check.plugin_session.ConvvizFixture.check`),
-    ``convviz.assert_localized(...)``, ``convviz.assert_backends_agree(...)``, and
-    ``convviz.activations / filter_patterns / gradcam / load_model``.
+    Compute (bound to the running Keras backend; the model and images they see are
+    fingerprinted into the next check's sidecar):
+        convviz.activations(model, images, layers=None, batch_size=32)
+        convviz.gradcam(model, images, class_index=None, layer=None, score="auto", ...)
+        convviz.filter_patterns(model, layer, filters=None, steps=30, ...)
+        convviz.load_model(source, safe_mode=True, custom_objects=None)
+    Check against golden files (``--convviz-update=missing|failed|all`` writes them):
+        convviz.check(name, value, kind=None, tolerance=None, *, dtype=None,
+                      layers=None, model=None)
+        (value: a GradCAM, a dict of activations, or an array; filter patterns need
+        kind="pattern")
+    Assert:
+        convviz.assert_localized(cam_or_heatmap, target, **kwargs)   # Box or mask
+        convviz.assert_backends_agree(model_source, images, **kwargs)
+    Facts: convviz.backend, convviz.results_dir.
     """
-    from .plugin_session import ConvvizFixture
+    from .plugin_fixture import ConvvizFixture
 
-    fixture = ConvvizFixture(request)
-    yield fixture
-    fixture.finish()
+    return ConvvizFixture(request)

@@ -8,7 +8,7 @@ Grad-CAM for the same images, the same target layer, the same classes and the sa
 score kind, and asserts that the maps' Spearman rank correlation with the trained maps
 drops below a bound.
 
-Re-initialization draws from ``numpy.random.default_rng(seed)`` (SPEC 1.0: Keras'
+Re-initialization draws from ``numpy.random.default_rng(seed)`` (Keras'
 random initializers differ between backends), mimicking Keras' defaults: kernels
 (rank >= 2) from Glorot-uniform with Keras' fan computation; 1-D weights (biases,
 normalization scales and statistics) are randomly permuted, which destroys what they
@@ -171,9 +171,10 @@ def _clone(model: Any) -> Any:
     ``XceptionImageClassifier``), losing their class and what it knows (head, preset).
     """
     import keras
-    from keras.src.models.functional import Functional
 
-    plain = type(model) in (Functional, keras.Sequential, keras.Model)
+    from .graph import is_plain_functional
+
+    plain = is_plain_functional(model)
     attempts = [keras.models.clone_model] if plain else [_from_config, keras.models.clone_model]
     errors = []
     for attempt in attempts:

@@ -1,4 +1,4 @@
-"""The one table of default comparison bounds (SPEC 4), each with its measurement.
+"""The one table of default comparison bounds, each with its measurement.
 
 Two columns per kind:
 
@@ -22,7 +22,10 @@ heatmaps: their [0, 1] range; patterns: 255 for uint8 images, else the pair's ra
 
 from __future__ import annotations
 
-from .errors import ComparisonError
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import ComparisonError, ConvvizError
 from .types import Tolerance
 
 # Measurements: `python benchmarks/calibrate_tolerances.py --backends tensorflow,torch,jax`
@@ -165,3 +168,39 @@ def default_tolerance(kind: str, cross_backend: bool = False) -> Tolerance:
         )
     column = 1 if cross_backend else 0
     return Tolerance(**{name: pair[column] for name, pair in TABLE[kind].items()})
+
+
+def as_tolerance(value: Any, source: str = "tolerance") -> Tolerance | None:
+    """``value`` as a :class:`Tolerance`: None, a Tolerance, or a dict of its fields.
+
+    Raises:
+        ComparisonError: another type, or a dict with unknown fields (``source`` names
+            where the value came from, e.g. ``"convviz(tolerance=...)"``).
+    """
+    if value is None or isinstance(value, Tolerance):
+        return value
+    if isinstance(value, Mapping):
+        try:
+            return Tolerance.from_dict(dict(value))
+        except (ConvvizError, TypeError, ValueError) as err:
+            raise ComparisonError(f"Invalid {source}: {err} Received: {value!r}") from None
+    raise ComparisonError(
+        f"{source} must be a Tolerance, a dict of its fields or None. Received: {value!r} "
+        f"(type {type(value).__name__})"
+    )
+
+
+def merge(*overrides: Any) -> Tolerance | None:
+    """The overrides merged in order (later fields win); None when none is set."""
+    merged: Tolerance | None = None
+    for value in overrides:
+        tol = as_tolerance(value)
+        if tol is not None:
+            merged = tol if merged is None else merged.merged(tol)
+    return merged
+
+
+def resolve(kind: str, *overrides: Any, cross_backend: bool = False) -> Tolerance:
+    """The bounds one comparison uses: the default column of ``kind`` with each
+    override's set fields on top (later overrides win), resolved once."""
+    return default_tolerance(kind, cross_backend=cross_backend).merged(merge(*overrides))

@@ -1,6 +1,15 @@
-"""Shared result and value types (plain dataclasses, NumPy only).
+"""Value types and the constants that exist once (plain dataclasses, NumPy only).
 
-Later modules share these instead of inventing their own; none of them imports Keras.
+Every module shares these instead of inventing its own; none of them imports Keras.
+
+Vocabulary:
+- a **technique** is what is computed: ``"activations"``, ``"gradcam"``, ``"filters"``
+  (the ``what=`` of cross-backend checks);
+- its result has a **kind**, which decides how it is compared: ``"activation"``,
+  ``"heatmap"``, ``"pattern"``;
+- an :class:`~convviz_check.artifacts.Artifact` stores a result in one of three
+  **layouts**: ``"array"`` (one array), ``"activations"`` (layer -> array) or
+  ``"gradcam"`` (the arrays of a :class:`GradCAM`).
 """
 
 from __future__ import annotations
@@ -11,7 +20,57 @@ from typing import Any
 
 import numpy as np
 
-from .errors import LocalizationError
+from .errors import ConvvizError, LocalizationError
+
+BACKENDS = ("tensorflow", "torch", "jax")
+KINDS = ("activation", "heatmap", "pattern")
+LAYOUTS = ("array", "activations", "gradcam")
+TECHNIQUES = ("activations", "gradcam", "filters")
+KIND_OF = {"activations": "activation", "gradcam": "heatmap", "filters": "pattern"}
+# What one item of a result is called in reports (one layer, image or filter).
+ITEM_UNIT = {"activation": "layer", "heatmap": "image", "pattern": "filter"}
+
+# The metrics of each kind: (metric name, the Tolerance field that bounds it,
+# direction). "max": an error that must stay <= its bound; "min": a similarity that
+# must stay >= its bound.
+METRICS: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "activation": (
+        ("max_rel", "activation_max_rel", "max"),
+        ("mean_rel", "activation_mean_rel", "max"),
+    ),
+    "heatmap": (
+        ("max_abs", "heatmap_max_abs", "max"),
+        ("rms", "heatmap_rms", "max"),
+        ("pearson", "heatmap_pearson_min", "min"),
+        ("ssim", "heatmap_ssim_min", "min"),
+        ("peak_shift", "heatmap_peak_shift_cells", "max"),
+        ("topk_iou", "heatmap_topk_iou_min", "min"),
+    ),
+    "pattern": (
+        ("ssim", "pattern_ssim_min", "min"),
+        ("pearson", "pattern_pearson_min", "min"),
+    ),
+}
+
+
+def bound_distance(value: float, bound: float | None, direction: str) -> float:
+    """How far ``value`` is from its bound, in units of the allowed slack: <= 1 passes,
+    > 1 fails, ``inf`` when there is no slack at all.
+
+    Errors (``direction="max"``): ``value / bound``. Similarities (``"min"``, at most
+    1): ``(1 - value) / (1 - bound)``. This one rule ranks the worst layer, image or
+    filter of a comparison and the worst backend pair of an agreement report.
+    """
+    if bound is None or not math.isfinite(value):
+        return 0.0 if bound is None else math.inf
+    if direction == "max":
+        if bound > 0:
+            return value / bound
+        return math.inf if value > 0 else 0.0
+    slack, gap = 1.0 - bound, 1.0 - value
+    if slack > 0:
+        return gap / slack
+    return math.inf if gap > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -68,7 +127,8 @@ class GradCAM:
         score: ``(N,)`` float32, the class score ``y_c`` that was differentiated.
         score_kind: ``"logit"`` or ``"output"``.
         layer: name of the target layer (qualified for nested models).
-        degenerate: ``(N,)`` bool, maps that carry no information (see SPEC 1.3).
+        degenerate: ``(N,)`` bool, maps that carry no information (the class
+            score barely depends on the layer, or the map is all zero).
         image_shape: ``(H, W)`` of the input images, for resizing and overlays.
     """
 
@@ -113,6 +173,23 @@ class MetricResult:
     ok: bool
     direction: str = "max"
     note: str = ""
+
+    @property
+    def distance(self) -> float:
+        """Distance to the bound (see :func:`bound_distance`); a failed metric with
+        no bound is infinitely far."""
+        if self.bound is None or not math.isfinite(self.value):
+            return 0.0 if self.ok else math.inf
+        return bound_distance(self.value, self.bound, self.direction)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "value": self.value,
+            "bound": self.bound,
+            "ok": self.ok,
+            "direction": self.direction,
+            "note": self.note,
+        }
 
 
 @dataclass(frozen=True)
@@ -189,8 +266,6 @@ class Tolerance:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            from .errors import ConvvizError
-
             raise ConvvizError(
                 f"Unknown tolerance field(s) {unknown}. Expected any of {sorted(known)}."
             )
@@ -199,3 +274,29 @@ class Tolerance:
 
 def is_finite_number(x: float) -> bool:
     return isinstance(x, int | float) and math.isfinite(x)
+
+
+@dataclass(frozen=True)
+class Localization:
+    """Every localization fact about one heatmap and target (what assertions report).
+
+    Attributes:
+        pointing: pointing-game hit.
+        energy: share of positive mass in the target.
+        iou: IoU of the thresholded region with the target.
+        peaks: ``(k, 2)`` (row, col) of the pixels tied at the max, at the measuring
+            resolution (empty for an all-zero map).
+        target_box: the Box, or the bounding box of the mask.
+        heatmap_box: the Grad-CAM paper's box, or None.
+        image_shape: the measuring resolution ``(H, W)``.
+        degenerate: the map came from a degenerate GradCAM.
+    """
+
+    pointing: bool
+    energy: float
+    iou: float
+    peaks: np.ndarray
+    target_box: Box
+    heatmap_box: Box | None
+    image_shape: tuple[int, int]
+    degenerate: bool

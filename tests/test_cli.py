@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from pathlib import Path
 
 
 def test_cli_help_works_without_importing_keras():
@@ -14,8 +15,11 @@ def test_cli_help_works_without_importing_keras():
 
 
 def test_console_script_is_installed():
+    # The entry point pip installs next to the interpreter (not `python -m`).
+    script = Path(sys.executable).with_name("convviz-check")
+    assert script.exists(), f"no console script at {script}"
     out = subprocess.run(
-        [sys.executable, "-m", "convviz_check", "--version"],
+        [str(script), "--version"],
         capture_output=True,
         text=True,
         timeout=120,

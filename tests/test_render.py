@@ -1,4 +1,4 @@
-"""Tests of explain/render.py: channel grids, deprocessing, filter grids, overlays.
+"""Tests of render.py: channel grids, deprocessing, filter grids, overlays.
 
 Pure NumPy: render imports no Keras, so these run the same under every backend.
 """
@@ -11,22 +11,20 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from PIL import Image
 
 from convviz_check.errors import ConvvizError, InputError
-from convviz_check.explain.render import (
+from convviz_check.render import (
     activation_grid,
     colorize,
     deprocess_image,
     filter_grid,
     overlay,
-    save_png,
 )
 from convviz_check.types import GradCAM
 
 
 def _standardized(channel: np.ndarray) -> np.ndarray:
-    """The SPEC 1.1 per-channel rendering, written out for one 2-D channel."""
+    """The per-channel rendering (standardize, x64, +128, clip), written out for one 2-D channel."""
     c = channel.astype(np.float64)
     if c.std() == 0:
         return np.full(c.shape, 128, np.uint8)
@@ -286,13 +284,3 @@ def test_render_errors_are_convviz_errors():
         activation_grid(np.zeros(3))
 
 
-# --- save_png -------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("shape", [(5, 7), (5, 7, 1), (5, 7, 3)])
-def test_save_png_round_trips_and_leaves_no_temp_file(tmp_path, shape):
-    arr = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
-    path = save_png(arr, tmp_path / "sub" / "x.png")
-    expected = arr[..., 0] if arr.ndim == 3 and arr.shape[-1] == 1 else arr
-    np.testing.assert_array_equal(np.asarray(Image.open(path)), expected)
-    assert [p.name for p in path.parent.iterdir()] == ["x.png"]

@@ -1,7 +1,7 @@
 """Examples shipped with the package: the "scenes" dataset and two models trained on it.
 
 No pretrained weights can be downloaded here, so the package makes its own from a
-seed (SPEC 5): :func:`make_scenes` draws coloured shapes on textured backgrounds, and
+seed: :func:`make_scenes` draws coloured shapes on textured backgrounds, and
 ``python -m convviz_check.examples.train`` trains a chapter-style convnet and a tiny
 keras-hub Xception on them, accepts each only when accuracy >= 95% AND a plain Grad-CAM
 points inside the object's box in >= 90% of 200 fresh scenes, and writes them under

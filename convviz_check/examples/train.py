@@ -17,7 +17,7 @@ them. The script refuses to write models that fail. Training runs on the TensorF
 backend with fixed seeds; the saved files load under every backend.
 
 The acceptance check uses ``cc.gradcam`` (top class, logit score, auto layer) and
-``cc.localization.pointing_game``; it replaced a stand-in Grad-CAM once issue 6 landed,
+``cc.localization.pointing_game``; it replaced an earlier stand-in Grad-CAM,
 with identical rates (convnet 0.945, xception 0.910).
 """
 
@@ -153,7 +153,7 @@ def evaluate(model: Any, scenes: Scenes | None = None) -> Evaluation:
     """Accuracy and Grad-CAM pointing rate (first object's box) on ``scenes``
     (default: the :data:`ACCEPT_N` acceptance scenes of :data:`ACCEPT_SEED`)."""
     # cc.gradcam (top class, logit score, auto layer) replaced the training script's
-    # stand-in Grad-CAM once issue 6 landed; the pointing game is the library's.
+    # earlier stand-in Grad-CAM; the pointing game is the library's.
     from ..explain.gradcam import gradcam
     from ..localization import pointing_game
 
@@ -282,12 +282,10 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    import tensorflow as tf
+    from ..backends import enable_determinism, pin_threads
 
-    tf.config.experimental.enable_op_determinism()
+    enable_determinism()
     if args.threads:
-        from ..backends import pin_threads
-
         pin_threads(args.threads)
 
     train_scenes = make_scenes(TRAIN_N, seed=TRAIN_SEED)

@@ -1,21 +1,23 @@
 """``convviz-check golden list|show|diff|accept|prune``: inspect and maintain golden files.
 
-``accept`` promotes the obtained files of a ``--convviz-results-dir`` (for instance a CI
-artifact) into the golden directory, each file atomically, after verifying them. No
-Keras and no framework are imported.
+``accept`` promotes the obtained results of a ``--convviz-results-dir`` (for instance a
+CI artifact) into the golden directory through the same check lifecycle as the pytest
+plugin (:func:`convviz_check.checks.run_check`): the same ownership rule, verified
+files, atomic writes. No Keras and no framework are imported.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from . import golden
-from .errors import GoldenError
+from .. import golden, storage
+from ..checks import CheckRequest, Settings, run_check
+from ..errors import GoldenError, StorageError
+from ..metrics import compare
 
 DEFAULT_GOLDEN_DIR = "golden"
 
@@ -133,57 +135,72 @@ def cmd_show(args: argparse.Namespace) -> int:
     g = golden.load(base)
     side = dict(g.sidecar)
     print(f"{base}.npz")
-    print(json.dumps(side, sort_keys=True, indent=2))
-    print(f"verified: {len(g.arrays)} array(s), sha256 {side['sha256'][:12]} matches")
+    print(storage.json_bytes(side).decode(), end="")
+    print(f"verified: {len(g.artifact.arrays)} array(s), sha256 {side['sha256'][:12]} matches")
     return 0
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from .compare import compare
-
     root = Path(args.golden_dir)
     expected = golden.load(_base(root, args.expected))
-    obtained = golden.load(_base(root, args.obtained), kind=expected.kind)
+    obtained = golden.load(_base(root, args.obtained), kind=expected.artifact.kind)
     result = compare(
-        expected.value(), obtained.value(), expected.kind, cross_backend=args.cross_backend
+        expected.artifact.to_value(),
+        obtained.artifact.to_value(),
+        expected.artifact.kind,
+        cross_backend=args.cross_backend,
     )
     print(result.text)
     if args.images:
-        from .report import write_check_images
+        from ..report.checks import write_check_images
 
         out = Path(args.images)
-        written = write_check_images(out / "check", obtained, expected)
+        written = write_check_images(out / "check", obtained.artifact, expected.artifact)
         for role, path in written.items():
             print(f"{role}: {path}")
     return 0 if result.passed else 1
 
 
-def _copy_check(src_base: Path, dest_base: Path) -> list[Path]:
-    """Copy the files of a check atomically (each file: temp + rename)."""
-    written = []
-    for suffix, src in golden.files_of(src_base).items():
-        if not src.exists():
-            continue
-        dest = golden.files_of(dest_base)[suffix]
-        golden._write_atomic(dest, src.read_bytes())
-        written.append(dest)
-    return written
+def _read_report(results: Path) -> dict[str, Any]:
+    path = results / "report.json"
+    if not path.exists():
+        raise GoldenError(
+            f"No report.json in {results}. Expected the directory given to "
+            "--convviz-results-dir (it holds report.json and obtained/)."
+        )
+    try:
+        report = storage.read_json(path)
+    except StorageError as e:
+        raise GoldenError(str(e)) from None
+    if not isinstance(report, dict):
+        raise GoldenError(f"{path} must hold a JSON object. Received: {type(report).__name__}.")
+    return report
+
+
+# Sidecar keys that describe the arrays themselves (rebuilt on write), as opposed to
+# the facts of the run that produced them (kept when a result is accepted).
+_ARRAY_KEYS = (
+    "format_version",
+    "kind",
+    "layout",
+    "names",
+    "shape",
+    "dtype",
+    "stats",
+    "sha256",
+    "attrs",
+)
 
 
 def cmd_accept(args: argparse.Namespace) -> int:
     results = Path(args.results_dir)
-    report_path = results / "report.json"
-    try:
-        report = json.loads(report_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise GoldenError(
-            f"No report.json in {results}. Expected the directory given to "
-            "--convviz-results-dir (it holds report.json and obtained/)."
-        ) from None
-    except json.JSONDecodeError as e:
-        raise GoldenError(f"{report_path} is not valid JSON ({e}).") from None
-    root = Path(args.golden_dir)
-    reference = report.get("golden_backend")
+    report = _read_report(results)
+    settings = Settings(
+        golden_dir=Path(args.golden_dir),
+        reference=str(report.get("golden_backend") or "tensorflow"),
+        update="all",
+        allow_override=bool(args.override),
+    )
     statuses = {"failed", "missing"} | ({"passed", "written"} if args.all else set())
     accepted, skipped = 0, []
     for entry in report.get("entries", []):
@@ -192,24 +209,34 @@ def cmd_accept(args: argparse.Namespace) -> int:
         label = f"{entry.get('nodeid')} :: {entry.get('check')}"
         if args.match and args.match not in label:
             continue
+        stored = golden.load(golden.inside(results, entry["obtained"]), kind=entry.get("kind"))
         rel = PurePosixPath(entry.get("rel") or entry["golden"])
-        backend = entry.get("backend")
-        if golden.scope_of(rel) is None and reference and backend and backend != reference:
-            if not args.override:
-                skipped.append(
-                    f"{label}: computed under {backend!r}, goldens belong to {reference!r}; "
-                    "pass --override to store it as a per-backend override"
-                )
-                continue
-            rel = golden.scoped(rel, backend)
-        src = golden.inside(results, entry["obtained"])
-        golden.load(src, kind=entry.get("kind"))  # verify before promoting
-        dest = golden.inside(root, rel)
+        request = CheckRequest(
+            name=str(entry.get("check")),
+            rel=rel,
+            obtained=stored.artifact,
+            backend=str(entry.get("backend") or settings.reference),
+            meta={k: v for k, v in stored.sidecar.items() if k not in _ARRAY_KEYS},
+        )
         if args.dry_run:
-            print(f"would write {dest}.npz  <- {src}.npz")
-        else:
-            _copy_check(src, dest)
-            print(f"accepted {dest}.npz  ({label})")
+            place = golden.place(
+                settings.golden_dir, rel, request.backend, settings.reference, args.override
+            )
+            if place.write_to is None:
+                skipped.append(
+                    f"{label}: {place.refusal}; pass --override to keep it as an override"
+                )
+            else:
+                print(f"would write {place.write_to}.npz  <- {results / entry['obtained']}.npz")
+                accepted += 1
+            continue
+        outcome = run_check(settings, request, None)
+        if outcome.status == "error":
+            skipped.append(
+                f"{label}: {outcome.message.splitlines()[-1]}; pass --override to keep it as an override"
+            )
+            continue
+        print(f"accepted {settings.golden_dir / outcome.golden}.npz  ({label})")
         accepted += 1
     for line in skipped:
         print(f"skipped {line}", file=sys.stderr)
@@ -221,8 +248,18 @@ def cmd_prune(args: argparse.Namespace) -> int:
     root = Path(args.golden_dir)
     doomed: list[Path] = []
     if args.report:
-        report = json.loads(Path(args.report).read_text(encoding="utf-8"))
-        for rel in (report.get("unused") or {}).get("files", []):
+        try:
+            report = storage.read_json(args.report)
+        except StorageError as e:
+            raise GoldenError(str(e)) from None
+        unused = (report.get("unused") if isinstance(report, dict) else None) or {}
+        if not unused.get("judged"):
+            raise GoldenError(
+                f"{args.report} cannot tell which goldens are unused: "
+                f"{unused.get('note') or 'the run did not judge them'}. Prune with the "
+                "report of a complete run that passed."
+            )
+        for rel in unused.get("files", []):
             doomed += [p for p in golden.files_of(golden.inside(root, rel)).values() if p.exists()]
     if root.is_dir():
         for path in root.rglob("*"):

@@ -1,8 +1,8 @@
 """Reports of golden checks: preview / expected / obtained / diff images, ``report.json``
 and a static ``report.html`` (failures first, images side by side).
 
-NumPy, Pillow and matplotlib colormaps only (through :mod:`convviz_check.explain.render`):
-no Keras, no framework, no pytest. Under pytest-xdist every worker writes its own part
+NumPy, Pillow and matplotlib colormaps only (through :mod:`convviz_check.render`): no
+Keras, no framework, no pytest. Under pytest-xdist every worker writes its own part
 file (:func:`write_part`); the controller merges them (:func:`merge_parts`).
 """
 
@@ -11,14 +11,15 @@ from __future__ import annotations
 import html
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .golden import Golden
+from .. import storage
+from ..artifacts import Artifact
+from ..render import activation_grid, colorize, deprocess_image, filter_grid
 
 REPORT_VERSION = 1
 PARTS_DIR = ".convviz-parts"
@@ -72,23 +73,20 @@ def _tile_channels(x: np.ndarray, per_row: int = 16) -> np.ndarray:
     return grid
 
 
-def _heatmaps(g: Golden) -> np.ndarray:
-    v = g.value()
-    hm = np.asarray(v.heatmap if g.layout == "gradcam" else v, np.float32)
+def _heatmaps(g: Artifact) -> np.ndarray:
+    hm = np.asarray(g.arrays["heatmap" if g.layout == "gradcam" else "value"], np.float32)
     while hm.ndim > 3:
         hm = hm[..., 0] if hm.shape[-1] == 1 else hm[0]
     return hm[None] if hm.ndim == 2 else hm
 
 
 def _heat_tiles(maps: np.ndarray, scale: float, colormap: str) -> np.ndarray:
-    from .explain.render import colorize
-
     tiles = [_upscale(colorize(_unit(m, scale), colormap)) for m in maps[:_MAX_TILES]]
     return _hstack(tiles)
 
 
-def _activation_of(g: Golden, layer: str | None) -> tuple[str, np.ndarray]:
-    v = g.value()
+def _activation_of(g: Artifact, layer: str | None) -> tuple[str, np.ndarray]:
+    v = g.to_value()
     if isinstance(v, dict):
         name = layer if layer in v else next(iter(v))
         return name, np.asarray(v[name], np.float32)
@@ -106,10 +104,8 @@ def _one_image(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def _patterns(g: Golden) -> list[np.ndarray]:
-    from .explain.render import deprocess_image
-
-    a = np.asarray(g.value())
+def _patterns(g: Artifact) -> list[np.ndarray]:
+    a = np.asarray(g.arrays["value"])
     if a.ndim == 3:
         a = a[None]
     if a.ndim == 2:
@@ -120,14 +116,12 @@ def _patterns(g: Golden) -> list[np.ndarray]:
     return out
 
 
-def render(g: Golden, layer: str | None = None) -> np.ndarray:
-    """A uint8 picture of a golden (used for previews and expected/obtained images).
+def picture(g: Artifact, layer: str | None = None) -> np.ndarray:
+    """A uint8 picture of an artifact (previews and expected/obtained images).
 
     Heatmaps: "jet" colormap, up to 8 maps side by side; activations: the channel grid
     of one layer (``layer`` or the first) for the first image; patterns: the filter grid.
     """
-    from .explain.render import activation_grid, filter_grid
-
     if g.kind == "heatmap":
         maps = _heatmaps(g)
         top = float(np.max(maps)) if maps.size else 0.0
@@ -138,15 +132,24 @@ def render(g: Golden, layer: str | None = None) -> np.ndarray:
     return _upscale(activation_grid(_one_image(a)), 64)
 
 
-def diff_image(expected: Golden, obtained: Golden, layer: str | None = None) -> np.ndarray | None:
+def preview(g: Artifact) -> np.ndarray | None:
+    """The golden's ``.png`` preview, or None when no picture can be drawn (a preview
+    is for humans and never compared, so it never fails a write)."""
+    try:
+        return picture(g)
+    except Exception:  # noqa: BLE001 - any odd shape just has no preview
+        return None
+
+
+def diff_image(
+    expected: Artifact, obtained: Artifact, layer: str | None = None
+) -> np.ndarray | None:
     """|expected - obtained| as a picture, or None when the two cannot be aligned.
 
     Heatmaps are in [0, 1], so their diff is shown on that absolute scale ("magma");
     activations on the scale of max |expected| of the layer; patterns as the grey
     mean over channels of the deprocessed images.
     """
-    from .explain.render import filter_grid
-
     if expected.kind != obtained.kind:
         return None
     if expected.kind == "heatmap":
@@ -156,17 +159,18 @@ def diff_image(expected: Golden, obtained: Golden, layer: str | None = None) -> 
         top = max(float(np.max(np.abs(e))) if e.size else 0.0, 1.0)
         return _heat_tiles(np.abs(e - o), top, "magma")
     if expected.kind == "pattern":
-        e, o = _patterns(expected), _patterns(obtained)
-        if len(e) != len(o) or any(a.shape != b.shape for a, b in zip(e, o, strict=True)):
+        ep, op = _patterns(expected), _patterns(obtained)
+        if len(ep) != len(op) or any(a.shape != b.shape for a, b in zip(ep, op, strict=True)):
             return None
+        # astype(np.uint8): the same truncating cast as np.uint8(array), typed as an array.
         d = [
-            np.uint8(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean(axis=-1))[..., None]
-            for a, b in zip(e, o, strict=True)
+            np.abs(a.astype(np.int16) - b.astype(np.int16)).mean(axis=-1).astype(np.uint8)[..., None]
+            for a, b in zip(ep, op, strict=True)
         ]
         return _upscale(filter_grid(np.stack(d), cols=8, margin=2)[..., 0], 64)
     name, e = _activation_of(expected, layer)
     _, o = _activation_of(obtained, name)
-    if isinstance(obtained.value(), dict) and name not in obtained.value():
+    if obtained.layout == "activations" and name not in obtained.arrays:
         return None
     e, o = _one_image(e), _one_image(o)
     if e.shape != o.shape:
@@ -176,61 +180,47 @@ def diff_image(expected: Golden, obtained: Golden, layer: str | None = None) -> 
 
 
 def write_check_images(
-    out_base: str | os.PathLike,
-    obtained: Golden,
-    expected: Golden | None = None,
+    out_base: str | os.PathLike[str],
+    obtained: Artifact,
+    expected: Artifact | None = None,
     layer: str | None = None,
 ) -> dict[str, str]:
     """Write ``<out_base>.obtained.png`` and, with an expected golden, ``.expected.png``
     and ``.diff.png``. Returns role -> path of what was written."""
-    from .explain.render import save_png
-
     out_base = Path(out_base)
     written: dict[str, str] = {}
-    jobs: list[tuple[str, Any]] = [("obtained", lambda: render(obtained, layer))]
+    jobs: list[tuple[str, Any]] = [("obtained", lambda: picture(obtained, layer))]
     if expected is not None:
-        jobs.insert(0, ("expected", lambda: render(expected, layer)))
+        jobs.insert(0, ("expected", lambda: picture(expected, layer)))
         jobs.append(("diff", lambda: diff_image(expected, obtained, layer)))
     for role, make in jobs:
         try:
             img = make()
-        except Exception:  # a picture must never hide the check's real outcome
+        except Exception:  # noqa: BLE001 - a picture must never hide the check's outcome
             img = None
         if img is not None:
             path = out_base.with_name(f"{out_base.name}.{role}.png")
-            save_png(img, path)
+            storage.write_png(path, img)
             written[role] = str(path)
     return written
 
 
 # --------------------------------------------------------------------------- reports
-def _atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_part(results_dir: str | os.PathLike, worker: str, data: Mapping[str, Any]) -> Path:
+def write_part(results_dir: str | os.PathLike[str], worker: str, data: Mapping[str, Any]) -> Path:
     """Write one process's share of the report (``worker`` is the xdist id or "main")."""
     path = Path(results_dir) / PARTS_DIR / f"{worker}.json"
-    _atomic_text(path, json.dumps(data, sort_keys=True, default=str))
+    storage.write_text(path, json.dumps(data, sort_keys=True, default=str))
     return path
 
 
-def clear_parts(results_dir: str | os.PathLike) -> None:
+def clear_parts(results_dir: str | os.PathLike[str]) -> None:
     d = Path(results_dir) / PARTS_DIR
     if d.is_dir():
         for p in d.glob("*.json"):
             p.unlink(missing_ok=True)
 
 
-def merge_parts(results_dir: str | os.PathLike) -> list[dict[str, Any]]:
+def merge_parts(results_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Entries of every part file written in this results dir, in report order."""
     entries: list[dict[str, Any]] = []
     d = Path(results_dir) / PARTS_DIR
@@ -251,7 +241,7 @@ def sort_entries(entries: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def write_report(
-    results_dir: str | os.PathLike,
+    results_dir: str | os.PathLike[str],
     entries: Iterable[Mapping[str, Any]],
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Path]:
@@ -277,8 +267,8 @@ def write_report(
     data.update(extra or {})
     json_path = results_dir / "report.json"
     html_path = results_dir / "report.html"
-    _atomic_text(json_path, json.dumps(data, sort_keys=True, indent=2, default=str) + "\n")
-    _atomic_text(html_path, render_html(data, results_dir))
+    storage.write_json(json_path, data)
+    storage.write_text(html_path, render_html(data, results_dir))
     return {"json": json_path, "html": html_path}
 
 

@@ -1,6 +1,6 @@
 """Comparison metrics: two artifacts in, one :class:`~convviz_check.types.Comparison` out.
 
-Pure NumPy and scikit-image (SPEC 4). This module decides nothing about pytest and
+Pure NumPy and scikit-image. This module decides nothing about pytest and
 imports no Keras and no framework: the CLI and the parent process of a cross-backend
 run use it without loading one.
 
@@ -32,15 +32,14 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ComparisonError, ConvvizError, describe_array
-from .types import Comparison, GradCAM, MetricResult, Tolerance
-
-KINDS = ("activation", "heatmap", "pattern")
+from .errors import ComparisonError, describe_array
+from .tolerances import resolve
+from .types import KINDS, METRICS, Comparison, GradCAM, MetricResult, Tolerance, bound_distance
 
 # Relative resolution below which values are treated as equal when ranking cells
 # (peak, top-k) and when deciding that a map is constant: 1e-6 of the map's largest
 # |value|. Heatmaps are normalized to max 1, and float32 noise between thread counts or
-# backends is ~1e-7 relative (SPEC 6, measured), so cells tied in exact arithmetic stay
+# backends is ~1e-7 relative (measured), so cells tied in exact arithmetic stay
 # tied instead of being ordered by rounding noise.
 RANK_RESOLUTION = 1e-6
 
@@ -49,7 +48,7 @@ RANK_RESOLUTION = 1e-6
 SSIM_MAX_WINDOW = 7
 SSIM_MIN_WINDOW = 3
 
-# Share of cells in the "top region" whose overlap is measured (SPEC 4: top 10%).
+# Share of cells in the "top region" whose overlap is measured (the top 10%).
 TOPK_NUMERATOR, TOPK_DENOMINATOR = 1, 10
 
 # Plain changes (class, degeneracy) listed one per line for at most this many images.
@@ -57,27 +56,6 @@ MAX_LISTED = 5
 
 # Half an ulp of float16 relative to the value: 2**-11 (10-bit mantissa).
 FLOAT16_REL_ROUNDING = 2.0**-11
-
-# (metric name, Tolerance field, direction): "max" errors stay <= bound, "min"
-# similarities stay >= bound.
-_METRICS: dict[str, tuple[tuple[str, str, str], ...]] = {
-    "activation": (
-        ("max_rel", "activation_max_rel", "max"),
-        ("mean_rel", "activation_mean_rel", "max"),
-    ),
-    "heatmap": (
-        ("max_abs", "heatmap_max_abs", "max"),
-        ("rms", "heatmap_rms", "max"),
-        ("pearson", "heatmap_pearson_min", "min"),
-        ("ssim", "heatmap_ssim_min", "min"),
-        ("peak_shift", "heatmap_peak_shift_cells", "max"),
-        ("topk_iou", "heatmap_topk_iou_min", "min"),
-    ),
-    "pattern": (
-        ("ssim", "pattern_ssim_min", "min"),
-        ("pearson", "pattern_pearson_min", "min"),
-    ),
-}
 
 
 # --------------------------------------------------------------------------------------
@@ -171,7 +149,7 @@ class _Extra:
 
     has_class_index: bool = False
     layers: tuple[str, str] | None = None
-    image_shape: tuple[int, int] | None = None
+    image_shape: tuple[int, ...] | None = None
 
 
 # --------------------------------------------------------------------------------------
@@ -183,13 +161,13 @@ def _activation_items(
     pairs = _paired_arrays(expected, obtained, "activation")
     notes = []
     if any(p.float16 for p in pairs.values()):
-        # A float16 golden (SPEC 3: keeps large activation goldens small) rounds each
+        # A float16 golden (it keeps large activation goldens small) rounds each
         # value by up to half an ulp, 2**-11 of its magnitude <= the layer scale, on
         # top of whatever the computation varies: widen both relative bounds by it.
         tol = replace(
             tol,
-            activation_max_rel=tol.activation_max_rel + FLOAT16_REL_ROUNDING,
-            activation_mean_rel=tol.activation_mean_rel + FLOAT16_REL_ROUNDING,
+            activation_max_rel=_resolved(tol.activation_max_rel) + FLOAT16_REL_ROUNDING,
+            activation_mean_rel=_resolved(tol.activation_mean_rel) + FLOAT16_REL_ROUNDING,
         )
         notes.append(
             f"float16 storage: max_rel and mean_rel bounds widened by {FLOAT16_REL_ROUNDING:.3g} "
@@ -204,12 +182,12 @@ def _activation_item(name: str, e: np.ndarray, o: np.ndarray, tol: Tolerance) ->
     # The scale is the layer's own magnitude so that layers of very different ranges
     # share one relative bound; the floor keeps a dead (all-zero) layer from dividing
     # by zero and from turning float32 noise into a huge relative error.
-    scale = max(float(np.max(np.abs(e))), float(tol.activation_scale_floor))
+    scale = max(float(np.max(np.abs(e))), float(_resolved(tol.activation_scale_floor)))
     diff = np.abs(e - o)
     return _Item(
         name=name,
         values={"max_rel": float(diff.max()) / scale, "mean_rel": float(diff.mean()) / scale},
-        n_out=int(np.count_nonzero(diff > tol.pixel_atol * scale)),
+        n_out=int(np.count_nonzero(diff > _resolved(tol.pixel_atol) * scale)),
         n_total=int(diff.size),
     )
 
@@ -223,7 +201,7 @@ class _Heatmaps:
     degenerate: np.ndarray  # (N,) bool
     class_index: np.ndarray | None  # (N,) int or None
     layer: str | None = None
-    image_shape: tuple[int, int] | None = None
+    image_shape: tuple[int, ...] | None = None  # as the GradCAM carried it
 
 
 def _heatmap_items(expected: Any, obtained: Any, tol: Tolerance) -> tuple[list[_Item], _Extra]:
@@ -236,7 +214,7 @@ def _heatmap_items(expected: Any, obtained: Any, tol: Tolerance) -> tuple[list[_
         item = _Item(
             name=f"image {i}", degenerate=(bool(exp.degenerate[i]), bool(obt.degenerate[i]))
         )
-        if has_classes:
+        if exp.class_index is not None and obt.class_index is not None:  # has_classes
             item.class_index = (int(exp.class_index[i]), int(obt.class_index[i]))
         _measure_heatmap(item, exp.maps[i], obt.maps[i], tol)
         items.append(item)
@@ -252,7 +230,7 @@ def _measure_heatmap(item: _Item, e: np.ndarray, o: np.ndarray, tol: Tolerance) 
     item.n_out = int(np.count_nonzero(diff > tol.pixel_atol))
     item.n_total = int(diff.size)
     if item.degenerate[0] or item.degenerate[1]:
-        # A degenerate map is zeros that carry no information (SPEC 1.3): measuring
+        # A degenerate map is zeros that carry no information: measuring
         # its "correlation" or "peak" would report noise as a result.
         return
     item.values["max_abs"] = float(diff.max())
@@ -269,7 +247,12 @@ def _measure_heatmap(item: _Item, e: np.ndarray, o: np.ndarray, tol: Tolerance) 
 
 
 def _as_heatmaps(value: Any, role: str) -> _Heatmaps:
-    layer = image_shape = None
+    layer: str | None = None
+    image_shape: tuple[int, ...] | None = None
+    # Whatever the caller passed (array-likes or None), validated below.
+    maps: Any
+    degenerate: Any
+    classes: Any
     if isinstance(value, GradCAM):
         maps, degenerate, classes = value.heatmap, value.degenerate, value.class_index
         layer, image_shape = value.layer, tuple(value.image_shape)
@@ -291,7 +274,7 @@ def _as_heatmaps(value: Any, role: str) -> _Heatmaps:
         )
     n = maps.shape[0]
     if degenerate is None:
-        # Degenerate maps are returned as exact zeros (SPEC 1.3), and a meaningful
+        # Degenerate maps are returned as exact zeros, and a meaningful
         # ReLU'd map always has a positive cell, so an all-zero map is degenerate.
         degenerate = ~np.any(maps != 0, axis=(1, 2))
     degenerate = _per_image(degenerate, n, f"{role} degenerate").astype(bool)
@@ -344,7 +327,7 @@ def _pattern_item(
     diff = np.abs(e - o)
     item = _Item(
         name=name,
-        n_out=int(np.count_nonzero(diff > tol.pixel_atol * data_range)),
+        n_out=int(np.count_nonzero(diff > _resolved(tol.pixel_atol) * data_range)),
         n_total=int(diff.size),
     )
     item.values["pearson"] = pearson(e, o)
@@ -520,31 +503,12 @@ def _check_kind(kind: Any) -> str:
 
 
 def _resolve_tolerance(kind: str, tolerance: Any, cross_backend: bool) -> Tolerance:
-    from .tolerances import default_tolerance
-
-    if tolerance is None:
-        override = None
-    elif isinstance(tolerance, Tolerance):
-        override = tolerance
-    elif isinstance(tolerance, Mapping):
-        try:
-            override = Tolerance.from_dict(dict(tolerance))
-        except (ConvvizError, TypeError, ValueError) as err:
-            raise ComparisonError(
-                f"Invalid tolerance: {err} Received: tolerance={tolerance!r}"
-            ) from err
-    else:
-        raise ComparisonError(
-            "`tolerance` must be a Tolerance, a dict of its fields or None. "
-            f"Received: tolerance={tolerance!r} (type {type(tolerance).__name__})"
-        )
-    tol = default_tolerance(kind, cross_backend=cross_backend).merged(override)
-    for _name, field_name, _direction in _METRICS[kind]:
+    tol = resolve(kind, tolerance, cross_backend=cross_backend)
+    for _name, field_name, _direction in METRICS[kind]:
         _check_bound(tol, field_name)
     _check_bound(tol, "pixel_atol")
     if kind == "activation":
-        _check_bound(tol, "activation_scale_floor")
-        if tol.activation_scale_floor <= 0:
+        if _check_bound(tol, "activation_scale_floor") <= 0:
             raise ComparisonError(
                 "`activation_scale_floor` must be > 0 (it keeps dead layers from dividing "
                 f"by zero). Received: activation_scale_floor={tol.activation_scale_floor}"
@@ -552,12 +516,20 @@ def _resolve_tolerance(kind: str, tolerance: Any, cross_backend: bool) -> Tolera
     return tol
 
 
-def _check_bound(tol: Tolerance, name: str) -> None:
+def _check_bound(tol: Tolerance, name: str) -> float:
     value = getattr(tol, name)
     if value is None or not math.isfinite(value):
         raise ComparisonError(
             f"Tolerance field `{name}` must be a finite number. Received: {name}={value!r}"
         )
+    return value
+
+
+def _resolved(bound: float | None) -> float:
+    """A bound of a tolerance from :func:`_resolve_tolerance`, which checked that every
+    field the kind uses (and ``pixel_atol``) is a finite number: never None here."""
+    assert bound is not None, "a tolerance field the kind uses was not resolved"
+    return bound
 
 
 def _paired_arrays(expected: Any, obtained: Any, kind: str) -> dict[str, _Pair]:
@@ -683,7 +655,7 @@ def _assemble(
 
 def _aggregate_metrics(kind: str, items: list[_Item], tol: Tolerance) -> dict[str, MetricResult]:
     metrics = {}
-    for name, field_name, direction in _METRICS[kind]:
+    for name, field_name, direction in METRICS[kind]:
         measured = [(it.values[name], it.name) for it in items if name in it.values]
         if not measured:
             continue
@@ -707,16 +679,10 @@ def _severity(kind: str, item: _Item, tol: Tolerance) -> float:
     if item.class_changed or item.degenerate_changed:
         return math.inf
     worst = 0.0
-    for name, field_name, direction in _METRICS[kind]:
-        if name not in item.values:
-            continue
-        value, bound = item.values[name], float(getattr(tol, field_name))
-        if direction == "max":
-            worst = max(worst, value / bound if bound > 0 else (math.inf if value > 0 else 0.0))
-        else:
-            slack = 1.0 - bound  # similarities are <= 1
-            gap = 1.0 - value
-            worst = max(worst, gap / slack if slack > 0 else (math.inf if gap > 0 else 0.0))
+    for name, field_name, direction in METRICS[kind]:
+        if name in item.values:
+            bound = float(getattr(tol, field_name))
+            worst = max(worst, bound_distance(item.values[name], bound, direction))
     return worst
 
 
@@ -738,7 +704,7 @@ def _details(
         "share_out": n_out / n_total,
         "n_out": n_out,
         "n_total": n_total,
-        "pixel_atol": float(tol.pixel_atol),
+        "pixel_atol": float(_resolved(tol.pixel_atol)),
         "cross_backend": bool(cross_backend),
         "tolerance": tol.to_dict(),
         "notes": notes,
@@ -750,8 +716,10 @@ def _details(
         details["degenerate_expected"] = [it.degenerate[0] for it in items]
         details["degenerate_obtained"] = [it.degenerate[1] for it in items]
         if extra.has_class_index:
-            details["class_index_expected"] = [it.class_index[0] for it in items]
-            details["class_index_obtained"] = [it.class_index[1] for it in items]
+            # _heatmap_items gives every item its class pair when the batch has classes.
+            pairs = [it.class_index for it in items]
+            details["class_index_expected"] = [_class_pair(p)[0] for p in pairs]
+            details["class_index_obtained"] = [_class_pair(p)[1] for p in pairs]
         if extra.layers is not None:
             details["layer_expected"], details["layer_obtained"] = extra.layers
         if extra.image_shape is not None:
@@ -762,7 +730,7 @@ def _details(
 def _item_facts(item: _Item) -> dict[str, Any]:
     facts: dict[str, Any] = dict(item.values)
     facts["share_out"] = item.n_out / item.n_total if item.n_total else 0.0
-    if item.peak_expected is not None:
+    if item.peak_expected is not None and item.peak_obtained is not None:  # set together
         facts["peak_expected"] = list(item.peak_expected)
         facts["peak_obtained"] = list(item.peak_obtained)
     if item.degenerate != (False, False):
@@ -822,10 +790,9 @@ def _plain_changes(items: list[_Item], metrics: dict[str, MetricResult], where: 
     """The plainest changes, most plain first: top class, degeneracy, peak position."""
     lines = []
     changed = [it for it in items if it.class_changed]
-    lines += [
-        f"top class changed: {it.class_index[0]} -> {it.class_index[1]}{where(it)}"
-        for it in changed[:MAX_LISTED]
-    ]
+    for it in changed[:MAX_LISTED]:
+        was, now = _class_pair(it.class_index)  # class_changed: the pair is set
+        lines.append(f"top class changed: {was} -> {now}{where(it)}")
     if len(changed) > MAX_LISTED:
         lines.append(f"top class changed in {len(changed) - MAX_LISTED} more images")
     flipped = [it for it in items if it.degenerate_changed]
@@ -851,11 +818,19 @@ def _plain_changes(items: list[_Item], metrics: dict[str, MetricResult], where: 
     return lines
 
 
+def _class_pair(pair: tuple[int, int] | None) -> tuple[int, int]:
+    """An item's (expected, obtained) classes where the caller knows they are set."""
+    assert pair is not None, "an item without class indices"
+    return pair
+
+
 def _cell(cell: tuple[int, int] | None) -> str:
     return "n/a" if cell is None else f"(row {cell[0]}, col {cell[1]})"
 
 
 def _metric_line(m: MetricResult, width: int) -> str:
+    # Every metric of a comparison has a bound (_aggregate_metrics, _count_metric).
+    assert m.bound is not None, f"metric {m.name} has no bound"
     v, b = _distinct_format(m.value, m.bound)
     if m.direction == "max":
         relation = "<=" if m.ok else ">"

@@ -44,13 +44,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def _images(args: argparse.Namespace) -> Any:
     if args.scenes is not None:
-        from .errors import InputError
-        from .examples import make_scenes
+        from ..errors import InputError
+        from ..examples import make_scenes
 
         if args.scenes < 1:
             raise InputError(f"--scenes must be >= 1. Received: --scenes {args.scenes}")
         return make_scenes(args.scenes, seed=args.seed).floats
-    from .agreement_cli import load_images
+    from ..agreement_cli import load_images
 
     return load_images(args.images, rescale=args.rescale)
 
@@ -60,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
 
     import convviz_check as cc
 
-    from .explain.activations import save_activation_grids
-    from .explain.render import save_png
+    from ..explain.activations import save_activation_grids
+    from ..storage import write_png
 
     model = cc.load_model(args.model)
     images = _images(args)
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     if "gradcam" in args.what:
         cam = cc.gradcam(model, images)
         for i in range(len(cam)):
-            save_png(cc.overlay(images[i], cam[i]), out / "gradcam" / f"{i}_overlay.png")
+            write_png(out / "gradcam" / f"{i}_overlay.png", cc.overlay(images[i], cam[i]))
         print(
             f"gradcam: layer {cam.layer!r}, score {cam.score_kind}, classes "
             f"{cam.class_index.tolist()}, degenerate {int(cam.degenerate.sum())}/{len(cam)}"
@@ -84,6 +84,6 @@ def run(args: argparse.Namespace) -> int:
             model, layer, filters=range(args.filters), steps=args.steps, seed=args.seed
         )
         grid = cc.filter_grid(np.stack([cc.deprocess_image(p) for p in patterns]))
-        path = save_png(grid, out / "filters" / f"{layer.replace('/', '__')}.png")
+        path = write_png(out / "filters" / f"{layer.replace('/', '__')}.png", grid)
         print(f"filters: {len(patterns)} patterns of {layer!r} -> {path}")
     return 0

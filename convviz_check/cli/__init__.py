@@ -12,8 +12,8 @@ from collections.abc import Sequence
 # Each module defines add_parser(subparsers).
 SUBCOMMANDS: list[str] = [
     "convviz_check.examples.demo",  # demo
-    "convviz_check.cli_explain",  # explain
-    "convviz_check.golden_cli",  # golden list/show/diff/accept/prune
+    "convviz_check.cli.explain",  # explain
+    "convviz_check.cli.golden",  # golden list/show/diff/accept/prune
     "convviz_check.agreement_cli",  # agree
 ]
 
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Make what a convnet looks at testable: activations, filter patterns "
         "and Grad-CAM, golden files and cross-backend agreement.",
     )
-    from . import __version__
+    from .. import __version__
 
     parser.add_argument("--version", action="version", version=f"convviz_check {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -39,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    from .errors import ConvvizError
+    from ..errors import ConvvizError
 
     try:
         return int(args.func(args) or 0)

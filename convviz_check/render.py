@@ -1,18 +1,17 @@
 """Renderings: channel grids, deprocessed filter patterns, filter grids, overlays.
 
-Pure NumPy (+ matplotlib's colormap registry and Pillow for resizing/PNG); never
-pyplot, so no global figure state.
+Pure NumPy (+ matplotlib's colormap registry and Pillow for resizing); never pyplot,
+so no global figure state. No Keras: reports, the CLI and the cross-backend parent use
+these too. Files are written by :mod:`convviz_check.storage`.
 """
 
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError, describe_array
+from .errors import InputError, describe_array
 
 
 def _standardize_to_uint8(x: np.ndarray, axes: tuple[int, ...] | None) -> np.ndarray:
@@ -119,12 +118,12 @@ def filter_grid(images: np.ndarray, cols: int = 8, margin: int = 5) -> np.ndarra
     return grid
 
 
-def _resize(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def resize_bilinear(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Bilinear resize of a 2-D float array to ``shape`` (H, W)."""
     from PIL import Image
 
     img = Image.fromarray(np.asarray(array, dtype=np.float32), mode="F")
-    return np.asarray(img.resize((shape[1], shape[0]), Image.BILINEAR), dtype=np.float32)
+    return np.asarray(img.resize((shape[1], shape[0]), Image.Resampling.BILINEAR), dtype=np.float32)
 
 
 def colorize(heatmap: np.ndarray, colormap: str = "jet") -> np.ndarray:
@@ -174,7 +173,7 @@ def overlay(
     Returns:
         ``(H, W, 3)`` uint8.
     """
-    from ..types import GradCAM
+    from .types import GradCAM
 
     if isinstance(heatmap, GradCAM):
         if len(heatmap) != 1:
@@ -190,20 +189,5 @@ def overlay(
             f"overlay expects a heatmap (h, w). Received: {describe_array('heatmap', hm)}"
         )
     base = as_rgb(image, "overlay")
-    heat = colorize(_resize(hm, base.shape[:2]).clip(0, 1), colormap).astype(np.float32)
+    heat = colorize(resize_bilinear(hm, base.shape[:2]).clip(0, 1), colormap).astype(np.float32)
     return np.clip(alpha * heat + base, 0, 255).astype(np.uint8)
-
-
-def save_png(array: np.ndarray, path: str | os.PathLike) -> Path:
-    """Write a uint8 (H, W) / (H, W, 3|4) array as PNG atomically; returns the path."""
-    from PIL import Image
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    arr = np.asarray(array)
-    if arr.ndim == 3 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    Image.fromarray(arr).save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path

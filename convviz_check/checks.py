@@ -1,0 +1,372 @@
+"""The golden-check lifecycle, with no pytest in it.
+
+Every golden check goes through :func:`run_check`: the pytest fixture's
+``convviz.check`` and ``convviz-check golden accept`` both call it. One call:
+
+1. places the check (:func:`convviz_check.golden.place`: which golden, same- or
+   cross-backend bounds, may this backend write);
+2. loads the expected golden, if any, and resolves the tolerance once;
+3. compares, and decides: write, refuse, pass, fail or missing;
+4. writes what it decided (the golden, and in a results directory the obtained
+   arrays and the expected / obtained / diff images);
+5. returns an :class:`Outcome` with the message a person reads.
+
+How a person runs the next command (a pytest command line, or nothing for the CLI)
+comes from a :class:`Commands` object the caller passes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Protocol
+
+from . import golden, tolerances
+from .artifacts import Artifact
+from .errors import ComparisonError, GoldenError
+from .metrics import compare
+from .report.checks import write_check_images
+from .types import Comparison, Tolerance
+
+UPDATE_MODES = ("missing", "failed", "all")
+STATUSES = ("passed", "failed", "missing", "written", "error")
+
+
+class Commands(Protocol):
+    """Command lines that a message may suggest (the plugin builds pytest lines)."""
+
+    def update(self, mode: str, *, backend: str | None = None, override: bool = False) -> str:
+        """The command that rewrites this check with ``--convviz-update=mode``."""
+        ...
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What stays the same for every check of a run.
+
+    Attributes:
+        golden_dir: the golden directory.
+        reference: the backend that owns neutral goldens.
+        update: ``None`` (verify), ``"missing"``, ``"failed"`` or ``"all"``.
+        allow_override: writes under a non-reference backend go to its override tree.
+        results_dir: where obtained arrays and images go (None: nowhere).
+    """
+
+    golden_dir: Path
+    reference: str = "tensorflow"
+    update: str | None = None
+    allow_override: bool = False
+    results_dir: Path | None = None
+
+
+@dataclass
+class CheckRequest:
+    """One value to check.
+
+    Attributes:
+        name: the check's name (unique within its test).
+        rel: the check's neutral path relative to the golden dir.
+        obtained: the value just computed, as an artifact.
+        backend: the backend that computed it.
+        tolerance: the caller's overrides (marker, argument), merged; None for none.
+        meta: sidecar facts for a write (versions, cpu, model fingerprint...).
+    """
+
+    name: str
+    rel: PurePosixPath
+    obtained: Artifact
+    backend: str
+    tolerance: Tolerance | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    """What :func:`run_check` found and did.
+
+    Attributes:
+        status: ``passed``, ``failed``, ``missing``, ``written`` or ``error`` (a golden
+            that cannot be used, or a write this backend may not do).
+        message: what a person reads (empty when passed or written).
+        comparison: the comparison, when one was made.
+        golden: the golden's path relative to the golden dir.
+        written: files written in the golden dir.
+        touched: goldens this check used or wrote (relative paths without suffix), so
+            that unused goldens can be told apart.
+        entry: the JSON-ready record for ``report.json``.
+    """
+
+    status: str
+    message: str = ""
+    comparison: Comparison | None = None
+    golden: str = ""
+    written: list[Path] = field(default_factory=list)
+    touched: set[str] = field(default_factory=set)
+    entry: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("passed", "written")
+
+
+def run_check(settings: Settings, request: CheckRequest, commands: Commands | None) -> Outcome:
+    """Run one golden check through its whole lifecycle (see the module docstring)."""
+    place = golden.place(
+        settings.golden_dir,
+        request.rel,
+        request.backend,
+        settings.reference,
+        settings.allow_override,
+    )
+    run = _Run(settings, request, commands, place)
+    expected, problem = run.load_expected()
+    if problem:
+        return run.finish(
+            "error",
+            lambda: f"convviz check {request.name!r}: the golden cannot be used.\n{problem}",
+        )
+    if expected is not None:
+        run.compare(expected)
+    if run.wants_write(expected):
+        if place.write_to is None:
+            return run.finish("error", run.refusal)
+        return run.write(place.write_to)
+    if expected is None:
+        return run.finish("missing", run.missing_message)
+    if run.passed:
+        return run.finish("passed")
+    return run.finish("failed", lambda: run.failure_message(expected))
+
+
+class _Run:
+    """The state of one :func:`run_check` call (kept off the public surface)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        request: CheckRequest,
+        commands: Commands | None,
+        place: golden.Placement,
+    ) -> None:
+        self.settings, self.request, self.commands, self.place = settings, request, commands, place
+        self.expected: golden.Golden | None = None
+        self.comparison: Comparison | None = None
+        self.plain: list[str] = []
+        self.tolerance = tolerances.resolve(
+            request.obtained.kind, request.tolerance, cross_backend=place.cross
+        )
+        self.golden_rel = self._rel(place.target)
+        self.images: dict[str, str] = {}
+
+    def _rel(self, path: Path) -> str:
+        return path.relative_to(self.settings.golden_dir).as_posix()
+
+    @property
+    def passed(self) -> bool:
+        return self.comparison is not None and self.comparison.passed
+
+    # ------------------------------------------------------------------ steps
+    def load_expected(self) -> tuple[golden.Golden | None, str]:
+        if self.place.existing is None:
+            return None, ""
+        try:
+            self.expected = golden.load(self.place.existing, kind=self.request.obtained.kind)
+        except GoldenError as e:
+            return None, str(e)
+        return self.expected, ""
+
+    def compare(self, expected: golden.Golden) -> None:
+        self.plain += _what_changed(expected.sidecar, self.request.meta)
+        self.comparison, mismatch = _compare(expected.artifact, self.request.obtained, self)
+        if mismatch:
+            self.plain.append(mismatch)
+
+    def wants_write(self, expected: golden.Golden | None) -> bool:
+        update = self.settings.update
+        if update is None:
+            return False
+        if expected is None:
+            return True
+        if not self.passed:
+            return update in ("failed", "all")
+        changed = self.request.obtained.content_sha256() != expected.artifact.content_sha256()
+        return update == "all" and changed
+
+    def write(self, base: Path) -> Outcome:
+        meta = {**self.request.meta, "tolerance": self.tolerance.to_dict()}
+        paths = golden.save(base, self.request.obtained, meta)
+        self.golden_rel = self._rel(base)
+        return self.finish("written", written=list(paths.values()))
+
+    def finish(
+        self,
+        status: str,
+        message: Callable[[], str] | None = None,
+        written: list[Path] | None = None,
+    ) -> Outcome:
+        """Record the outcome (and, with a results dir, the obtained arrays and images
+        the message points to), then write the message."""
+        touched = {self._rel(self.place.target), self.golden_rel}
+        outcome = Outcome(status, "", self.comparison, self.golden_rel, written or [], touched)
+        if self.settings.results_dir is not None:
+            self._record_results(outcome)
+        outcome.message = message() if message is not None else ""
+        outcome.entry.update(self._entry(outcome))
+        return outcome
+
+    # ------------------------------------------------------------------ the record
+    def _entry(self, outcome: Outcome) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "check": self.request.name,
+            "kind": self.request.obtained.kind,
+            "backend": self.request.backend,
+            "golden": outcome.golden,
+            "rel": self.request.rel.as_posix(),
+            "status": outcome.status,
+            "message": outcome.message,
+        }
+        if self.comparison is not None:
+            entry["metrics"] = {k: m.to_dict() for k, m in self.comparison.metrics.items()}
+            entry["details"] = {k: v for k, v in self.comparison.details.items() if k != "per_item"}
+        return entry
+
+    def _record_results(self, outcome: Outcome) -> None:
+        results = self.settings.results_dir
+        assert results is not None
+        obtained = self.request.obtained
+        base = golden.inside(results, "obtained/" + outcome.golden)
+        golden.save(base, obtained, self.request.meta, warn_large=False)
+        outcome.entry["obtained"] = base.relative_to(results).as_posix()
+        layer = None
+        if self.comparison is not None and obtained.layout == "activations":
+            layer = self.comparison.details.get("worst_item")
+        expected = self.expected.artifact if self.expected is not None else None
+        self.images = write_check_images(
+            golden.inside(results, "images/" + outcome.golden), obtained, expected, layer=layer
+        )
+        outcome.entry["images"] = self.images
+
+    # ------------------------------------------------------------------ messages
+    def _command(self, mode: str, **kwargs: Any) -> str:
+        return self.commands.update(mode, **kwargs) if self.commands is not None else ""
+
+    def refusal(self) -> str:
+        s, r = self.settings, self.request
+        lines = [
+            f"convviz check {r.name!r}: refusing to write the golden under backend {r.backend!r}.",
+            f"Goldens are owned by the reference backend {s.reference!r} (ini "
+            "convviz_golden_backend); other backends only compare against them with "
+            "cross-backend bounds.",
+        ]
+        mode = s.update or "failed"
+        if self.commands is not None:
+            lines += [
+                "Write it under the reference backend:",
+                f"  {self._command(mode, backend=s.reference)}",
+                f"or write an explicit {r.backend}-only override at "
+                f"{golden.scoped(r.rel, r.backend).as_posix()}.npz:",
+                f"  {self._command(mode, override=True)}",
+            ]
+        return "\n".join(lines)
+
+    def missing_message(self) -> str:
+        s, r = self.settings, self.request
+        same = r.backend == s.reference
+        lines = [f"convviz check {r.name!r}: golden file missing: {self.place.target}.npz"]
+        if self.commands is None:
+            return lines[0]
+        lines += [
+            "Write it with:",
+            "  " + self._command("missing", backend=None if same else s.reference),
+        ]
+        if not same:
+            lines.append(
+                f"(goldens are written by the reference backend {s.reference!r}; this run "
+                f"uses {r.backend!r}. A {r.backend}-only override: "
+                + self._command("missing", override=True)
+                + ")"
+            )
+        return "\n".join(lines)
+
+    def failure_message(self, expected: golden.Golden) -> str:
+        r, cross = self.request, self.place.cross
+        writer = expected.sidecar.get("backend") or "?"
+        lines = [f"convviz check {r.name!r} ({r.obtained.kind}) does not match its golden."]
+        lines += self.plain
+        if self.comparison is not None:
+            lines += self.comparison.text.splitlines()
+        lines.append(
+            f"golden: {self.place.target}.npz (written by {writer}; compared with "
+            f"{'cross-backend' if cross else 'same-backend'} bounds)"
+        )
+        if self.images:
+            lines.append(
+                "images: " + ", ".join(f"{role} {path}" for role, path in self.images.items())
+            )
+        else:
+            lines.append("images: pass --convviz-results-dir=DIR for expected/obtained/diff PNGs")
+        if self.commands is None:
+            return "\n".join(lines)
+        if not cross:
+            lines.append("accept the new result: " + self._command("failed"))
+        else:
+            # The reference backend's golden cannot be rewritten here: a real change is
+            # regenerated under the reference backend; only a backend that legitimately
+            # differs keeps its own override (which forks the goldens).
+            lines.append(
+                "if the model or the code changed, regenerate the golden under the "
+                f"reference backend: {self._command('failed', backend=self.settings.reference)}"
+            )
+            lines.append(
+                f"only if {r.backend} legitimately differs, keep a {r.backend}-only "
+                f"override: {self._command('failed', override=True)}"
+            )
+        return "\n".join(lines)
+
+
+_CHANGED = {
+    "model_fingerprint": "the model's weights are not those the golden was written with",
+    "input_fingerprint": "the images are not those the golden was written with",
+}
+
+
+def _what_changed(sidecar: dict[str, Any], meta: dict[str, Any]) -> list[str]:
+    """Plain lines naming what differs between the golden's run and this one."""
+    lines = []
+    for key, why in _CHANGED.items():
+        old, new = sidecar.get(key), meta.get(key)
+        if old and new and old != new:
+            name = key.replace("_", " ")
+            lines.append(f"{name} changed: golden {str(old)[:12]}, now {str(new)[:12]} ({why})")
+    return lines
+
+
+def _compare(expected: Artifact, obtained: Artifact, run: _Run) -> tuple[Comparison | None, str]:
+    """(Comparison or None, a plain description when the two cannot be compared)."""
+    if expected.layout == "activations" and obtained.layout == "activations":
+        missing = [k for k in expected.arrays if k not in obtained.arrays]
+        added = [k for k in obtained.arrays if k not in expected.arrays]
+        if missing or added:
+            parts = ([f"missing {missing}"] if missing else []) + (
+                [f"new {added}"] if added else []
+            )
+            return None, "layers changed: " + "; ".join(parts)
+    if expected.layout != obtained.layout:
+        return None, (
+            f"value type changed: the golden holds {expected.layout!r}, the check got "
+            f"{obtained.layout!r}"
+        )
+    try:
+        comparison = compare(
+            expected.to_value(),
+            obtained.to_value(),
+            obtained.kind,
+            run.tolerance,
+            cross_backend=run.place.cross,
+        )
+    except ComparisonError as e:
+        if expected.shapes() != obtained.shapes():
+            return None, f"shape changed: golden {expected.shapes()}, obtained {obtained.shapes()}"
+        return None, f"cannot be compared with its golden: {e}"
+    return comparison, ""

@@ -1,0 +1,288 @@
+"""The object the ``convviz`` fixture returns: compute shortcuts, golden checks and
+assertions for one test.
+
+Imported the first time a test asks for the fixture (it imports Keras through the
+compute functions), never at collection.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import pytest
+
+from . import golden, tolerances
+from .artifacts import Artifact
+from .backends import current_backend, framework_versions
+from .checks import CheckRequest, run_check
+from .errors import InputError, MissingBackendError
+from .explain.activations import activations
+from .explain.filters import filter_patterns
+from .explain.gradcam import gradcam
+from .models import load_model, model_fingerprint
+from .plugin_session import PytestCommands, cpu_facts, nodeid_parts, option, session_state
+from .storage import sanitize_part
+
+F = TypeVar("F", bound=Callable[..., Any])
+_POOL = pytest.StashKey[Any]()
+
+
+def _remembers_inputs(fn: F) -> F:
+    """Wrap a compute function so the fixture remembers its model and images (their
+    fingerprints go into the sidecar of the next check); the signature, type hints and
+    docstring stay those of ``fn``."""
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def call(self: ConvvizFixture, *args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        self._last_model = bound.arguments.get("model")
+        images = bound.arguments.get("images")
+        self._last_images = None if images is None else _input_fingerprint(images)
+        return fn(*args, **kwargs)
+
+    return call  # type: ignore[return-value]
+
+
+def _input_fingerprint(images: Any) -> str:
+    arr = np.ascontiguousarray(np.asarray(images))
+    h = hashlib.sha256(f"{arr.dtype.str}{arr.shape}".encode())
+    h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+class ConvvizFixture:
+    """Compute shortcuts bound to the running backend, golden checks and assertions.
+
+    Methods:
+        activations, filter_patterns, gradcam, load_model: the library functions
+            (same signatures); the fixture remembers the model and images they saw,
+            so the next ``check`` records their fingerprints.
+        check(name, value, kind=None, tolerance=None, *, dtype=None, layers=None,
+            model=None): compare with the golden file (or write it in an update run).
+        assert_localized(cam_or_heatmap, target, **kwargs): the heatmap lands on the
+            object (a ``Box`` or a mask).
+        assert_backends_agree(model_source, images, **kwargs): the backends agree.
+        backend: the running Keras backend; results_dir: ``--convviz-results-dir``.
+    """
+
+    def __init__(self, request: pytest.FixtureRequest) -> None:
+        self.request = request
+        self.node = request.node
+        self.config = request.config
+        self._names: set[str] = set()
+        self._fingerprints: dict[int, tuple[Any, str]] = {}
+        self._last_model: Any = None
+        self._last_images: str | None = None
+        self._localized_calls = 0
+
+    activations = _remembers_inputs(activations)
+    filter_patterns = _remembers_inputs(filter_patterns)
+    gradcam = _remembers_inputs(gradcam)
+    load_model = staticmethod(load_model)
+
+    @property
+    def backend(self) -> str:
+        """The running Keras backend."""
+        return current_backend()
+
+    # ------------------------------------------------------------------ golden checks
+    def check(
+        self,
+        name: str,
+        value: Any,
+        kind: str | None = None,
+        tolerance: Any = None,
+        *,
+        dtype: str | None = None,
+        layers: Any = None,
+        model: Any = None,
+    ) -> None:
+        """Compare ``value`` with its golden file (or write it in an update run).
+
+        Args:
+            name: the check's name, unique within the test (it names the file).
+            value: an array, a dict of arrays (kind ``"activation"``) or a ``GradCAM``
+                (kind ``"heatmap"``).
+            kind: ``"activation"``, ``"heatmap"`` or ``"pattern"``; inferred for dicts,
+                GradCAM and 2-D/3-D arrays, required for a bare 4-D array (filter
+                patterns: ``kind="pattern"``).
+            tolerance: a ``Tolerance`` or dict of its fields; overrides the marker
+                ``convviz(tolerance=...)``, which overrides the default table.
+            dtype: storage dtype of new goldens: ``"float32"`` (default) or ``"float16"``.
+            layers: for a dict, the layers to store and compare (keeps goldens small).
+            model: the model that produced ``value`` (default: the model of the last
+                compute shortcut called); its weight fingerprint goes into the sidecar,
+                and a changed fingerprint leads the failure message.
+
+        Example:
+            >>> def test_cam(convviz, model, images):  # doctest: +SKIP
+            ...     cam = convviz.gradcam(model, images)
+            ...     convviz.check("cam", cam)
+        """
+        __tracebackhide__ = True
+        state = session_state(self.config)
+        self._claim_name(name)
+        obtained = Artifact.from_value(value, kind, dtype=dtype, layers=layers)
+        test_file, test_name = nodeid_parts(self.node.nodeid, self.node.name)
+        marker = self.node.get_closest_marker("convviz")
+        request = CheckRequest(
+            name=name,
+            rel=golden.relative_path(test_file, test_name, name),
+            obtained=obtained,
+            backend=state.current_backend(),
+            tolerance=tolerances.merge(
+                tolerances.as_tolerance(
+                    marker.kwargs.get("tolerance") if marker else None, "convviz(tolerance=...)"
+                ),
+                tolerances.as_tolerance(tolerance),
+            ),
+            meta=self._meta(model),
+        )
+        outcome = run_check(state.settings, request, PytestCommands(state, self.node.nodeid))
+        state.touched.update(outcome.touched)
+        if outcome.status == "written":
+            state.written.append(outcome.golden + ".npz")
+        state.entries.append({"nodeid": self.node.nodeid, **outcome.entry})
+        if not outcome.ok:
+            pytest.fail(outcome.message)
+
+    def _claim_name(self, name: str) -> None:
+        if not isinstance(name, str) or not name.strip():
+            raise InputError(f"convviz.check needs a non-empty name. Received: name={name!r}")
+        safe = sanitize_part(name)
+        if safe in self._names:
+            raise InputError(
+                f"Check names must be unique within a test. Received: name={name!r} twice"
+                + (f" (it is stored as {safe!r})" if safe != name else "")
+                + f" in {self.node.nodeid}."
+            )
+        self._names.add(safe)
+
+    def _fingerprint(self, model: Any) -> str | None:
+        if model is None:
+            return None
+        if isinstance(model, str):
+            return model
+        if id(model) not in self._fingerprints:  # the model is kept so its id stays unique
+            self._fingerprints[id(model)] = (model, model_fingerprint(model))
+        return self._fingerprints[id(model)][1]
+
+    def _meta(self, model: Any) -> dict[str, Any]:
+        try:
+            versions = framework_versions()
+        except Exception as e:  # noqa: BLE001 - a sidecar fact must not block a check
+            versions = {"error": f"{type(e).__name__}: {e}"}
+        return {
+            "backend": current_backend(),
+            "versions": versions,
+            "cpu": cpu_facts(),
+            "model_fingerprint": self._fingerprint(
+                model if model is not None else self._last_model
+            ),
+            "input_fingerprint": self._last_images if model is None else None,
+        }
+
+    # ------------------------------------------------------------------ assertions
+    @property
+    def results_dir(self) -> str | None:
+        """``--convviz-results-dir`` (CLI > ini), resolved, or None."""
+        state = session_state(self.config)
+        return str(state.results_dir) if state.results_dir is not None else None
+
+    def assert_localized(self, cam_or_heatmap: Any, target: Any, **kwargs: Any) -> None:
+        """Assert a heatmap lands on ``target`` (a ``Box`` or a mask); see
+        :func:`convviz_check.localization.assert_localized` for the keyword arguments.
+        With a results dir, each call draws its overlay there."""
+        __tracebackhide__ = True
+        from .localization import assert_localized
+
+        self._localized_calls += 1
+        kwargs.setdefault("results_dir", self.results_dir)
+        kwargs.setdefault(
+            "name", f"{self.node.nodeid.replace('::', '/')}/localized-{self._localized_calls}"
+        )
+        assert_localized(cam_or_heatmap, target, **kwargs)
+
+    def assert_backends_agree(self, model_source: Any, images: Any, **kwargs: Any) -> Any:
+        """Assert the backends agree on ``model_source`` for ``images``; keyword
+        arguments go to :func:`convviz_check.agreement`.
+
+        Backends: ``backends=`` > marker ``convviz(backends=...)`` >
+        ``--convviz-backends`` > ini ``convviz_backends``. Tolerance: the argument's
+        fields over the marker's. A missing backend skips with the reason, or fails with
+        ``--convviz-require-backends`` / ``CONVVIZ_REQUIRE_BACKENDS=1``. With
+        ``--convviz-export DIR`` nothing is compared here: the running backend's results
+        are written to ``DIR`` for ``convviz-check agree --exported DIR``.
+
+        Returns:
+            The ``AgreementReport`` (None when exporting).
+        """
+        __tracebackhide__ = True
+        from .crossbackend.agreement import agreement
+        from .crossbackend.pool import parse_backends, require_backends
+
+        marker = self.node.get_closest_marker("convviz")
+        marked = marker.kwargs if marker else {}
+        backends = parse_backends(
+            kwargs.pop("backends", None)
+            or marked.get("backends")
+            or option(self.config, "convviz_backends")
+            or None
+        )
+        tolerance = tolerances.merge(marked.get("tolerance"), kwargs.pop("tolerance", None))
+        export_dir = option(self.config, "convviz_export")
+        if export_dir:
+            self._export(
+                Path(self.config.invocation_params.dir) / str(export_dir),
+                model_source,
+                images,
+                kwargs,
+            )
+            return None
+        try:
+            require_backends(backends)
+        except MissingBackendError as e:
+            if self._backends_required():
+                pytest.fail(
+                    f"{e} (required: CONVVIZ_REQUIRE_BACKENDS / --convviz-require-backends)",
+                    pytrace=False,
+                )
+            pytest.skip(str(e))
+        pool = kwargs.pop("pool", None) or self._pool()
+        report = agreement(
+            model_source, images, backends=backends, tolerance=tolerance, pool=pool, **kwargs
+        )
+        if not report.passed:
+            raise AssertionError(str(report))
+        return report
+
+    def _backends_required(self) -> bool:
+        return bool(option(self.config, "convviz_require_backends")) or (
+            os.environ.get("CONVVIZ_REQUIRE_BACKENDS", "") not in ("", "0")
+        )
+
+    def _export(self, root: Path, model_source: Any, images: Any, kwargs: dict[str, Any]) -> None:
+        from .crossbackend.export import export_current_backend
+
+        for ignored in ("pool", "timeout"):
+            kwargs.pop(ignored, None)
+        export_current_backend(root, self.node.nodeid, model_source, images, **kwargs)
+
+    def _pool(self) -> Any:
+        """The session's worker pool (one per pytest process), closed at session end."""
+        from .crossbackend.pool import WorkerPool
+
+        pool = self.config.stash.get(_POOL, None)
+        if pool is None or pool.closed:
+            pool = WorkerPool()
+            self.config.stash[_POOL] = pool
+            self.config.add_cleanup(pool.close)
+        return pool

@@ -1,0 +1,194 @@
+"""The package's layers, checked on its import graph.
+
+Every ``import`` statement of every module counts, at module level or inside a
+function (a function-level import is still a dependency; it must not hide a cycle).
+Imports under ``if TYPE_CHECKING:`` are left out: they never run.
+
+The rules:
+- no import cycle between the package's modules;
+- only ``convviz_check.backends`` imports a framework (tensorflow, torch, jax);
+- the core (artifacts, storage, metrics, localization, golden, checks, report, the
+  parent side of the cross-backend package...) imports no Keras, no framework and no
+  pytest, and no package module outside the core;
+- only the plugin modules import pytest.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = "convviz_check"
+ROOT = Path(__file__).resolve().parents[1] / PACKAGE
+
+FRAMEWORKS = {"tensorflow", "torch", "jax", "jaxlib"}
+KERAS = {"keras", "keras_hub"}
+PYTEST = {"pytest", "_pytest", "xdist"}
+
+# Modules (and packages, by prefix) that must stay light: NumPy, the standard library,
+# Pillow, matplotlib colormaps, scikit-image and each other only.
+CORE = (
+    "convviz_check.types",
+    "convviz_check.errors",
+    "convviz_check.artifacts",
+    "convviz_check.storage",
+    "convviz_check.metrics",
+    "convviz_check.tolerances",
+    "convviz_check.localization",
+    "convviz_check.render",
+    "convviz_check.golden",
+    "convviz_check.checks",
+    "convviz_check.report",
+    "convviz_check.crossbackend.pool",
+    "convviz_check.crossbackend.agreement",
+    "convviz_check.cli.golden",
+)
+PLUGIN = ("convviz_check.plugin", "convviz_check.plugin_session", "convviz_check.plugin_fixture")
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _imports(path: Path, name: str) -> set[str]:
+    """Absolute names of everything ``path`` imports (outside TYPE_CHECKING blocks)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    is_package = path.name == "__init__.py"
+    base = name.split(".") if is_package else name.split(".")[:-1]
+    found: set[str] = set()
+    skipped = {
+        id(n)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and _is_type_checking(block)
+        for n in ast.walk(block)
+    }
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                anchor = base[: len(base) - node.level + 1]
+                module = ".".join(anchor + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            found.add(module)
+            # `from . import golden` imports the submodule golden
+            found.update(f"{module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = {_module_name(p): p for p in ROOT.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        graph[name] = {m for m in _imports(path, name) if m}
+    return graph
+
+
+GRAPH = _graph()
+INTERNAL = set(GRAPH)
+
+
+def _internal_edges(name: str) -> set[str]:
+    return {m for m in GRAPH[name] if m in INTERNAL and m != name}
+
+
+def _third_party(name: str) -> set[str]:
+    return {m.split(".")[0] for m in GRAPH[name] if not m.startswith(PACKAGE)}
+
+
+def _is(name: str, group: tuple[str, ...]) -> bool:
+    return any(name == g or name.startswith(g + ".") for g in group)
+
+
+def find_cycles() -> list[list[str]]:
+    """Every strongly connected component of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(_internal_edges(v)):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for v in sorted(GRAPH):
+        if v not in index:
+            visit(v)
+    return cycles
+
+
+def test_the_graph_sees_the_package_and_its_relative_imports():
+    assert "convviz_check.golden" in GRAPH
+    assert "convviz_check.storage" in _internal_edges("convviz_check.golden")
+    assert "convviz_check.artifacts" in _internal_edges("convviz_check.golden")
+
+
+def test_no_import_cycle_between_modules():
+    assert find_cycles() == []
+
+
+def test_cycle_finder_finds_a_planted_cycle(monkeypatch):
+    planted = {k: set(v) for k, v in GRAPH.items()}
+    planted["convviz_check.types"].add("convviz_check.golden")  # golden -> ... -> types
+    monkeypatch.setitem(globals(), "GRAPH", planted)
+    assert any("convviz_check.types" in c and "convviz_check.golden" in c for c in find_cycles())
+
+
+@pytest.mark.parametrize("name", sorted(GRAPH))
+def test_only_backends_import_a_framework(name):
+    if _is(name, ("convviz_check.backends",)):
+        return
+    assert not (_third_party(name) & FRAMEWORKS), f"{name} imports {_third_party(name) & FRAMEWORKS}"
+
+
+@pytest.mark.parametrize("name", sorted(n for n in GRAPH if _is(n, CORE)))
+def test_core_imports_no_keras_no_framework_no_pytest(name):
+    forbidden = _third_party(name) & (FRAMEWORKS | KERAS | PYTEST)
+    assert not forbidden, f"{name} imports {sorted(forbidden)}"
+
+
+@pytest.mark.parametrize("name", sorted(n for n in GRAPH if _is(n, CORE)))
+def test_core_imports_only_core_modules(name):
+    outside = sorted(m for m in _internal_edges(name) if not _is(m, CORE) and m != PACKAGE)
+    assert not outside, f"{name} (core) imports {outside}"
+
+
+@pytest.mark.parametrize("name", sorted(GRAPH))
+def test_only_the_plugin_imports_pytest(name):
+    if _is(name, PLUGIN):
+        return
+    assert not (_third_party(name) & PYTEST), f"{name} imports pytest"
