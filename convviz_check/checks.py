@@ -40,6 +40,10 @@ class Commands(Protocol):
         """The command that rewrites this check with ``--convviz-update=mode``."""
         ...
 
+    def ci_route(self) -> str | None:
+        """Where update commands are refused (in CI), how to accept results instead."""
+        ...
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -276,8 +280,11 @@ class _Run:
         lines = [f"convviz check {r.name!r}: golden file missing: {self.place.target}.npz"]
         if self.commands is None:
             return lines[0]
+        route = self.commands.ci_route()
+        if route:
+            lines.append(route)
         lines += [
-            "Write it with:",
+            "Write it " + ("on a developer machine " if route else "") + "with:",
             "  " + self._command("missing", backend=None if same else s.reference),
         ]
         if not same:
@@ -308,6 +315,9 @@ class _Run:
             lines.append("images: pass --convviz-results-dir=DIR for expected/obtained/diff PNGs")
         if self.commands is None:
             return "\n".join(lines)
+        route = self.commands.ci_route()
+        if route:
+            lines.append(route)
         if not cross:
             lines.append("accept the new result: " + self._command("failed"))
         else:

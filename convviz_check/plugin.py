@@ -26,6 +26,20 @@ OPTIONS: list[tuple[str, str, Any, tuple[str, ...] | None]] = [
         None,
     ),
     ("convviz-golden-backend", "the reference backend that owns goldens", None, None),
+    *[
+        (
+            f"convviz-tolerance-{kind}",
+            f"project-wide {kind} bounds, e.g. '{fields}' (over the default table; "
+            "a marker or check(tolerance=) overrides them)",
+            None,
+            None,
+        )
+        for kind, fields in (
+            ("activation", "activation_max_rel=1e-4"),
+            ("heatmap", "heatmap_rms=1e-5, heatmap_pearson_min=0.999"),
+            ("pattern", "pattern_ssim_min=0.7"),
+        )
+    ],
 ]
 FLAGS = [
     ("convviz-update-override", "write per-backend overrides under golden/_backend/<backend>/"),

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import inspect
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -23,32 +24,43 @@ from .artifacts import Artifact
 from .backends import current_backend, framework_versions
 from .checks import CheckRequest, run_check
 from .errors import InputError, MissingBackendError
-from .explain.activations import activations
-from .explain.filters import filter_patterns
-from .explain.gradcam import gradcam
-from .models import load_model, model_fingerprint
+from .models import model_fingerprint
 from .plugin_session import PytestCommands, cpu_facts, nodeid_parts, option, session_state
 from .storage import sanitize_part
 
-F = TypeVar("F", bound=Callable[..., Any])
+if TYPE_CHECKING:
+    from .explain.activations import activations as _activations
+    from .explain.filters import filter_patterns as _filter_patterns
+    from .explain.gradcam import gradcam as _gradcam
+    from .models import load_model as _load_model
+
 _POOL = pytest.StashKey[Any]()
 
 
-def _remembers_inputs(fn: F) -> F:
-    """Wrap a compute function so the fixture remembers its model and images (their
-    fingerprints go into the sidecar of the next check); the signature, type hints and
-    docstring stay those of ``fn``."""
-    signature = inspect.signature(fn)
+class _Shortcut:
+    """A compute function of the library, imported on first use (a test that only
+    checks arrays never imports Keras) and called through the fixture, which remembers
+    the model and images it saw. The bound function keeps the library function's
+    name, signature and docstring."""
 
-    @functools.wraps(fn)
-    def call(self: ConvvizFixture, *args: Any, **kwargs: Any) -> Any:
-        bound = signature.bind(*args, **kwargs)
-        self._last_model = bound.arguments.get("model")
-        images = bound.arguments.get("images")
-        self._last_images = None if images is None else _input_fingerprint(images)
-        return fn(*args, **kwargs)
+    def __init__(self, module: str, name: str) -> None:
+        self.module, self.name = module, name
 
-    return call  # type: ignore[return-value]
+    def __get__(self, fixture: ConvvizFixture | None, owner: type) -> Callable[..., Any]:
+        fn = getattr(importlib.import_module(self.module, __package__), self.name)
+        if fixture is None:
+            return fn  # type: ignore[no-any-return]
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            bound = signature.bind(*args, **kwargs)
+            fixture._last_model = bound.arguments.get("model")
+            images = bound.arguments.get("images")
+            fixture._last_images = None if images is None else _input_fingerprint(images)
+            return fn(*args, **kwargs)
+
+        return call
 
 
 def _input_fingerprint(images: Any) -> str:
@@ -83,10 +95,16 @@ class ConvvizFixture:
         self._last_images: str | None = None
         self._localized_calls = 0
 
-    activations = _remembers_inputs(activations)
-    filter_patterns = _remembers_inputs(filter_patterns)
-    gradcam = _remembers_inputs(gradcam)
-    load_model = staticmethod(load_model)
+    if TYPE_CHECKING:  # the real signatures, for type checkers and IDEs
+        activations = staticmethod(_activations)
+        filter_patterns = staticmethod(_filter_patterns)
+        gradcam = staticmethod(_gradcam)
+        load_model = staticmethod(_load_model)
+    else:
+        activations = _Shortcut(".explain.activations", "activations")
+        filter_patterns = _Shortcut(".explain.filters", "filter_patterns")
+        gradcam = _Shortcut(".explain.gradcam", "gradcam")
+        load_model = _Shortcut(".models", "load_model")
 
     @property
     def backend(self) -> str:
@@ -139,6 +157,7 @@ class ConvvizFixture:
             obtained=obtained,
             backend=state.current_backend(),
             tolerance=tolerances.merge(
+                state.project_tolerance(obtained.kind),
                 tolerances.as_tolerance(
                     marker.kwargs.get("tolerance") if marker else None, "convviz(tolerance=...)"
                 ),

@@ -16,9 +16,11 @@ from typing import Any
 
 import pytest
 
-from . import golden
+from . import golden, tolerances
 from .checks import UPDATE_MODES, Settings
+from .errors import ConvvizError
 from .report.checks import clear_parts, merge_parts, write_part, write_report
+from .types import KINDS, Tolerance
 
 UNUSED_MODES = ("warn", "fail", "delete")
 
@@ -90,6 +92,13 @@ class SessionState:
     unused_note: str = ""
     deleted: list[str] = field(default_factory=list)
     report_paths: dict[str, Path] = field(default_factory=dict)
+
+    def project_tolerance(self, kind: str) -> Tolerance | None:
+        """The ``--convviz-tolerance-<kind>`` flag, else the ini key of the same name."""
+        text = _str_option(self.config, f"convviz_tolerance_{kind}")
+        if text is None:
+            return None
+        return tolerances.parse_fields(text, f"convviz_tolerance_{kind}", kind)
 
     @property
     def settings(self) -> Settings:
@@ -172,6 +181,13 @@ def configure(config: pytest.Config) -> None:
         raise pytest.UsageError(
             f"convviz_unused must be one of {UNUSED_MODES}. Received: {unused!r}"
         )
+    for kind in KINDS:  # a malformed project tolerance is a usage error, found at once
+        text = _str_option(config, f"convviz_tolerance_{kind}")
+        if text is not None:
+            try:
+                tolerances.parse_fields(text, f"convviz_tolerance_{kind}", kind)
+            except ConvvizError as e:
+                raise pytest.UsageError(str(e)) from None
     workerinput = getattr(config, "workerinput", None)
     state = SessionState(
         config=config,
@@ -212,6 +228,21 @@ class PytestCommands:
 
     def update(self, mode: str, *, backend: str | None = None, override: bool = False) -> str:
         return shell_command(self.state, self.nodeid, mode=mode, backend=backend, override=override)
+
+    def ci_route(self) -> str | None:
+        if not os.environ.get("CI") or _bool_option(self.state.config, "convviz_allow_ci_update"):
+            return None
+        results = self.state.results_dir
+        where = (
+            f"the results dir {results}"
+            if results is not None
+            else "a results dir (run pytest with --convviz-results-dir=DIR)"
+        )
+        return (
+            f"CI is set, so --convviz-update is refused here. Download {where} (e.g. as a "
+            "CI artifact), review report.html, then accept with `convviz-check golden "
+            "accept DIR` and commit the goldens."
+        )
 
 
 def shell_command(

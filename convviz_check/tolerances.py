@@ -204,3 +204,42 @@ def resolve(kind: str, *overrides: Any, cross_backend: bool = False) -> Toleranc
     """The bounds one comparison uses: the default column of ``kind`` with each
     override's set fields on top (later overrides win), resolved once."""
     return default_tolerance(kind, cross_backend=cross_backend).merged(merge(*overrides))
+
+
+def parse_fields(text: str, source: str, kind: str | None = None) -> Tolerance:
+    """A Tolerance from ``"field=value, field=value"`` (commas or whitespace between
+    pairs), as ini keys and command-line flags give it.
+
+    Raises:
+        ComparisonError: a pair without ``=``, a value that is not a number, an
+            unknown field, or (with ``kind``) a field of another kind (``source`` names
+            the setting).
+
+    Example:
+        >>> parse_fields("heatmap_rms=1e-5, heatmap_pearson_min=0.999", "ini").heatmap_rms
+        1e-05
+    """
+    values: dict[str, float] = {}
+    for pair in text.replace(",", " ").split():
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise ComparisonError(
+                f"{source} takes field=value pairs. Received: {pair!r} in {text!r}."
+            )
+        try:
+            values[name.strip()] = float(value)
+        except ValueError:
+            raise ComparisonError(
+                f"{source}: {name.strip()} must be a number. Received: {value!r}."
+            ) from None
+    tol = as_tolerance(values, source)  # unknown fields are refused here
+    assert tol is not None  # a dict always gives a Tolerance
+    if kind is not None:
+        allowed = set(TABLE[kind])
+        foreign = sorted(set(values) - allowed)
+        if foreign:
+            raise ComparisonError(
+                f"{source} sets fields of another kind: {foreign}. Expected fields among "
+                f"{sorted(allowed)}."
+            )
+    return tol
