@@ -10,14 +10,16 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def _state(model: Any) -> tuple[list, list]:
+def _state(model: Any) -> tuple[list[jax.Array], list[jax.Array]]:
     return (
         [v.value for v in model.trainable_variables],
         [v.value for v in model.non_trainable_variables],
     )
 
 
-def _call(model: Any, trainable: list, non_trainable: list, x: Any) -> list:
+def _call(
+    model: Any, trainable: list[jax.Array], non_trainable: list[jax.Array], x: Any
+) -> list[jax.Array]:
     outputs, _ = model.stateless_call(trainable, non_trainable, x, training=False)
     return list(outputs) if isinstance(outputs, list | tuple) else [outputs]
 
@@ -29,7 +31,13 @@ def _l2_normalize_per_sample(g: jax.Array) -> jax.Array:
 
 
 def make_value_and_grad(model: Any, loss_fn: Any, wrt: int) -> Any:
-    def objective(x_wrt, others, trainable, non_trainable, aux):
+    def objective(
+        x_wrt: jax.Array,
+        others: list[jax.Array],
+        trainable: list[jax.Array],
+        non_trainable: list[jax.Array],
+        aux: jax.Array,
+    ) -> tuple[jax.Array, list[jax.Array]]:
         inputs = list(others)
         inputs.insert(wrt, x_wrt)
         outputs = _call(model, trainable, non_trainable, inputs if len(inputs) > 1 else inputs[0])
@@ -39,7 +47,9 @@ def make_value_and_grad(model: Any, loss_fn: Any, wrt: int) -> Any:
     # weight value, and XLA does not fold megabytes of constants into the program.
     step = jax.jit(jax.value_and_grad(objective, has_aux=True))
 
-    def fn(inputs: list[np.ndarray], aux: np.ndarray | None = None):
+    def fn(
+        inputs: list[np.ndarray], aux: np.ndarray | None = None
+    ) -> tuple[float, list[np.ndarray], np.ndarray]:
         arrays = [jnp.asarray(x) for x in inputs]
         x_wrt = arrays.pop(wrt)
         trainable, non_trainable = _state(model)
@@ -52,7 +62,9 @@ def make_value_and_grad(model: Any, loss_fn: Any, wrt: int) -> Any:
 
 def make_forward(model: Any) -> Any:
     @jax.jit
-    def forward(trainable, non_trainable, inputs):
+    def forward(
+        trainable: list[jax.Array], non_trainable: list[jax.Array], inputs: list[jax.Array]
+    ) -> list[jax.Array]:
         return _call(model, trainable, non_trainable, inputs if len(inputs) > 1 else inputs[0])
 
     def fn(inputs: list[np.ndarray]) -> list[np.ndarray]:
@@ -64,15 +76,24 @@ def make_forward(model: Any) -> Any:
 
 
 def make_ascent(model: Any, loss_fn: Any, model_takes_aux: bool = False) -> Any:
-    def objective(img, trainable, non_trainable, aux):
+    def objective(
+        img: jax.Array, trainable: list[jax.Array], non_trainable: list[jax.Array], aux: jax.Array
+    ) -> jax.Array:
         inputs = [img, aux] if model_takes_aux else img
         return loss_fn(_call(model, trainable, non_trainable, inputs), aux)
 
     grad_fn = jax.grad(objective)
 
     @jax.jit
-    def run(image, trainable, non_trainable, aux, steps, learning_rate):
-        def body(_, img):
+    def run(
+        image: jax.Array,
+        trainable: list[jax.Array],
+        non_trainable: list[jax.Array],
+        aux: jax.Array,
+        steps: jax.Array,
+        learning_rate: jax.Array,
+    ) -> jax.Array:
+        def body(_: jax.Array, img: jax.Array) -> jax.Array:
             g = grad_fn(img, trainable, non_trainable, aux)
             return img + learning_rate * _l2_normalize_per_sample(g)
 
@@ -92,7 +113,8 @@ def make_ascent(model: Any, loss_fn: Any, model_takes_aux: bool = False) -> Any:
         )
         return np.asarray(out)
 
-    fn.jitted = run
+    # A function attribute (mypy has no way to declare one): the jitted loop, for inspection.
+    fn.jitted = run  # type: ignore[attr-defined]
     return fn
 
 
@@ -110,3 +132,7 @@ def pin_threads(n: int) -> dict[str, int]:
 
 def framework_version() -> dict[str, str]:
     return {"jax": jax.__version__}
+
+
+def enable_determinism() -> None:
+    """XLA's CPU kernels are deterministic for a fixed thread count: nothing to set."""

@@ -17,7 +17,9 @@ def _l2_normalize_per_sample(g: tf.Tensor) -> tf.Tensor:
 def make_value_and_grad(model: Any, loss_fn: Any, wrt: int) -> Any:
     # reduce_retracing: one trace per input *shape*, never per value of ``aux``.
     @tf.function(reduce_retracing=True)
-    def step(inputs, aux):
+    def step(
+        inputs: list[tf.Tensor], aux: tf.Tensor
+    ) -> tuple[tf.Tensor, list[tf.Tensor], tf.Tensor]:
         with tf.GradientTape() as tape:
             tape.watch(inputs[wrt])
             outputs = model(inputs if len(inputs) > 1 else inputs[0], training=False)
@@ -25,19 +27,22 @@ def make_value_and_grad(model: Any, loss_fn: Any, wrt: int) -> Any:
             loss = loss_fn(outputs, aux)
         return loss, outputs, tape.gradient(loss, inputs[wrt])
 
-    def fn(inputs: list[np.ndarray], aux: np.ndarray | None = None):
+    def fn(
+        inputs: list[np.ndarray], aux: np.ndarray | None = None
+    ) -> tuple[float, list[np.ndarray], np.ndarray]:
         tensors = [tf.convert_to_tensor(x) for x in inputs]
         aux_t = tf.convert_to_tensor(np.zeros((), np.float32) if aux is None else aux)
         loss, outputs, grad = step(tensors, aux_t)
         return float(loss.numpy()), [o.numpy() for o in outputs], grad.numpy()
 
-    fn.concrete = step  # exposed for tests that count traces
+    # A function attribute (mypy has no way to declare one), exposed for tests that count traces.
+    fn.concrete = step  # type: ignore[attr-defined]
     return fn
 
 
 def make_forward(model: Any) -> Any:
     @tf.function(reduce_retracing=True)
-    def forward(inputs):
+    def forward(inputs: list[tf.Tensor]) -> list[tf.Tensor]:
         outputs = model(inputs if len(inputs) > 1 else inputs[0], training=False)
         return list(outputs) if isinstance(outputs, list | tuple) else [outputs]
 
@@ -56,7 +61,7 @@ def make_ascent(model: Any, loss_fn: Any, model_takes_aux: bool = False) -> Any:
     # was no faster (1.52-1.75 s vs 1.53-1.77 s per ascent); the Python loop's per-call
     # overhead is small against a step of ~50 ms.
     @tf.function(reduce_retracing=True)
-    def step(img, aux, learning_rate):
+    def step(img: tf.Tensor, aux: tf.Tensor, learning_rate: tf.Tensor) -> tf.Tensor:
         with tf.GradientTape() as tape:
             tape.watch(img)
             inputs = [img, aux] if model_takes_aux else img
@@ -71,7 +76,7 @@ def make_ascent(model: Any, loss_fn: Any, model_takes_aux: bool = False) -> Any:
             img = step(img, aux_t, lr)
         return img.numpy()
 
-    fn.concrete = step
+    fn.concrete = step  # type: ignore[attr-defined]  # as in make_value_and_grad
     return fn
 
 
@@ -89,3 +94,7 @@ def pin_threads(n: int) -> dict[str, int]:
 
 def framework_version() -> dict[str, str]:
     return {"tensorflow": tf.__version__}
+
+
+def enable_determinism() -> None:
+    tf.config.experimental.enable_op_determinism()

@@ -41,7 +41,9 @@ def _weights_frozen(model: Any) -> Iterator[None]:
 
 
 def make_value_and_grad(model: Any, loss_fn: Any, wrt: int) -> Any:
-    def fn(inputs: list[np.ndarray], aux: np.ndarray | None = None):
+    def fn(
+        inputs: list[np.ndarray], aux: np.ndarray | None = None
+    ) -> tuple[float, list[np.ndarray], np.ndarray]:
         tensors = [torch.as_tensor(np.asarray(x)) for x in inputs]
         tensors[wrt] = tensors[wrt].clone().requires_grad_(True)
         aux_t = torch.as_tensor(np.zeros((), np.float32) if aux is None else np.asarray(aux))
@@ -94,3 +96,7 @@ def pin_threads(n: int) -> dict[str, int]:
 
 def framework_version() -> dict[str, str]:
     return {"torch": torch.__version__}
+
+
+def enable_determinism() -> None:
+    torch.use_deterministic_algorithms(True, warn_only=True)

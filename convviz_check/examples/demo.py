@@ -56,8 +56,9 @@ def run(args: argparse.Namespace) -> int:
     """Run the demo; returns 0 (errors surface as ConvvizError from the loaders)."""
     from ..errors import InputError
     from ..explain.gradcam import gradcam
-    from ..explain.render import overlay, save_png
     from ..localization import pointing_game
+    from ..render import overlay
+    from ..storage import write_png
     from . import CLASS_NAMES, MODEL_NAMES, load_example_model, make_scenes
     from .train import ACCEPT_SEED
 
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.out
     print(f"backend: {keras.config.backend()}; {len(scenes)} fresh scenes (seed {seed})")
     for i in range(shown):
-        path = save_png(_upscale(scenes.images[i]), out / f"scene_{i}.png")
+        path = write_png(out / f"scene_{i}.png", _upscale(scenes.images[i]))
         print(f"  wrote {path} ({CLASS_NAMES[scenes.labels[i]]}, box {scenes.boxes[i][0]})")
     for name in names:
         model = load_example_model(name)
@@ -90,6 +91,6 @@ def run(args: argparse.Namespace) -> int:
         )
         for i in range(shown):
             picture = overlay(_upscale(scenes.images[i]), cam.heatmap[i])
-            path = save_png(picture, out / f"{name}_gradcam_{i}.png")
+            path = write_png(out / f"{name}_gradcam_{i}.png", picture)
             print(f"  wrote {path} (class {CLASS_NAMES[int(cam.class_index[i])]})")
     return 0

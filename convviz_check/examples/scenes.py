@@ -165,7 +165,7 @@ def _draw(
 ) -> tuple[np.ndarray, list[Box], np.ndarray]:
     """Paint ``objects`` (cls, y0, x0, size, colour, flip) on ``background``, add noise."""
     canvas = background.copy()
-    masks = []
+    masks: list[np.ndarray] = []
     for cls, y0, x0, size, colour, flip in objects:
         m = _shape_mask(cls, y0, x0, size, image_size, flip)
         canvas[m] = colour

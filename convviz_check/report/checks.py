@@ -164,7 +164,9 @@ def diff_image(
             return None
         # astype(np.uint8): the same truncating cast as np.uint8(array), typed as an array.
         d = [
-            np.abs(a.astype(np.int16) - b.astype(np.int16)).mean(axis=-1).astype(np.uint8)[..., None]
+            np.abs(a.astype(np.int16) - b.astype(np.int16))
+            .mean(axis=-1)
+            .astype(np.uint8)[..., None]
             for a, b in zip(ep, op, strict=True)
         ]
         return _upscale(filter_grid(np.stack(d), cols=8, margin=2)[..., 0], 64)

@@ -83,7 +83,9 @@ def _base_image(image: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
         img = img[0]
     img = np.clip(as_rgb(img, "assert_localized"), 0, 255).astype(np.uint8)
     if img.shape[:2] != tuple(shape):
-        img = np.asarray(Image.fromarray(img).resize((shape[1], shape[0]), Image.Resampling.BILINEAR))
+        img = np.asarray(
+            Image.fromarray(img).resize((shape[1], shape[0]), Image.Resampling.BILINEAR)
+        )
     return img
 
 
