@@ -33,26 +33,10 @@ from typing import Any
 import numpy as np
 
 from .errors import ComparisonError, describe_array
+from .measures import peak_cell, pearson, ssim_or_note, topk_iou
+from .report.comparison import comparison_text
 from .tolerances import resolve
 from .types import KINDS, METRICS, Comparison, GradCAM, MetricResult, Tolerance, bound_distance
-
-# Relative resolution below which values are treated as equal when ranking cells
-# (peak, top-k) and when deciding that a map is constant: 1e-6 of the map's largest
-# |value|. Heatmaps are normalized to max 1, and float32 noise between thread counts or
-# backends is ~1e-7 relative (measured), so cells tied in exact arithmetic stay
-# tied instead of being ordered by rounding noise.
-RANK_RESOLUTION = 1e-6
-
-# SSIM's window: the largest odd size <= min(7, h, w) (7 is scikit-image's default);
-# a 3x3 window is the smallest that measures structure at all.
-SSIM_MAX_WINDOW = 7
-SSIM_MIN_WINDOW = 3
-
-# Share of cells in the "top region" whose overlap is measured (the top 10%).
-TOPK_NUMERATOR, TOPK_DENOMINATOR = 1, 10
-
-# Plain changes (class, degeneracy) listed one per line for at most this many images.
-MAX_LISTED = 5
 
 # Half an ulp of float16 relative to the value: 2**-11 (10-bit mantissa).
 FLOAT16_REL_ROUNDING = 2.0**-11
@@ -236,7 +220,7 @@ def _measure_heatmap(item: _Item, e: np.ndarray, o: np.ndarray, tol: Tolerance) 
     item.values["max_abs"] = float(diff.max())
     item.values["rms"] = float(np.sqrt(np.mean(diff**2)))
     item.values["pearson"] = pearson(e, o)
-    ssim_value, note = _ssim_or_note(e, o, data_range=1.0)
+    ssim_value, note = ssim_or_note(e, o, data_range=1.0)
     if ssim_value is None:
         item.notes.append(note)
     else:
@@ -331,7 +315,7 @@ def _pattern_item(
         n_total=int(diff.size),
     )
     item.values["pearson"] = pearson(e, o)
-    ssim_value, note = _ssim_or_note(e, o, data_range=data_range)
+    ssim_value, note = ssim_or_note(e, o, data_range=data_range)
     if ssim_value is None:
         item.notes.append(note)
     else:
@@ -346,153 +330,6 @@ def _joint_range(e: np.ndarray, o: np.ndarray) -> float:
 
 # --------------------------------------------------------------------------------------
 # Metric primitives (public for tests and reports)
-# --------------------------------------------------------------------------------------
-def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson correlation of two equally shaped arrays, defined for constant ones.
-
-    Two constant arrays give 1.0 (neither has any structure, so none differs; their
-    levels are judged by the error metrics), a constant against a non-constant one
-    gives 0.0. "Constant" means a spread below ``RANK_RESOLUTION`` of the array's
-    largest |value| (float32 noise does not count as structure).
-
-    Example:
-        >>> pearson(np.array([0.0, 1.0, 2.0]), np.array([0.0, 2.0, 4.0]))
-        1.0
-    """
-    a = np.asarray(a, np.float64).ravel()
-    b = np.asarray(b, np.float64).ravel()
-    const_a, const_b = _is_constant(a), _is_constant(b)
-    if const_a or const_b:
-        return 1.0 if const_a and const_b else 0.0
-    # Centred and rescaled to max 1 first so that squares cannot overflow.
-    a = a - a.mean()
-    b = b - b.mean()
-    a /= np.max(np.abs(a))
-    b /= np.max(np.abs(b))
-    # dot / sqrt(aa * bb) (not dot / (|a| |b|)) makes an array against itself exactly 1.
-    r = float(np.dot(a, b) / math.sqrt(float(np.dot(a, a)) * float(np.dot(b, b))))
-    return min(1.0, max(-1.0, r))
-
-
-def ssim_window(h: int, w: int) -> int | None:
-    """Largest odd SSIM window <= min(7, h, w), or None when the map is under 3x3.
-
-    Example:
-        >>> ssim_window(7, 7), ssim_window(6, 9), ssim_window(4, 4), ssim_window(2, 5)
-        (7, 5, 3, None)
-    """
-    size = min(SSIM_MAX_WINDOW, h, w)
-    if size % 2 == 0:
-        size -= 1
-    return size if size >= SSIM_MIN_WINDOW else None
-
-
-def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> float:
-    """SSIM (scikit-image) with the window of :func:`ssim_window`; ``(H, W)`` or
-    ``(H, W, C)`` (channels averaged).
-
-    Raises:
-        ComparisonError: the images are smaller than 3x3.
-    """
-    value, note = _ssim_or_note(np.asarray(a), np.asarray(b), data_range)
-    if value is None:
-        raise ComparisonError(note)
-    return value
-
-
-def _ssim_or_note(a: np.ndarray, b: np.ndarray, data_range: float) -> tuple[float | None, str]:
-    from skimage.metrics import structural_similarity
-
-    h, w = a.shape[:2]
-    win = ssim_window(h, w)
-    if win is None:
-        return None, (
-            f"ssim skipped: {h}x{w} maps are smaller than SSIM's {SSIM_MIN_WINDOW}x"
-            f"{SSIM_MIN_WINDOW} minimum window"
-        )
-    channel_axis = -1 if a.ndim == 3 else None
-    value = structural_similarity(
-        np.asarray(a, np.float64),
-        np.asarray(b, np.float64),
-        win_size=win,
-        data_range=data_range,
-        channel_axis=channel_axis,
-    )
-    return min(1.0, max(-1.0, float(value))), ""
-
-
-def peak_cell(heatmap: np.ndarray) -> tuple[int, int]:
-    """``(row, col)`` of the hottest cell; ties (within ``RANK_RESOLUTION``) go to the
-    first cell in row-major order.
-
-    Example:
-        >>> peak_cell(np.array([[0.0, 1.0], [1.0, 0.5]]))
-        (0, 1)
-    """
-    q = _quantized(heatmap)
-    row, col = np.unravel_index(int(np.argmax(q)), q.shape)
-    return int(row), int(col)
-
-
-def topk_count(cells: int) -> int:
-    """k = ceil(10% of the cells), computed in integers (``0.1 * 30`` is 3.0000000000000004
-    in floating point, whose ceiling would be 4).
-
-    Example:
-        >>> topk_count(30), topk_count(31), topk_count(49), topk_count(1)
-        (3, 4, 5, 1)
-    """
-    return -(-cells * TOPK_NUMERATOR // TOPK_DENOMINATOR)
-
-
-def topk_mask(heatmap: np.ndarray) -> np.ndarray:
-    """Boolean mask of the map's hot region: its k = ceil(10% of cells) hottest cells.
-
-    Values equal within ``RANK_RESOLUTION`` of the map's max are ties; ties are broken
-    by row-major position (earlier first), so the choice is always the same. Cells at
-    the map's minimum are background and never join the region (unless the whole map
-    is constant): a ReLU'd heatmap whose positive part covers fewer than k cells would
-    otherwise be padded with arbitrary zero cells, the same ones in both maps, and two
-    disjoint hot spots would overlap.
-    """
-    q = _quantized(heatmap).ravel()
-    k = topk_count(q.size)
-    order = np.argsort(-q, kind="stable")[:k]  # stable: equal values keep row-major order
-    if q.max() > q.min():
-        order = order[q[order] > q.min()]
-    mask = np.zeros(q.size, dtype=bool)
-    mask[order] = True
-    return mask.reshape(np.shape(heatmap))
-
-
-def topk_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of the two maps' top-10% regions (see :func:`topk_mask`).
-
-    Example:
-        >>> a = np.arange(10.0).reshape(2, 5)
-        >>> topk_iou(a, a), topk_iou(a, -a)
-        (1.0, 0.0)
-    """
-    ma, mb = topk_mask(a), topk_mask(b)
-    union = int(np.count_nonzero(ma | mb))
-    return int(np.count_nonzero(ma & mb)) / union
-
-
-def _quantized(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float64)
-    scale = float(np.max(np.abs(x))) if x.size else 0.0
-    if scale == 0.0:
-        return np.zeros_like(x)
-    return np.rint(x / (scale * RANK_RESOLUTION))
-
-
-def _is_constant(x: np.ndarray) -> bool:
-    q = _quantized(x)
-    return bool(q.max() == q.min())
-
-
-# --------------------------------------------------------------------------------------
-# Input validation
 # --------------------------------------------------------------------------------------
 def _check_kind(kind: Any) -> str:
     if kind not in KINDS:
@@ -647,7 +484,7 @@ def _assemble(
     worst = _worst_item(kind, items, tol)
     details = _details(kind, items, worst, extra, tol, cross_backend)
     degenerate = (any(it.degenerate[0] for it in items), any(it.degenerate[1] for it in items))
-    text = _text(kind, items, metrics, worst, extra, tol, passed, details)
+    text = comparison_text(kind, metrics, details, passed)
     return Comparison(
         kind=kind, metrics=metrics, passed=passed, degenerate=degenerate, text=text, details=details
     )
@@ -740,119 +577,7 @@ def _item_facts(item: _Item) -> dict[str, Any]:
     return facts
 
 
-def _text(
-    kind: str,
-    items: list[_Item],
-    metrics: dict[str, MetricResult],
-    worst: _Item,
-    extra: _Extra,
-    tol: Tolerance,
-    passed: bool,
-    details: dict[str, Any],
-) -> str:
-    batch = len(items) > 1
-    where = (lambda it: f" ({it.name})") if batch else (lambda it: "")
-    lines = _plain_changes(items, metrics, where)
-    both_degenerate = [it for it in items if it.degenerate == (True, True)]
-    unit = {"activation": "layer", "heatmap": "image", "pattern": "filter"}[kind]
-    summary = f"{kind} comparison {'passed' if passed else 'FAILED'}"
-    summary += f" ({len(items)} {unit}{'s' if len(items) != 1 else ''}"
-    summary += f", worst {worst.name})" if batch and not passed else ")"
-    lines.append(summary)
-    if both_degenerate and len(both_degenerate) == len(items):
-        lines.append(
-            "both degenerate: every map is degenerate on both sides (no information); "
-            "heatmap metrics not measured"
-        )
-    elif both_degenerate:
-        names = ", ".join(it.name for it in both_degenerate)
-        lines.append(f"degenerate on both sides, not measured: {names}")
-    width = max((len(name) for name in metrics), default=0)
-    for m in metrics.values():
-        lines.append("  " + _metric_line(m, width))
-    if kind == "heatmap" and worst.peak_expected is not None:
-        lines.append(
-            f"peak expected {_cell(worst.peak_expected)}, obtained {_cell(worst.peak_obtained)}"
-            f"{where(worst)}"
-        )
-    lines.append(
-        f"share of values out of pixel_atol={tol.pixel_atol:g}"
-        f"{' x scale' if kind == 'activation' else ' x range' if kind == 'pattern' else ''}: "
-        f"{100 * details['share_out']:.2f}% ({details['n_out']} of {details['n_total']})"
-    )
-    if extra.layers is not None and extra.layers[0] != extra.layers[1]:
-        lines.append(f"target layer changed: {extra.layers[0]!r} -> {extra.layers[1]!r}")
-    lines += details["notes"]
-    return "\n".join(lines)
-
-
-def _plain_changes(items: list[_Item], metrics: dict[str, MetricResult], where: Any) -> list[str]:
-    """The plainest changes, most plain first: top class, degeneracy, peak position."""
-    lines = []
-    changed = [it for it in items if it.class_changed]
-    for it in changed[:MAX_LISTED]:
-        was, now = _class_pair(it.class_index)  # class_changed: the pair is set
-        lines.append(f"top class changed: {was} -> {now}{where(it)}")
-    if len(changed) > MAX_LISTED:
-        lines.append(f"top class changed in {len(changed) - MAX_LISTED} more images")
-    flipped = [it for it in items if it.degenerate_changed]
-    for it in flipped[:MAX_LISTED]:
-        before, after = (
-            ("degenerate", "meaningful") if it.degenerate[0] else ("meaningful", "degenerate")
-        )
-        lines.append(
-            f"degenerate changed: expected a {before} map, obtained a {after} map{where(it)}"
-        )
-    if len(flipped) > MAX_LISTED:
-        lines.append(f"degenerate changed in {len(flipped) - MAX_LISTED} more images")
-    shift = metrics.get("peak_shift")
-    if shift is not None and not shift.ok:
-        moved = max(
-            (it for it in items if "peak_shift" in it.values),
-            key=lambda it: it.values["peak_shift"],
-        )
-        lines.append(
-            f"peak moved {moved.values['peak_shift']:.3g} cells: {_cell(moved.peak_expected)} -> "
-            f"{_cell(moved.peak_obtained)}{where(moved)}"
-        )
-    return lines
-
-
 def _class_pair(pair: tuple[int, int] | None) -> tuple[int, int]:
     """An item's (expected, obtained) classes where the caller knows they are set."""
     assert pair is not None, "an item without class indices"
     return pair
-
-
-def _cell(cell: tuple[int, int] | None) -> str:
-    return "n/a" if cell is None else f"(row {cell[0]}, col {cell[1]})"
-
-
-def _metric_line(m: MetricResult, width: int) -> str:
-    # Every metric of a comparison has a bound (_aggregate_metrics, _count_metric).
-    assert m.bound is not None, f"metric {m.name} has no bound"
-    v, b = _distinct_format(m.value, m.bound)
-    if m.direction == "max":
-        relation = "<=" if m.ok else ">"
-        side = "max"
-    else:
-        relation = ">=" if m.ok else "<"
-        side = "min"
-    status = "ok" if m.ok else "FAIL"
-    note = f"  ({m.note})" if m.note else ""
-    return f"{m.name:<{width}} {v} {relation} {side} {b}  {status}{note}"
-
-
-def _distinct_format(value: float, bound: float) -> tuple[str, str]:
-    """The bound as written; the value with one digit more than the bound has (at least
-    3), and more while rounding would blur which side of the bound it is on."""
-    b = f"{bound:.10g}"
-    digits = max(3, len(b.lstrip("-0.").split("e")[0].replace(".", "")) + 1)
-    for d in range(digits, 17):
-        v = f"{value:.{d}g}"
-        same_side = (float(v) <= bound) == (value <= bound) and (float(v) >= bound) == (
-            value >= bound
-        )
-        if same_side and (v != b or value == bound):
-            return v, b
-    return repr(value), b

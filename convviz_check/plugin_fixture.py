@@ -49,7 +49,7 @@ class _Shortcut:
     def __get__(self, fixture: ConvvizFixture | None, owner: type) -> Callable[..., Any]:
         fn = getattr(importlib.import_module(self.module, __package__), self.name)
         if fixture is None:
-            return fn  # type: ignore[no-any-return]
+            return fn
         signature = inspect.signature(fn)
 
         @functools.wraps(fn)

@@ -1,0 +1,153 @@
+"""The text of a comparison: what changed most plainly first, then each metric against
+its bound, the peak positions and the share of values out of tolerance.
+
+Built only from plain data (the metrics and the JSON-ready ``details`` of a
+:class:`~convviz_check.types.Comparison`), so a report can write it again from
+``report.json``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..types import ITEM_UNIT, METRICS, MetricResult
+
+# Plain changes (class, degeneracy) listed one per line for at most this many images.
+MAX_LISTED = 5
+
+
+def comparison_text(
+    kind: str, metrics: Mapping[str, MetricResult], details: Mapping[str, Any], passed: bool
+) -> str:
+    """The human-readable summary of one comparison (see the module docstring)."""
+    items: dict[str, dict[str, Any]] = dict(details["per_item"])
+    batch = len(items) > 1
+    worst_name = str(details["worst_item"])
+    worst = items[worst_name]
+
+    def where(name: str) -> str:
+        return f" ({name})" if batch else ""
+
+    lines = plain_changes(items, metrics, where)
+    unit = ITEM_UNIT[kind]
+    summary = f"{kind} comparison {'passed' if passed else 'FAILED'}"
+    summary += f" ({len(items)} {unit}{'s' if len(items) != 1 else ''}"
+    summary += f", worst {worst_name})" if batch and not passed else ")"
+    lines.append(summary)
+    lines += _both_degenerate(items)
+    names = {m.name: field_name(kind, m.name) for m in metrics.values()}
+    width = max((len(name) for name in names.values()), default=0)
+    lines += ["  " + metric_line(m, width, names[m.name]) for m in metrics.values()]
+    if kind == "heatmap" and worst.get("peak_expected") is not None:
+        lines.append(
+            f"peak expected {cell(worst['peak_expected'])}, obtained "
+            f"{cell(worst['peak_obtained'])}{where(worst_name)}"
+        )
+    scale = {"activation": " x scale", "pattern": " x range"}.get(kind, "")
+    lines.append(
+        f"share of values out of pixel_atol={details['pixel_atol']:g}{scale}: "
+        f"{100 * details['share_out']:.2f}% ({details['n_out']} of {details['n_total']})"
+    )
+    before, after = details.get("layer_expected"), details.get("layer_obtained")
+    if before is not None and before != after:
+        lines.append(f"target layer changed: {before!r} -> {after!r}")
+    lines += list(details.get("notes", []))
+    return "\n".join(lines)
+
+
+def _both_degenerate(items: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    both = [name for name, f in items.items() if list(f.get("degenerate", ())) == [True, True]]
+    if both and len(both) == len(items):
+        return [
+            "both degenerate: every map is degenerate on both sides (no information); "
+            "heatmap metrics not measured"
+        ]
+    if both:
+        return [f"degenerate on both sides, not measured: {', '.join(both)}"]
+    return []
+
+
+def plain_changes(
+    items: Mapping[str, Mapping[str, Any]],
+    metrics: Mapping[str, MetricResult],
+    where: Callable[[str], str],
+) -> list[str]:
+    """The plainest changes, most plain first: top class, degeneracy, peak position."""
+    lines = []
+    changed = [
+        (name, f["class_index"])
+        for name, f in items.items()
+        if f.get("class_index") is not None and f["class_index"][0] != f["class_index"][1]
+    ]
+    for name, (was, now) in changed[:MAX_LISTED]:
+        lines.append(f"top class changed: {was} -> {now}{where(name)}")
+    if len(changed) > MAX_LISTED:
+        lines.append(f"top class changed in {len(changed) - MAX_LISTED} more images")
+    flipped = [
+        (name, f["degenerate"])
+        for name, f in items.items()
+        if f.get("degenerate") is not None and f["degenerate"][0] != f["degenerate"][1]
+    ]
+    for name, (was_degenerate, _) in flipped[:MAX_LISTED]:
+        before, after = (
+            ("degenerate", "meaningful") if was_degenerate else ("meaningful", "degenerate")
+        )
+        lines.append(
+            f"degenerate changed: expected a {before} map, obtained a {after} map{where(name)}"
+        )
+    if len(flipped) > MAX_LISTED:
+        lines.append(f"degenerate changed in {len(flipped) - MAX_LISTED} more images")
+    shift = metrics.get("peak_shift")
+    if shift is not None and not shift.ok:
+        name, facts = max(
+            ((n, f) for n, f in items.items() if "peak_shift" in f),
+            key=lambda pair: pair[1]["peak_shift"],
+        )
+        lines.append(
+            f"peak moved {facts['peak_shift']:.3g} cells: {cell(facts.get('peak_expected'))} -> "
+            f"{cell(facts.get('peak_obtained'))}{where(name)}"
+        )
+    return lines
+
+
+def cell(value: Any) -> str:
+    """``(row r, col c)`` of a ``[row, col]`` pair, ``n/a`` when unknown."""
+    return "n/a" if value is None else f"(row {value[0]}, col {value[1]})"
+
+
+def field_name(kind: str, metric: str) -> str:
+    """The name a person sets the metric's bound by: its Tolerance field (``rms`` of a
+    heatmap is ``heatmap_rms``); counts such as ``class_changed`` keep their name."""
+    return next((f for name, f, _ in METRICS.get(kind, ()) if name == metric), metric)
+
+
+def metric_line(m: MetricResult, width: int, name: str | None = None) -> str:
+    """``name value <= max bound  ok`` with the value written precisely enough to show
+    which side of the bound it is on (``name`` defaults to the metric's own)."""
+    name = name or m.name
+    if m.bound is None:
+        return f"{name:<{width}} {m.value!r}  {'ok' if m.ok else 'FAIL'}"
+    v, b = distinct_format(m.value, m.bound)
+    if m.direction == "max":
+        relation, side = ("<=" if m.ok else ">"), "max"
+    else:
+        relation, side = (">=" if m.ok else "<"), "min"
+    note = f"  ({m.note})" if m.note else ""
+    return f"{name:<{width}} {v} {relation} {side} {b}  {'ok' if m.ok else 'FAIL'}{note}"
+
+
+def distinct_format(value: float, bound: float) -> tuple[str, str]:
+    """The bound at full precision (shortest exact form: 0.99999 stays 0.99999); the
+    value with one digit more than the bound has (at least 3), and more while rounding
+    would blur which side of the bound it is on."""
+    b = f"{bound:.10g}"
+    digits = max(3, len(b.lstrip("-0.").split("e")[0].replace(".", "")) + 1)
+    for d in range(digits, 17):
+        v = f"{value:.{d}g}"
+        same_side = (float(v) <= bound) == (value <= bound) and (float(v) >= bound) == (
+            value >= bound
+        )
+        if same_side and (v != b or value == bound):
+            return v, b
+    return repr(value), b
