@@ -1,10 +1,10 @@
 """Benchmark: ten cross-backend agreement checks in one session vs one check.
 
-Target (issue 8): ten checks in one session take <= 2x the time of one, because worker
-imports and model loads are paid once per backend (persistent workers, models cached by
-source). Each "session" is a fresh :class:`convviz_check.agreement.WorkerPool`; its time
-includes starting the three workers. Both sessions run side by side in this process
-with the same pinned thread count, and the ratio is printed.
+Target: ten checks in one session take <= 2x the time of one, because worker imports
+and model loads are paid once per backend (persistent workers, models cached by
+source). Each "session" is a fresh :class:`convviz_check.crossbackend.pool.WorkerPool`;
+its time includes starting the three workers. Both sessions run side by side in this
+process with the same pinned thread count, and the ratio is printed.
 
 Run: ``python benchmarks/bench_agreement.py [--threads 1] [--checks 10]``
 (model: the bundled convnet when present, else a tiny NumPy-seeded convnet built by a
@@ -14,7 +14,6 @@ Run: ``python benchmarks/bench_agreement.py [--threads 1] [--checks 10]``
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 import time
@@ -22,7 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-ag = importlib.import_module("convviz_check.agreement")
+from convviz_check.crossbackend.agreement import agreement
+from convviz_check.crossbackend.pool import WorkerPool
+from convviz_check.types import BACKENDS
 
 
 def tiny_convnet():
@@ -56,10 +57,10 @@ def session(source: str, images: np.ndarray, checks: int, threads: int) -> tuple
     """Time ``checks`` agreement checks in a fresh pool (worker starts included)."""
     started = time.perf_counter()
     per_check = []
-    with ag.WorkerPool(threads=threads) as pool:
+    with WorkerPool(threads=threads) as pool:
         for _ in range(checks):
             t0 = time.perf_counter()
-            report = ag.agreement(source, images, pool=pool, filters=4, filter_steps=30)
+            report = agreement(source, images, pool=pool, filters=4, filter_steps=30)
             per_check.append(time.perf_counter() - t0)
             if not report.passed:
                 print(report)
@@ -76,7 +77,7 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))  # for the factory source
     source = model_source()
     images = np.random.default_rng(0).uniform(0, 1, (4, 64, 64, 3)).astype(np.float32)
-    print(f"model {source}; 4 images 64x64x3; backends {', '.join(ag.BACKENDS)}")
+    print(f"model {source}; 4 images 64x64x3; backends {', '.join(BACKENDS)}")
     print(f"threads per worker {args.threads}; CPUs {os.cpu_count()}")
     one, one_each = session(source, images, 1, args.threads)
     many, many_each = session(source, images, args.checks, args.threads)

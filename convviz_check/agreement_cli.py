@@ -1,6 +1,6 @@
 """``convviz-check agree``: cross-backend agreement from the command line.
 
-Two routes, one report (:class:`convviz_check.agreement.AgreementReport`):
+Two routes, one report (:class:`convviz_check.crossbackend.agreement.AgreementReport`):
 
 - ``convviz-check agree MODEL --images FILE...`` (or ``--scenes N``: the bundled synthetic
   scenes, e.g. for the bundled models) runs one worker per backend here;
@@ -14,7 +14,6 @@ import (no Keras, no framework): the workers import them.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
+from .types import BACKENDS, TECHNIQUES
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -158,8 +158,8 @@ def _images_from_args(args: argparse.Namespace) -> np.ndarray:
 
 
 def run(args: argparse.Namespace) -> int:
-    # by full name: ``convviz_check.agreement`` on the package is the public function
-    ag = importlib.import_module("convviz_check.agreement")
+    from .crossbackend import agreement as ag
+    from .crossbackend.export import compare_exported
 
     tolerance = json.loads(args.tolerance) if args.tolerance else None
     if args.exported:
@@ -169,14 +169,14 @@ def run(args: argparse.Namespace) -> int:
                 f"--scenes. Received: model={args.model!r}, images={args.images!r}, "
                 f"scenes={args.scenes!r}."
             )
-        reports = ag.compare_exported(args.exported, backends=args.backends, tolerance=tolerance)
+        reports = compare_exported(args.exported, backends=args.backends, tolerance=tolerance)
     else:
         images = _images_from_args(args)
         report = ag.agreement(
             args.model,
             images,
-            what=tuple(_split(args.what) or ag.ARTIFACTS),
-            backends=args.backends or ag.BACKENDS,
+            what=tuple(_split(args.what) or TECHNIQUES),
+            backends=args.backends or BACKENDS,
             tolerance=tolerance,
             layers=_split(args.layers),
             class_index=args.class_index,

@@ -1,20 +1,19 @@
-"""Cross-backend agreement (convviz_check/agreement.py, agreement_cli.py and the
-``convviz.assert_backends_agree`` fixture method).
+"""Cross-backend agreement (convviz_check/crossbackend/agreement.py), the ``agree``
+command and the ``convviz.assert_backends_agree`` fixture method.
 
 Tests that run several backends are marked ``crossbackend`` (the crossbackend tox env:
 ``pytest -m crossbackend``); they share one session pool of warm workers with
-tests/test_worker.py (``agreement.session_pool``), because each worker start costs
-11-14 s of imports here. A missing backend skips them with a reason naming it (the
-per-backend envs), or fails them where ``CONVVIZ_REQUIRE_BACKENDS=1`` (the crossbackend
-env). The bundled models (convnet, xception as ``.keras`` and as a keras-hub preset)
-are checked on a few fresh scenes with few filters and ascent steps, which keeps the
-whole ``-m crossbackend`` run to a few minutes; the mechanics (planted disagreement,
-crash, hang, export route) use a tiny model.
+tests/test_worker.py and tests/test_pool.py (``tests._worker_ops.shared_pool``, whose
+workers also serve the test ops), because each worker start costs seconds of imports. A missing backend skips them with a reason naming it (the per-backend envs),
+or fails them where ``CONVVIZ_REQUIRE_BACKENDS=1`` (the crossbackend env). The bundled
+models (convnet, xception as ``.keras`` and as a keras-hub preset) are checked on a few
+fresh scenes with few filters and ascent steps, which keeps the whole ``-m
+crossbackend`` run to a few minutes; the mechanics (planted disagreement, crash, hang)
+use a tiny model.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import subprocess
@@ -26,22 +25,21 @@ import numpy as np
 import pytest
 
 from convviz_check import cli, examples
-from convviz_check.errors import InputError
-from convviz_check.types import Tolerance
-from tests import _models
-
-# The module (cc.agreement, the package attribute, is the function of the same name).
-ag = importlib.import_module("convviz_check.agreement")
+from convviz_check.artifacts import Artifact
+from convviz_check.crossbackend import agreement as ag
+from convviz_check.crossbackend import pool as pool_mod
+from convviz_check.errors import InputError, WorkerError
+from convviz_check.types import TECHNIQUES, GradCAM, Tolerance
+from tests import _models, _worker_ops
 
 ALL = ("tensorflow", "torch", "jax")
-REQUEST_TIMEOUT_S = 300.0
 IMAGE_SHAPE = (24, 24, 3)
 
 
 def require_or_skip(backends: tuple[str, ...] = ALL) -> None:
     """Skip with a reason naming the missing backend(s) (a per-backend env); fail
     instead where ``CONVVIZ_REQUIRE_BACKENDS=1`` (the crossbackend env)."""
-    missing = ag.missing_backends(backends)
+    missing = pool_mod.missing_backends(backends)
     if missing:
         message = (
             f"cross-backend test needs backend(s) {', '.join(missing)}, not installed in "
@@ -57,9 +55,21 @@ def tiny_convnet(seed: int = 0):
     return _models.sequential(IMAGE_SHAPE, seed=seed, name="tiny")
 
 
+def torch_shifted_convnet():
+    """The tiny convnet, with layer c2's weights moved by 1e-6 of their std under torch
+    only: a planted cross-backend difference far inside the default bounds but above
+    a zero bound (the backends may well compute the unchanged model bit-identically)."""
+    import keras
+
+    model = tiny_convnet()
+    if keras.config.backend() == "torch":
+        _worker_ops.perturb_weights(model, "c2", 1e-6, seed=0)
+    return model
+
+
 @pytest.fixture(scope="session")
-def pool(request: pytest.FixtureRequest):
-    return ag.session_pool(request.config, test_hooks=True, timeout=REQUEST_TIMEOUT_S)
+def pool(request: pytest.FixtureRequest) -> pool_mod.WorkerPool:
+    return _worker_ops.shared_pool(request.config)
 
 
 @pytest.fixture(scope="session")
@@ -74,9 +84,37 @@ def images() -> np.ndarray:
     return np.random.default_rng(1).uniform(0, 1, (3, *IMAGE_SHAPE)).astype(np.float32)
 
 
-def fast(**overrides):
-    """Agreement options that keep the filter patterns cheap on the tiny model."""
-    return {"filters": 3, "filter_steps": 10, **overrides}
+# -- synthetic results (also used by tests/test_export.py and test_report_agreement.py) --
+def synthetic_results(
+    shift: float = 0.0, degenerate: bool = False, classes: tuple[int, int] = (0, 2)
+) -> tuple[ag.Results, ag.Results]:
+    """Per-backend results as the workers return them, with an optional planted change
+    (``shift`` added to layer ``b`` of the second)."""
+    rng = np.random.default_rng(0)
+    acts = {"a": rng.normal(size=(2, 6, 6, 3)).astype(np.float32)}
+    acts["b"] = rng.normal(size=(2, 3, 3, 4)).astype(np.float32)
+    heat = rng.uniform(0, 1, (2, 5, 5)).astype(np.float32)
+    heat /= heat.max(axis=(1, 2), keepdims=True)
+    cam = GradCAM(
+        heatmap=np.zeros_like(heat) if degenerate else heat,
+        raw=heat,
+        class_index=np.array(classes),
+        score=np.ones(2, np.float32),
+        score_kind="logit",
+        layer="b",
+        degenerate=np.full(2, degenerate),
+        image_shape=(12, 12),
+    )
+    patterns = rng.uniform(0, 1, (3, 16, 16, 3)).astype(np.float32)
+    base = {
+        "activations": Artifact.from_value(acts, "activation"),
+        "gradcam": Artifact.from_value(cam, attrs={"top_class": list(classes)}),
+        "filters": Artifact.from_value(
+            patterns, "pattern", attrs={"layer": "b", "filters": [0, 1, 2]}
+        ),
+    }
+    changed = {**base, "activations": Artifact.from_value({**acts, "b": acts["b"] + shift})}
+    return base, changed
 
 
 # -- framework-free parent -----------------------------------------------------------------
@@ -94,47 +132,21 @@ BLOCKER = textwrap.dedent(
 )
 
 
-def synthetic_results(shift: float = 0.0, degenerate: bool = False):
-    """Per-backend results as the workers return them, with an optional planted change."""
-    rng = np.random.default_rng(0)
-    acts = {"a": rng.normal(size=(2, 6, 6, 3)).astype(np.float32)}
-    acts["b"] = rng.normal(size=(2, 3, 3, 4)).astype(np.float32)
-    heat = rng.uniform(0, 1, (2, 5, 5)).astype(np.float32)
-    heat /= heat.max(axis=(1, 2), keepdims=True)
-    gradcam = {
-        "heatmap": np.zeros_like(heat) if degenerate else heat,
-        "raw": heat,
-        "class_index": np.array([0, 2]),
-        "score": np.ones(2, np.float32),
-        "degenerate": np.full(2, degenerate),
-        "top_class": np.array([0, 2]),
-    }
-    patterns = rng.uniform(0, 1, (3, 16, 16, 3)).astype(np.float32)
-    base = {
-        "activations": ({"layers": ["a", "b"]}, acts),
-        "gradcam": ({"layer": "b", "score_kind": "logit", "image_shape": [12, 12]}, gradcam),
-        "filters": ({"layer": "b", "filters": [0, 1, 2]}, {"patterns": patterns}),
-    }
-    changed = {
-        "activations": ({"layers": ["a", "b"]}, {"a": acts["a"], "b": acts["b"] + shift}),
-        "gradcam": base["gradcam"],
-        "filters": base["filters"],
-    }
-    return base, changed
-
-
 def test_parent_side_runs_with_keras_and_frameworks_blocked(tmp_path: Path) -> None:
+    from convviz_check.crossbackend.export import export_artifacts
+
     base, _ = synthetic_results()
     for backend in ("tensorflow", "jax"):
-        ag.export_artifacts(tmp_path, backend, "tests/x.py::test_y[p]", base, info={})
+        export_artifacts(tmp_path, backend, "tests/x.py::test_y[p]", base, info={})
     code = BLOCKER + textwrap.dedent(
         f"""
-        import convviz_check, convviz_check.agreement_cli, convviz_check.compare
-        import importlib
-        ag = importlib.import_module("convviz_check.agreement")
+        import convviz_check, convviz_check.agreement_cli, convviz_check.metrics
+        import convviz_check.crossbackend.agreement, convviz_check.crossbackend.export
+        import convviz_check.report.agreement
+        from convviz_check.crossbackend.pool import WorkerPool
         from convviz_check import cli
         cli.build_parser()
-        pool = ag.WorkerPool()
+        pool = WorkerPool()
         pool.close()
         code = cli.main(["agree", "--exported", {str(tmp_path)!r}])
         loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
@@ -147,26 +159,6 @@ def test_parent_side_runs_with_keras_and_frameworks_blocked(tmp_path: Path) -> N
     assert "1 check(s) agree across backends" in proc.stdout
 
 
-def test_parse_backends_keeps_order_and_refuses_unknown_or_single() -> None:
-    assert ag.parse_backends("jax, torch") == ("jax", "torch")
-    assert ag.parse_backends(["torch", "torch", "jax"]) == ("torch", "jax")
-    assert ag.parse_backends(None) == ALL
-    for bad in ("tensorflow", "tensorflow,mxnet", []):
-        with pytest.raises(InputError, match="Received: backends="):
-            ag.parse_backends(bad)
-
-
-def test_missing_backend_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Independent of what this env has installed: only jax is "missing".
-    installed = object()
-    monkeypatch.setattr(
-        ag.importlib.util, "find_spec", lambda name: None if name == "jax" else installed
-    )
-    assert ag.missing_backends(ALL) == ["jax"]
-    with pytest.raises(ag.MissingBackendError, match=r"backend\(s\) jax, not installed"):
-        ag.require_backends(ALL)
-
-
 def test_model_objects_are_refused_never_pickled() -> None:
     with pytest.raises(InputError, match="never pickled"):
         ag.model_spec(object())
@@ -174,24 +166,68 @@ def test_model_objects_are_refused_never_pickled() -> None:
         ag.model_spec("m.keras", custom_objects={"Layer": object})
 
 
+def test_unknown_or_no_techniques_are_refused_before_any_worker_starts() -> None:
+    for what in (("activations", "saliency"), ()):
+        with pytest.raises(InputError, match="Unknown technique"):
+            ag.agreement("m.keras", np.zeros((1, 8, 8, 3), np.float32), what=what)
+
+
+def test_images_must_be_a_numeric_batch() -> None:
+    assert ag.as_images(np.zeros((8, 8, 3))).shape == (1, 8, 8, 3)
+    for bad in (np.zeros((8, 8)), np.zeros((0, 8, 8, 3)), np.array([["a"]])):
+        with pytest.raises(InputError, match="Images must be"):
+            ag.as_images(bad)
+
+
+def test_artifact_params_are_json_ready() -> None:
+    params = ag.artifact_params(class_index=np.array([3, 1]), filters=(0, 2), filter_size=(8, 8))
+    assert json.loads(json.dumps(params)) == params
+    assert params["gradcam"]["class_index"] == [3, 1]
+    assert params["filters"]["filters"] == [0, 2] and params["filters"]["size"] == [8, 8]
+    assert ag.artifact_params(class_index=np.int64(2))["gradcam"]["class_index"] == 2
+
+
 def test_report_names_the_worst_layer_and_fills_a_symmetric_matrix() -> None:
     base, changed = synthetic_results(shift=0.5)
     results = {"tensorflow": base, "torch": base, "jax": changed}
-    report = ag.build_report("m.keras", ALL, ag.ARTIFACTS, results)
-    assert not report.passed
+    report = ag.build_report("m.keras", ALL, TECHNIQUES, results)
+    assert not report.passed and not report
     pair, item = report.worst("activations")
     assert item == "b" and pair.obtained == "jax"
     matrix = report.matrix("activations", "max_rel")
     assert matrix["torch"]["jax"] is matrix["jax"]["torch"]
     assert matrix["tensorflow"]["torch"].value == 0.0 and matrix["tensorflow"]["torch"].ok
     assert not matrix["tensorflow"]["jax"].ok and matrix["tensorflow"]["tensorflow"] is None
-    text = str(report)
-    assert text.startswith("cross-backend agreement FAILED")
-    assert "activations disagree: worst layer b (tensorflow vs jax)" in text
-    assert "tensorflow|torch" in text and "worst layer" in text and "FAIL" in text
-    assert report.to_dict()["passed"] is False
+    assert report.notes[0] == "activations disagree: worst layer b (tensorflow vs jax)"
+    assert str(report).startswith("cross-backend agreement FAILED")
     # gradcam and filters were identical: their pairs pass
     assert all(p.passed for p in report.pairs if p.artifact != "activations")
+
+
+def test_worst_pair_is_the_one_farthest_from_its_bounds_even_when_all_pass() -> None:
+    base, small = synthetic_results(shift=1e-6)
+    _, larger = synthetic_results(shift=3e-6)
+    results = {"tensorflow": base, "torch": small, "jax": larger}
+    report = ag.build_report("m", ALL, ("activations",), results)
+    assert report.passed
+    distances = {p.pair: p.distance for p in report.pairs}
+    assert 0 < distances["tensorflow|torch"] < distances["tensorflow|jax"] <= 1
+    pair, item = report.worst("activations")
+    assert pair.pair == "tensorflow|jax" and item == "b"
+    assert report.worst("gradcam") is None  # not compared
+
+
+def test_report_to_dict_is_json_ready_with_every_metric() -> None:
+    base, changed = synthetic_results(shift=0.5)
+    report = ag.build_report(
+        "m", ("tensorflow", "jax"), TECHNIQUES, {"tensorflow": base, "jax": changed}
+    )
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["passed"] is False and data["backends"] == ["tensorflow", "jax"]
+    (acts,) = [p for p in data["pairs"] if p["artifact"] == "activations"]
+    assert acts["worst_item"] == "b" and acts["passed"] is False
+    assert set(acts["metrics"]["max_rel"]) == {"value", "bound", "ok", "direction", "note"}
+    assert acts["metrics"]["max_rel"]["ok"] is False
 
 
 def test_degenerate_maps_are_reported_as_degenerate() -> None:
@@ -201,7 +237,6 @@ def test_degenerate_maps_are_reported_as_degenerate() -> None:
     )
     assert report.passed
     assert "degenerate on every backend" in str(report)
-    assert any("degenerate" in line and "yes" in line for line in str(report).splitlines())
     ok, _ = synthetic_results()
     mixed = ag.build_report(
         "m.keras", ("tensorflow", "jax"), ("gradcam",), {"tensorflow": ok, "jax": deg}
@@ -210,35 +245,64 @@ def test_degenerate_maps_are_reported_as_degenerate() -> None:
     assert "degenerate on jax only" in str(mixed)
 
 
-def test_export_dirnames_are_safe_and_distinct() -> None:
-    names = ["tests/a.py::t[x]", "tests/a.py::t[y]", "../../etc", "ok-name"]
-    dirs = [ag.export_dirname(n) for n in names]
-    assert len(set(dirs)) == len(dirs)
-    assert all("/" not in d and not d.startswith(".") for d in dirs)
-    assert ag.export_dirname("ok-name") == "ok-name"
-
-
-def test_exported_check_from_one_backend_only_fails_naming_the_missing(tmp_path: Path) -> None:
-    base, _ = synthetic_results()
-    ag.export_artifacts(tmp_path, "torch", "only_torch", base)
-    (report,) = ag.compare_exported(tmp_path).values()
-    assert not report.passed
-    assert "missing: ['tensorflow', 'jax']" in str(report)
-
-
-def test_exported_heatmaps_of_different_classes_fail_plainly(tmp_path: Path) -> None:
-    base, _ = synthetic_results()
-    other = dict(base)
-    meta, arrays = base["gradcam"]
-    other["gradcam"] = (
-        meta,
-        {**arrays, "class_index": np.array([1, 2]), "top_class": np.array([1, 2])},
+def test_top_class_notes_tell_aligned_classes_from_different_ones() -> None:
+    ref, _ = synthetic_results()
+    aligned, _ = synthetic_results()
+    aligned["gradcam"] = Artifact.decode(
+        aligned["gradcam"].arrays,
+        "heatmap",
+        "gradcam",
+        {**aligned["gradcam"].attrs, "top_class": [1, 2]},
     )
-    ag.export_artifacts(tmp_path, "tensorflow", "c", base)
-    ag.export_artifacts(tmp_path, "jax", "c", other)
-    report = ag.compare_exported(tmp_path)["c"]
+    report = ag.build_report(
+        "m", ("tensorflow", "torch"), ("gradcam",), {"tensorflow": ref, "torch": aligned}
+    )
+    assert report.passed
+    assert report.notes == [
+        "top class differs on image 0: tensorflow=0, torch=1 (Grad-CAM compared for "
+        "tensorflow's class 0 on both)"
+    ]
+
+
+def test_missing_results_and_differing_layers_are_problems() -> None:
+    base, _ = synthetic_results()
+    other = {k: v for k, v in base.items() if k != "activations"}
+    other["filters"] = Artifact.decode(
+        base["filters"].arrays, "pattern", "array", {**base["filters"].attrs, "layer": "a"}
+    )
+    report = ag.build_report(
+        "m", ("tensorflow", "jax"), TECHNIQUES, {"tensorflow": base, "jax": other}
+    )
     assert not report.passed
-    assert "top class differs on image 0: tensorflow=0, jax=1" in str(report)
+    assert "activations: no result from jax" in report.problems
+    assert any(p.startswith("filters layer differs across backends") for p in report.problems)
+
+
+def test_fingerprint_difference_is_a_note() -> None:
+    base, _ = synthetic_results()
+    info = {"tensorflow": {"fingerprint": "a" * 64}, "jax": {"fingerprint": "b" * 64}}
+    report = ag.build_report(
+        "m", ("tensorflow", "jax"), ("activations",), {"tensorflow": base, "jax": base}, info=info
+    )
+    assert report.passed
+    assert report.notes == [
+        "model fingerprint differs (the backends did not run the same weights): "
+        "tensorflow=aaaaaaaaaaaa, jax=bbbbbbbbbbbb"
+    ]
+
+
+def test_tolerance_objects_pass_through_to_compare() -> None:
+    base, changed = synthetic_results(shift=1e-3)
+    results = {"tensorflow": base, "jax": changed}
+    strict = ag.build_report("m", ("tensorflow", "jax"), ("activations",), results)
+    loose = ag.build_report(
+        "m",
+        ("tensorflow", "jax"),
+        ("activations",),
+        results,
+        Tolerance(activation_max_rel=1.0, activation_mean_rel=1.0),
+    )
+    assert not strict.passed and loose.passed
 
 
 # -- the real thing: three backends ----------------------------------------------------------
@@ -249,7 +313,7 @@ BUNDLED_SOURCES = {
     "xception": examples.model_path("xception"),
     "xception-preset": examples.preset_dir("xception"),
 }
-# worker.default_filters_layer: the deepest conv layer whose map is wider than 8 cells
+# compute.default_filters_layer: the deepest conv layer whose map is wider than 8 cells
 # (convnet: conv3 16x16; xception: block3_sepconv2 16x16).
 BUNDLED_FILTERS_LAYER = {
     "convnet": "conv3",
@@ -259,7 +323,7 @@ BUNDLED_FILTERS_LAYER = {
 # Fresh scenes: the bundled models were trained on seed 1 and accepted on seed 20240.
 BUNDLED_SCENES_SEED = 8
 # A few filters and ascent steps bound the runtime (the ascent is the costly artifact).
-# The full setting also agrees, measured (16 scenes, 8 filters x 30 steps, this 2-core
+# The full setting also agrees, measured (16 scenes, 8 filters x 30 steps, a 2-core
 # CPU): worst pattern SSIM / Pearson 0.894 / 0.928 (xception, tensorflow vs torch,
 # filter 2; convnet 0.99999994 / 0.9999998); activations max_rel <= 7.7e-7, heatmaps
 # max_abs <= 3.3e-7, peak shift 0, top-10% IoU 1 on both models.
@@ -279,8 +343,8 @@ def test_bundled_models_agree_across_all_three_backends(pool, bundled_scenes, na
         BUNDLED_SOURCES[name], bundled_scenes.floats, pool=pool, **BUNDLED_FILTERS
     )
     assert report.passed, str(report)
-    assert len(report.pairs) == 3 * 3  # three artifacts x three backend pairs
-    assert {p.artifact for p in report.pairs} == set(ag.ARTIFACTS)
+    assert len(report.pairs) == 3 * 3  # three techniques x three backend pairs
+    assert {p.artifact for p in report.pairs} == set(TECHNIQUES)
     assert len({info["fingerprint"] for info in report.info.values()}) == 1, report.info
     # Trained models: meaningful heatmaps of the object's class on every backend, so the
     # heatmap metrics measured something (not degenerate-vs-degenerate).
@@ -320,16 +384,11 @@ def test_planted_disagreement_is_caught_and_named(pool, tiny_path, images) -> No
     text = str(report)
     assert "model fingerprint differs" in text
     assert "activations disagree: worst layer c2" in text
+    assert "details of the failing pairs:" in text and "FAIL" in text
     # the untouched pair still agrees
     assert [
         p.passed for p in report.pairs if {p.expected, p.obtained} == {"tensorflow", "jax"}
     ] == [True]
-    with pytest.raises(AssertionError, match="worst layer c2"):
-        pool.request("torch", "perturb", {"model": spec, "layer": "c2", "scale": 0.05, "seed": 3})
-        try:
-            ag.assert_backends_agree(tiny_path, images, what=("activations",), pool=pool)
-        finally:
-            pool.request("torch", "evict", {"model": spec})
 
 
 @pytest.mark.crossbackend
@@ -358,7 +417,7 @@ def test_hung_backend_fails_the_check_clearly_and_the_next_one_succeeds(
 ) -> None:
     require_or_skip(("tensorflow", "jax"))
     pool.request("jax", "delay_next", {"seconds": 120})
-    with pytest.raises(ag.WorkerError, match=r"jax worker .* did not answer within 3 s"):
+    with pytest.raises(WorkerError, match=r"jax worker .* did not answer within 3 s"):
         ag.agreement(
             tiny_path,
             images,
@@ -379,7 +438,7 @@ def test_backend_killed_mid_check_fails_it_clearly_and_the_next_one_succeeds(
 ) -> None:
     require_or_skip(("tensorflow", "torch"))
     pool.request("torch", "crash_next")
-    with pytest.raises(ag.WorkerError, match="killed by signal SIGKILL") as info:
+    with pytest.raises(WorkerError, match="killed by signal SIGKILL") as info:
         ag.agreement(
             tiny_path, images, what=("activations",), backends=("tensorflow", "torch"), pool=pool
         )
@@ -388,52 +447,6 @@ def test_backend_killed_mid_check_fails_it_clearly_and_the_next_one_succeeds(
         tiny_path, images, what=("activations",), backends=("tensorflow", "torch"), pool=pool
     )
     assert report.passed, str(report)
-
-
-@pytest.mark.crossbackend
-def test_export_route_end_to_end(pool, tiny_path, images, tmp_path, capsys) -> None:
-    require_or_skip()
-    spec = ag.model_spec(tiny_path)
-    params = ag.artifact_params(**fast())
-    for backend in ALL:  # what each backend env writes with --convviz-export
-        pool.request(
-            backend,
-            "export",
-            {
-                "model": spec,
-                "dir": str(tmp_path),
-                "name": "tests/test_m.py::test_agree",
-                "what": list(ag.ARTIFACTS),
-                "artifact_params": params,
-            },
-            {"images": images},
-        )
-    json_path = tmp_path.parent / f"{tmp_path.name}-report.json"
-    assert cli.main(["agree", "--exported", str(tmp_path), "--json", str(json_path)]) == 0
-    out = capsys.readouterr().out
-    assert "cross-backend agreement passed" in out and "1 check(s) agree" in out
-    assert json.loads(json_path.read_text())["tests/test_m.py::test_agree"]["passed"] is True
-    # Re-export torch from a perturbed model: the comparison fails and names the layer.
-    pool.request("torch", "perturb", {"model": spec, "layer": "c2", "scale": 0.05})
-    try:
-        pool.request(
-            "torch",
-            "export",
-            {
-                "model": spec,
-                "dir": str(tmp_path),
-                "name": "tests/test_m.py::test_agree",
-                "what": ["activations"],
-                "artifact_params": params,
-            },
-            {"images": images},
-        )
-    finally:
-        pool.request("torch", "evict", {"model": spec})
-    assert cli.main(["agree", "--exported", str(tmp_path)]) == 1
-    captured = capsys.readouterr()
-    assert "activations disagree: worst layer c2" in captured.out
-    assert "1 of 1 check(s) disagree" in captured.err
 
 
 @pytest.mark.crossbackend
@@ -463,7 +476,7 @@ def test_cli_agree_with_scenes_on_the_bundled_convnet(pool, tmp_path, capsys, mo
     assert "4 image(s) (64, 64, 3) float32" in out
     (report,) = json.loads(json_path.read_text()).values()
     assert report["passed"] is True and report["backends"] == list(ALL)
-    assert report["what"] == list(ag.ARTIFACTS) and len(report["pairs"]) == 9
+    assert report["what"] == list(TECHNIQUES) and len(report["pairs"]) == 9
     # The seeded scenes (seed 0 by default) reached the model: it names their classes.
     labels = examples.make_scenes(4, seed=0).labels.tolist()
     assert f"class per image {labels}" in report["subjects"]["gradcam"]
@@ -504,14 +517,14 @@ def test_cli_refuses_bad_scene_arguments(monkeypatch, capsys, extra, expected) -
 def _run_crossbackend_tests_without(pytester, monkeypatch, hidden: list[str]):
     """Run this module's ``crossbackend`` tests in an inner session where ``hidden``
     backends look uninstalled (as in a per-backend tox env); returns the reports."""
-    real = ag.missing_backends
+    real = pool_mod.missing_backends
 
     def missing_here(backends):
         backends = tuple(backends)
         really = real(backends)
         return [b for b in backends if b in hidden or b in really]
 
-    monkeypatch.setattr(ag, "missing_backends", missing_here)
+    monkeypatch.setattr(pool_mod, "missing_backends", missing_here)
     pytester.makeini(
         "[pytest]\nmarkers =\n    crossbackend: needs several backends\n"
         "filterwarnings =\n    ignore::DeprecationWarning\n"
@@ -551,10 +564,10 @@ def test_crossbackend_tests_skip_naming_the_missing_backends_in_a_per_backend_en
     monkeypatch.delenv("CONVVIZ_REQUIRE_BACKENDS", raising=False)
     hidden = [b for b in ALL if b != installed]
     # In a per-backend tox env the other backends are really missing too.
-    absent = set(hidden) | set(ag.missing_backends(ALL))
+    absent = set(hidden) | set(pool_mod.missing_backends(ALL))
     passed, skipped, failed = _run_crossbackend_tests_without(pytester, monkeypatch, hidden)
     assert not passed and not failed
-    assert len(skipped) == _crossbackend_test_count() >= 12  # all of them
+    assert len(skipped) == _crossbackend_test_count() >= 11  # all of them
     for report in skipped:
         reason = report.longrepr[2]
         named = reason.split("needs backend(s) ")[1].split(", not installed")[0].split(", ")
@@ -577,19 +590,18 @@ def test_crossbackend_tests_fail_naming_the_missing_backends_when_required(
 
 # -- the pytest fixture ----------------------------------------------------------------------
 FIXTURE_TEST = """
-import importlib
 import numpy as np
 import pytest
 
-ag = importlib.import_module("convviz_check.agreement")
+from convviz_check.crossbackend import pool as pool_mod
 
 def test_agree(convviz, monkeypatch):
-    monkeypatch.setattr(ag, "missing_backends", lambda backends: list(backends))
+    monkeypatch.setattr(pool_mod, "missing_backends", lambda backends: list(backends))
     convviz.assert_backends_agree("m.keras", np.zeros((1, 8, 8, 3), np.float32))
 
 @pytest.mark.convviz(backends="torch,jax")
 def test_marked(convviz, monkeypatch):
-    monkeypatch.setattr(ag, "missing_backends", lambda backends: list(backends))
+    monkeypatch.setattr(pool_mod, "missing_backends", lambda backends: list(backends))
     convviz.assert_backends_agree("m.keras", np.zeros((1, 8, 8, 3), np.float32))
 """
 
@@ -617,12 +629,13 @@ def test_fixture_fails_on_a_missing_backend_when_required(pytester, monkeypatch,
 
 
 @pytest.mark.crossbackend
-def test_fixture_asserts_agreement_with_the_marker_tolerance(
-    pytester, monkeypatch, pool, tiny_path
-) -> None:
+def test_fixture_asserts_agreement_with_the_marker_tolerance(pytester, monkeypatch) -> None:
     require_or_skip(("tensorflow", "torch"))
-    # Reuse the warm session pool instead of the inner session's own.
-    monkeypatch.setattr(ag, "session_pool", lambda config, **kwargs: pool)
+    # The source plants a tiny difference on torch (1e-6 of c2's weight std): the
+    # default cross-backend bounds accept it, a zero bound set by the marker does not.
+    # Without it the test would rest on rounding: tensorflow and torch may compute the
+    # tiny model bit-identically (they do on some CPUs), and 0 <= 0 passes.
+    source = f"{__name__}:torch_shifted_convnet"
     pytester.makepyfile(
         test_fx=f"""
         import numpy as np
@@ -631,14 +644,13 @@ def test_fixture_asserts_agreement_with_the_marker_tolerance(
         IMAGES = np.random.default_rng(1).uniform(0, 1, (2, 24, 24, 3)).astype(np.float32)
 
         def test_agrees(convviz):
-            report = convviz.assert_backends_agree({str(tiny_path)!r}, IMAGES, what=("activations",))
+            report = convviz.assert_backends_agree({source!r}, IMAGES, what=("activations",))
             assert report.passed and report.backends == ("tensorflow", "torch")
+            assert 0 < report.pairs[0].comparison.metrics["max_rel"].value
 
-        # tensorflow and torch differ by ~3e-7 relative on this model (measured): a zero
-        # bound must fail, with the table in the message.
         @pytest.mark.convviz(tolerance={{"activation_max_rel": 0.0}})
         def test_zero_tolerance_fails(convviz):
-            convviz.assert_backends_agree({str(tiny_path)!r}, IMAGES, what=("activations",))
+            convviz.assert_backends_agree({source!r}, IMAGES, what=("activations",))
         """
     )
     result = pytester.runpytest_inprocess("--convviz-backends=tensorflow,torch")
@@ -671,17 +683,3 @@ def test_fixture_exports_the_running_backend_with_convviz_export(
     info = json.loads((backend_dir / "info.json").read_text())
     assert info["name"] == "test_fx.py::test_export" and info["fingerprint"]
     assert sorted(p.name for p in backend_dir.glob("*.npz")) == ["activations.npz", "filters.npz"]
-
-
-def test_tolerance_objects_pass_through_to_compare() -> None:
-    base, changed = synthetic_results(shift=1e-3)
-    results = {"tensorflow": base, "jax": changed}
-    strict = ag.build_report("m", ("tensorflow", "jax"), ("activations",), results)
-    loose = ag.build_report(
-        "m",
-        ("tensorflow", "jax"),
-        ("activations",),
-        results,
-        Tolerance(activation_max_rel=1.0, activation_mean_rel=1.0),
-    )
-    assert not strict.passed and loose.passed

@@ -17,6 +17,9 @@ functions with the same signatures, NumPy at the boundary:
   13.9 s, through predict_on_batch 22.2 s, batch 8 at 299x299).
 - ``pin_threads(n)``: pin the framework's thread pools.
 
+Defined here once for every backend: ``prepare_import(backend, threads)``, the steps
+that must precede ``import keras`` in a fresh process (the backend worker's first step).
+
 ``loss_fn(outputs, aux)`` is written with ``keras.ops`` so that one definition serves
 all three backends; it returns a scalar (a sum over the batch, so that each sample's
 gradient is its own).
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 import weakref
 from types import ModuleType
 from typing import Any
@@ -89,7 +93,45 @@ def framework_versions() -> dict[str, str]:
     return versions
 
 
+def prepare_import(backend: str, threads: int | None = None) -> None:
+    """Make the next ``import keras`` run ``backend``, in the one import order that works.
+
+    Sets ``KERAS_BACKEND`` (Keras reads it once, at import) and, for JAX, ``XLA_FLAGS``
+    pinning the XLA CPU client to ``threads`` (read when the client starts). For torch,
+    imports torch now: keras-hub imports tensorflow under every backend, and where torch
+    and tensorflow share a process torch must be imported first (the other order can
+    segfault). Call it before anything imports Keras (the backend worker does, first
+    thing).
+
+    Raises:
+        BackendError: an unknown backend, or Keras already imported under another one.
+    """
+    if backend not in BACKENDS:
+        raise BackendError(
+            f"Unknown backend. Received: backend={backend!r}. Expected one of {BACKENDS}."
+        )
+    keras = sys.modules.get("keras")
+    if keras is not None and keras.config.backend() != backend:
+        raise BackendError(
+            f"Keras is already imported under {keras.config.backend()!r}; the backend is "
+            f"fixed at import. Received: backend={backend!r}. Expected prepare_import to "
+            "run before Keras is imported."
+        )
+    os.environ["KERAS_BACKEND"] = backend
+    if backend == "jax" and threads is not None:
+        existing = os.environ.get("XLA_FLAGS", "")
+        os.environ["XLA_FLAGS"] = (existing + " " + xla_thread_flags(threads)).strip()
+    if backend == "torch":
+        importlib.import_module("torch")
+
+
 def xla_thread_flags(n: int) -> str:
     """XLA_FLAGS value pinning the XLA CPU client to ``n`` threads. Must be in the
     environment before jax is imported (workers and benchmarks set it)."""
     return f"--xla_cpu_multi_thread_eigen={'true' if n > 1 else 'false'} intra_op_parallelism_threads={n}"
+
+
+def enable_determinism() -> None:
+    """Make the running framework's kernels deterministic (training the bundled
+    examples: the same seed must give the same weights on a machine)."""
+    _module().enable_determinism()

@@ -1,0 +1,629 @@
+"""Cross-backend agreement: compute on every backend, compare every pair, one report.
+
+Parent side, framework-free (NumPy and the NumPy-only :mod:`convviz_check.metrics`):
+:func:`agreement` sends the model *source* and the images to one worker per backend
+(:class:`~convviz_check.crossbackend.pool.WorkerPool`), gets one
+:class:`~convviz_check.artifacts.Artifact` per technique back, and compares every
+backend pair with :func:`convviz_check.metrics.compare` (the cross-backend column of the
+tolerance table) into an :class:`AgreementReport`.
+
+Grad-CAM is compared for the same class on every backend: where a backend's top class
+differs from the reference backend's, its Grad-CAM is recomputed for the reference's
+class, and the difference is reported plainly.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..artifacts import Artifact
+from ..errors import ConvvizError, InputError, describe_array
+from ..metrics import compare
+from ..render import deprocess_image
+from ..types import BACKENDS, ITEM_UNIT, KIND_OF, TECHNIQUES, Comparison, MetricResult, Tolerance
+from .pool import WorkerPool, default_pool, parse_backends, require_backends
+
+# One backend's results: technique -> artifact.
+Results = dict[str, Artifact]
+
+
+# --------------------------------------------------------------------------------------
+# The report
+# --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PairComparison:
+    """One technique compared between two backends (``expected`` is the earlier one in
+    the backend order)."""
+
+    artifact: str
+    expected: str
+    obtained: str
+    comparison: Comparison | None
+    error: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.comparison is not None and self.comparison.passed and not self.error
+
+    @property
+    def worst_item(self) -> str:
+        if self.comparison is None:
+            return ""
+        return str(self.comparison.details.get("worst_item", ""))
+
+    @property
+    def pair(self) -> str:
+        return f"{self.expected}|{self.obtained}"
+
+    @property
+    def distance(self) -> float:
+        """How far the pair is from its bounds (the largest
+        :attr:`~convviz_check.types.MetricResult.distance`): <= 1 passes; a failing
+        pair is always beyond 1, a pair that could not be compared infinitely far."""
+        if self.comparison is None:
+            return math.inf
+        worst = max((m.distance for m in self.comparison.metrics.values()), default=0.0)
+        return worst if self.comparison.passed else max(worst, 1.0 + 1e-9)
+
+    def to_dict(self) -> dict[str, Any]:
+        metrics = self.comparison.metrics if self.comparison is not None else {}
+        return {
+            "artifact": self.artifact,
+            "expected": self.expected,
+            "obtained": self.obtained,
+            "passed": self.passed,
+            "error": self.error,
+            "worst_item": self.worst_item,
+            "metrics": {name: m.to_dict() for name, m in metrics.items()},
+            "text": self.comparison.text if self.comparison is not None else "",
+        }
+
+
+@dataclass
+class AgreementReport:
+    """Outcome of :func:`agreement` (or :func:`~.export.compare_exported`).
+
+    Attributes:
+        model: the model source.
+        backends: the backends compared, in order (the first is the reference).
+        what: the techniques compared.
+        pairs: one :class:`PairComparison` per technique and backend pair.
+        notes: plain facts that lead the report (top class differs, fingerprint
+            differs, degenerate maps).
+        problems: failures that are not a metric (missing result, heatmaps of
+            different classes on the export route); any problem fails the report.
+        info: per backend: versions, threads, model fingerprint.
+        subjects: per technique, what was compared (layers, classes, filters).
+    """
+
+    model: str
+    backends: tuple[str, ...]
+    what: tuple[str, ...]
+    pairs: list[PairComparison] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    info: dict[str, dict[str, Any]] = field(default_factory=dict)
+    subjects: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def reference(self) -> str:
+        return self.backends[0]
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems and all(p.passed for p in self.pairs)
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def failures(self) -> list[PairComparison]:
+        return [p for p in self.pairs if not p.passed]
+
+    def metric_names(self, artifact: str) -> list[str]:
+        names: dict[str, None] = {}
+        for p in self.pairs:
+            if p.artifact == artifact and p.comparison is not None:
+                names.update(dict.fromkeys(p.comparison.metrics))
+        return list(names)
+
+    def matrix(self, artifact: str, metric: str) -> dict[str, dict[str, MetricResult | None]]:
+        """Backend x backend matrix of one metric of one technique (the worst item of
+        each pair; symmetric, None on the diagonal and where not measured)."""
+        out: dict[str, dict[str, MetricResult | None]] = {
+            a: {b: None for b in self.backends} for a in self.backends
+        }
+        for p in self.pairs:
+            if p.artifact == artifact and p.comparison is not None:
+                m = p.comparison.metrics.get(metric)
+                out[p.expected][p.obtained] = m
+                out[p.obtained][p.expected] = m
+        return out
+
+    def worst(self, artifact: str) -> tuple[PairComparison, str] | None:
+        """The pair and item (layer, image or filter) farthest from their bounds for
+        ``artifact`` (:attr:`PairComparison.distance`; a failing pair first)."""
+        pairs = [p for p in self.pairs if p.artifact == artifact]
+        if not pairs:
+            return None
+        worst = max(pairs, key=lambda p: p.distance)  # the first of equals
+        return worst, worst.worst_item
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (for ``report.json`` and ``convviz-check agree --json``)."""
+        return {
+            "passed": self.passed,
+            "model": self.model,
+            "backends": list(self.backends),
+            "what": list(self.what),
+            "notes": list(self.notes),
+            "problems": list(self.problems),
+            "subjects": dict(self.subjects),
+            "info": self.info,
+            "pairs": [p.to_dict() for p in self.pairs],
+        }
+
+    def __str__(self) -> str:
+        from ..report.agreement import render
+
+        return render(self)
+
+
+# --------------------------------------------------------------------------------------
+# Comparing per-backend results (shared by the worker route and the export route)
+# --------------------------------------------------------------------------------------
+def _comparable(technique: str, artifact: Artifact) -> Any:
+    if technique == "activations":
+        return artifact.arrays
+    if technique == "gradcam":
+        return {k: artifact.arrays[k] for k in ("heatmap", "class_index", "degenerate")}
+    # Patterns are compared as they are shown: standardized, uint8, borders cropped.
+    patterns = artifact.arrays["value"]
+    return np.stack([deprocess_image(p) for p in patterns]) if len(patterns) else patterns
+
+
+def _describe_subject(technique: str, artifact: Artifact) -> str:
+    if technique == "activations":
+        names = list(artifact.arrays)
+        shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
+        return f"{len(names)} layers ({shown})"
+    attrs = artifact.attrs
+    if technique == "gradcam":
+        classes = artifact.arrays["class_index"].tolist()
+        return (
+            f"layer {attrs.get('layer')!r}, score {attrs.get('score_kind')!r}, class per "
+            f"image {classes} (the reference backend's)"
+        )
+    filters = attrs.get("filters") or list(range(len(artifact.arrays["value"])))
+    return f"layer {attrs.get('layer')!r}, filters {filters} (compared deprocessed)"
+
+
+def _top_class(artifact: Artifact) -> np.ndarray:
+    """The model's own top class per image (the explained class when not recorded)."""
+    top = artifact.attrs.get("top_class")
+    return np.asarray(top, np.int64) if top is not None else artifact.arrays["class_index"]
+
+
+def _class_notes(ref: str, ref_cam: Artifact, b: str, cam: Artifact) -> list[str]:
+    ref_classes, classes = ref_cam.arrays["class_index"], cam.arrays["class_index"]
+    ref_top, top = _top_class(ref_cam), _top_class(cam)
+    if top.shape != ref_top.shape or classes.shape != ref_classes.shape:
+        return []
+    notes = []
+    for i in np.flatnonzero((top != ref_top) | (classes != ref_classes)):
+        if classes[i] != ref_classes[i]:
+            notes.append(
+                f"top class differs on image {i}: {ref}={int(ref_classes[i])}, "
+                f"{b}={int(classes[i])} (the heatmaps explain different classes: a failure)"
+            )
+        else:
+            notes.append(
+                f"top class differs on image {i}: {ref}={int(ref_top[i])}, {b}={int(top[i])} "
+                f"(Grad-CAM compared for {ref}'s class {int(ref_classes[i])} on both)"
+            )
+    return notes
+
+
+def _gradcam_notes(backends: Sequence[str], results: Mapping[str, Results]) -> list[str]:
+    present = [b for b in backends if "gradcam" in results[b]]
+    if not present:
+        return []
+    ref = present[0]
+    notes = []
+    for b in present[1:]:
+        notes += _class_notes(ref, results[ref]["gradcam"], b, results[b]["gradcam"])
+    degenerate = np.stack(
+        [results[b]["gradcam"].arrays["degenerate"].astype(bool) for b in present]
+    )
+    for i in range(degenerate.shape[1]):
+        on = [b for b, d in zip(present, degenerate[:, i], strict=True) if d]
+        if len(on) == len(present):
+            notes.append(
+                f"gradcam image {i}: degenerate on every backend (the class score barely "
+                "depends on the target layer); compared as degenerate, not measured"
+            )
+        elif on:
+            notes.append(
+                f"gradcam image {i}: degenerate on {', '.join(on)} only (a failure: "
+                "degenerate vs meaningful never agrees)"
+            )
+    return notes
+
+
+def _fingerprint_note(backends: Sequence[str], info: Mapping[str, Mapping[str, Any]]) -> str:
+    known = {b: info[b].get("fingerprint") for b in backends if info[b].get("fingerprint")}
+    if len(set(known.values())) <= 1:
+        return ""
+    ref_fp = known.get(backends[0])
+    differing = [f"{b}={str(f)[:12]}" for b, f in known.items() if f != ref_fp]
+    return (
+        "model fingerprint differs (the backends did not run the same weights): "
+        f"{backends[0]}={str(ref_fp)[:12]}, {', '.join(differing)}"
+    )
+
+
+def _compare_technique(
+    report: AgreementReport,
+    technique: str,
+    results: Mapping[str, Results],
+    tolerance: Tolerance | Mapping[str, float] | None,
+) -> None:
+    """Add one technique's subject, notes, problems and pairs to ``report``."""
+    backends = report.backends
+    missing = [b for b in backends if technique not in results.get(b, {})]
+    if missing:
+        report.problems.append(f"{technique}: no result from {', '.join(missing)}")
+        return
+    artifacts = {b: results[b][technique] for b in backends}
+    report.subjects[technique] = _describe_subject(technique, artifacts[backends[0]])
+    if technique == "gradcam":
+        report.notes += _gradcam_notes(backends, results)
+    if technique in ("gradcam", "filters"):
+        layers = {b: artifacts[b].attrs.get("layer") for b in backends}
+        if len(set(layers.values())) > 1:
+            label = "gradcam target layer" if technique == "gradcam" else "filters layer"
+            report.problems.append(f"{label} differs across backends: {layers}")
+    comparable = {b: _comparable(technique, artifacts[b]) for b in backends}
+    for a, b in itertools.combinations(backends, 2):
+        try:
+            comparison = compare(
+                comparable[a], comparable[b], KIND_OF[technique], tolerance, cross_backend=True
+            )
+        except ConvvizError as e:
+            report.pairs.append(PairComparison(technique, a, b, None, error=str(e)))
+            continue
+        report.pairs.append(PairComparison(technique, a, b, comparison))
+
+
+def build_report(
+    model: str,
+    backends: Sequence[str],
+    what: Sequence[str],
+    results: Mapping[str, Results],
+    tolerance: Tolerance | Mapping[str, float] | None = None,
+    info: Mapping[str, Mapping[str, Any]] | None = None,
+    images_text: str = "",
+) -> AgreementReport:
+    """Compare every backend pair on every technique in ``what``.
+
+    Args:
+        model: the model source (for the report header).
+        backends: backend order; the first is the reference, pairs are (earlier, later).
+        what: techniques to compare.
+        results: backend -> technique -> :class:`~convviz_check.artifacts.Artifact`.
+        tolerance: overrides of the cross-backend defaults.
+        info: backend -> versions, threads, fingerprint.
+        images_text: e.g. ``"4 image(s) (64, 64, 3) float32"`` for the header.
+
+    Returns:
+        The :class:`AgreementReport`.
+    """
+    report = AgreementReport(
+        model=str(model),
+        backends=tuple(backends),
+        what=tuple(what),
+        info={b: dict((info or {}).get(b, {})) for b in backends},
+    )
+    if images_text:
+        report.subjects["images"] = images_text
+    note = _fingerprint_note(report.backends, report.info)
+    if note:
+        report.notes.append(note)
+    for technique in what:
+        _compare_technique(report, technique, results, tolerance)
+    for technique in what:
+        worst = report.worst(technique)
+        if worst is not None and not worst[0].passed:
+            pair, item = worst
+            unit = ITEM_UNIT[KIND_OF[technique]]
+            report.notes.insert(
+                0,
+                f"{technique} disagree: worst {unit} {item or '?'} "
+                f"({pair.expected} vs {pair.obtained})",
+            )
+    return report
+
+
+# --------------------------------------------------------------------------------------
+# Requests
+# --------------------------------------------------------------------------------------
+def artifact_params(
+    *,
+    layers: Sequence[str] | None = None,
+    batch_size: int = 32,
+    class_index: int | Sequence[int] | np.ndarray | None = None,
+    gradcam_layer: str | None = None,
+    score: str = "auto",
+    preprocess: bool = False,
+    filters_layer: str | None = None,
+    filters: int | Sequence[int] = 8,
+    filter_steps: int = 30,
+    filter_size: tuple[int, int] | None = None,
+    learning_rate: float | None = None,
+    seed: int = 0,
+    input_range: tuple[float, float] = (0.0, 1.0),
+) -> dict[str, dict[str, Any]]:
+    """JSON-ready per-technique parameters for the workers (and for export)."""
+    classes: int | list[int] | None
+    if class_index is None:
+        classes = None
+    elif isinstance(class_index, int | np.integer):
+        classes = int(class_index)
+    else:
+        classes = [int(c) for c in np.asarray(class_index).reshape(-1)]
+    return {
+        "activations": {"layers": list(layers) if layers else None, "batch_size": int(batch_size)},
+        "gradcam": {
+            "class_index": classes,
+            "layer": gradcam_layer,
+            "score": score,
+            "preprocess": bool(preprocess),
+        },
+        "filters": {
+            "layer": filters_layer,
+            "filters": filters if isinstance(filters, int) else [int(f) for f in filters],
+            "steps": int(filter_steps),
+            "size": list(filter_size) if filter_size else None,
+            "learning_rate": learning_rate,
+            "seed": int(seed),
+            "input_range": [float(v) for v in input_range],
+        },
+    }
+
+
+def model_spec(
+    model_source: Any, safe_mode: bool = True, custom_objects: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """The JSON model spec sent to workers: a source string, never a model object."""
+    if not isinstance(model_source, str | os.PathLike):
+        raise InputError(
+            "Cross-backend agreement loads the model in each backend's worker from its "
+            "source; model objects are never pickled across processes. Received: "
+            f"model_source of type {type(model_source).__name__!r}. Expected a path "
+            "(.keras, .h5, preset directory), 'hub:<preset>' or 'pkg.module:factory'."
+        )
+    if isinstance(custom_objects, Mapping | str):
+        raise InputError(
+            "custom_objects must be a list of importable module names for cross-backend "
+            f"checks (classes cannot cross processes). Received: {custom_objects!r}."
+        )
+    text = os.fspath(model_source)
+    path = Path(text)
+    source = str(path.resolve()) if path.exists() else text
+    return {
+        "source": source,
+        "safe_mode": bool(safe_mode),
+        "custom_objects": [str(m) for m in (custom_objects or [])],
+    }
+
+
+def as_images(images: Any) -> np.ndarray:
+    """Validate images for transport: a NumPy array ``(N, H, W, C)`` or ``(H, W, C)``."""
+    arr = np.asarray(images)
+    if arr.ndim == 3:
+        arr = arr[None]
+    if arr.ndim != 4 or arr.shape[0] == 0 or arr.dtype.kind not in "uif":
+        raise InputError(
+            "Images must be a non-empty numeric array (N, H, W, C) or (H, W, C). Received: "
+            f"{describe_array('images', arr)}"
+        )
+    return arr
+
+
+def check_techniques(what: Sequence[str]) -> tuple[str, ...]:
+    """``what`` as a tuple, refused when empty or naming an unknown technique."""
+    what = tuple(what)
+    unknown = [w for w in what if w not in TECHNIQUES]
+    if unknown or not what:
+        raise InputError(
+            f"Unknown technique(s). Received: what={what!r}. Expected some of {TECHNIQUES}."
+        )
+    return what
+
+
+# --------------------------------------------------------------------------------------
+# The worker route
+# --------------------------------------------------------------------------------------
+def agreement(
+    model_source: str | os.PathLike[str],
+    images: Any,
+    what: Sequence[str] = TECHNIQUES,
+    backends: Sequence[str] | str = BACKENDS,
+    tolerance: Tolerance | Mapping[str, float] | None = None,
+    *,
+    pool: WorkerPool | None = None,
+    layers: Sequence[str] | None = None,
+    class_index: int | Sequence[int] | np.ndarray | None = None,
+    gradcam_layer: str | None = None,
+    score: str = "auto",
+    preprocess: bool = False,
+    filters_layer: str | None = None,
+    filters: int | Sequence[int] = 8,
+    filter_steps: int = 30,
+    filter_size: tuple[int, int] | None = None,
+    learning_rate: float | None = None,
+    seed: int = 0,
+    input_range: tuple[float, float] = (0.0, 1.0),
+    safe_mode: bool = True,
+    custom_objects: Sequence[str] | None = None,
+    timeout: float | None = None,
+) -> AgreementReport:
+    """Compute activations, Grad-CAM and filter patterns of one model on several
+    backends and compare every pair.
+
+    Args:
+        model_source: a path (``.keras``, ``.h5``, keras-hub preset dir), ``"hub:<preset>"``
+            or ``"pkg.module:factory"`` (the factory must load weights from files:
+            seeded initializers differ across backends). Never a model object.
+        images: ``(N, H, W, C)`` or ``(H, W, C)``, passed to the model as given.
+        what: techniques among ``"activations"``, ``"gradcam"``, ``"filters"``.
+        backends: two or more of ``"tensorflow"``, ``"torch"``, ``"jax"`` (a list or a
+            comma-separated string); the first is the reference.
+        tolerance: overrides of the cross-backend defaults
+            (:func:`convviz_check.tolerances.default_tolerance`).
+        pool: the :class:`~.pool.WorkerPool` to use (default: a process-wide pool).
+        layers: activation layers (default: every conv/pool layer).
+        class_index: Grad-CAM class(es); default: the reference backend's top class per
+            image, passed to the other backends so that all explain the same class.
+        gradcam_layer, score, preprocess: passed to :func:`convviz_check.gradcam`.
+        filters_layer: layer of the filter patterns (default: the deepest conv layer
+            whose map is wider than 8 cells, :func:`~.compute.default_filters_layer`).
+        filters: how many filters (the first ``n``) or which ones.
+        filter_steps, filter_size, learning_rate, seed, input_range: passed to
+            :func:`convviz_check.filter_patterns`.
+        safe_mode, custom_objects: passed to :func:`convviz_check.load_model` in each
+            worker (``custom_objects`` as importable module names).
+        timeout: seconds per worker request (default: the pool's).
+
+    Returns:
+        An :class:`AgreementReport`; ``bool(report)`` is ``report.passed`` and
+        ``print(report)`` shows the table.
+
+    Raises:
+        MissingBackendError: a backend is not installed (names it).
+        WorkerError: a worker crashed or timed out (with its stderr).
+        ConvvizError: a worker raised one (bad layer name, bad model...).
+
+    Example:
+        >>> report = cc.agreement("model.keras", images[:4], backends=("tensorflow", "jax"))
+        >>> print(report)
+    """
+    what = check_techniques(what)
+    backends = parse_backends(backends)
+    images = as_images(images)
+    spec = model_spec(model_source, safe_mode, custom_objects)
+    params = artifact_params(
+        layers=layers,
+        class_index=class_index,
+        gradcam_layer=gradcam_layer,
+        score=score,
+        preprocess=preprocess,
+        filters_layer=filters_layer,
+        filters=filters,
+        filter_steps=filter_steps,
+        filter_size=filter_size,
+        learning_rate=learning_rate,
+        seed=seed,
+        input_range=input_range,
+    )
+    require_backends(backends)
+    pool = pool or default_pool()
+    info, results = _run_backends(pool, backends, spec, images, what, params, timeout)
+    if "gradcam" in what and class_index is None:
+        _align_gradcam_classes(pool, backends, spec, images, params, results, timeout)
+    return build_report(
+        str(model_source),
+        backends,
+        what,
+        results,
+        tolerance,
+        info,
+        images_text=f"{images.shape[0]} image(s) {tuple(images.shape[1:])} {images.dtype}",
+    )
+
+
+def _run_backends(
+    pool: WorkerPool,
+    backends: Sequence[str],
+    spec: dict[str, Any],
+    images: np.ndarray,
+    what: Sequence[str],
+    params: dict[str, dict[str, Any]],
+    timeout: float | None,
+) -> tuple[dict[str, dict[str, Any]], dict[str, Results]]:
+    """Every backend's info and results, computed in parallel (one thread per worker
+    process); the first failure in backend order is raised."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(backends)) as ex:
+        futures = {
+            b: ex.submit(_run_backend, pool, b, spec, images, what, params, timeout)
+            for b in backends
+        }
+        concurrent.futures.wait(futures.values())
+    for b in backends:
+        error = futures[b].exception()
+        if error is not None:
+            raise error
+    outcomes = {b: futures[b].result() for b in backends}
+    return {b: outcomes[b][0] for b in backends}, {b: outcomes[b][1] for b in backends}
+
+
+def _run_backend(
+    pool: WorkerPool,
+    backend: str,
+    spec: dict[str, Any],
+    images: np.ndarray,
+    what: Sequence[str],
+    params: dict[str, dict[str, Any]],
+    timeout: float | None,
+) -> tuple[dict[str, Any], Results]:
+    described, _ = pool.request(backend, "load", {"model": spec}, timeout=timeout)
+    info = {**pool.worker(backend).info, "fingerprint": described.get("fingerprint")}
+    results: Results = {}
+    for technique in what:
+        request = {**params[technique], "model": spec}
+        arrays = {"images": images} if technique != "filters" else None
+        _, artifact = pool.request(backend, technique, request, arrays, timeout=timeout)
+        assert artifact is not None, f"the {technique} op returns an artifact"
+        results[technique] = artifact
+    return info, results
+
+
+def _align_gradcam_classes(
+    pool: WorkerPool,
+    backends: Sequence[str],
+    spec: dict[str, Any],
+    images: np.ndarray,
+    params: dict[str, dict[str, Any]],
+    results: dict[str, Results],
+    timeout: float | None,
+) -> None:
+    """Recompute Grad-CAM on backends whose top class differs from the reference's, for
+    the reference's class, so every backend explains the same class. Each backend's own
+    top class stays in ``attrs["top_class"]`` for the report's note."""
+    ref_classes = results[backends[0]]["gradcam"].arrays["class_index"]
+    redo = [
+        b
+        for b in backends[1:]
+        if not np.array_equal(results[b]["gradcam"].arrays["class_index"], ref_classes)
+    ]
+    if not redo:
+        return
+    request = {**params["gradcam"], "class_index": ref_classes.tolist(), "model": spec}
+
+    def run(b: str) -> Artifact | None:
+        return pool.request(b, "gradcam", request, {"images": images}, timeout=timeout)[1]
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(redo)) as ex:
+        redone = {b: ex.submit(run, b) for b in redo}
+        for b in redo:
+            artifact = redone[b].result()
+            assert artifact is not None, "the gradcam op returns an artifact"
+            results[b]["gradcam"] = artifact

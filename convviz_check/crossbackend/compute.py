@@ -1,0 +1,207 @@
+"""The computations of a cross-backend check, under the running Keras backend.
+
+Child side: run by the backend worker (:mod:`convviz_check.crossbackend.worker`) and,
+in-process, by :func:`convviz_check.crossbackend.export.export_current_backend`. Keras
+and the techniques are imported inside the functions, so importing this module stays
+light. Each technique returns an :class:`~convviz_check.artifacts.Artifact`:
+
+- ``"activations"``: kind ``"activation"``, layout ``"activations"`` (layer -> array);
+- ``"gradcam"``: kind ``"heatmap"``, layout ``"gradcam"``; ``attrs["top_class"]`` holds
+  the model's own top class per image (a list), which may differ from the class
+  explained when the caller passed ``class_index``;
+- ``"filters"``: kind ``"pattern"``, layout ``"array"`` (``(F, H, W, C)`` float32);
+  ``attrs`` holds the layer and the filter indices.
+
+Parameters are the JSON-ready dicts of :func:`convviz_check.crossbackend.agreement.
+artifact_params` (one per technique).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..artifacts import Artifact
+from ..errors import GraphError, InputError
+from ..types import TECHNIQUES
+
+Params = dict[str, Any]
+# Fewer cells than this on the smaller side of a conv layer's output, and the filter
+# loss window (the map without its 2-cell border) is too small to carry a pattern.
+MIN_FILTER_MAP_CELLS = 9
+
+
+def _spatial_side(model: Any, layer: str) -> int | None:
+    """Smallest spatial side of ``layer``'s output, or None when unknown."""
+    from ..graph import flatten
+
+    record = flatten(model).by_name[layer]
+    shape = tuple(record.output.shape)
+    if len(shape) != 4:
+        return None
+    dims = shape[2:4] if record.data_format == "channels_first" else shape[1:3]
+    known = [d for d in dims if d is not None]
+    return min(known) if len(known) == 2 else None
+
+
+def default_filters_layer(model: Any) -> str:
+    """The deepest 2-D conv layer whose output map is wider than 8 cells.
+
+    Why: the filter-pattern loss leaves out a 2-cell border of the map, so the map must
+    be larger than 4 cells; deeper layers amplify backend differences the most, which
+    makes them the strictest agreement check, but a 5x5 map leaves a 1x1 loss window
+    that is pure border noise. More than 8 cells keeps at least a 5x5 window. When no
+    size is known (no fixed input size), the deepest conv layer is used.
+
+    Raises:
+        GraphError: the model has no 2-D convolution layer.
+    """
+    from ..graph import conv_layers
+
+    names = conv_layers(model)
+    if not names:
+        raise GraphError(
+            f"Model {getattr(model, 'name', '?')!r} has no 2-D convolution layer, so "
+            "filter patterns cannot be computed. Received: conv_layers(model)=[]. "
+            "Expected a model with at least one Conv2D/SeparableConv2D/DepthwiseConv2D."
+        )
+    sides = [(name, _spatial_side(model, name)) for name in names]
+    if all(side is None for _, side in sides):
+        return names[-1]
+    wide = [name for name, side in sides if side is not None and side >= MIN_FILTER_MAP_CELLS]
+    return wide[-1] if wide else names[0]
+
+
+def top_classes(model: Any, images: np.ndarray) -> np.ndarray | None:
+    """Arg-max class per image of the model output (None unless the output is (N, K))."""
+    import keras
+
+    out = model(keras.ops.convert_to_tensor(images), training=False)
+    if isinstance(out, list | tuple | dict):
+        return None
+    arr = keras.ops.convert_to_numpy(out)
+    if arr.ndim != 2:
+        return None
+    return np.argmax(arr, axis=-1).astype(np.int64)
+
+
+def _need_images(images: np.ndarray | None, technique: str) -> np.ndarray:
+    if images is None:
+        raise InputError(f"{technique} needs images. Received: images=None.")
+    return images
+
+
+def compute_activations(model: Any, images: np.ndarray | None, params: Params) -> Artifact:
+    """Activations of ``params["layers"]`` (default: every conv/pool layer)."""
+    from ..explain.activations import activations
+
+    acts = activations(
+        model,
+        _need_images(images, "activations"),
+        layers=params.get("layers"),
+        batch_size=int(params.get("batch_size", 32)),
+    )
+    return Artifact.from_value(acts, "activation")
+
+
+def compute_gradcam(model: Any, images: np.ndarray | None, params: Params) -> Artifact:
+    """Grad-CAM for ``params["class_index"]`` (default: each image's top class); the
+    model's own top classes are kept in ``attrs["top_class"]``."""
+    from ..explain.gradcam import gradcam
+
+    images = _need_images(images, "gradcam")
+    class_index = params.get("class_index")
+    if isinstance(class_index, list):
+        class_index = np.asarray(class_index, np.int64)
+    cam = gradcam(
+        model,
+        images,
+        class_index=class_index,
+        layer=params.get("layer"),
+        score=params.get("score", "auto"),
+        preprocess=bool(params.get("preprocess", False)),
+    )
+    top = top_classes(model, images)
+    attrs = {"top_class": [int(c) for c in top]} if top is not None else {}
+    return Artifact.from_value(cam, "heatmap", attrs=attrs)
+
+
+def compute_filters(model: Any, images: np.ndarray | None, params: Params) -> Artifact:
+    """Filter patterns of ``params["layer"]`` (default: :func:`default_filters_layer`);
+    ``images`` are not used."""
+    from ..explain.filters import filter_patterns
+
+    layer = params.get("layer") or default_filters_layer(model)
+    filters = params.get("filters", 8)
+    if isinstance(filters, int):
+        filters = list(range(filters))
+    patterns = filter_patterns(
+        model,
+        layer,
+        filters=filters,
+        steps=int(params.get("steps", 30)),
+        learning_rate=params.get("learning_rate"),
+        size=tuple(params["size"]) if params.get("size") else None,
+        seed=int(params.get("seed", 0)),
+        batch_size=params.get("batch_size"),
+        input_range=tuple(params.get("input_range", (0.0, 1.0))),
+    )
+    attrs = {"layer": layer, "filters": [int(f) for f in filters]}
+    return Artifact.from_value(np.asarray(patterns, np.float32), "pattern", attrs=attrs)
+
+
+Compute = Callable[[Any, np.ndarray | None, Params], Artifact]
+COMPUTE: dict[str, Compute] = {
+    "activations": compute_activations,
+    "gradcam": compute_gradcam,
+    "filters": compute_filters,
+}
+
+
+def compute_artifacts(
+    model: Any,
+    images: np.ndarray | None,
+    what: Sequence[str],
+    params: Mapping[str, Params],
+) -> dict[str, Artifact]:
+    """Compute each technique in ``what`` for ``model`` under the running backend.
+
+    Args:
+        model: a loaded ``keras.Model``.
+        images: the input batch (unused by ``"filters"``).
+        what: techniques among ``"activations"``, ``"gradcam"``, ``"filters"``.
+        params: per-technique parameters (:func:`~.agreement.artifact_params`).
+
+    Returns:
+        technique -> :class:`~convviz_check.artifacts.Artifact`.
+    """
+    unknown = [w for w in what if w not in COMPUTE]
+    if unknown:
+        raise InputError(
+            f"Unknown technique(s). Received: {unknown}. Expected some of {TECHNIQUES}."
+        )
+    return {name: COMPUTE[name](model, images, dict(params.get(name) or {})) for name in what}
+
+
+def describe_model(model: Any) -> dict[str, Any]:
+    """JSON facts about a loaded model: name, weights fingerprint, conv layers, shapes."""
+    from ..graph import conv_layers
+    from ..models import model_fingerprint
+
+    return {
+        "name": model.name,
+        "fingerprint": model_fingerprint(model),
+        "conv_layers": conv_layers(model),
+        "input_shape": _shape_json(getattr(model, "input_shape", None)),
+        "output_shape": _shape_json(getattr(model, "output_shape", None)),
+    }
+
+
+def _shape_json(shape: Any) -> Any:
+    if shape is None:
+        return None
+    if isinstance(shape, list):
+        return [_shape_json(s) for s in shape]
+    return [None if d is None else int(d) for d in shape]
