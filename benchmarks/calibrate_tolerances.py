@@ -23,7 +23,7 @@ Every configuration runs in its own subprocess (thread pools and the backend are
 when a framework starts) that computes both bundled models (``convnet``, ``xception``,
 through ``convviz_check.examples``) and writes one ``.npz`` per model; this parent
 process imports no framework and compares them with
-:func:`convviz_check.compare.compare`. Backends and configurations run one after the
+:func:`convviz_check.metrics.compare`. Backends and configurations run one after the
 other (the machine has 2 cores).
 
 Usage::
@@ -91,7 +91,7 @@ def child_compute(args: argparse.Namespace) -> None:
     pin_framework_threads(args.threads)
     import convviz_check as cc
     from convviz_check.examples import load_example_model, make_scenes
-    from convviz_check.worker import default_filters_layer
+    from convviz_check.crossbackend.compute import default_filters_layer
 
     images = make_scenes(args.scenes, seed=0).floats.astype(np.float32)
     what = args.what.split(",")
@@ -155,7 +155,7 @@ def load_artifacts(path: Path) -> dict[str, Any]:
 
 def measure(a: dict[str, Any], b: dict[str, Any], cross: bool) -> dict[tuple[str, str], float]:
     """Metric values of every artifact of ``a`` against ``b`` (keyed (artifact, metric))."""
-    from convviz_check.compare import compare
+    from convviz_check.metrics import compare
 
     values: dict[tuple[str, str], float] = {}
     for key in a:
@@ -194,7 +194,7 @@ def main() -> None:
         return child_compute(args)
 
     sys.path.insert(0, str(REPO))
-    from convviz_check.compare import _METRICS
+    from convviz_check.types import METRICS as _METRICS
     from convviz_check.tolerances import TABLE
 
     backends = args.backends.split(",")

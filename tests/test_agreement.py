@@ -140,7 +140,7 @@ def test_parent_side_runs_with_keras_and_frameworks_blocked(tmp_path: Path) -> N
         export_artifacts(tmp_path, backend, "tests/x.py::test_y[p]", base, info={})
     code = BLOCKER + textwrap.dedent(
         f"""
-        import convviz_check, convviz_check.agreement_cli, convviz_check.metrics
+        import convviz_check, convviz_check.cli.agree, convviz_check.metrics
         import convviz_check.crossbackend.agreement, convviz_check.crossbackend.export
         import convviz_check.report.agreement
         from convviz_check.crossbackend.pool import WorkerPool

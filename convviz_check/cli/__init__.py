@@ -14,7 +14,7 @@ SUBCOMMANDS: list[str] = [
     "convviz_check.examples.demo",  # demo
     "convviz_check.cli.explain",  # explain
     "convviz_check.cli.golden",  # golden list/show/diff/accept/prune
-    "convviz_check.agreement_cli",  # agree
+    "convviz_check.cli.agree",  # agree
 ]
 
 

@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
-from .types import BACKENDS, TECHNIQUES
+from .. import storage
+from ..errors import InputError
+from ..types import BACKENDS, TECHNIQUES
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -152,14 +153,14 @@ def _images_from_args(args: argparse.Namespace) -> np.ndarray:
             f"Received: rescale={args.rescale!r} with scenes={args.scenes!r}."
         )
     # NumPy only: the scenes generator imports no Keras, so the parent stays light.
-    from .examples import make_scenes
+    from ..examples import make_scenes
 
     return make_scenes(args.scenes, seed=args.scene_seed).floats
 
 
 def run(args: argparse.Namespace) -> int:
-    from .crossbackend import agreement as ag
-    from .crossbackend.export import compare_exported
+    from ..crossbackend import agreement as ag
+    from ..crossbackend.export import compare_exported
 
     tolerance = json.loads(args.tolerance) if args.tolerance else None
     if args.exported:
@@ -194,9 +195,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"== {name}")
         print(report)
     if args.json:
-        Path(args.json).write_text(
-            json.dumps({name: r.to_dict() for name, r in reports.items()}, indent=1, default=str)
-        )
+        storage.write_json(args.json, {name: r.to_dict() for name, r in reports.items()})
     failed = [name for name, r in reports.items() if not r.passed]
     if failed:
         print(

@@ -50,7 +50,7 @@ def _images(args: argparse.Namespace) -> Any:
         if args.scenes < 1:
             raise InputError(f"--scenes must be >= 1. Received: --scenes {args.scenes}")
         return make_scenes(args.scenes, seed=args.seed).floats
-    from ..agreement_cli import load_images
+    from .agree import load_images
 
     return load_images(args.images, rescale=args.rescale)
 

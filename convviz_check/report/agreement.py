@@ -15,6 +15,7 @@ import math
 from typing import TYPE_CHECKING
 
 from ..types import ITEM_UNIT, KIND_OF
+from .comparison import distinct_format, exact
 
 if TYPE_CHECKING:  # pragma: no cover - types only (no import cycle at run time)
     from ..crossbackend.agreement import AgreementReport, PairComparison
@@ -91,34 +92,12 @@ def format_bound(metric: MetricResult) -> str:
     return f"{relation} {exact(metric.bound)}" if metric.bound is not None else ""
 
 
-def exact(value: float | None) -> str:
-    """The shortest text that reads back as ``value`` (integers without ``.0``)."""
-    if value is None:
-        return ""
-    value = float(value)
-    if value.is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return repr(value)
-
-
 def format_value(metric: MetricResult) -> str:
-    """The metric's value with :data:`VALUE_DIGITS` significant digits, more while the
-    rounded text would sit on the other side of the bound or read as the bound itself
-    (a similarity of 0.99998 against ``>= 0.99999`` prints as ``0.99998``, never ``1``)."""
-    value, bound = float(metric.value), metric.bound
-    if not math.isfinite(value):
-        return str(value)
-    if value.is_integer() and abs(value) < 1e6:
+    """The metric's value, precise enough to show which side of its bound it is on (a
+    similarity of 0.99998 against ``>= 0.99999`` prints as ``0.99998``, never ``1``)."""
+    value = float(metric.value)
+    if math.isfinite(value) and value.is_integer() and abs(value) < 1e6:
         return str(int(value))
-    for digits in range(VALUE_DIGITS, 18):
-        text = f"{value:.{digits}g}"
-        if bound is None or _distinct(float(text), value, float(bound)):
-            return text
-    return repr(value)
-
-
-def _distinct(shown: float, value: float, bound: float) -> bool:
-    """Whether ``shown`` is on the same side of ``bound`` as ``value`` and differs from
-    the bound unless ``value`` equals it."""
-    same_side = (shown <= bound) == (value <= bound) and (shown >= bound) == (value >= bound)
-    return same_side and (shown != bound or value == bound)
+    if metric.bound is None:
+        return f"{value:.{VALUE_DIGITS}g}" if math.isfinite(value) else str(value)
+    return distinct_format(value, float(metric.bound))[0]

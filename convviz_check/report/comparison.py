@@ -8,6 +8,7 @@ Built only from plain data (the metrics and the JSON-ready ``details`` of a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -137,11 +138,24 @@ def metric_line(m: MetricResult, width: int, name: str | None = None) -> str:
     return f"{name:<{width}} {v} {relation} {side} {b}  {'ok' if m.ok else 'FAIL'}{note}"
 
 
+def exact(value: float | None) -> str:
+    """The shortest text that reads back as ``value`` (integers without ``.0``): bounds
+    are printed at full precision, so 0.99999 never shows as 1."""
+    if value is None:
+        return ""
+    value = float(value)
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value)
+
+
 def distinct_format(value: float, bound: float) -> tuple[str, str]:
-    """The bound at full precision (shortest exact form: 0.99999 stays 0.99999); the
-    value with one digit more than the bound has (at least 3), and more while rounding
-    would blur which side of the bound it is on."""
-    b = f"{bound:.10g}"
+    """The bound exactly (:func:`exact`); the value with one digit more than the bound
+    has (at least 3), and more while rounding would blur which side of the bound it is
+    on or make it read as the bound itself."""
+    if not math.isfinite(value):
+        return str(value), exact(bound)
+    b = exact(bound)
     digits = max(3, len(b.lstrip("-0.").split("e")[0].replace(".", "")) + 1)
     for d in range(digits, 17):
         v = f"{value:.{d}g}"
