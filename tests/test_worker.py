@@ -23,8 +23,8 @@ import pytest
 from convviz_check import errors, storage
 from convviz_check.artifacts import Artifact
 from convviz_check.crossbackend import worker as worker_mod
-from convviz_check.crossbackend.agreement import model_spec
 from convviz_check.crossbackend.pool import WorkerPool
+from convviz_check.crossbackend.requests import model_spec
 from convviz_check.errors import BackendError, GraphError, ModelLoadError
 from tests import _models, _worker_ops
 

@@ -13,7 +13,7 @@ light. Each technique returns an :class:`~convviz_check.artifacts.Artifact`:
   ``attrs`` holds the layer and the filter indices.
 
 Parameters are the JSON-ready dicts of :func:`convviz_check.crossbackend.agreement.
-artifact_params` (one per technique).
+artifact_params` in :mod:`.requests` (one per technique).
 """
 
 from __future__ import annotations
@@ -172,7 +172,7 @@ def compute_artifacts(
         model: a loaded ``keras.Model``.
         images: the input batch (unused by ``"filters"``).
         what: techniques among ``"activations"``, ``"gradcam"``, ``"filters"``.
-        params: per-technique parameters (:func:`~.agreement.artifact_params`).
+        params: per-technique parameters (:func:`~.requests.artifact_params`).
 
     Returns:
         technique -> :class:`~convviz_check.artifacts.Artifact`.

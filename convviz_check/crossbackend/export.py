@@ -34,16 +34,9 @@ from .. import storage
 from ..artifacts import Artifact
 from ..errors import InputError, StorageError
 from ..types import BACKENDS, KIND_OF, TECHNIQUES, Tolerance
-from .agreement import (
-    AgreementReport,
-    Results,
-    artifact_params,
-    as_images,
-    build_report,
-    check_techniques,
-    model_spec,
-)
+from .agreement import AgreementReport, Results, build_report
 from .pool import parse_backends
+from .requests import artifact_params, as_images, check_techniques, model_spec
 
 EXPORT_FORMAT = 2
 # How each technique's artifact is stored.
