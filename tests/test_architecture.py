@@ -35,6 +35,7 @@ CORE = (
     "convviz_check.artifacts",
     "convviz_check.storage",
     "convviz_check.metrics",
+    "convviz_check.measures",
     "convviz_check.tolerances",
     "convviz_check.localization",
     "convviz_check.render",
@@ -43,6 +44,7 @@ CORE = (
     "convviz_check.report",
     "convviz_check.crossbackend.pool",
     "convviz_check.crossbackend.agreement",
+    "convviz_check.crossbackend.requests",
     "convviz_check.cli.golden",
 )
 PLUGIN = ("convviz_check.plugin", "convviz_check.plugin_session", "convviz_check.plugin_fixture")
