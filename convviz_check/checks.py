@@ -17,19 +17,24 @@ comes from a :class:`Commands` object the caller passes.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
+import numpy as np
+
 from . import golden, tolerances
 from .artifacts import Artifact
 from .errors import ComparisonError, GoldenError
 from .metrics import compare
-from .report.checks import write_check_images
+from .report.pictures import inputs_thumbnail, write_check_images
 from .types import Comparison, Tolerance
 
 UPDATE_MODES = ("missing", "failed", "all")
+# Items (layers, images, filters) of one check listed in report.json.
+MAX_ITEMS = 64
 STATUSES = ("passed", "failed", "missing", "written", "error")
 
 
@@ -75,6 +80,9 @@ class CheckRequest:
         backend: the backend that computed it.
         tolerance: the caller's overrides (marker, argument), merged; None for none.
         meta: sidecar facts for a write (versions, cpu, model fingerprint...).
+        inputs: the input images (any range), for the thumbnail that reports draw
+            heatmaps over; None when unknown.
+        label: who asked (a pytest node id), for the accept command of a report.
     """
 
     name: str
@@ -83,6 +91,16 @@ class CheckRequest:
     backend: str
     tolerance: Tolerance | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    inputs: np.ndarray | None = None
+    label: str = ""
+
+    def thumbnail(self) -> np.ndarray | None:
+        if self.inputs is None or self.obtained.kind != "heatmap":
+            return None
+        try:
+            return inputs_thumbnail(self.inputs)
+        except Exception:  # noqa: BLE001 - a thumbnail is only a picture
+            return None
 
 
 @dataclass
@@ -162,6 +180,7 @@ class _Run:
         )
         self.golden_rel = self._rel(place.target)
         self.images: dict[str, str] = {}
+        self.suggested: list[str] = []  # the commands the message suggests
 
     def _rel(self, path: Path) -> str:
         return path.relative_to(self.settings.golden_dir).as_posix()
@@ -199,7 +218,7 @@ class _Run:
 
     def write(self, base: Path) -> Outcome:
         meta = {**self.request.meta, "tolerance": self.tolerance.to_dict()}
-        paths = golden.save(base, self.request.obtained, meta)
+        paths = golden.save(base, self.request.obtained, meta, inputs=self.request.thumbnail())
         self.golden_rel = self._rel(base)
         return self.finish("written", written=list(paths.values()))
 
@@ -231,8 +250,18 @@ class _Run:
             "message": outcome.message,
         }
         if self.comparison is not None:
+            details = self.comparison.details
             entry["metrics"] = {k: m.to_dict() for k, m in self.comparison.metrics.items()}
-            entry["details"] = {k: v for k, v in self.comparison.details.items() if k != "per_item"}
+            entry["details"] = {k: v for k, v in details.items() if k != "per_item"}
+            # per layer / image / filter, so a report shows where a change begins
+            entry["per_item"] = dict(list(details.get("per_item", {}).items())[:MAX_ITEMS])
+        entry["commands"] = list(dict.fromkeys(self.suggested))
+        results = self.settings.results_dir
+        if results is not None and outcome.status in ("failed", "missing") and self.request.label:
+            label = f"{self.request.label} :: {self.request.name}"
+            entry["commands"].append(
+                f"convviz-check golden accept {shlex.quote(str(results))} -k {shlex.quote(label)}"
+            )
         return entry
 
     def _record_results(self, outcome: Outcome) -> None:
@@ -240,20 +269,35 @@ class _Run:
         assert results is not None
         obtained = self.request.obtained
         base = golden.inside(results, "obtained/" + outcome.golden)
-        golden.save(base, obtained, self.request.meta, warn_large=False)
+        thumbnail = self.request.thumbnail()
+        golden.save(base, obtained, self.request.meta, inputs=thumbnail, warn_large=False)
         outcome.entry["obtained"] = base.relative_to(results).as_posix()
         layer = None
         if self.comparison is not None and obtained.layout == "activations":
             layer = self.comparison.details.get("worst_item")
         expected = self.expected.artifact if self.expected is not None else None
-        self.images = write_check_images(
-            golden.inside(results, "images/" + outcome.golden), obtained, expected, layer=layer
+        expected_inputs = None
+        if self.place.existing is not None:
+            expected_inputs = golden.read_inputs(self.place.existing)
+        self.images, diff_scale = write_check_images(
+            golden.inside(results, "images/" + outcome.golden),
+            obtained,
+            expected,
+            layer=layer,
+            inputs=thumbnail,
+            expected_inputs=expected_inputs if expected_inputs is not None else thumbnail,
         )
         outcome.entry["images"] = self.images
+        if diff_scale is not None:
+            outcome.entry["diff_scale"] = diff_scale
 
     # ------------------------------------------------------------------ messages
     def _command(self, mode: str, **kwargs: Any) -> str:
-        return self.commands.update(mode, **kwargs) if self.commands is not None else ""
+        if self.commands is None:
+            return ""
+        command = self.commands.update(mode, **kwargs)
+        self.suggested.append(command)
+        return command
 
     def refusal(self) -> str:
         s, r = self.settings, self.request
@@ -342,14 +386,29 @@ _CHANGED = {
 
 
 def _what_changed(sidecar: dict[str, Any], meta: dict[str, Any]) -> list[str]:
-    """Plain lines naming what differs between the golden's run and this one."""
+    """Plain lines naming what differs between the golden's run and this one: the
+    model, the inputs, or (both known and equal) the code or a library."""
     lines = []
+    known_same = []
     for key, why in _CHANGED.items():
         old, new = sidecar.get(key), meta.get(key)
         if old and new and old != new:
             name = key.replace("_", " ")
             lines.append(f"{name} changed: golden {str(old)[:12]}, now {str(new)[:12]} ({why})")
+        elif old and new:
+            known_same.append(key)
+    if not lines and len(known_same) == len(_CHANGED):
+        lines.append(
+            "same model and inputs: the code or a library changed (golden written with "
+            f"{_versions(sidecar.get('versions'))}; now {_versions(meta.get('versions'))})"
+        )
     return lines
+
+
+def _versions(versions: Any) -> str:
+    if not isinstance(versions, dict) or not versions:
+        return "unknown versions"
+    return ", ".join(f"{k} {v}" for k, v in sorted(versions.items()) if k != "backend")
 
 
 def _compare(expected: Artifact, obtained: Artifact, run: _Run) -> tuple[Comparison | None, str]:

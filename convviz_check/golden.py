@@ -38,7 +38,7 @@ from .types import KINDS, LAYOUTS
 
 FORMAT_VERSION = 1
 OVERRIDE_DIR = "_backend"
-SUFFIXES = (".npz", ".json", ".png")
+SUFFIXES = (".npz", ".json", ".png", ".inputs.png")
 # A check over this many stored bytes warns with its size: large activation goldens
 # bloat the repository; float16 and layer subsets keep them small.
 LARGE_BYTES = 20 * 1024 * 1024
@@ -277,15 +277,17 @@ def save(
     artifact: Artifact,
     meta: Mapping[str, Any] | None = None,
     *,
-    preview: np.ndarray | None = None,
+    inputs: np.ndarray | None = None,
     warn_large: bool = True,
 ) -> dict[str, Path]:
     """Write ``artifact`` at ``base`` (+ ``.npz``, ``.json``, ``.png``), each atomically.
 
     When the stored golden already holds the same array contents nothing is rewritten
-    (a re-run on another machine leaves no diff). The preview is rendered by
-    :func:`convviz_check.report.preview` when ``preview`` is None; a preview that
-    cannot be drawn is left out (it is never compared).
+    (a re-run on another machine leaves no diff). ``inputs`` is a thumbnail strip of
+    the input images (:func:`convviz_check.report.pictures.inputs_thumbnail`), kept as
+    ``.inputs.png`` so that reports draw heatmaps over their images. The ``.png``
+    preview is drawn by :func:`convviz_check.report.pictures.preview`; a preview that
+    cannot be drawn is left out (neither picture is ever compared).
 
     Returns:
         Suffix -> path of the files of the check.
@@ -303,16 +305,17 @@ def save(
     sidecar = build_sidecar(artifact, meta)
     if _holds(paths, sidecar["sha256"]):
         return paths
-    if preview is None:
-        from .report import preview as draw_preview
+    from .report.pictures import preview
 
-        preview = draw_preview(artifact)
+    picture = preview(artifact, inputs)
     # The data first, its description second: an interrupted save leaves a pair whose
     # sha256 disagree, which load() reports as half-written instead of trusting it.
     storage.write_bytes(paths[".npz"], artifact.encode())
     storage.write_bytes(paths[".json"], sidecar_bytes(sidecar))
-    if preview is not None:
-        storage.write_png(paths[".png"], preview)
+    if picture is not None:
+        storage.write_png(paths[".png"], picture)
+    if inputs is not None:
+        storage.write_png(paths[".inputs.png"], inputs)
     return paths
 
 
@@ -407,6 +410,21 @@ def copy_check(src_base: Path, dest_base: Path) -> list[Path]:
         if src.exists():
             written.append(storage.write_bytes(files_of(dest_base)[suffix], src.read_bytes()))
     return written
+
+
+def read_inputs(base: Path) -> np.ndarray | None:
+    """The thumbnail strip of a check's inputs, or None when it has none (or it is
+    unreadable: it is only a picture)."""
+    path = files_of(base)[".inputs.png"]
+    if not path.exists():
+        return None
+    try:
+        from PIL import Image
+
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"))
+    except (OSError, ValueError):
+        return None
 
 
 def remove(base: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> list[Path]:

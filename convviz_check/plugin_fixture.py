@@ -58,6 +58,7 @@ class _Shortcut:
             fixture._last_model = bound.arguments.get("model")
             images = bound.arguments.get("images")
             fixture._last_images = None if images is None else _input_fingerprint(images)
+            fixture._last_inputs = None if images is None else np.asarray(images)
             return fn(*args, **kwargs)
 
         return call
@@ -93,6 +94,7 @@ class ConvvizFixture:
         self._fingerprints: dict[int, tuple[Any, str]] = {}
         self._last_model: Any = None
         self._last_images: str | None = None
+        self._last_inputs: np.ndarray | None = None
         self._localized_calls = 0
 
     if TYPE_CHECKING:  # the real signatures, for type checkers and IDEs
@@ -164,6 +166,8 @@ class ConvvizFixture:
                 tolerances.as_tolerance(tolerance),
             ),
             meta=self._meta(model),
+            inputs=self._last_inputs if model is None else None,
+            label=self.node.nodeid,
         )
         outcome = run_check(state.settings, request, PytestCommands(state, self.node.nodeid))
         state.touched.update(outcome.touched)

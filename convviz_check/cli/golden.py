@@ -152,12 +152,23 @@ def cmd_diff(args: argparse.Namespace) -> int:
     )
     print(result.text)
     if args.images:
-        from ..report.checks import write_check_images
+        from ..report.pictures import write_check_images
 
         out = Path(args.images)
-        written = write_check_images(out / "check", obtained.artifact, expected.artifact)
+        written, scale = write_check_images(
+            out / "check",
+            obtained.artifact,
+            expected.artifact,
+            inputs=golden.read_inputs(_base(root, args.obtained)),
+            expected_inputs=golden.read_inputs(_base(root, args.expected)),
+        )
         for role, path in written.items():
-            print(f"{role}: {path}")
+            note = (
+                f" (white = |expected - obtained| of {scale:.3g})"
+                if role == "diff" and scale
+                else ""
+            )
+            print(f"{role}: {path}{note}")
     return 0 if result.passed else 1
 
 
@@ -244,6 +255,16 @@ def cmd_accept(args: argparse.Namespace) -> int:
     return 0
 
 
+def _orphan(path: Path) -> bool:
+    """A check's companion file (sidecar, preview, inputs thumbnail) whose ``.npz`` is
+    gone."""
+    for suffix in sorted(golden.SUFFIXES[1:], key=len, reverse=True):  # .inputs.png first
+        if path.name.endswith(suffix) and len(path.name) > len(suffix):
+            base = path.with_name(path.name[: -len(suffix)])
+            return not golden.files_of(base)[".npz"].exists()
+    return False
+
+
 def cmd_prune(args: argparse.Namespace) -> int:
     root = Path(args.golden_dir)
     doomed: list[Path] = []
@@ -267,8 +288,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
                 continue
             if path.name.startswith(".") and path.name.endswith(".tmp"):
                 doomed.append(path)  # left by an interrupted write
-            elif path.suffix in (".png", ".json") and not path.with_suffix(".npz").exists():
-                doomed.append(path)  # preview or sidecar without its data
+            elif _orphan(path):
+                doomed.append(path)  # preview, thumbnail or sidecar without its data
     for path in sorted(set(doomed)):
         if args.dry_run:
             print(f"would delete {path}")

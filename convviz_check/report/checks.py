@@ -15,11 +15,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .. import storage
-from ..artifacts import Artifact
-from ..render import activation_grid, colorize, deprocess_image, filter_grid
+from ..types import ITEM_UNIT, MetricResult
+from .comparison import distinct_format, exact, field_name, first_out_of_bounds
 
 REPORT_VERSION = 1
 PARTS_DIR = ".convviz-parts"
@@ -32,186 +30,12 @@ _MAX_TILES = 8
 _GAP = 2
 
 
-# --------------------------------------------------------------------------- images
-def _upscale(img: np.ndarray, min_side: int = _MIN_TILE) -> np.ndarray:
-    h, w = img.shape[:2]
-    k = max(1, int(np.ceil(min_side / max(1, min(h, w)))))
-    return np.repeat(np.repeat(img, k, axis=0), k, axis=1) if k > 1 else img
-
-
-def _hstack(tiles: list[np.ndarray]) -> np.ndarray:
-    """Tiles (uint8, same channel count) side by side with black gaps."""
-    tiles = [t if t.ndim == 3 else np.stack([t] * 3, axis=-1) for t in tiles]
-    h = max(t.shape[0] for t in tiles)
-    w = sum(t.shape[1] for t in tiles) + _GAP * (len(tiles) - 1)
-    out = np.zeros((h, w, 3), np.uint8)
-    x = 0
-    for t in tiles:
-        out[: t.shape[0], x : x + t.shape[1]] = t[..., :3]
-        x += t.shape[1] + _GAP
-    return out
-
-
-def _unit(a: np.ndarray, scale: float | None = None) -> np.ndarray:
-    """``a / scale`` clipped to [0, 1]; ``scale`` defaults to max |a| (0 -> zeros)."""
-    a = np.nan_to_num(np.asarray(a, np.float64))
-    s = float(np.max(np.abs(a))) if scale is None else float(scale)
-    return np.clip(a / s, 0, 1) if s > 0 else np.zeros_like(a)
-
-
-def _tile_channels(x: np.ndarray, per_row: int = 16) -> np.ndarray:
-    """(H, W, C) values in [0, 1] -> uint8 grid laid out like ``activation_grid``."""
-    h, w, c = x.shape
-    cols = min(per_row, c)
-    rows = int(np.ceil(c / cols))
-    grid = np.zeros((rows * (h + 1) - 1, cols * (w + 1) - 1), np.uint8)
-    for k in range(c):
-        r, q = divmod(k, cols)
-        grid[r * (h + 1) : r * (h + 1) + h, q * (w + 1) : q * (w + 1) + w] = np.uint8(
-            np.round(x[:, :, k] * 255)
-        )
-    return grid
-
-
-def _heatmaps(g: Artifact) -> np.ndarray:
-    hm = np.asarray(g.arrays["heatmap" if g.layout == "gradcam" else "value"], np.float32)
-    while hm.ndim > 3:
-        hm = hm[..., 0] if hm.shape[-1] == 1 else hm[0]
-    return hm[None] if hm.ndim == 2 else hm
-
-
-def _heat_tiles(maps: np.ndarray, scale: float, colormap: str) -> np.ndarray:
-    tiles = [_upscale(colorize(_unit(m, scale), colormap)) for m in maps[:_MAX_TILES]]
-    return _hstack(tiles)
-
-
-def _activation_of(g: Artifact, layer: str | None) -> tuple[str, np.ndarray]:
-    v = g.to_value()
-    if isinstance(v, dict):
-        name = layer if layer in v else next(iter(v))
-        return name, np.asarray(v[name], np.float32)
-    return "value", np.asarray(v, np.float32)
-
-
-def _one_image(a: np.ndarray) -> np.ndarray:
-    """One image's activation as (H, W, C)."""
-    while a.ndim > 3:
-        a = a[0]
-    if a.ndim == 2:
-        a = a[..., None]
-    if a.ndim == 1:
-        a = a[None, :, None]
-    return a
-
-
-def _patterns(g: Artifact) -> list[np.ndarray]:
-    a = np.asarray(g.arrays["value"])
-    if a.ndim == 3:
-        a = a[None]
-    if a.ndim == 2:
-        a = a[None, ..., None]
-    out = []
-    for p in a[: 8 * _MAX_TILES]:
-        out.append(p.astype(np.uint8) if a.dtype == np.uint8 else deprocess_image(p, crop=0))
-    return out
-
-
-def picture(g: Artifact, layer: str | None = None) -> np.ndarray:
-    """A uint8 picture of an artifact (previews and expected/obtained images).
-
-    Heatmaps: "jet" colormap, up to 8 maps side by side; activations: the channel grid
-    of one layer (``layer`` or the first) for the first image; patterns: the filter grid.
-    """
-    if g.kind == "heatmap":
-        maps = _heatmaps(g)
-        top = float(np.max(maps)) if maps.size else 0.0
-        return _heat_tiles(maps, 1.0 if top <= 1.0 else top, "jet")
-    if g.kind == "pattern":
-        return _upscale(filter_grid(np.stack(_patterns(g)), cols=8, margin=2), 64)
-    _, a = _activation_of(g, layer)
-    return _upscale(activation_grid(_one_image(a)), 64)
-
-
-def preview(g: Artifact) -> np.ndarray | None:
-    """The golden's ``.png`` preview, or None when no picture can be drawn (a preview
-    is for humans and never compared, so it never fails a write)."""
-    try:
-        return picture(g)
-    except Exception:  # noqa: BLE001 - any odd shape just has no preview
-        return None
-
-
-def diff_image(
-    expected: Artifact, obtained: Artifact, layer: str | None = None
-) -> np.ndarray | None:
-    """|expected - obtained| as a picture, or None when the two cannot be aligned.
-
-    Heatmaps are in [0, 1], so their diff is shown on that absolute scale ("magma");
-    activations on the scale of max |expected| of the layer; patterns as the grey
-    mean over channels of the deprocessed images.
-    """
-    if expected.kind != obtained.kind:
-        return None
-    if expected.kind == "heatmap":
-        e, o = _heatmaps(expected), _heatmaps(obtained)
-        if e.shape != o.shape:
-            return None
-        top = max(float(np.max(np.abs(e))) if e.size else 0.0, 1.0)
-        return _heat_tiles(np.abs(e - o), top, "magma")
-    if expected.kind == "pattern":
-        ep, op = _patterns(expected), _patterns(obtained)
-        if len(ep) != len(op) or any(a.shape != b.shape for a, b in zip(ep, op, strict=True)):
-            return None
-        # astype(np.uint8): the same truncating cast as np.uint8(array), typed as an array.
-        d = [
-            np.abs(a.astype(np.int16) - b.astype(np.int16))
-            .mean(axis=-1)
-            .astype(np.uint8)[..., None]
-            for a, b in zip(ep, op, strict=True)
-        ]
-        return _upscale(filter_grid(np.stack(d), cols=8, margin=2)[..., 0], 64)
-    name, e = _activation_of(expected, layer)
-    _, o = _activation_of(obtained, name)
-    if obtained.layout == "activations" and name not in obtained.arrays:
-        return None
-    e, o = _one_image(e), _one_image(o)
-    if e.shape != o.shape:
-        return None
-    scale = float(np.max(np.abs(e))) or 1.0
-    return _upscale(_tile_channels(_unit(np.abs(e - o), scale)), 64)
-
-
-def write_check_images(
-    out_base: str | os.PathLike[str],
-    obtained: Artifact,
-    expected: Artifact | None = None,
-    layer: str | None = None,
-) -> dict[str, str]:
-    """Write ``<out_base>.obtained.png`` and, with an expected golden, ``.expected.png``
-    and ``.diff.png``. Returns role -> path of what was written."""
-    out_base = Path(out_base)
-    written: dict[str, str] = {}
-    jobs: list[tuple[str, Any]] = [("obtained", lambda: picture(obtained, layer))]
-    if expected is not None:
-        jobs.insert(0, ("expected", lambda: picture(expected, layer)))
-        jobs.append(("diff", lambda: diff_image(expected, obtained, layer)))
-    for role, make in jobs:
-        try:
-            img = make()
-        except Exception:  # noqa: BLE001 - a picture must never hide the check's outcome
-            img = None
-        if img is not None:
-            path = out_base.with_name(f"{out_base.name}.{role}.png")
-            storage.write_png(path, img)
-            written[role] = str(path)
-    return written
-
-
 # --------------------------------------------------------------------------- reports
 def write_part(results_dir: str | os.PathLike[str], worker: str, data: Mapping[str, Any]) -> Path:
     """Write one process's share of the report (``worker`` is the xdist id or "main")."""
     path = Path(results_dir) / PARTS_DIR / f"{worker}.json"
-    storage.write_text(path, json.dumps(data, sort_keys=True, default=str))
+    # insertion order kept: metrics and layers (depth order) read in the order computed
+    storage.write_text(path, json.dumps(data, default=str))
     return path
 
 
@@ -269,7 +93,7 @@ def write_report(
     data.update(extra or {})
     json_path = results_dir / "report.json"
     html_path = results_dir / "report.html"
-    storage.write_json(json_path, data)
+    storage.write_text(json_path, json.dumps(data, indent=2, default=str) + "\n")
     storage.write_text(html_path, render_html(data, results_dir))
     return {"json": json_path, "html": html_path}
 
@@ -281,77 +105,204 @@ def _rel(path: str, start: Path) -> str:
         return Path(path).as_uri()
 
 
-def _metrics_table(metrics: Mapping[str, Any]) -> str:
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _anchor(entry: Mapping[str, Any]) -> str:
+    return "c-" + "".join(
+        ch if ch.isalnum() else "-" for ch in f"{entry.get('nodeid')}-{entry.get('check')}"
+    )
+
+
+def _value(metric: Mapping[str, Any]) -> str:
+    value, bound = metric.get("value"), metric.get("bound")
+    if isinstance(value, int | float) and isinstance(bound, int | float):
+        return distinct_format(float(value), float(bound))[0]
+    return _e(value)
+
+
+def _metrics_table(kind: str, metrics: Mapping[str, Any]) -> str:
+    """One row per metric: its Tolerance field, the value, the bound at full precision."""
     if not metrics:
         return ""
     rows = []
     for name, m in metrics.items():
-        ok = m.get("ok")
-        bound = m.get("bound")
         op = ">=" if m.get("direction") == "min" else "<="
         rows.append(
-            f"<tr class={'ok' if ok else 'bad'}><td>{html.escape(str(name))}</td>"
-            f"<td>{_num(m.get('value'))}</td><td>{op} {_num(bound)}</td>"
-            f"<td>{'ok' if ok else 'OUT'}</td></tr>"
+            f"<tr class={'ok' if m.get('ok') else 'bad'}><td>{_e(field_name(kind, name))}</td>"
+            f"<td>{_value(m)}</td><td>{op} {_e(exact(m.get('bound')))}</td>"
+            f"<td>{'ok' if m.get('ok') else 'OUT'}</td></tr>"
         )
+    head = "<tr><th>metric</th><th>value</th><th>bound</th><th></th></tr>"
+    return f"<table class=metrics>{head}{''.join(rows)}</table>"
+
+
+def _out(value: float, metric: Mapping[str, Any]) -> bool:
+    bound = metric.get("bound")
+    if not isinstance(bound, int | float):
+        return False
+    return value > bound if metric.get("direction") == "max" else value < bound
+
+
+def _items_table(entry: Mapping[str, Any]) -> str:
+    """Per layer / image / filter: every metric, cells out of bounds in red, and the
+    first item (in order: for activations, the shallowest layer) that leaves its
+    bounds: where the change begins."""
+    items: Mapping[str, Mapping[str, Any]] = entry.get("per_item") or {}
+    metrics: Mapping[str, Mapping[str, Any]] = entry.get("metrics") or {}
+    names = [n for n in metrics if any(n in f for f in items.values())]
+    if len(items) < 2 or not names:
+        return ""
+    unit = ITEM_UNIT.get(str(entry.get("kind")), "item")
+    rows = []
+    for item, facts in items.items():
+        cells = []
+        for n in names:
+            v = facts.get(n)
+            out = isinstance(v, int | float) and _out(float(v), metrics[n])
+            shown = _value({**metrics[n], "value": v}) if isinstance(v, int | float) else "-"
+            cells.append(f"<td class={'bad' if out else 'ok'}>{_e(shown)}</td>")
+        rows.append(f"<tr><td>{_e(item)}</td>{''.join(cells)}</tr>")
+    first = first_out_of_bounds(items, {n: _metric(n, m) for n, m in metrics.items()})
+    head = "".join(f"<th>{_e(field_name(str(entry.get('kind')), n))}</th>" for n in names)
+    begins = f"<p class=begins>first {unit} out of bounds: <b>{_e(first)}</b></p>" if first else ""
     return (
-        "<table class=metrics><tr><th>metric</th><th>value</th><th>bound</th><th></th></tr>"
-        + "".join(rows)
-        + "</table>"
+        f"<details open><summary>per {unit} ({len(items)}, in order)</summary>{begins}"
+        f"<div class=scroll><table class=items><tr><th>{unit}</th>{head}</tr>"
+        f"{''.join(rows)}</table></div></details>"
     )
 
 
-def _num(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return html.escape(str(v))
+def _images(entry: Mapping[str, Any], results_dir: Path) -> str:
+    figures = []
+    for role in ("expected", "obtained", "diff"):
+        path = (entry.get("images") or {}).get(role)
+        if not path:
+            continue
+        caption = role
+        shown = (entry.get("details") or {}).get("worst_item")
+        if entry.get("kind") == "activation" and shown and role != "diff":
+            caption = f"{role}: layer {shown}, first image"
+        if role == "diff" and entry.get("diff_scale") is not None:
+            caption = (
+                f"diff |expected - obtained|, scaled to its own max: white = "
+                f"{float(entry['diff_scale']):.3g}"
+            )
+        figures.append(
+            f"<figure><img src='{_e(_rel(path, results_dir))}' alt='{_e(role)}'>"
+            f"<figcaption>{_e(caption)}</figcaption></figure>"
+        )
+    return f"<div class=images>{''.join(figures)}</div>" if figures else ""
+
+
+def _card(entry: Mapping[str, Any], results_dir: Path) -> str:
+    status = str(entry.get("status", "?"))
+    commands = "".join(f"<pre class=cmd>{_e(c)}</pre>" for c in entry.get("commands") or [])
+    return (
+        f"<section class='card {_e(status)}' id='{_anchor(entry)}'>"
+        f"<h2><span class=badge>{_e(status)}</span> {_e(entry.get('nodeid', ''))} :: "
+        f"{_e(entry.get('check', ''))} <small>({_e(entry.get('kind', ''))})</small></h2>"
+        + (f"<pre>{_e(entry['message'])}</pre>" if entry.get("message") else "")
+        + _images(entry, results_dir)
+        + _metrics_table(str(entry.get("kind")), entry.get("metrics") or {})
+        + _items_table(entry)
+        + (f"<h3>to accept this result</h3>{commands}" if commands else "")
+        + f"<p class=paths>golden: {_e(entry.get('golden', ''))}</p></section>"
+    )
+
+
+def _metric(name: str, m: Mapping[str, Any]) -> MetricResult:
+    """A metric of ``report.json`` back as a MetricResult."""
+    value = m.get("value")
+    return MetricResult(
+        name,
+        float(value) if isinstance(value, int | float) else float("nan"),
+        m.get("bound"),
+        bool(m.get("ok")),
+        str(m.get("direction", "max")),
+    )
+
+
+def _worst(entry: Mapping[str, Any]) -> float:
+    distances = [
+        _metric(str(k), m).distance
+        for k, m in (entry.get("metrics") or {}).items()
+        if isinstance(m.get("value"), int | float)
+    ]
+    return max(distances, default=float("inf"))
+
+
+def _summary(data: Mapping[str, Any], entries: list[Mapping[str, Any]]) -> str:
+    counts = data.get("summary", {})
+    badges = " ".join(
+        f"<span class='badge {_e(k)}'>{v} {_e(k)}</span>"
+        for k, v in sorted(counts.items(), key=lambda kv: STATUS_ORDER.get(kv[0], 9))
+    )
+    facts = ", ".join(
+        f"{k.replace('_', ' ')}: {_e(data[k])}"
+        for k in ("backend", "golden_backend", "golden_dir")
+        if data.get(k)
+    )
+    bad = [e for e in entries if e.get("status") in ("failed", "error", "missing")]
+    worst = sorted(bad, key=_worst, reverse=True)[:10]
+    links = "".join(
+        f"<li><a href='#{_anchor(e)}'>{_e(e.get('nodeid'))} :: {_e(e.get('check'))}</a> "
+        f"<small>{_e(e.get('status'))}{', ' + _e(str(e.get('message', '')).splitlines()[1]) if len(str(e.get('message', '')).splitlines()) > 1 else ''}</small></li>"
+        for e in worst
+    )
+    listing = f"<h2>Worst checks</h2><ol>{links}</ol>" if links else "<p>Every check passed.</p>"
+    return f"<section class=summary><p>{badges}</p><p class=facts>{facts}</p>{listing}</section>"
 
 
 def render_html(data: Mapping[str, Any], results_dir: Path) -> str:
-    """A static page: a summary, then one card per check (failures first) with the
-    expected / obtained / diff images side by side and the metrics table."""
-    summary = ", ".join(f"{v} {k}" for k, v in sorted(data.get("summary", {}).items()))
-    cards = []
-    for e in data.get("entries", []):
-        status = e.get("status", "?")
-        imgs = "".join(
-            f"<figure><img src='{html.escape(_rel(p, results_dir), quote=True)}' "
-            f"alt='{role}'><figcaption>{role}</figcaption></figure>"
-            for role in ("expected", "obtained", "diff")
-            if (p := (e.get("images") or {}).get(role))
-        )
-        cards.append(
-            f"<section class='card {html.escape(status)}'>"
-            f"<h2><span class=badge>{html.escape(status)}</span> "
-            f"{html.escape(e.get('nodeid', ''))} :: {html.escape(e.get('check', ''))}"
-            f" <small>({html.escape(str(e.get('kind', '')))})</small></h2>"
-            f"<div class=images>{imgs}</div>{_metrics_table(e.get('metrics') or {})}"
-            + (f"<pre>{html.escape(e['message'])}</pre>" if e.get("message") else "")
-            + f"<p class=paths>golden: {html.escape(str(e.get('golden', '')))}</p></section>"
+    """A static page: a summary (counts by status, the worst checks), one card per
+    check that needs attention (images side by side, metrics, per-item table, the
+    commands that accept it), the passing checks folded, unused goldens."""
+    entries = list(data.get("entries", []))
+    needs = [e for e in entries if e.get("status") in ("failed", "error", "missing")]
+    rest = [e for e in entries if e not in needs]
+    folded = ""
+    if rest:
+        cards = "".join(_card(e, results_dir) for e in rest)
+        folded = (
+            f"<details><summary>{len(rest)} passing or written check(s)</summary>{cards}</details>"
         )
     unused = data.get("unused") or {}
     unused_html = ""
     if unused.get("files"):
-        items = "".join(f"<li>{html.escape(str(f))}</li>" for f in unused["files"])
-        unused_html = f"<section class=card><h2>Unused goldens ({unused.get('action', '')})</h2><ul>{items}</ul></section>"
+        items = "".join(f"<li>{_e(f)}</li>" for f in unused["files"])
+        unused_html = (
+            f"<section class=card><h2>Unused goldens ({_e(unused.get('action', ''))})</h2>"
+            f"<ul>{items}</ul></section>"
+        )
     return f"""<!doctype html>
 <html lang=en><head><meta charset=utf-8><title>convviz_check report</title>
 <style>
-body {{ font-family: sans-serif; margin: 1.5em; }}
+body {{ font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1200px; color: #222; }}
 .card {{ border: 1px solid #ccc; border-radius: 6px; padding: .5em 1em; margin: 1em 0; }}
 .card.failed, .card.error, .card.missing {{ border-color: #c00; }}
-.badge {{ font-size: .8em; padding: .1em .5em; border-radius: 4px; background: #eee; }}
-.failed .badge, .error .badge, .missing .badge {{ background: #c00; color: #fff; }}
-.passed .badge {{ background: #2a2; color: #fff; }}
-.written .badge {{ background: #26c; color: #fff; }}
-.images {{ display: flex; gap: 1em; flex-wrap: wrap; }}
-figure {{ margin: 0; }} img {{ image-rendering: pixelated; max-width: 480px; }}
-table.metrics td, table.metrics th {{ padding: 0 .8em; text-align: left; }}
-tr.bad {{ color: #c00; font-weight: bold; }}
+.badge {{ font-size: .85em; padding: .1em .5em; border-radius: 4px; background: #eee; }}
+.failed .badge, .error .badge, .missing .badge, .badge.failed, .badge.error, .badge.missing
+  {{ background: #c00; color: #fff; }}
+.passed .badge, .badge.passed {{ background: #2a2; color: #fff; }}
+.written .badge, .badge.written {{ background: #26c; color: #fff; }}
+.images {{ display: flex; gap: 1em; flex-wrap: wrap; align-items: flex-start; }}
+figure {{ margin: 0; }} figcaption {{ font-size: .85em; color: #555; max-width: 420px; }}
+img {{ image-rendering: pixelated; max-width: 560px; border: 1px solid #ddd; }}
+table {{ border-collapse: collapse; margin: .5em 0; }}
+td, th {{ padding: .1em .7em; text-align: left; border-bottom: 1px solid #eee; }}
+td.bad, tr.bad {{ color: #c00; font-weight: bold; }}
 pre {{ background: #f6f6f6; padding: .5em; white-space: pre-wrap; }}
+pre.cmd {{ background: #eef3ff; }}
+.scroll {{ overflow-x: auto; }} table.items {{ font-size: .9em; }}
+.begins {{ color: #c00; }}
+.facts, .paths {{ color: #555; font-size: .9em; }}
 </style></head><body>
-<h1>convviz_check report</h1><p>{html.escape(summary)}</p>
+<h1>convviz_check report</h1>
+{_summary(data, entries)}
 {unused_html}
-{"".join(cards)}
+{"".join(_card(e, results_dir) for e in needs)}
+{folded}
 </body></html>
 """

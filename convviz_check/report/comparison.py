@@ -36,6 +36,10 @@ def comparison_text(
     summary += f" ({len(items)} {unit}{'s' if len(items) != 1 else ''}"
     summary += f", worst {worst_name})" if batch and not passed else ")"
     lines.append(summary)
+    first = first_out_of_bounds(items, metrics)
+    if batch and first is not None and not passed:
+        order = " (depth order)" if kind == "activation" else ""
+        lines.append(f"first {unit} out of bounds{order}: {first}")
     lines += _both_degenerate(items)
     names = {m.name: field_name(kind, m.name) for m in metrics.values()}
     width = max((len(name) for name in names.values()), default=0)
@@ -55,6 +59,22 @@ def comparison_text(
         lines.append(f"target layer changed: {before!r} -> {after!r}")
     lines += list(details.get("notes", []))
     return "\n".join(lines)
+
+
+def first_out_of_bounds(
+    items: Mapping[str, Mapping[str, Any]], metrics: Mapping[str, MetricResult]
+) -> str | None:
+    """The first item, in the order computed (layers: shallowest first), with a
+    metric beyond its bound: where a change begins."""
+    for name, facts in items.items():
+        for metric in metrics.values():
+            value = facts.get(metric.name)
+            if metric.bound is None or not isinstance(value, int | float):
+                continue
+            beyond = value > metric.bound if metric.direction == "max" else value < metric.bound
+            if beyond:
+                return name
+    return None
 
 
 def _both_degenerate(items: Mapping[str, Mapping[str, Any]]) -> list[str]:

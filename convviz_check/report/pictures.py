@@ -1,0 +1,269 @@
+"""Pictures of golden checks: previews, expected / obtained / diff images, and the small
+thumbnail of the inputs that heatmaps are drawn over.
+
+- Heatmaps are drawn over their input image when a thumbnail of the inputs is known
+  (the golden keeps one next to it as ``<check>.inputs.png``): a bare 4x4 colour tile
+  says little, the same tile over the face says where the model looks.
+- A diff is scaled to its own maximum (``|expected - obtained|`` / its max), so a small
+  real change is as visible as a large one; the scale is returned and printed beside
+  the image (a 3% weight change gave diffs whose brightest pixel was 8-19 of 255 on a
+  fixed scale: black to the eye).
+
+NumPy, Pillow and matplotlib colormaps only.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+from PIL import Image
+
+from .. import storage
+from ..artifacts import Artifact
+from ..render import activation_grid, as_rgb, colorize, deprocess_image, filter_grid, overlay
+
+# Small maps (7x7 Grad-CAM) are upscaled (nearest) to at least this many pixels per
+# side so that cells stay visible in the report.
+MIN_TILE = 96
+MAX_TILES = 8
+THUMBNAIL_SIDE = 64
+_GAP = 2
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------- helpers
+def _upscale(img: np.ndarray, min_side: int = MIN_TILE) -> np.ndarray:
+    h, w = img.shape[:2]
+    k = max(1, int(np.ceil(min_side / max(1, min(h, w)))))
+    return np.repeat(np.repeat(img, k, axis=0), k, axis=1) if k > 1 else img
+
+
+def _hstack(tiles: list[np.ndarray]) -> np.ndarray:
+    """Tiles (uint8) side by side with black gaps."""
+    rgb = [t if t.ndim == 3 else np.stack([t] * 3, axis=-1) for t in tiles]
+    h = max(t.shape[0] for t in rgb)
+    w = sum(t.shape[1] for t in rgb) + _GAP * (len(rgb) - 1)
+    out = np.zeros((h, w, 3), np.uint8)
+    x = 0
+    for t in rgb:
+        out[: t.shape[0], x : x + t.shape[1]] = t[..., :3]
+        x += t.shape[1] + _GAP
+    return out
+
+
+def _unit(a: np.ndarray, scale: float | None = None) -> np.ndarray:
+    """``a / scale`` clipped to [0, 1]; ``scale`` defaults to max |a| (0 -> zeros)."""
+    a = np.nan_to_num(np.asarray(a, np.float64))
+    s = float(np.max(np.abs(a))) if scale is None else float(scale)
+    return np.clip(a / s, 0, 1) if s > 0 else np.zeros_like(a)
+
+
+def _tile_channels(x: np.ndarray, per_row: int = 16) -> np.ndarray:
+    """(H, W, C) values in [0, 1] -> uint8 grid laid out like ``activation_grid``."""
+    h, w, c = x.shape
+    cols = min(per_row, c)
+    rows = int(np.ceil(c / cols))
+    grid = np.zeros((rows * (h + 1) - 1, cols * (w + 1) - 1), np.uint8)
+    for k in range(c):
+        r, q = divmod(k, cols)
+        grid[r * (h + 1) : r * (h + 1) + h, q * (w + 1) : q * (w + 1) + w] = np.round(
+            x[:, :, k] * 255
+        ).astype(np.uint8)
+    return grid
+
+
+def _heatmaps(g: Artifact) -> np.ndarray:
+    hm = np.asarray(g.arrays["heatmap" if g.layout == "gradcam" else "value"], np.float32)
+    while hm.ndim > 3:
+        hm = hm[..., 0] if hm.shape[-1] == 1 else hm[0]
+    return hm[None] if hm.ndim == 2 else hm
+
+
+def _activation_of(g: Artifact, layer: str | None) -> tuple[str, np.ndarray]:
+    v = g.to_value()
+    if isinstance(v, dict):
+        name = layer if layer in v else next(iter(v))
+        return name, np.asarray(v[name], np.float32)
+    return "value", np.asarray(v, np.float32)
+
+
+def _one_image(a: np.ndarray) -> np.ndarray:
+    """One image's activation as (H, W, C)."""
+    while a.ndim > 3:
+        a = a[0]
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim == 1:
+        a = a[None, :, None]
+    return a
+
+
+def _patterns(g: Artifact) -> list[np.ndarray]:
+    a = np.asarray(g.arrays["value"])
+    if a.ndim == 3:
+        a = a[None]
+    if a.ndim == 2:
+        a = a[None, ..., None]
+    return [
+        p.astype(np.uint8) if a.dtype == np.uint8 else deprocess_image(p, crop=0)
+        for p in a[: 8 * MAX_TILES]
+    ]
+
+
+# --------------------------------------------------------------------------- thumbnails
+def inputs_thumbnail(images: np.ndarray) -> np.ndarray:
+    """A strip of square RGB tiles (``THUMBNAIL_SIDE`` px) of the first images, uint8:
+    what a golden keeps of its inputs to draw heatmaps over. Any range: each image is
+    stretched to its own min..max (only a picture)."""
+    arr = np.asarray(images, np.float32)
+    if arr.ndim == 3:
+        arr = arr[None]
+    tiles = []
+    for img in arr[:MAX_TILES]:
+        lo, hi = float(np.nanmin(img)), float(np.nanmax(img))
+        unit = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
+        rgb = as_rgb(np.nan_to_num(unit), "inputs_thumbnail").clip(0, 255).astype(np.uint8)
+        side = THUMBNAIL_SIDE
+        tile = Image.fromarray(rgb).resize((side, side), Image.Resampling.BILINEAR)
+        tiles.append(np.asarray(tile))
+    return np.concatenate(tiles, axis=1)
+
+
+def thumbnail_tiles(strip: np.ndarray | None) -> list[np.ndarray]:
+    """The tiles of a strip written by :func:`inputs_thumbnail` (square tiles)."""
+    if strip is None or strip.ndim != 3 or strip.shape[0] == 0:
+        return []
+    side = strip.shape[0]
+    return [strip[:, i : i + side] for i in range(0, strip.shape[1] - side + 1, side)]
+
+
+def _heat_tiles(
+    maps: np.ndarray, scale: float, colormap: str, under: list[np.ndarray] | None = None
+) -> np.ndarray:
+    tiles = []
+    for i, m in enumerate(maps[:MAX_TILES]):
+        unit = _unit(m, scale)
+        if under and i < len(under):
+            base = np.asarray(
+                Image.fromarray(under[i]).resize((MIN_TILE, MIN_TILE), Image.Resampling.BILINEAR)
+            )
+            tiles.append(overlay(base, unit, colormap=colormap))
+        else:
+            tiles.append(_upscale(colorize(unit, colormap)))
+    return _hstack(tiles)
+
+
+# --------------------------------------------------------------------------- pictures
+def picture(g: Artifact, layer: str | None = None, inputs: np.ndarray | None = None) -> np.ndarray:
+    """A uint8 picture of an artifact (previews and expected/obtained images).
+
+    Heatmaps: "jet" colormap over the inputs' thumbnail (``inputs``, a strip from
+    :func:`inputs_thumbnail`) when given, up to 8 side by side; activations: the channel
+    grid of one layer (``layer`` or the first) for the first image; patterns: the
+    filter grid.
+    """
+    if g.kind == "heatmap":
+        maps = _heatmaps(g)
+        top = float(np.max(maps)) if maps.size else 0.0
+        return _heat_tiles(maps, 1.0 if top <= 1.0 else top, "jet", thumbnail_tiles(inputs))
+    if g.kind == "pattern":
+        return _upscale(filter_grid(np.stack(_patterns(g)), cols=8, margin=2), 64)
+    _, a = _activation_of(g, layer)
+    return _upscale(activation_grid(_one_image(a)), 64)
+
+
+def preview(g: Artifact, inputs: np.ndarray | None = None) -> np.ndarray | None:
+    """The golden's ``.png`` preview, or None when no picture can be drawn (a preview
+    is for humans and never compared, so it never fails a write)."""
+    try:
+        return picture(g, inputs=inputs)
+    except Exception:  # noqa: BLE001 - any odd shape just has no preview
+        return None
+
+
+def diff_image(
+    expected: Artifact, obtained: Artifact, layer: str | None = None
+) -> tuple[np.ndarray, float] | None:
+    """``|expected - obtained|`` as a picture scaled to its own maximum, with that
+    maximum (white means this much), or None when the two cannot be aligned.
+
+    Heatmaps: "magma", one tile per image; activations: the channel grid of one layer
+    for the first image; patterns: the grey mean over channels of the deprocessed
+    images (grey levels of 255).
+    """
+    if expected.kind != obtained.kind:
+        return None
+    if expected.kind == "heatmap":
+        e, o = _heatmaps(expected), _heatmaps(obtained)
+        if e.shape != o.shape:
+            return None
+        d = np.abs(e - o)
+        scale = float(d.max()) if d.size else 0.0
+        return _heat_tiles(d, scale, "magma"), scale
+    if expected.kind == "pattern":
+        ep, op = _patterns(expected), _patterns(obtained)
+        if len(ep) != len(op) or any(a.shape != b.shape for a, b in zip(ep, op, strict=True)):
+            return None
+        diffs = [
+            np.abs(a.astype(np.float64) - b.astype(np.float64)).mean(axis=-1)
+            for a, b in zip(ep, op, strict=True)
+        ]
+        scale = max(float(d.max()) for d in diffs) if diffs else 0.0
+        tiles = [(_unit(d, scale) * 255).astype(np.uint8)[..., None] for d in diffs]
+        return _upscale(filter_grid(np.stack(tiles), cols=8, margin=2)[..., 0], 64), scale
+    name, e = _activation_of(expected, layer)
+    if obtained.layout == "activations" and name not in obtained.arrays:
+        return None
+    _, o = _activation_of(obtained, name)
+    e, o = _one_image(e), _one_image(o)
+    if e.shape != o.shape:
+        return None
+    d = np.abs(e - o)
+    scale = float(d.max()) if d.size else 0.0
+    return _upscale(_tile_channels(_unit(d, scale)), 64), scale
+
+
+def write_check_images(
+    out_base: str | os.PathLike[str],
+    obtained: Artifact,
+    expected: Artifact | None = None,
+    layer: str | None = None,
+    *,
+    inputs: np.ndarray | None = None,
+    expected_inputs: np.ndarray | None = None,
+) -> tuple[dict[str, str], float | None]:
+    """Write ``<out_base>.obtained.png`` and, with an expected artifact,
+    ``.expected.png`` and ``.diff.png``.
+
+    Returns:
+        (role -> path of what was written, the diff's scale: the largest
+        ``|expected - obtained|``, or None without a diff).
+    """
+    out_base = Path(out_base)
+    written: dict[str, str] = {}
+    pictures: dict[str, np.ndarray | None] = {}
+    scale = None
+    if expected is not None:
+        pictures["expected"] = _safe(lambda: picture(expected, layer, expected_inputs))
+    pictures["obtained"] = _safe(lambda: picture(obtained, layer, inputs))
+    if expected is not None:
+        diff = _safe(lambda: diff_image(expected, obtained, layer))
+        if diff is not None:
+            pictures["diff"], scale = diff
+    for role, img in pictures.items():
+        if img is not None:
+            path = out_base.with_name(f"{out_base.name}.{role}.png")
+            storage.write_png(path, img)
+            written[role] = str(path)
+    return written, scale
+
+
+def _safe(make: Callable[[], T]) -> T | None:
+    try:
+        return make()
+    except Exception:  # noqa: BLE001 - a picture must never hide the check's outcome
+        return None
