@@ -132,7 +132,7 @@ def test_unknown_example_names_are_refused_with_the_received_name():
         examples.preset_dir("convnet")
 
 
-def test_demo_prints_accuracy_and_gradcam_layer_and_writes_scenes_and_overlays(tmp_path, capsys):
+def test_demo_runs_the_whole_harness_and_links_it_from_one_page(tmp_path, capsys):
     import re
 
     from PIL import Image
@@ -145,13 +145,27 @@ def test_demo_prints_accuracy_and_gradcam_layer_and_writes_scenes_and_overlays(t
     assert layers == {"convnet": "conv4_relu", "xception": "block4_sepconv1_act"}
     accuracies = [float(a) for a in re.findall(r"accuracy ([0-9.]+)", out)]
     assert len(accuracies) == 2 and min(accuracies) >= 0.9
-    names = sorted(p.name for p in tmp_path.glob("*.png"))
-    assert names == sorted(
-        [f"scene_{i}.png" for i in range(2)]
-        + [f"{m}_gradcam_{i}.png" for m in examples.MODEL_NAMES for i in range(2)]
-    )
-    for name in names:
-        assert np.asarray(Image.open(tmp_path / name)).shape == (256, 256, 3)
+    # the golden check: written, then passes, then the planted change fails with its report
+    statuses = re.findall(r"^golden check, [^:]+: (\w+)$", out, re.M)
+    assert statuses == ["written", "passed", "failed"]
+    assert "model fingerprint changed" in out
+    assert (tmp_path / "report" / "report.html").exists()
+    assert (tmp_path / "golden" / "demo" / "convnet" / "gradcam.npz").exists()
+    # one page links everything, every link resolves, and it is the last line printed
+    index = tmp_path / "index.html"
+    assert out.strip().splitlines()[-1] == f"open {index.resolve()}"
+    page = index.read_text()
+    links = re.findall(r"(?:src|href)='([^']+)'", page)
+    assert all(not link.startswith("/") for link in links)
+    missing = [link for link in links if not (tmp_path / link).exists()]
+    assert not missing
+    pngs = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.png")}
+    shown = {link for link in links if link.endswith(".png")}
+    assert {f"convnet/gradcam_{i}.png" for i in range(2)} <= shown
+    assert any(link.startswith("chapter/activations_") for link in shown)
+    assert any(link.startswith("chapter/filters_") for link in shown)
+    assert shown <= pngs
+    assert np.asarray(Image.open(tmp_path / "scenes" / "scene_0.png")).shape == (256, 256, 3)
 
 
 def test_demo_refuses_unknown_models_saying_what_was_received(tmp_path):

@@ -1,9 +1,15 @@
-"""``convviz-check demo``: the README's main job on the bundled example models.
+"""``convviz-check demo``: the whole harness in one command, on the bundled models.
 
-For each bundled model (the chapter-style convnet and the tiny keras-hub Xception) it
-loads the committed file under the running backend, prints its accuracy and Grad-CAM
-pointing rate on fresh scenes and the Grad-CAM layer it chose, and writes a few scenes
-and their heatmap overlays as PNGs.
+1. For each bundled model (the chapter-style convnet and the tiny keras-hub Xception):
+   accuracy and Grad-CAM pointing rate on fresh scenes, the Grad-CAM layer it chose,
+   and heatmap overlays.
+2. The chapter's three visualizations of the convnet: activation grids of one scene,
+   the filter patterns of a mid layer, Grad-CAM overlays.
+3. A golden check: the convnet's Grad-CAM is written as a golden, checked again
+   (passes), then a planted model change (3% noise on one layer's weights) is checked
+   (fails), with the report a CI run would upload.
+4. A localization check: the peak lands on the object in at least 90% of the scenes.
+5. One ``index.html`` that links it all; its path is printed last.
 
 Importing this module is light (argparse only): Keras is imported when the command runs.
 """
@@ -11,26 +17,31 @@ Importing this module is light (argparse only): Keras is imported when the comma
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
 # PNGs are upscaled (nearest) so that a 64x64 scene is visible at a glance.
 _UPSCALE = 4
+# The planted change: Gaussian noise of this share of each weight's std on one layer.
+PLANTED_NOISE = 0.03
+MIN_POINTING = 0.9
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``demo`` on the ``convviz-check`` argparse tree."""
     parser = subparsers.add_parser(
         "demo",
-        help="run the bundled example models: accuracy, Grad-CAM layer, overlays as PNGs",
-        description="Load the bundled example models, print accuracy on fresh scenes and "
-        "the chosen Grad-CAM layer for each, and write scenes and heatmap overlays as PNGs.",
+        help="the whole harness on the bundled models: visualizations, golden checks, report",
+        description="Load the bundled example models; print accuracy, the Grad-CAM layer "
+        "and the pointing rate; write activation grids, filter patterns and Grad-CAM "
+        "overlays; run a golden check that passes and a planted model change that fails, "
+        "with its report; link everything from one index.html.",
     )
     parser.add_argument("--out", type=Path, default=Path("demo-output"), help="output directory")
     parser.add_argument("--n", type=int, default=200, help="fresh scenes for accuracy (200)")
-    parser.add_argument("--images", type=int, default=4, help="scenes written as PNGs (4)")
+    parser.add_argument("--images", type=int, default=4, help="scenes shown (4)")
     parser.add_argument(
         "--seed",
         type=int,
@@ -52,45 +63,173 @@ def _upscale(image: np.ndarray) -> np.ndarray:
     return np.repeat(np.repeat(image, _UPSCALE, axis=0), _UPSCALE, axis=1)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the demo; returns 0 (errors surface as ConvvizError from the loaders)."""
+def _check_args(args: argparse.Namespace) -> list[str]:
     from ..errors import InputError
-    from ..explain.gradcam import gradcam
-    from ..localization import pointing_game
-    from ..render import overlay
-    from ..storage import write_png
-    from . import CLASS_NAMES, MODEL_NAMES, load_example_model, make_scenes
-    from .train import ACCEPT_SEED
+    from . import MODEL_NAMES
 
-    names = args.models or list(MODEL_NAMES)
+    names = list(args.models or MODEL_NAMES)
     unknown = [n for n in names if n not in MODEL_NAMES]
-    if unknown or args.n < 1 or args.images < 0:
+    if unknown or args.n < 1 or args.images < 1:
         raise InputError(
             f"Bad demo arguments. Received: models={names}, n={args.n}, images={args.images}. "
-            f"Expected models among {MODEL_NAMES}, n >= 1, images >= 0."
+            f"Expected models among {MODEL_NAMES}, n >= 1, images >= 1."
         )
+    return names
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo; returns 0 (errors surface as ConvvizError from the loaders)."""
     import keras
 
+    from ..report.demo import write_demo_page
+    from . import load_example_model, make_scenes
+    from .train import ACCEPT_SEED
+
+    names = _check_args(args)
     seed = ACCEPT_SEED if args.seed is None else args.seed
     scenes = make_scenes(args.n, seed=seed)
     shown = min(args.images, len(scenes))
     out: Path = args.out
     print(f"backend: {keras.config.backend()}; {len(scenes)} fresh scenes (seed {seed})")
-    for i in range(shown):
-        path = write_png(out / f"scene_{i}.png", _upscale(scenes.images[i]))
-        print(f"  wrote {path} ({CLASS_NAMES[scenes.labels[i]]}, box {scenes.boxes[i][0]})")
+    page: dict[str, Any] = {"backend": keras.config.backend(), "seed": seed, "models": []}
+    page["scenes"] = _write_scenes(out, scenes, shown)
     for name in names:
         model = load_example_model(name)
-        probs = np.asarray(model.predict(scenes.floats, verbose=0))
-        accuracy = float((probs.argmax(axis=1) == scenes.labels).mean())
-        cam = gradcam(model, scenes.floats)
-        hits = [pointing_game(cam[i], boxes[0]) for i, boxes in enumerate(scenes.boxes)]
-        print(
-            f"{name}: accuracy {accuracy:.3f}, Grad-CAM layer {cam.layer!r} "
-            f"(score {cam.score_kind}), peak inside the object box {np.mean(hits):.3f}"
-        )
-        for i in range(shown):
-            picture = overlay(_upscale(scenes.images[i]), cam.heatmap[i])
-            path = write_png(out / f"{name}_gradcam_{i}.png", picture)
-            print(f"  wrote {path} (class {CLASS_NAMES[int(cam.class_index[i])]})")
+        page["models"].append(_model_section(out, name, model, scenes, shown))
+        if name == "convnet":
+            page["chapter"] = _chapter_section(out, model, scenes)
+            page["golden"] = _golden_section(out, model, scenes)
+    index = write_demo_page(out, page)
+    print(f"open {index.resolve()}")
     return 0
+
+
+def _write_scenes(out: Path, scenes: Any, shown: int) -> list[dict[str, str]]:
+    from ..storage import write_png
+    from . import CLASS_NAMES
+
+    written = []
+    for i in range(shown):
+        path = write_png(out / "scenes" / f"scene_{i}.png", _upscale(scenes.images[i]))
+        label = f"{CLASS_NAMES[scenes.labels[i]]}, box {scenes.boxes[i][0].to_tuple()}"
+        written.append({"path": str(path), "caption": label})
+    return written
+
+
+def _model_section(out: Path, name: str, model: Any, scenes: Any, shown: int) -> dict[str, Any]:
+    """Accuracy, pointing rate, the Grad-CAM layer and overlays of one model."""
+    from ..explain.gradcam import gradcam
+    from ..localization import pointing_game
+    from ..render import overlay
+    from ..storage import write_png
+    from . import CLASS_NAMES
+
+    probs = np.asarray(model.predict(scenes.floats, verbose=0))
+    accuracy = float((probs.argmax(axis=1) == scenes.labels).mean())
+    cam = gradcam(model, scenes.floats)
+    hits = [pointing_game(cam[i], boxes[0]) for i, boxes in enumerate(scenes.boxes)]
+    rate = float(np.mean(hits))
+    verdict = "passed" if rate >= MIN_POINTING else "FAILED"
+    print(
+        f"{name}: accuracy {accuracy:.3f}, Grad-CAM layer {cam.layer!r} "
+        f"(score {cam.score_kind}), peak inside the object box {rate:.3f} "
+        f"(localization check >= {MIN_POINTING}: {verdict})"
+    )
+    overlays = []
+    for i in range(shown):
+        picture = overlay(_upscale(scenes.images[i]), cam.heatmap[i])
+        path = write_png(out / name / f"gradcam_{i}.png", picture)
+        cls = CLASS_NAMES[int(cam.class_index[i])]
+        overlays.append({"path": str(path), "caption": f"class {cls}, hit {hits[i]}"})
+    return {
+        "name": name,
+        "accuracy": accuracy,
+        "layer": cam.layer,
+        "score": cam.score_kind,
+        "pointing": rate,
+        "localization": verdict,
+        "overlays": overlays,
+    }
+
+
+def _chapter_section(out: Path, model: Any, scenes: Any) -> dict[str, Any]:
+    """The chapter's three visualizations of one scene and one mid layer."""
+    from ..explain.activations import activations
+    from ..explain.filters import filter_patterns
+    from ..graph import conv_layers
+    from ..render import activation_grid, deprocess_image, filter_grid
+    from ..storage import write_png
+
+    grids = []
+    for layer, act in activations(model, scenes.floats[:1]).items():
+        stem = layer.replace("/", "__")
+        path = write_png(out / "chapter" / f"activations_{stem}.png", activation_grid(act[0]))
+        grids.append({"path": str(path), "caption": f"{layer} {tuple(act.shape[1:])}"})
+    layer = conv_layers(model)[1]
+    patterns = filter_patterns(model, layer, filters=range(8), seed=0)
+    grid = filter_grid(np.stack([deprocess_image(p) for p in patterns]))
+    path = write_png(out / "chapter" / f"filters_{layer}.png", grid)
+    print(f"convnet: activation grids of {len(grids)} layers, 8 filter patterns of {layer!r}")
+    filters = {"path": str(path), "caption": f"8 filters of {layer}"}
+    return {"activations": grids, "filters": filters}
+
+
+def _golden_section(out: Path, model: Any, scenes: Any) -> dict[str, Any]:
+    """Write a golden, check it (passes), plant a change and check again (fails)."""
+    import keras
+
+    from .. import golden
+    from ..artifacts import Artifact
+    from ..backends import current_backend
+    from ..checks import CheckRequest, Settings, run_check
+    from ..explain.gradcam import gradcam
+    from ..graph import conv_layers
+    from ..models import model_fingerprint
+    from ..report.checks import write_report
+
+    images = scenes.floats[:4]
+    backend = current_backend()
+    rel = PurePosixPath("demo", "convnet", "gradcam")
+    changed = keras.models.clone_model(model)
+    changed.set_weights(_planted(model, conv_layers(model)[2]))
+    steps = (
+        ("write the golden", model, "missing", None),
+        ("check the same model again", model, None, None),
+        ("planted change (3% noise on one layer)", changed, None, out / "report"),
+    )
+    outcomes = []
+    for step, subject, mode, results in steps:
+        settings = Settings(out / "golden", backend, mode, results_dir=results)
+        request = CheckRequest(
+            name="gradcam",
+            rel=rel,
+            obtained=Artifact.from_value(gradcam(subject, images)),
+            backend=backend,
+            meta={"backend": backend, "model_fingerprint": model_fingerprint(subject)},
+            inputs=images,
+            label="convviz-check demo",
+        )
+        outcome = run_check(settings, request, None)
+        print(f"golden check, {step}: {outcome.status}")
+        outcomes.append({"step": step, "status": outcome.status, "message": outcome.message})
+    entry = {"nodeid": "convviz-check demo", **outcome.entry}
+    paths = write_report(out / "report", [entry], {"backend": backend, "golden_backend": backend})
+    print(outcome.message)
+    return {
+        "outcomes": outcomes,
+        "report": str(paths["html"]),
+        "golden": str(golden.inside(out / "golden", rel)) + ".npz",
+    }
+
+
+def _planted(model: Any, layer: str) -> list[np.ndarray]:
+    """The model's weights with seeded noise (a share of each weight's std) on ``layer``."""
+    rng = np.random.default_rng(0)
+    target = {id(v) for v in model.get_layer(layer).weights}
+    weights = []
+    for v in model.weights:
+        w = np.asarray(v.numpy())
+        if id(v) in target:
+            w = w + PLANTED_NOISE * float(w.std() or 1.0) * rng.standard_normal(w.shape)
+        weights.append(w.astype(np.asarray(v.numpy()).dtype))
+    return weights
