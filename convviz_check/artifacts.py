@@ -138,6 +138,8 @@ class Artifact:
                 f"A GradCAM artifact holds {sorted(GRADCAM_ARRAYS)}. Received entries "
                 f"{sorted(arrays)}."
             )
+        if layout == "gradcam":
+            _check_gradcam_attrs(attrs)
         if layout == "array" and list(arrays) != ["value"]:
             raise StorageError(
                 f"An array artifact holds one entry 'value'. Received: {sorted(arrays)}."
@@ -148,6 +150,22 @@ class Artifact:
                 f"kind in {KINDS} and layout in {LAYOUTS}."
             )
         return cls(kind, layout, dict(arrays), dict(attrs))
+
+
+def _check_gradcam_attrs(attrs: Mapping[str, Any]) -> None:
+    shape = attrs.get("image_shape", (0, 0))
+    ok = (
+        isinstance(shape, list | tuple)
+        and len(shape) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in shape)
+        and isinstance(attrs.get("layer", ""), str)
+        and isinstance(attrs.get("score_kind", ""), str)
+    )
+    if not ok:
+        raise StorageError(
+            "A GradCAM artifact's attrs hold image_shape (two ints), layer and score_kind "
+            f"(str). Received: {dict(attrs)!r}."
+        )
 
 
 def infer_kind(value: Any, kind: str | None) -> str:
@@ -198,8 +216,11 @@ def _activation_arrays(
     if not names:
         raise InputError("A dict of activations needs at least one array. Received: {}.")
     for n in names:
-        if not isinstance(n, str) or not n:
-            raise InputError(f"Activation names must be non-empty str. Received: {n!r}")
+        # NUL cannot be stored: NumPy strips trailing NULs from the names entry
+        if not isinstance(n, str) or not n or "\x00" in n:
+            raise InputError(
+                f"Activation names must be non-empty str without NUL. Received: {n!r}"
+            )
     return {n: _as_stored(value[n], store, f"value[{n!r}]") for n in names}
 
 
@@ -251,13 +272,13 @@ def _as_stored(value: Any, store: np.dtype[Any], name: str) -> np.ndarray:
             f"Stored values must be numeric arrays. Received: {describe_array(name, arr)}"
         )
     if arr.dtype.kind in "biu":  # bool and integers are stored as they are
-        return np.ascontiguousarray(arr)
+        return np.asarray(arr, order="C")  # (0-d arrays stay 0-d)
     if arr.dtype.kind != "f":
         raise InputError(
             f"Stored values must be real numbers. Received: {describe_array(name, arr)}"
         )
     with np.errstate(over="ignore"):  # float16 overflow is reported below, not warned
-        out = np.ascontiguousarray(arr.astype(store))
+        out = np.asarray(arr.astype(store), order="C")
     if store == np.float16:
         overflow = np.isfinite(arr) & ~np.isfinite(out)
         if overflow.any():

@@ -257,10 +257,34 @@ def read_sidecar(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"The sidecar {path} has kind={side['kind']!r}, layout={side['layout']!r}; "
             f"expected kind in {KINDS} and layout in {LAYOUTS}."
         )
-    for key in ("shape", "dtype"):
-        if not isinstance(side[key], dict):
-            raise GoldenError(f"The sidecar {path} has a malformed {key!r}: {side[key]!r}.")
+    _check_sidecar_types(path, side)
     return side
+
+
+def _check_sidecar_types(path: Path, side: dict[str, Any]) -> None:
+    """Every field the loader reads has the type it is read as (a hand-edited sidecar
+    is a GoldenError, never a TypeError)."""
+
+    def malformed(key: str) -> GoldenError:
+        return GoldenError(f"The sidecar {path} has a malformed {key!r}: {side.get(key)!r}.")
+
+    names = side.get("names")
+    if names is not None and not (
+        isinstance(names, list) and all(isinstance(n, str) for n in names)
+    ):
+        raise malformed("names")
+    shape, dtype = side["shape"], side["dtype"]
+    if not isinstance(shape, dict) or not all(
+        isinstance(v, list) and all(isinstance(d, int) and not isinstance(d, bool) for d in v)
+        for v in shape.values()
+    ):
+        raise malformed("shape")
+    if not isinstance(dtype, dict) or not all(isinstance(v, str) for v in dtype.values()):
+        raise malformed("dtype")
+    if not isinstance(side.get("attrs") or {}, dict):
+        raise malformed("attrs")
+    if not isinstance(side["sha256"], str):
+        raise malformed("sha256")
 
 
 # --------------------------------------------------------------------------- save / load
@@ -290,7 +314,7 @@ def save(
     cannot be drawn is left out (neither picture is ever compared).
 
     Returns:
-        Suffix -> path of the files of the check.
+        Suffix -> path of the check's files that exist after the call.
     """
     base = Path(base)
     paths = files_of(base)
@@ -304,7 +328,7 @@ def save(
         )
     sidecar = build_sidecar(artifact, meta)
     if _holds(paths, sidecar["sha256"]):
-        return paths
+        return {s: p for s, p in paths.items() if p.exists()}
     from .report.pictures import preview
 
     picture = preview(artifact, inputs)
@@ -312,11 +336,12 @@ def save(
     # sha256 disagree, which load() reports as half-written instead of trusting it.
     storage.write_bytes(paths[".npz"], artifact.encode())
     storage.write_bytes(paths[".json"], sidecar_bytes(sidecar))
+    written = {".npz": paths[".npz"], ".json": paths[".json"]}
     if picture is not None:
-        storage.write_png(paths[".png"], picture)
+        written[".png"] = storage.write_png(paths[".png"], picture)
     if inputs is not None:
-        storage.write_png(paths[".inputs.png"], inputs)
-    return paths
+        written[".inputs.png"] = storage.write_png(paths[".inputs.png"], inputs)
+    return written
 
 
 def sidecar_bytes(sidecar: Mapping[str, Any]) -> bytes:

@@ -110,23 +110,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture
 def convviz(request: pytest.FixtureRequest) -> Any:
-    """convviz_check: golden checks of what a convnet looks at, for this test.
+    """convviz_check for this test: convviz.check(name, value, kind=None,
+    tolerance=None, *, dtype=None, layers=None, model=None) compares with the golden
+    file; convviz.assert_localized(cam_or_heatmap, target, ...) and
+    convviz.assert_backends_agree(model_source, images, ...) assert;
+    convviz.gradcam(model, images, ...), convviz.activations(model, images, ...),
+    convviz.filter_patterns(model, layer, ...) and convviz.load_model(source) compute
+    under the running backend (the model and images they see are fingerprinted into
+    the next check's sidecar); convviz.backend and convviz.results_dir are facts.
 
-    Compute (bound to the running Keras backend; the model and images they see are
-    fingerprinted into the next check's sidecar):
-        convviz.activations(model, images, layers=None, batch_size=32)
-        convviz.gradcam(model, images, class_index=None, layer=None, score="auto", ...)
-        convviz.filter_patterns(model, layer, filters=None, steps=30, ...)
-        convviz.load_model(source, safe_mode=True, custom_objects=None)
-    Check against golden files (``--convviz-update=missing|failed|all`` writes them):
-        convviz.check(name, value, kind=None, tolerance=None, *, dtype=None,
-                      layers=None, model=None)
-        (value: a GradCAM, a dict of activations, or an array; filter patterns need
-        kind="pattern")
-    Assert:
-        convviz.assert_localized(cam_or_heatmap, target, **kwargs)   # Box or mask
-        convviz.assert_backends_agree(model_source, images, **kwargs)
-    Facts: convviz.backend, convviz.results_dir.
+    Values: a GradCAM (kind "heatmap"), a dict of activations (kind "activation"), or
+    an array (a bare 4-D array needs kind=, e.g. kind="pattern" for filter patterns).
+    ``--convviz-update=missing|failed|all`` writes goldens. The reference:
+    docs/reference.md in the project's repository.
     """
     from .plugin_fixture import ConvvizFixture
 

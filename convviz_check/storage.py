@@ -219,7 +219,8 @@ def encode_npz(arrays: Mapping[str, np.ndarray], *, indexed: bool | None = None)
                     f"Only numeric arrays are stored. Received: {name!r} with dtype object."
                 )
             payload = io.BytesIO()
-            np.lib.format.write_array(payload, np.ascontiguousarray(arr), allow_pickle=False)
+            # asarray(order="C"), not ascontiguousarray: a 0-d array stays 0-d
+            np.lib.format.write_array(payload, np.asarray(arr, order="C"), allow_pickle=False)
             info = zipfile.ZipInfo(name + ".npy", date_time=_ZIP_DATE)
             info.compress_type = zipfile.ZIP_STORED
             info.external_attr = 0o644 << 16
@@ -356,13 +357,15 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise StorageError(f"{path} is not valid JSON ({e}).") from None
+    except RecursionError:
+        raise StorageError(f"{path} is not usable JSON: nested too deeply.") from None
 
 
 def content_sha256(arrays: Mapping[str, np.ndarray]) -> str:
     """sha256 over entry names, dtypes, shapes and bytes (independent of the zip)."""
     h = hashlib.sha256()
     for name, arr in arrays.items():
-        a = np.ascontiguousarray(arr)
+        a = np.asarray(arr, order="C")
         h.update(name.encode("utf-8"))
         h.update(a.dtype.str.encode())
         h.update(str(a.shape).encode())

@@ -9,13 +9,24 @@ import numpy as np
 import pytest
 
 from convviz_check import golden
+from convviz_check.artifacts import Artifact
 from convviz_check.cli import main
 
 
 def _store(root: Path, rel: str, value, kind=None, backend="tensorflow") -> Path:
     base = root / rel
-    golden.save(base, golden.from_value(value, kind), {"backend": backend})
+    golden.save(base, Artifact.from_value(value, kind), {"backend": backend})
     return base
+
+
+def _value(base: Path):
+    return golden.load(base).artifact.to_value()
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    if not root.exists():
+        return {}
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
 def _peak(y: int, x: int) -> np.ndarray:
@@ -100,21 +111,36 @@ def test_accept_promotes_failed_and_missing_obtained_files(tmp_path, capsys):
     assert "would write" in capsys.readouterr().out
     assert not (gdir / "t.py/test_b").exists()
     assert main(["golden", "accept", str(res), "--golden-dir", str(gdir)]) == 0
-    assert golden.load(gdir / "t.py/test_a/cam").value()[4, 4] == 1.0
-    assert golden.load(gdir / "t.py/test_b/cam").value()[2, 2] == 1.0
+    assert _value(gdir / "t.py/test_a/cam")[4, 4] == 1.0
+    assert _value(gdir / "t.py/test_b/cam")[2, 2] == 1.0
     assert not (gdir / "t.py/test_c").exists()  # passed checks only with --all
     assert golden.files_of(gdir / "t.py/test_b/cam")[".png"].exists()
 
 
-def test_accept_of_a_non_reference_backend_needs_override(tmp_path, capsys):
+def test_accept_of_a_non_reference_backend_skips_with_the_ownership_reason(tmp_path, capsys):
     gdir = tmp_path / "golden"
     res = _results_dir(tmp_path, [_entry("test_a", "failed", _peak(4, 4), backend="torch")])
-    assert main(["golden", "accept", str(res), "--golden-dir", str(gdir)]) == 0
-    assert "pass --override" in capsys.readouterr().err
-    assert not gdir.exists()
+    for dry in ([], ["--dry-run"]):
+        assert main(["golden", "accept", str(res), "--golden-dir", str(gdir), *dry]) == 0
+        err = capsys.readouterr().err
+        skipped = [ln for ln in err.splitlines() if ln.startswith("skipped ")]
+        assert len(skipped) == 1, err
+        assert skipped[0].startswith("skipped t.py::test_a :: cam: ")
+        assert "owned by the reference backend 'tensorflow'" in skipped[0].lower()
+        assert skipped[0].endswith("pass --override to keep it as an override")
+        assert "0 check(s)" in err
+        assert not gdir.exists()
+
+
+def test_accept_of_a_non_reference_backend_with_override_writes_its_tree(tmp_path, capsys):
+    gdir = tmp_path / "golden"
+    _store(gdir, "t.py/test_a/cam", _peak(1, 1))
+    neutral = _tree(gdir)
+    res = _results_dir(tmp_path, [_entry("test_a", "failed", _peak(4, 4), backend="torch")])
     assert main(["golden", "accept", str(res), "--golden-dir", str(gdir), "--override"]) == 0
-    assert (gdir / "_backend/torch/t.py/test_a/cam.npz").exists()
-    assert not (gdir / "t.py").exists()
+    assert "accepted" in capsys.readouterr().out
+    assert _value(gdir / "_backend/torch/t.py/test_a/cam")[4, 4] == 1.0
+    assert {k: v for k, v in _tree(gdir).items() if not k.startswith("_backend/")} == neutral
 
 
 def test_accept_refuses_a_broken_obtained_file_and_writes_nothing(tmp_path, capsys):
@@ -122,8 +148,23 @@ def test_accept_refuses_a_broken_obtained_file_and_writes_nothing(tmp_path, caps
     res = _results_dir(tmp_path, [_entry("test_a", "failed", _peak(4, 4))])
     (res / "obtained/t.py/test_a/cam.npz").write_bytes(b"junk")
     assert main(["golden", "accept", str(res), "--golden-dir", str(gdir)]) == 2
-    assert "corrupt" in capsys.readouterr().err
+    assert "is not a .npz (zip) archive" in capsys.readouterr().err
     assert not gdir.exists()
+
+
+def test_accept_over_a_broken_golden_names_the_problem_and_rewrites_nothing(tmp_path, capsys):
+    gdir = tmp_path / "golden"
+    base = _store(gdir, "t.py/test_a/cam", _peak(1, 1))
+    golden.files_of(base)[".json"].write_text("{ broken")
+    before = _tree(gdir)
+    res = _results_dir(tmp_path, [_entry("test_a", "failed", _peak(4, 4))])
+    assert main(["golden", "accept", str(res), "--golden-dir", str(gdir)]) == 0
+    err = capsys.readouterr().err
+    skipped = next(ln for ln in err.splitlines() if ln.startswith("skipped "))
+    assert "not valid JSON" in skipped
+    # --override changes nothing under the reference backend: not the advice to give.
+    assert "--override" not in skipped
+    assert _tree(gdir) == before
 
 
 def test_accept_without_a_report_says_what_it_expected(tmp_path, capsys):
@@ -141,15 +182,59 @@ def test_prune_deletes_reported_unused_orphans_and_temp_files(tmp_path, capsys):
     tmp_file = gdir / "t.py/test_a/.cam.npz.abc.tmp"
     tmp_file.write_bytes(b"half")
     rep = tmp_path / "report.json"
-    rep.write_text(json.dumps({"unused": {"files": ["t.py/test_old/cam"]}}))
+    rep.write_text(json.dumps({"unused": {"files": ["t.py/test_old/cam"], "judged": True}}))
     args = ["golden", "prune", "--golden-dir", str(gdir), "--report", str(rep)]
     assert main([*args, "--dry-run"]) == 0
     assert capsys.readouterr().out.count("would delete") == 5
     assert orphan.exists()
     assert main(args) == 0
-    assert golden.load(keep).value()[1, 1] == 1.0
+    assert _value(keep)[1, 1] == 1.0
     assert not golden.files_of(gone)[".npz"].exists() and not (gdir / "t.py/test_old").exists()
     assert not orphan.exists() and not tmp_file.exists()
+
+
+@pytest.mark.parametrize(
+    "unused",
+    [
+        {
+            "files": ["t.py/test_old/cam"],
+            "judged": False,
+            "note": "the run failed or was interrupted",
+        },
+        {"files": ["t.py/test_old/cam"], "judged": False, "note": ""},
+        {"files": ["t.py/test_old/cam"]},
+        None,
+    ],
+)
+def test_prune_refuses_the_report_of_a_failed_run_and_deletes_nothing(tmp_path, capsys, unused):
+    gdir = tmp_path / "golden"
+    _store(gdir, "t.py/test_a/cam", _peak(1, 1))
+    _store(gdir, "t.py/test_old/cam", _peak(1, 1))
+    orphan = gdir / "t.py/test_x/cam.png"
+    orphan.parent.mkdir(parents=True)
+    orphan.write_bytes(b"png")
+    before = _tree(gdir)
+    rep = tmp_path / "report.json"
+    rep.write_text(json.dumps({"unused": unused} if unused is not None else {}))
+    for dry in ([], ["--dry-run"]):
+        code = main(["golden", "prune", "--golden-dir", str(gdir), "--report", str(rep), *dry])
+        assert code == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        err = captured.err.strip().splitlines()
+        assert len(err) == 1, captured.err
+        assert err[0].startswith("convviz-check: error: ")
+        assert "cannot tell which goldens are unused" in err[0]
+        if unused and unused.get("note"):
+            assert unused["note"] in err[0]
+        assert _tree(gdir) == before
+
+
+def test_prune_with_an_unreadable_report_exits_2(tmp_path, capsys):
+    rep = tmp_path / "report.json"
+    rep.write_text("{ not json")
+    assert main(["golden", "prune", "--golden-dir", str(tmp_path), "--report", str(rep)]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
 
 
 def test_accept_round_trip_from_a_failing_pytest_run(pytester, monkeypatch):

@@ -8,6 +8,7 @@ non-reference backend) so that no test needs a second framework.
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -26,6 +27,8 @@ def test_cam(convviz):
     hm[1, 1] += {bump}
     convviz.check("cam", hm)
 """
+
+
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +67,10 @@ def _npz(p: pytest.Pytester, rel: str = "test_life.py/test_cam/cam") -> Path:
     return p.path / "golden" / (rel + ".npz")
 
 
+def _value(base: Path):
+    return golden.load(base).artifact.to_value()
+
+
 # ------------------------------------------------------------------ the lifecycle
 def test_missing_golden_fails_and_prints_the_command_that_writes_it(project):
     _cam_test(project)
@@ -93,7 +100,7 @@ def test_update_missing_writes_the_files_and_passes_then_verify_passes(project):
     )
     files = _golden_files(project)
     assert set(files) == {f"test_life.py/test_cam/cam{s}" for s in (".npz", ".json", ".png")}
-    assert golden.load(_npz(project).with_suffix("")).value()[2, 3] == 1.0
+    assert _value(_npz(project).with_suffix(""))[2, 3] == 1.0
     project.runpytest().assert_outcomes(passed=1)
     # --convviz-update=all with unchanged values rewrites nothing (byte-stable).
     result = project.runpytest("--convviz-update=all")
@@ -112,7 +119,7 @@ def test_moved_hot_spot_fails_naming_the_peak_shift_then_update_failed_accepts(p
         [
             "*convviz check 'cam' (heatmap) does not match its golden.",
             "*peak moved * cells: (row 2, col 3) -> (row 5, col 5)",
-            "*peak_shift * > max 0 *FAIL",
+            "*heatmap_peak_shift_cells * > max 0 *FAIL",
             "*peak expected (row 2, col 3), obtained (row 5, col 5)",
             "*share of values out of pixel_atol*",
             "*same-backend bounds*",
@@ -125,7 +132,7 @@ def test_moved_hot_spot_fails_naming_the_peak_shift_then_update_failed_accepts(p
     result = project.runpytest("--convviz-update=failed")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*convviz: wrote 1 golden file(s)*"])
-    assert golden.load(_npz(project).with_suffix("")).value()[5, 5] == 1.0
+    assert _value(_npz(project).with_suffix(""))[5, 5] == 1.0
     project.runpytest().assert_outcomes(passed=1)
 
 
@@ -143,7 +150,7 @@ def test_failure_lists_images_in_the_results_dir(project):
     assert report["summary"] == {"failed": 1}
     assert report["entries"][0]["metrics"]["peak_shift"]["ok"] is False
     obtained = project.path / "res" / report["entries"][0]["obtained"]
-    assert golden.load(obtained).value()[5, 5] == 1.0
+    assert _value(obtained)[5, 5] == 1.0
 
 
 def test_update_is_refused_when_ci_is_set(project, monkeypatch):
@@ -222,13 +229,27 @@ def test_backend_override_is_looked_up_before_the_neutral_golden(project, backen
     project.runpytest("--convviz-update=missing").assert_outcomes(passed=1)
     _cam_test(project, y=5, x=5)
     _as_non_reference(project)
-    project.runpytest().assert_outcomes(failed=1)
+    result = project.runpytest()
+    result.assert_outcomes(failed=1)
+    # A non-reference backend cannot accept the new result into the reference's golden:
+    # the first hint regenerates it under the reference backend, the second forks it.
+    result.stdout.fnmatch_lines(
+        [
+            "*(written by *; compared with cross-backend bounds)",
+            "*if the model or the code changed, regenerate the golden under the reference "
+            "backend: KERAS_BACKEND=reference-backend pytest --convviz-update=failed "
+            "test_life.py::test_cam",
+            f"*only if {backend} legitimately differs, keep a {backend}-only override: "
+            "pytest --convviz-update=failed --convviz-update-override test_life.py::test_cam",
+        ]
+    )
+    assert "accept the new result" not in result.stdout.str()
     result = project.runpytest("--convviz-update=failed", "--convviz-update-override")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines([f"*_backend/{backend}/test_life.py/test_cam/cam.npz"])
     project.runpytest().assert_outcomes(passed=1)
     # The neutral golden was not changed by the non-reference backend.
-    assert golden.load(_npz(project).with_suffix("")).value()[2, 3] == 1.0
+    assert _value(_npz(project).with_suffix(""))[2, 3] == 1.0
 
 
 # --------------------------------------------------------------------- settings
@@ -290,6 +311,87 @@ def test_model_fingerprint_change_leads_the_failure(project):
     )
 
 
+GRADCAM_TEST = """
+import numpy as np
+import keras
+from keras import layers
+from convviz_check.models import model_fingerprint
+
+
+def _model():
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            layers.Conv2D(4, 3, activation="relu", name="c1"),
+            layers.GlobalAveragePooling2D(name="gap"),
+            layers.Dense(3, activation="softmax", name="head"),
+        ]
+    )
+    rng = np.random.default_rng(0)
+    model.set_weights([rng.normal(0, 0.5, w.shape).astype("float32") for w in model.get_weights()])
+    return model
+
+
+def test_cam(convviz, request):
+    seed = int(request.config.getoption("--seed"))
+    model = _model()
+    images = np.random.default_rng(seed).random((2, 8, 8, 3)).astype("float32")
+    cam = convviz.gradcam(model, images, class_index=0)
+    with open("model_fingerprint.txt", "w") as f:
+        f.write(model_fingerprint(model))
+    convviz.check("cam", cam)
+"""
+
+
+def _gradcam_project(p: pytest.Pytester) -> Path:
+    p.makepyfile(test_fp=GRADCAM_TEST)
+    p.makeconftest("def pytest_addoption(parser):\n    parser.addoption('--seed', default='0')\n")
+    return p.path / "golden/test_fp.py/test_cam/cam.json"
+
+
+def test_sidecar_records_the_model_and_input_fingerprints_of_the_shortcuts(project):
+    sidecar = _gradcam_project(project)
+    project.runpytest("--convviz-update=missing", "--seed=0").assert_outcomes(passed=1)
+    side = json.loads(sidecar.read_text())
+    # No model= in the check: the model given to convviz.gradcam is fingerprinted.
+    assert side["model_fingerprint"] == (project.path / "model_fingerprint.txt").read_text()
+    assert len(side["input_fingerprint"]) == 64
+    int(side["input_fingerprint"], 16)
+    project.runpytest("--seed=0").assert_outcomes(passed=1)
+    # Other images: the failure says so first.
+    result = project.runpytest("--seed=1")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*convviz check 'cam' (heatmap) does not match its golden.",
+            f"*input fingerprint changed: golden {side['input_fingerprint'][:12]}, now *"
+            "(the images are not those the golden was written with)",
+        ]
+    )
+    assert "model fingerprint changed" not in result.stdout.str()
+    result = project.runpytest("--convviz-update=failed", "--seed=1")
+    result.assert_outcomes(passed=1)
+    assert json.loads(sidecar.read_text())["input_fingerprint"] != side["input_fingerprint"]
+
+
+@pytest.mark.parametrize("verbose", [[], ["-v"]], ids=["plain", "verbose"])
+def test_pytest_fixtures_lists_the_methods_of_the_fixture(project, verbose):
+    result = project.runpytest("--fixtures", *verbose)
+    assert result.ret == 0
+    lines = result.stdout.str().splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("convviz -- "))
+    block = "\n".join(itertools.takewhile(lambda ln: ln.startswith("    "), lines[start + 1 :]))
+    for method in (
+        "convviz.check(",
+        "convviz.assert_localized(",
+        "convviz.assert_backends_agree(",
+        "convviz.activations(",
+        "convviz.gradcam(",
+        "convviz.filter_patterns(",
+    ):
+        assert method in block, f"{method} not in:\n{block}"
+
+
 def test_check_arguments_are_validated(project):
     project.makepyfile(
         test_args="""
@@ -328,7 +430,7 @@ def test_activation_dict_with_float16_and_layer_subset(project):
     )
     project.runpytest("--convviz-update=missing").assert_outcomes(passed=1)
     g = golden.load(project.path / "golden/test_acts.py/test_acts/acts")
-    assert list(g.arrays) == ["c1", "m/c2"] and g.arrays["c1"].dtype == np.float16
+    assert list(g.artifact.arrays) == ["c1", "m/c2"] and g.artifact.arrays["c1"].dtype == np.float16
     project.runpytest().assert_outcomes(passed=1)
 
 
@@ -363,7 +465,14 @@ def _edit(base: Path, **changes) -> None:
 
 
 BREAKAGES = {
-    "corrupt npz": (lambda b: golden.files_of(b)[".npz"].write_bytes(b"\x00garbage"), "is corrupt"),
+    "not a zip": (
+        lambda b: golden.files_of(b)[".npz"].write_bytes(b"\x00garbage"),
+        "is not a .npz (zip) archive",
+    ),
+    "corrupt npz": (
+        lambda b: golden.files_of(b)[".npz"].write_bytes(b"PK\x03\x04garbage"),
+        "is corrupt",
+    ),
     "object array": (_break_object_array, "object arrays"),
     "invalid sidecar": (
         lambda b: golden.files_of(b)[".json"].write_text("{oops"),

@@ -1,4 +1,6 @@
-"""Reports: preview/expected/obtained/diff images, report.json, report.html, xdist parts."""
+"""Reports of golden checks: the pictures (convviz_check.report.pictures: previews,
+expected/obtained/diff images) and convviz_check.report.checks (report.json,
+report.html, the xdist part files)."""
 
 from __future__ import annotations
 
@@ -8,64 +10,124 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from convviz_check import golden, report
+from convviz_check.artifacts import Artifact
+from convviz_check.report import checks as report
+from convviz_check.report import pictures
 
 
-def _heat(y: int, x: int, n: int = 1) -> golden.Golden:
+def _heat(y: int, x: int, n: int = 1) -> Artifact:
     hm = np.zeros((n, 7, 7), np.float32)
     hm[:, y, x] = 1.0
-    return golden.from_value(hm, "heatmap")
+    return Artifact.from_value(hm, "heatmap")
 
 
-def test_render_heatmap_is_rgb_upscaled_for_small_maps():
-    img = report.render(_heat(2, 3, n=2))
+def test_picture_of_a_heatmap_is_rgb_upscaled_for_small_maps():
+    img = pictures.picture(_heat(2, 3, n=2))
     assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
     assert img.shape[0] >= 96  # 7x7 cells stay visible
     assert img.shape[1] > 2 * img.shape[0]  # two maps side by side
 
 
-def test_render_activation_shows_every_channel_of_the_first_image():
+def test_picture_of_activations_shows_every_channel_of_the_first_image():
     acts = {"conv": np.random.default_rng(0).normal(size=(2, 4, 4, 20))}
-    img = report.render(golden.from_value(acts))
+    img = pictures.picture(Artifact.from_value(acts))
     assert img.dtype == np.uint8 and img.ndim == 2
     # 20 channels at 16 per row: two rows of 4-pixel tiles with 1-pixel gaps, upscaled.
     assert img.shape[0] / img.shape[1] == pytest.approx((2 * 5 - 1) / (16 * 5 - 1))
 
 
-def test_render_pattern_uses_the_filter_grid():
+def test_picture_of_activations_shows_the_layer_asked_for():
+    acts = {"a": np.zeros((1, 4, 4, 1)), "b": np.ones((1, 4, 4, 20))}
+    art = Artifact.from_value(acts)
+    first, b = pictures.picture(art), pictures.picture(art, layer="b")
+    assert first.shape[0] == first.shape[1] and b.shape[1] > 2 * b.shape[0]  # 20 channels
+    assert np.array_equal(pictures.picture(art, layer="nope"), first)  # unknown: the first
+
+
+def test_picture_of_patterns_uses_the_filter_grid():
     pats = np.random.default_rng(0).random((3, 10, 10, 3)).astype(np.float32)
-    img = report.render(golden.from_value(pats, "pattern"))
+    img = pictures.picture(Artifact.from_value(pats, "pattern"))
     assert img.dtype == np.uint8 and img.shape[-1] == 3
 
 
+def test_picture_of_a_gradcam_shows_its_heatmaps():
+    from convviz_check.types import GradCAM
+
+    maps = _heat(2, 3, n=2).arrays["value"]
+    cam = GradCAM(
+        heatmap=maps, raw=maps, class_index=np.array([0, 1]), score=np.ones(2, np.float32),
+        score_kind="logit", layer="conv", degenerate=np.array([False, False]),
+        image_shape=(28, 28),
+    )  # fmt: skip
+    assert np.array_equal(
+        pictures.picture(Artifact.from_value(cam)), pictures.picture(_heat(2, 3, n=2))
+    )
+
+
+def test_preview_is_the_picture_or_none_when_none_can_be_drawn(monkeypatch):
+    art = _heat(2, 3)
+    assert np.array_equal(pictures.preview(art), pictures.picture(art))
+
+    def broken(*args, **kwargs):
+        raise ValueError("odd shape")
+
+    monkeypatch.setattr(pictures, "picture", broken)
+    assert pictures.preview(art) is None
+
+
 def test_diff_image_is_dark_for_equal_maps_and_bright_where_they_differ():
-    same = report.diff_image(_heat(2, 3), _heat(2, 3))
-    moved = report.diff_image(_heat(2, 3), _heat(5, 5))
+    same, same_scale = pictures.diff_image(_heat(2, 3), _heat(2, 3))
+    moved, moved_scale = pictures.diff_image(_heat(2, 3), _heat(5, 5))
     assert same.shape == moved.shape
     assert same.max() < 20  # magma(0) is near black
     assert moved.max() > 200
+    assert (same_scale, moved_scale) == (0.0, 1.0)
+
+
+def test_diff_image_is_scaled_to_its_own_maximum():
+    small = Artifact.from_value(_heat(2, 3).arrays["value"] * 0.98, "heatmap")
+    img, scale = pictures.diff_image(_heat(2, 3), small)
+    assert scale == pytest.approx(0.02)
+    assert img.max() > 200  # a 2% change is as visible as a large one
 
 
 def test_diff_image_of_activations_marks_the_changed_channel():
     a = {"c": np.ones((1, 3, 3, 2), np.float32)}
     b = {"c": np.ones((1, 3, 3, 2), np.float32)}
     b["c"][0, :, :, 1] = 0.0
-    img = report.diff_image(golden.from_value(a), golden.from_value(b))
+    img, scale = pictures.diff_image(Artifact.from_value(a), Artifact.from_value(b))
+    assert scale == 1.0
     half = img.shape[1] // 2
     assert img[:, :half].max() == 0 and img[:, half + 1 :].max() == 255
 
 
 def test_diff_image_is_none_when_shapes_differ():
-    other = golden.from_value(np.zeros((1, 5, 5), np.float32), "heatmap")
-    assert report.diff_image(_heat(1, 1), other) is None
+    other = Artifact.from_value(np.zeros((1, 5, 5), np.float32), "heatmap")
+    assert pictures.diff_image(_heat(1, 1), other) is None
+    patterns = Artifact.from_value(np.zeros((1, 7, 7, 3), np.float32), "pattern")
+    assert pictures.diff_image(_heat(1, 1), patterns) is None  # kinds differ
 
 
 def test_write_check_images_writes_expected_obtained_and_diff(tmp_path):
-    written = report.write_check_images(tmp_path / "sub" / "cam", _heat(5, 5), _heat(2, 3))
-    assert set(written) == {"expected", "obtained", "diff"}
+    written, scale = pictures.write_check_images(tmp_path / "sub" / "cam", _heat(5, 5), _heat(2, 3))
+    assert list(written) == ["expected", "obtained", "diff"] and scale == 1.0
     for role, path in written.items():
         assert path.endswith(f"cam.{role}.png")
         assert Image.open(path).format == "PNG"
+    # obtained is the second argument: its picture is the obtained image
+    obtained = np.asarray(Image.open(written["obtained"]))
+    assert np.array_equal(obtained, pictures.picture(_heat(5, 5)))
+
+
+def test_write_check_images_without_a_golden_writes_only_the_obtained_image(tmp_path):
+    written, scale = pictures.write_check_images(tmp_path / "cam", _heat(5, 5))
+    assert list(written) == ["obtained"] and scale is None
+
+
+def test_a_picture_that_fails_never_hides_the_others(tmp_path):
+    other = Artifact.from_value(np.zeros((1, 5, 5), np.float32), "heatmap")
+    written, scale = pictures.write_check_images(tmp_path / "cam", other, _heat(2, 3))
+    assert list(written) == ["expected", "obtained"] and scale is None  # shapes differ
 
 
 def _entry(nodeid: str, status: str, message: str = "") -> dict:
@@ -79,7 +141,7 @@ def _entry(nodeid: str, status: str, message: str = "") -> dict:
 
 
 def test_report_lists_failures_first_in_json_and_html(tmp_path):
-    images = report.write_check_images(tmp_path / "images" / "cam", _heat(5, 5), _heat(2, 3))
+    images, _ = pictures.write_check_images(tmp_path / "images" / "cam", _heat(5, 5), _heat(2, 3))
     entries = [
         _entry("t.py::test_a", "passed"),
         {**_entry("t.py::test_b", "failed", "peak moved <script>"), "images": images},

@@ -12,12 +12,11 @@ import numpy as np
 import pytest
 
 from convviz_check import tolerances
-from convviz_check.compare import _METRICS, compare
 from convviz_check.errors import ComparisonError
+from convviz_check.metrics import compare
 from convviz_check.tolerances import MEASURED, TABLE, default_tolerance
-from convviz_check.types import Tolerance
-
-KINDS = ("activation", "heatmap", "pattern")
+from convviz_check.types import KINDS, Tolerance
+from convviz_check.types import METRICS as _METRICS
 
 
 def test_table_has_both_columns_for_every_metric_of_every_kind():
@@ -278,6 +277,76 @@ def test_default_bounds_still_catch_a_moved_hot_spot(cross):
     result = compare(before, after, "heatmap", cross_backend=cross)
     assert not result.passed
     assert not result.metrics["peak_shift"].ok
+
+
+# ----------------------------------------------------------- overrides: as, merge, resolve
+def test_as_tolerance_takes_none_a_tolerance_or_a_dict_of_its_fields():
+    tol = Tolerance(heatmap_rms=0.1)
+    assert tolerances.as_tolerance(None) is None
+    assert tolerances.as_tolerance(tol) is tol
+    assert tolerances.as_tolerance({"heatmap_rms": 0.1}) == tol
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        (0.5, r"marker must be a Tolerance, a dict of its fields or None\. Received: 0\.5"),
+        ([("heatmap_rms", 0.1)], r"marker must be a Tolerance.*\(type list\)"),
+        (
+            {"max_rel": 1.0},
+            r"Invalid marker: Unknown tolerance field.*Received: \{'max_rel': 1\.0\}",
+        ),
+    ],
+)
+def test_as_tolerance_names_its_source_and_what_it_received(value, match):
+    with pytest.raises(ComparisonError, match=match):
+        tolerances.as_tolerance(value, "marker")
+
+
+def test_merge_applies_overrides_in_order_and_skips_unset_ones():
+    assert tolerances.merge() is None and tolerances.merge(None, None) is None
+    merged = tolerances.merge(
+        {"heatmap_rms": 0.1, "heatmap_max_abs": 0.2}, None, Tolerance(heatmap_rms=0.3)
+    )
+    assert merged == Tolerance(heatmap_rms=0.3, heatmap_max_abs=0.2)
+
+
+@pytest.mark.parametrize("cross", [False, True])
+def test_resolve_is_the_default_column_with_the_overrides_on_top(cross):
+    default = default_tolerance("heatmap", cross_backend=cross)
+    assert tolerances.resolve("heatmap", cross_backend=cross) == default
+    resolved = tolerances.resolve(
+        "heatmap", {"heatmap_rms": 0.5}, None, Tolerance(heatmap_rms=0.25), cross_backend=cross
+    )
+    assert resolved.heatmap_rms == 0.25
+    assert resolved.heatmap_max_abs == default.heatmap_max_abs
+    assert set(resolved.to_dict()) == set(TABLE["heatmap"])
+    # what compare() uses is what resolve() gives
+    e = np.eye(5, dtype=np.float32)
+    result = compare(e, e, "heatmap", Tolerance(heatmap_rms=0.25), cross_backend=cross)
+    assert result.details["tolerance"] == resolved.to_dict()
+
+
+def test_parse_fields_reads_ini_and_flag_text():
+    tol = tolerances.parse_fields("heatmap_rms=1e-5, heatmap_pearson_min=0.999", "ini")
+    assert tol == Tolerance(heatmap_rms=1e-5, heatmap_pearson_min=0.999)
+    assert tolerances.parse_fields("heatmap_rms=1 heatmap_max_abs=2", "ini").heatmap_max_abs == 2.0
+    assert tolerances.parse_fields("", "ini") == Tolerance()
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "match"),
+    [
+        ("heatmap_rms", None, r"field=value pairs\. Received: 'heatmap_rms'"),
+        ("heatmap_rms=small", None, r"heatmap_rms must be a number\. Received: 'small'"),
+        ("rms=1", None, "Unknown tolerance field"),
+        ("activation_max_rel=1", "heatmap", r"fields of another kind: \['activation_max_rel'\]"),
+    ],
+)
+def test_parse_fields_refuses_malformed_text_naming_the_setting(text, kind, match):
+    with pytest.raises(ComparisonError, match=match) as err:
+        tolerances.parse_fields(text, "convviz_tolerance_heatmap", kind)
+    assert "convviz_tolerance_heatmap" in str(err.value)
 
 
 def test_tolerances_imports_no_keras():

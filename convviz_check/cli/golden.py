@@ -229,10 +229,10 @@ def cmd_accept(args: argparse.Namespace) -> int:
             backend=str(entry.get("backend") or settings.reference),
             meta={k: v for k, v in stored.sidecar.items() if k not in _ARRAY_KEYS},
         )
+        place = golden.place(
+            settings.golden_dir, rel, request.backend, settings.reference, args.override
+        )
         if args.dry_run:
-            place = golden.place(
-                settings.golden_dir, rel, request.backend, settings.reference, args.override
-            )
             if place.write_to is None:
                 skipped.append(
                     f"{label}: {place.refusal}; pass --override to keep it as an override"
@@ -241,11 +241,12 @@ def cmd_accept(args: argparse.Namespace) -> int:
                 print(f"would write {place.write_to}.npz  <- {results / entry['obtained']}.npz")
                 accepted += 1
             continue
+        if place.write_to is None:
+            skipped.append(f"{label}: {place.refusal}; pass --override to keep it as an override")
+            continue
         outcome = run_check(settings, request, None)
-        if outcome.status == "error":
-            skipped.append(
-                f"{label}: {outcome.message.splitlines()[-1]}; pass --override to keep it as an override"
-            )
+        if outcome.status == "error":  # e.g. the stored golden cannot be used
+            skipped.append(f"{label}: {' '.join(outcome.message.splitlines())}")
             continue
         print(f"accepted {settings.golden_dir / outcome.golden}.npz  ({label})")
         accepted += 1
