@@ -81,19 +81,19 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from . import examples, golden, localization, sanity, strategies, tolerances  # noqa: F401
+    from .artifacts import Artifact  # noqa: F401
     from .crossbackend.agreement import AgreementReport, agreement  # noqa: F401
-    from .metrics import compare  # noqa: F401
     from .errors import *  # noqa: F403
     from .explain.activations import activations  # noqa: F401
     from .explain.filters import filter_patterns  # noqa: F401
     from .explain.gradcam import gradcam  # noqa: F401
+    from .graph import conv_layers  # noqa: F401
+    from .metrics import compare  # noqa: F401
+    from .models import load_model, model_fingerprint  # noqa: F401
     from .render import (  # noqa: F401
         activation_grid,
         deprocess_image,
         filter_grid,
         overlay,
     )
-    from .graph import conv_layers  # noqa: F401
-    from .models import load_model, model_fingerprint  # noqa: F401
-    from .artifacts import Artifact  # noqa: F401
     from .types import Box, Comparison, GradCAM, MetricResult, Tolerance  # noqa: F401

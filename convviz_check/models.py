@@ -250,9 +250,9 @@ def model_fingerprint(model: Any) -> str:
 
 
 def keras_to_numpy(x: Any) -> np.ndarray:
-    import keras
+    from .backends import to_numpy
 
-    return keras.ops.convert_to_numpy(x)
+    return to_numpy(x)
 
 
 def file_sha256(path: str | os.PathLike) -> str:

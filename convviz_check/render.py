@@ -139,39 +139,130 @@ def colorize(heatmap: np.ndarray, colormap: str = "jet") -> np.ndarray:
     return lut[idx]
 
 
-def as_rgb(image: np.ndarray, caller: str = "image") -> np.ndarray:
-    """``(H, W, 3)`` float32 in [0, 255] from ``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3)``,
-    uint8 or float (float images with max <= 1 are taken to be in [0, 1])."""
+def _check_range(value_range: object, caller: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in value_range)  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        raise InputError(
+            f"{caller}: value_range must be a pair (low, high). Received: "
+            f"value_range={value_range!r}."
+        ) from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise InputError(
+            f"{caller}: value_range must be finite with low < high. Received: "
+            f"value_range={value_range!r}."
+        )
+    return lo, hi
+
+
+def _inferred_range(image: np.ndarray) -> tuple[float, float]:
+    """The value range an image is taken to be in when none is stated.
+
+    - uint8: ``(0, 255)``;
+    - other integers: ``(0, 255)`` when every value is in it, else the image's own
+      ``(min, max)``;
+    - floats with min >= 0 and max <= 1: ``(0, 1)``;
+    - floats with min >= -1, max <= 1 and min < 0: ``(-1, 1)``;
+    - other floats: the image's own ``(min, max)`` (so a float image in [0, 255] is
+      stretched to its darkest and brightest pixel); a constant such image is drawn
+      mid grey.
+    """
+    img = np.asarray(image)
+    if img.dtype == np.uint8:
+        return (0.0, 255.0)
+    lo, hi = float(img.min()), float(img.max())
+    if np.issubdtype(img.dtype, np.integer):
+        return (0.0, 255.0) if lo >= 0 and hi <= 255 else (lo, hi)
+    if lo >= 0.0 and hi <= 1.0:
+        return (0.0, 1.0)
+    if lo >= -1.0 and hi <= 1.0:
+        return (-1.0, 1.0)
+    return (lo, hi)
+
+
+def as_rgb(
+    image: np.ndarray,
+    caller: str = "image",
+    value_range: tuple[float, float] | None = None,
+) -> np.ndarray:
+    """``(H, W, 3)`` float32 in [0, 255] from ``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3)``.
+
+    Values are mapped linearly from ``value_range`` (``(low, high)``) to [0, 255];
+    ``None`` infers the range: uint8 is [0, 255]; other integers [0, 255] when they fit
+    it; floats in [0, 1] are [0, 1]; floats in [-1, 1] with a negative value are
+    [-1, 1]; other floats their own min/max. Nothing is clipped silently: a value
+    outside a stated range is an :class:`~convviz_check.errors.InputError` that names it.
+    """
     img = np.asarray(image)
     if img.ndim == 3 and img.shape[-1] == 1:
         img = img[..., 0]
     if img.ndim == 2:
         img = np.stack([img] * 3, axis=-1)
-    if img.ndim != 3 or img.shape[-1] != 3:
+    if img.ndim != 3 or img.shape[-1] != 3 or 0 in img.shape:
         raise InputError(
             f"{caller} expects an image (H, W, 3) or (H, W). Received: "
             f"{describe_array('image', img)}"
         )
-    rgb = img.astype(np.float32)
-    if img.dtype != np.uint8 and float(np.nanmax(rgb)) <= 1.0:
-        rgb = rgb * 255.0
-    return rgb
+    if img.dtype == bool or not (
+        np.issubdtype(img.dtype, np.integer) or np.issubdtype(img.dtype, np.floating)
+    ):
+        raise InputError(
+            f"{caller} expects a numeric image. Received: {describe_array('image', img)}"
+        )
+    values = img.astype(np.float64)
+    if not np.isfinite(values).all():
+        raise InputError(
+            f"{caller}: the image has NaN or inf values. Received: {describe_array('image', img)}"
+        )
+    if value_range is None:
+        lo, hi = _inferred_range(img)
+    else:
+        lo, hi = _check_range(value_range, caller)
+        low, high = float(values.min()), float(values.max())
+        slack = 1e-6 * (hi - lo)
+        if low < lo - slack or high > hi + slack:
+            raise InputError(
+                f"{caller}: image values fall outside the stated value_range. Received: "
+                f"value_range={(lo, hi)} and an image with min {low:g}, max {high:g}. "
+                "Expected every value inside value_range (or value_range=None to infer it)."
+            )
+    if hi <= lo:  # a constant image whose range was inferred from itself
+        return np.full(img.shape, 127.5, np.float32)
+    rgb = (values - lo) * (255.0 / (hi - lo))
+    return np.clip(rgb, 0.0, 255.0).astype(np.float32)  # clips only the slack
 
 
 def overlay(
-    image: np.ndarray, heatmap: object, alpha: float = 0.4, colormap: str = "jet"
+    image: np.ndarray,
+    heatmap: object,
+    alpha: float = 0.4,
+    colormap: str = "jet",
+    *,
+    value_range: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """Superimpose a heatmap on its image: ``alpha * colormap(heatmap) + image``.
 
-    The heatmap (``(h, w)`` in [0, 1], or a one-image ``GradCAM``) is turned to uint8,
-    coloured, resized (bilinear) to the image, added and clipped.
+    The image is first mapped to [0, 255] from its value range, then the heatmap
+    (``(h, w)`` in [0, 1], or a one-image ``GradCAM``) is coloured, resized (bilinear)
+    to the image, added, and the sum clipped to [0, 255].
 
     Args:
-        image: ``(H, W, 3)`` or ``(H, W)``/``(H, W, 1)``; uint8 in [0, 255] or float in [0, 1].
+        image: ``(H, W, 3)`` or ``(H, W)``/``(H, W, 1)``, integer or float.
         heatmap: ``(h, w)`` array in [0, 1], or a ``GradCAM`` holding one image.
+        alpha: weight of the coloured heatmap.
+        colormap: a matplotlib colormap name.
+        value_range: ``(low, high)`` of the image's values, mapped to [0, 255] (e.g.
+            ``(-1, 1)`` for a model input in [-1, 1]); ``None`` infers it: uint8 is
+            [0, 255]; floats with min >= 0 and max <= 1 are [0, 1]; floats with
+            min >= -1, max <= 1 and min < 0 are [-1, 1]; any other float image is
+            stretched from its own min to its own max (a constant one is mid grey).
 
     Returns:
         ``(H, W, 3)`` uint8.
+
+    Raises:
+        InputError: bad shapes, a bad ``value_range``, or an image value outside the
+            stated ``value_range`` (never clipped silently).
     """
     from .types import GradCAM
 
@@ -188,6 +279,6 @@ def overlay(
         raise InputError(
             f"overlay expects a heatmap (h, w). Received: {describe_array('heatmap', hm)}"
         )
-    base = as_rgb(image, "overlay")
+    base = as_rgb(image, "overlay", value_range)
     heat = colorize(resize_bilinear(hm, base.shape[:2]).clip(0, 1), colormap).astype(np.float32)
     return np.clip(alpha * heat + base, 0, 255).astype(np.uint8)

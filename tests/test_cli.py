@@ -1,6 +1,10 @@
+import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 
 def test_cli_help_works_without_importing_keras():
@@ -36,3 +40,108 @@ def test_package_import_is_lazy():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+# --- errors, --debug, --verbose, quiet logs ---------------------------------------------------
+def test_debug_and_verbose_are_accepted_before_and_after_the_subcommand():
+    from convviz_check.cli import build_parser
+
+    parser = build_parser()
+    tail = ["explain", "m.keras", "x.png", "--out", "o"]
+    assert parser.parse_args(tail).debug is False
+    assert parser.parse_args(["--debug", *tail]).debug is True
+    after = parser.parse_args([*tail, "--debug", "--verbose"])
+    assert after.debug is True and after.verbose is True
+    assert parser.parse_args(["golden", "list", "--debug"]).debug is True  # nested too
+
+
+def _failing_run(error: BaseException):
+    def run(args):
+        raise error
+
+    return run
+
+
+def test_an_unexpected_error_is_one_line_and_the_traceback_needs_debug(monkeypatch, capsys):
+    from convviz_check.cli import explain, main
+
+    monkeypatch.setattr(explain, "run", _failing_run(RuntimeError("boom\nsecond line")))
+    argv = ["explain", "m.keras", "x.png", "--out", "o"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        "convviz-check: error: RuntimeError: boom second line (--debug shows the traceback)"
+    ]
+    assert main(["--debug", *argv]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "RuntimeError: boom" in err
+
+
+def test_a_convviz_error_is_one_line_without_the_worker_traceback(monkeypatch, capsys):
+    from convviz_check.cli import explain, main
+    from convviz_check.errors import WorkerError
+
+    error = WorkerError("[torch worker] died (KeyError)\nWorker traceback (last lines):\n  x")
+    monkeypatch.setattr(explain, "run", _failing_run(error))
+    assert main(["explain", "m.keras", "x.png", "--out", "o"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == ["convviz-check: error: [torch worker] died (KeyError)"]
+
+
+def test_framework_deprecation_warnings_are_hidden_unless_verbose(monkeypatch):
+    import warnings
+
+    from convviz_check.cli import explain, main
+
+    def run(args):
+        warnings.warn_explicit("old keras call", DeprecationWarning, "k.py", 1, module="keras.x")
+        warnings.warn_explicit("ours", DeprecationWarning, "c.py", 1, module="convviz_check.x")
+        return 0
+
+    monkeypatch.setattr(explain, "run", run)
+    for flags, expected in (([], ["ours"]), (["--verbose"], ["old keras call", "ours"])):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            monkeypatch.setattr(sys, "warnoptions", [])
+            assert main([*flags, "explain", "m.keras", "x.png", "--out", "o"]) == 0
+        assert sorted(str(w.message) for w in caught) == expected
+
+
+def test_native_start_up_log_lines_are_filtered_from_stderr(capfd):
+    import os
+
+    from convviz_check.cli import native_logs_filtered
+
+    noise = (
+        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+        "I0000 00:00:1796099554.460927   19989 port.cc:153] oneDNN custom operations are on.\n"
+        "W0000 00:00:1796099554.461208   19989 cudart_stub.cc:31] Could not find cuda drivers\n"
+        "E0000 00:00:1796099560.358274   19989 cuda_platform.cc:52] failed call to cuInit: x\n"
+    )
+    with native_logs_filtered():
+        os.write(2, noise.encode())
+        os.write(2, b"a real problem\n")
+        os.write(2, b"I0000 is not a log line when it has no source location\n")
+    err = capfd.readouterr().err
+    assert err.splitlines() == [
+        "a real problem",
+        "I0000 is not a log line when it has no source location",
+    ]
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("tensorflow") is None, reason="needs TensorFlow installed"
+)
+def test_a_tensorflow_run_prints_no_start_up_logs(tmp_path):
+    from convviz_check.examples import model_path
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["KERAS_BACKEND"] = "tensorflow"
+    proc = subprocess.run(
+        [sys.executable, "-m", "convviz_check", "explain", str(model_path("convnet")),
+         "--scenes", "1", "--what", "activations", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "", proc.stderr
+    assert "\x1b[" not in proc.stdout  # no progress display when stdout is not a terminal

@@ -1,47 +1,352 @@
+"""``convviz-check explain`` end to end: photos of any size and channel count, value
+ranges, the page, the summary, the filter count, error messages, warnings.
+
+The models are built here (a few convolutions, NumPy-seeded weights) and saved to
+``.keras`` files; the photos are scikit-image's bundled samples saved with Pillow.
+Runs in-process through ``convviz_check.cli.main`` (a subprocess only for the bundled
+model and the model-source error).
+"""
+
+from __future__ import annotations
+
+import json
+import re
 import subprocess
 import sys
+import warnings
+from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
+from convviz_check.cli import main
 from convviz_check.examples import model_path
+from convviz_check.render import filter_grid
+from tests._models import seeded_weights
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1] / "convviz_check"
+SUMMARY_KEYS = {
+    "model",
+    "input",
+    "images",
+    "score_kind",
+    "activations",
+    "gradcam",
+    "filters",
+    "notes",
+    "timings",
+    "versions",
+    "files",
+}
 
 
-def _run(*args, cwd=None):
+# --------------------------------------------------------------------------- fixtures
+def _convnet(shape: tuple[int, int, int], classes: int, path: Path, seed: int = 0) -> Path:
+    import keras
+    from keras import layers
+
+    x_in = keras.Input(shape)
+    x = layers.Conv2D(6, 3, activation="relu", name="conv_a")(x_in)
+    x = layers.MaxPooling2D(2, name="pool")(x)
+    x = layers.Conv2D(7, 3, activation="relu", padding="same", name="conv_b")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    out = layers.Dense(classes, activation="softmax", name="head")(x)
+    model = keras.Model(x_in, out, name="tiny")
+    seeded_weights(model, seed)
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Photos (RGB PNG, grayscale JPEG, grayscale PNG, RGB JPEG) and three models."""
+    import skimage.data
+
+    d = tmp_path_factory.mktemp("explain_inputs")
+    paths = {
+        "chelsea_png": d / "chelsea.png",  # 300x451 RGB
+        "camera_jpg": d / "camera.jpg",  # 512x512 gray
+        "camera_png": d / "camera_gray.png",  # 512x512 gray
+        "astronaut_jpg": d / "astronaut.jpg",  # 512x512 RGB
+    }
+    Image.fromarray(skimage.data.chelsea()).save(paths["chelsea_png"])
+    Image.fromarray(skimage.data.camera()).save(paths["camera_jpg"], quality=95)
+    Image.fromarray(skimage.data.camera()).save(paths["camera_png"])
+    Image.fromarray(skimage.data.astronaut()).save(paths["astronaut_jpg"], quality=95)
+    paths["gray_model"] = _convnet((32, 32, 1), 4, d / "gray.keras")  # expects [-1, 1]
+    paths["rgb_model"] = _convnet((40, 48, 3), 3, d / "rgb.keras", seed=1)  # H != W
+    paths["text_png"] = d / "notes.png"
+    paths["text_png"].write_text("this is not an image\n")
+    return paths
+
+
+def _explain(*args: object) -> int:
+    return main(["explain", *[str(a) for a in args]])
+
+
+def _png(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im)
+
+
+def _srcs(index: Path) -> list[str]:
+    return re.findall(r'<img[^>]*\ssrc="([^"]+)"', index.read_text(encoding="utf-8"))
+
+
+def _check_page(out: Path) -> dict:
+    """Every image the page shows exists, every PNG written is shown, and summary.json
+    lists exactly those files."""
+    srcs = _srcs(out / "index.html")
+    assert srcs, "the page shows no image"
+    for src in srcs:
+        assert not src.startswith(("/", "file:", "http")), f"not a relative link: {src}"
+        assert (out / src).is_file(), f"index.html shows a missing file: {src}"
+    written = {p.relative_to(out).as_posix() for p in out.rglob("*.png")}
+    assert set(srcs) == written
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary) == SUMMARY_KEYS
+    assert set(summary["files"]) == written
+    return summary
+
+
+# --------------------------------------------------------------------------- end to end
+def test_grayscale_model_in_minus_one_to_one_from_rgb_png_and_jpeg_of_other_sizes(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    import keras
+
+    out = tmp_path / "out"
+    rc = _explain(
+        files["gray_model"], files["chelsea_png"], files["camera_jpg"],
+        "--input-range", "-1", "1", "--out", out, "--steps", "3",
+    )  # fmt: skip
+    assert rc == 0
+    summary = _check_page(out)
+    assert summary["input"]["range"] == [-1.0, 1.0]
+    assert summary["model"]["input_shape"] == [32, 32, 1]
+    assert [i["size"] for i in summary["images"]] == [[300, 451], [512, 512]]
+    # what the model saw: 32x32, one channel
+    for entry in summary["images"]:
+        assert _png(out / entry["input_png"]).shape == (32, 32)
+    # overlays at each photo's own size
+    overlays = [out / e["overlay"] for e in summary["gradcam"]["images"]]
+    assert [_png(p).shape for p in overlays] == [(300, 451, 3), (512, 512, 3)]
+    assert summary["activations"]["layers"] and summary["filters"]["count"] == 7
+    for layer in summary["activations"]["layers"]:
+        assert (out / layer["png"]).is_file()
+    assert set(summary["timings"]) >= {"activations", "gradcam", "filters"}
+    assert {"keras", "backend", "convviz_check"} <= set(summary["versions"])
+    # the predictions are the model's on the photos resized, made gray and mapped
+    model = keras.saving.load_model(files["gray_model"])
+    expected = []
+    for key in ("chelsea_png", "camera_jpg"):
+        with Image.open(files[key]) as im:
+            gray = np.asarray(im.convert("RGB"), np.float32) @ np.float32([0.299, 0.587, 0.114])
+        small = Image.fromarray(gray, mode="F").resize((32, 32), Image.Resampling.BILINEAR)
+        expected.append(np.asarray(small)[..., None] / 127.5 - 1.0)
+    probs = np.asarray(model.predict(np.stack(expected), verbose=0))
+    for entry, row in zip(summary["images"], probs, strict=True):
+        top = entry["top"][0]
+        assert top["index"] == int(np.argmax(row))
+        assert top["score"] == pytest.approx(float(row.max()), abs=1e-4)
+
+
+def test_fixed_size_rgb_model_from_grayscale_and_rgb_files(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    rc = _explain(
+        files["rgb_model"], files["camera_png"], files["astronaut_jpg"], "--out", out,
+        "--steps", "2", "--filters", "3",
+    )  # fmt: skip
+    assert rc == 0
+    summary = _check_page(out)
+    assert [i["channels"] for i in summary["images"]] == [1, 3]
+    assert [i["model_size"] for i in summary["images"]] == [[40, 48], [40, 48]]
+    for entry in summary["images"]:
+        assert _png(out / entry["input_png"]).shape == (40, 48, 3)
+    shapes = [_png(out / e["overlay"]).shape for e in summary["gradcam"]["images"]]
+    assert shapes == [(512, 512, 3), (512, 512, 3)]
+    gray_input = _png(out / summary["images"][0]["input_png"]).astype(int)
+    assert (gray_input[..., 0] == gray_input[..., 2]).all()  # gray repeated to RGB
+    assert summary["input"]["range"] == [0.0, 1.0]
+    assert "the default" in summary["input"]["range_source"]
+    assert capsys.readouterr().out.count("\x1b[") == 0  # no progress display off a terminal
+
+
+def test_filters_beyond_the_layer_draw_every_filter_with_a_note(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    rc = _explain(
+        files["gray_model"], files["camera_png"], "--what", "filters", "--filters", "99",
+        "--filters-layer", "conv_b", "--steps", "2", "--out", out,
+    )  # fmt: skip
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "note: --filters 99: layer 'conv_b' has 7 filters; drew 7" in printed
+    summary = _check_page(out)
+    assert summary["filters"]["count"] == 7 and summary["filters"]["requested"] == 99
+    grid = _png(out / summary["filters"]["png"])
+    expected = filter_grid(np.zeros((7, 24, 24, 1), np.uint8))  # 32 px minus the 12.5% crop
+    assert grid.shape[:2] == expected.shape[:2]
+    assert summary["gradcam"] is None and summary["activations"] is None
+
+
+def test_gradcam_layer_and_class_flags_choose_what_is_drawn(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    rc = _explain(
+        files["rgb_model"], files["astronaut_jpg"], "--what", "gradcam",
+        "--gradcam-layer", "conv_a", "--class", "2", "--out", out,
+    )  # fmt: skip
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["gradcam"]["layer"] == "conv_a"
+    assert summary["gradcam"]["images"][0]["class_index"] == 2
+
+
+def test_images_may_follow_the_options(files: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    rc = main(
+        ["explain", str(files["rgb_model"]), "--out", str(out), "--what", "gradcam",
+         str(files["camera_png"]), str(files["chelsea_png"])]
+    )  # fmt: skip
+    assert rc == 0
+    assert len(json.loads((out / "summary.json").read_text())["images"]) == 2
+
+
+def test_imagenet_class_name_is_resolved_for_a_1000_class_model(tmp_path: Path) -> None:
+    pytest.importorskip("keras_hub")
+    model = _convnet((16, 16, 3), 1000, tmp_path / "imagenet.keras")
+    image = tmp_path / "x.png"
+    Image.fromarray(np.full((20, 30, 3), 120, np.uint8)).save(image)
+    out = tmp_path / "out"
+    assert _explain(model, image, "--what", "gradcam", "--class", "tabby", "--out", out) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    entry = summary["gradcam"]["images"][0]
+    assert (entry["class_index"], entry["class_name"]) == (281, "tabby")
+    assert all(t["name"] for t in summary["images"][0]["top"])  # names in the top classes
+
+
+# --------------------------------------------------------------------------- errors
+def _error_case(files: dict[str, Path], name: str, tmp_path: Path) -> list[str]:
+    photo = files["camera_png"]
+    cases = {
+        "missing file": [files["gray_model"], tmp_path / "absent.png"],
+        "unreadable image": [files["gray_model"], files["text_png"]],
+        "unknown gradcam layer": [files["gray_model"], photo, "--gradcam-layer", "nope"],
+        "unknown filters layer": [files["gray_model"], photo, "--filters-layer", "nope"],
+        "LO >= HI": [files["gray_model"], photo, "--input-range", "1", "1"],
+        "class name on a 4-class model": [files["gray_model"], photo, "--class", "tabby"],
+        "removed flag": [files["gray_model"], "--images", photo],
+        "technique as image": [files["gray_model"], photo, "--what", "activations", "gradcam"],
+    }
+    return [str(a) for a in cases[name]]
+
+
+@pytest.mark.parametrize(
+    "case, phrase",
+    [
+        ("missing file", "Image file not found"),
+        ("unreadable image", "Cannot read image file"),
+        ("unknown gradcam layer", "Unknown layer"),
+        ("unknown filters layer", "Unknown layer for --filters-layer"),
+        ("LO >= HI", "--input-range needs finite LO < HI"),
+        ("class name on a 4-class model", "--class must be a class index in [0, 4)"),
+        ("removed flag", "--images was removed"),
+        ("technique as image", "'gradcam' is a technique, not an image"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(
+    files: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    case: str,
+    phrase: str,
+) -> None:
+    out = tmp_path / "out"
+    rc = _explain(*_error_case(files, case, tmp_path), "--out", out)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert rc == 2
+    assert len(lines) == 1, err
+    assert lines[0].startswith("convviz-check: error: ") and phrase in lines[0]
+    assert "Traceback" not in err
+    assert not out.exists() or not any(out.rglob("*.png"))
+
+
+def test_unknown_imagenet_class_name_exits_2_with_suggestions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("keras_hub")
+    model = _convnet((16, 16, 3), 1000, tmp_path / "imagenet.keras")
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(image)
+    rc = _explain(model, image, "--class", "tabby cats", "--out", tmp_path / "out")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1
+    assert "Unknown ImageNet class name" in err[0] and "tabby" in err[0]
+
+
+def test_debug_adds_the_traceback(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["explain", str(files["gray_model"]), str(tmp_path / "absent.png"), "--out"]
+    assert main(["--debug", *argv, str(tmp_path / "o")]) == 2
+    assert "Traceback" in capsys.readouterr().err
+    assert main([*argv, str(tmp_path / "o"), "--debug"]) == 2  # after the subcommand too
+    assert "Traceback" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- warnings
+def test_explain_emits_no_deprecation_warning_from_convviz_check(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rc = main(
+            ["--verbose", "explain", str(files["gray_model"]), str(files["chelsea_png"]),
+             "--input-range", "-1", "1", "--steps", "2", "--out", str(tmp_path / "o")]
+        )  # fmt: skip
+    assert rc == 0
+    ours = [
+        f"{w.filename}:{w.lineno}: {w.message}"
+        for w in caught
+        if issubclass(w.category, DeprecationWarning)
+        and Path(w.filename).resolve().is_relative_to(PACKAGE_DIR)
+    ]
+    assert not ours, "\n".join(ours)
+
+
+# --------------------------------------------------------------------------- subprocess
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "convviz_check", "explain", *args],
         capture_output=True,
         text=True,
         timeout=600,
-        cwd=cwd,
     )
 
 
-def test_explain_writes_all_three_techniques_for_a_bundled_model(tmp_path):
+def test_explain_on_the_bundled_model_with_scenes(tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = _run(
-        str(model_path("convnet")),
-        "--scenes",
-        "2",
-        "--out",
-        str(out),
-        "--filters",
-        "2",
-        "--steps",
-        "3",
-    )
+        str(model_path("convnet")), "--scenes", "2", "--out", str(out), "--filters", "2",
+        "--steps", "3",
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "gradcam: layer" in proc.stdout
-    grids = sorted((out / "activations").glob("*.png"))
-    assert grids, proc.stdout
-    overlays = sorted((out / "gradcam").glob("*_overlay.png"))
-    assert len(overlays) == 2
-    assert np.asarray(Image.open(overlays[0])).shape == (64, 64, 3)
-    (filters_png,) = (out / "filters").glob("*.png")
-    assert np.asarray(Image.open(filters_png)).ndim == 3
+    assert not proc.stderr.strip(), proc.stderr  # quiet: no framework start-up logs
+    summary = _check_page(out)
+    assert len(summary["gradcam"]["images"]) == 2
+    assert _png(out / summary["gradcam"]["images"][0]["overlay"]).shape == (64, 64, 3)
 
 
-def test_explain_reports_a_bad_model_source_clearly(tmp_path):
+def test_explain_reports_a_bad_model_source_clearly(tmp_path: Path) -> None:
     proc = _run(str(tmp_path / "absent.keras"), "--scenes", "1", "--out", str(tmp_path))
     assert proc.returncode == 2
     assert "no such file" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr

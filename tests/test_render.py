@@ -284,3 +284,58 @@ def test_render_errors_are_convviz_errors():
         activation_grid(np.zeros(3))
 
 
+# --- overlay value ranges ---------------------------------------------------------------------
+
+
+def _photo() -> np.ndarray:
+    """A float image in [0, 1] with structure (a gradient and a bright square)."""
+    y, x = np.mgrid[0:24, 0:32] / np.array([23.0, 31.0])[:, None, None]
+    img = np.stack([x, y, 0.5 * (x + y)], axis=-1).astype(np.float32)
+    img[6:12, 8:16] = 1.0
+    return img
+
+
+@pytest.mark.parametrize("value_range", [(-1.0, 1.0), None])
+def test_overlay_of_a_minus_one_to_one_image_is_not_dark(value_range):
+    unit = _photo()
+    heat = np.random.default_rng(0).random((3, 4)).astype(np.float32)
+    reference = overlay(unit, heat).astype(float)
+    shifted = overlay(unit * 2.0 - 1.0, heat, value_range=value_range).astype(float)
+    assert abs(shifted.mean() - reference.mean()) < 1.0
+    assert np.abs(shifted - reference).max() <= 1.0
+
+
+def test_overlay_maps_a_stated_range_to_0_255():
+    img = np.array([[10.0, 30.0]], np.float32)
+    out = overlay(img, np.zeros((1, 1)), alpha=0.0, value_range=(10.0, 30.0))
+    assert out[0, 0].tolist() == [0, 0, 0] and out[0, 1].tolist() == [255, 255, 255]
+
+
+def test_overlay_refuses_a_value_outside_the_stated_range_and_names_it():
+    img = np.full((4, 4, 3), 0.5, np.float32)
+    img[0, 0] = 1.5
+    with pytest.raises(InputError, match=r"value_range=\(0.0, 1.0\).*max 1.5"):
+        overlay(img, np.zeros((2, 2)), value_range=(0.0, 1.0))
+
+
+@pytest.mark.parametrize("value_range", [(1.0, 1.0), (2.0, 1.0), (0.0, float("nan")), (1.0,)])
+def test_overlay_refuses_a_bad_value_range(value_range):
+    with pytest.raises(InputError, match="value_range"):
+        overlay(np.zeros((4, 4, 3), np.float32), np.zeros((2, 2)), value_range=value_range)
+
+
+def test_overlay_infers_the_range_of_uint8_integers_and_other_floats():
+    zero = np.zeros((2, 2))
+    assert (overlay(np.full((2, 2), 100, np.uint8), zero, alpha=0.0) == 100).all()
+    assert (overlay(np.full((2, 2), 100, np.int32), zero, alpha=0.0) == 100).all()
+    wide = np.array([[10.0, 200.0]], np.float32)  # other float: its own min and max
+    out = overlay(wide, np.zeros((1, 1)), alpha=0.0)
+    assert out[0, 0, 0] == 0 and out[0, 1, 0] == 255
+    assert (overlay(np.full((2, 2), 100.0), zero, alpha=0.0) == 127).all()  # constant: grey
+
+
+def test_overlay_refuses_non_finite_images():
+    img = np.zeros((2, 2, 3), np.float32)
+    img[0, 0, 0] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        overlay(img, np.zeros((2, 2)))

@@ -34,6 +34,8 @@ import weakref
 from types import ModuleType
 from typing import Any
 
+import numpy as np
+
 from ..errors import BackendError
 
 BACKENDS = ("tensorflow", "torch", "jax")
@@ -135,3 +137,10 @@ def enable_determinism() -> None:
     """Make the running framework's kernels deterministic (training the bundled
     examples: the same seed must give the same weights on a machine)."""
     _module().enable_determinism()
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """A Keras variable or a framework tensor as a NumPy array, without the NumPy 2
+    ``copy=`` deprecation warning that ``keras.ops.convert_to_numpy`` raises on
+    TensorFlow variables and torch tensors (one per weight: hundreds per run)."""
+    return _module().to_numpy(getattr(x, "value", x))

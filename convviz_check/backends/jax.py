@@ -136,3 +136,7 @@ def framework_version() -> dict[str, str]:
 
 def enable_determinism() -> None:
     """XLA's CPU kernels are deterministic for a fixed thread count: nothing to set."""
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    return np.asarray(x)

@@ -98,3 +98,7 @@ def framework_version() -> dict[str, str]:
 
 def enable_determinism() -> None:
     tf.config.experimental.enable_op_determinism()
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    return np.asarray(x.numpy() if hasattr(x, "numpy") else x)

@@ -100,3 +100,9 @@ def framework_version() -> dict[str, str]:
 
 def enable_determinism() -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)

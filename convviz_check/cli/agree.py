@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +23,7 @@ import numpy as np
 from .. import storage
 from ..errors import InputError
 from ..types import BACKENDS, TECHNIQUES
+from .images import load_images
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -45,7 +45,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--images",
         nargs="+",
         metavar="FILE",
-        help=".npy/.npz arrays (N,H,W,C) or (H,W,C), or image files (PNG, JPEG)",
+        help=".npy/.npz arrays (N,H,W,C) or (H,W,C), or image files (PNG, JPEG: a grayscale "
+        "file is one channel), passed as given (no resizing)",
     )
     p.add_argument(
         "--scenes",
@@ -98,43 +99,6 @@ def _split(value: str | None) -> list[str] | None:
     if not value:
         return None
     return [v.strip() for v in value.split(",") if v.strip()]
-
-
-def load_images(paths: list[str], rescale: float | None = None) -> np.ndarray:
-    """Stack images from ``.npy`` / ``.npz`` files (never unpickled) and image files."""
-    batches = []
-    for text in paths:
-        path = Path(text)
-        if not path.is_file():
-            raise InputError(f"Image file not found. Received: {text!r}.")
-        suffix = path.suffix.lower()
-        if suffix == ".npy":
-            arr = np.load(path, allow_pickle=False)
-        elif suffix == ".npz":
-            with np.load(path, allow_pickle=False) as data:
-                keys = list(data.keys())
-                key = "images" if "images" in keys else keys[0] if len(keys) == 1 else None
-                if key is None:
-                    raise InputError(
-                        f"Ambiguous .npz: expected an 'images' array or exactly one array. "
-                        f"Received: {text!r} with arrays {keys}."
-                    )
-                arr = np.array(data[key])
-        else:
-            from PIL import Image
-
-            with Image.open(path) as im:
-                arr = np.asarray(im.convert("RGB"))
-        batches.append(arr[None] if arr.ndim == 3 else arr)
-    shapes = {b.shape[1:] for b in batches}
-    if len(shapes) != 1:
-        raise InputError(
-            f"All images must share one shape. Received: shapes {sorted(shapes)} from {paths}."
-        )
-    images = np.concatenate(batches)
-    if rescale is not None:
-        images = images.astype(np.float32) * np.float32(rescale)
-    return images
 
 
 def _images_from_args(args: argparse.Namespace) -> np.ndarray:

@@ -1,89 +1,598 @@
-"""``convviz-check explain``: the three techniques on any model, written as PNGs.
+"""``convviz-check explain``: the three techniques on any model and any photos, with a
+page that shows them together.
 
-    convviz-check explain MODEL (--images FILE... | --scenes N) --out DIR
-        [--what activations gradcam filters] [--layer LAYER] [--filters K]
+    convviz-check explain MODEL IMAGE... --out DIR [--input-range LO HI]
+        [--preprocess module:function] [--gradcam-layer L] [--class C]
+        [--filters-layer L] [--filters N] [--what activations gradcam filters]
+    convviz-check explain MODEL --scenes N --out DIR ...
 
-MODEL is any ``cc.load_model`` source. Images are passed to the model as given (use
-``--rescale 0.00392`` for a model that expects [0, 1] from uint8 files). Writes
-``activations/<i>_<layer>.png`` (channel grids of the first image),
-``gradcam/<i>_overlay.png`` (one per image) and ``filters/<layer>.png`` (a filter grid),
-and prints what it chose (Grad-CAM layer, classes, score kind). Keras is imported when
-the command runs, not when ``--help`` is built.
+MODEL is any ``cc.load_model`` source. Each image (PNG, JPEG, ``.npy``) is resized to
+the model's input size when it is fixed (bilinear) and converted to its channel count;
+pixels in [0, 255] are then mapped to the model's value range: linearly to
+``--input-range`` (default: inferred from the model's leading Rescaling/Normalization
+layers, else [0, 1]), by ``--preprocess``, or by a keras-hub task's own preprocessor.
+Float ``.npy`` arrays are taken to be in the model's range already.
+
+Writes ``inputs/`` (what the model saw), ``activations/`` (channel grids of the first
+image), ``gradcam/`` (overlays at each photo's own size), ``filters/`` (a filter grid),
+``summary.json`` and ``index.html`` (:mod:`convviz_check.report.explain`). Keras is
+imported when the command runs, not when ``--help`` is built.
+
+The flags ``--images``, ``--rescale`` and ``--layer`` of earlier versions are gone (a
+young tool: one way to say each thing); they stop with a message naming their
+replacement instead of an argparse "unrecognized argument".
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from ..errors import GraphError, InputError
+from . import images as img_lib
+
 WHAT = ("activations", "gradcam", "filters")
+TOP_K = 5
+_REMOVED = {
+    "images": "give image files as positional arguments: explain MODEL IMAGE... --out DIR",
+    "rescale": "use --input-range LO HI (e.g. --input-range 0 1 for a [0, 1] model)",
+    "layer": "use --filters-layer (filter patterns) or --gradcam-layer (Grad-CAM)",
+}
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "explain",
-        help="activations, Grad-CAM overlays and filter patterns of a model, as PNGs",
-        description="Compute activations, Grad-CAM and filter patterns for MODEL and write "
-        "them as PNGs.",
+        usage="%(prog)s MODEL IMAGE... --out DIR [options]\n"
+        "       %(prog)s MODEL --scenes N --out DIR [options]",
+        help="activations, Grad-CAM and filter patterns of a model on your images, "
+        "with an index.html",
+        description="Compute activations, Grad-CAM and filter patterns of MODEL on IMAGE "
+        "files (or --scenes N) and write PNGs, summary.json and index.html into --out. "
+        "Images are resized to a fixed model input size and converted to its channels; "
+        "[0, 255] pixels are mapped to --input-range. This is a young tool and its "
+        "interface changed: --images, --rescale and --layer were removed in favour of "
+        "positional IMAGEs, --input-range and --filters-layer / --gradcam-layer.",
     )
-    parser.add_argument("model", help="a .keras/.h5 file, preset dir, hub:NAME or pkg.mod:factory")
-    src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--images", nargs="+", metavar="FILE", help=".npy/.npz/.png/.jpg inputs")
-    src.add_argument("--scenes", type=int, metavar="N", help="N bundled synthetic scenes")
-    parser.add_argument("--rescale", type=float, default=None, help="multiply --images by this")
-    parser.add_argument("--out", type=Path, required=True, help="output directory")
-    parser.add_argument("--what", nargs="+", choices=WHAT, default=list(WHAT))
-    parser.add_argument("--layer", default=None, help="filters: layer (default: last conv)")
-    parser.add_argument("--filters", type=int, default=8, help="filters: how many (8)")
-    parser.add_argument("--steps", type=int, default=30, help="filters: ascent steps (30)")
+    parser.add_argument(
+        "model", metavar="MODEL", help="a .keras/.h5 file, preset dir, hub:NAME or pkg.mod:factory"
+    )
+    parser.add_argument(
+        "image_files", nargs="*", metavar="IMAGE", help="PNG/JPEG files or .npy/.npz arrays"
+    )
+    parser.add_argument("--scenes", type=int, metavar="N", help="N bundled synthetic scenes")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
+    parser.add_argument(
+        "--input-range",
+        nargs=2,
+        type=float,
+        metavar=("LO", "HI"),
+        help="the model's value range: [0, 255] pixels are mapped linearly to [LO, HI]; "
+        "also the filter patterns' input range (default: inferred from the model, else 0 1)",
+    )
+    parser.add_argument(
+        "--preprocess",
+        metavar="MODULE:FUNCTION",
+        help="an importable function taking and returning a float32 (N, H, W, C) batch "
+        "(pixels in [0, 255] in, model input out), instead of the linear mapping",
+    )
+    parser.add_argument(
+        "--what",
+        default=",".join(WHAT),
+        metavar="LIST",
+        help=f"comma-separated techniques (default: {','.join(WHAT)})",
+    )
+    parser.add_argument(
+        "--gradcam-layer",
+        metavar="LAYER",
+        help="Grad-CAM target layer (default: the map that feeds the head's pooling)",
+    )
+    parser.add_argument(
+        "--class",
+        dest="class_",
+        metavar="CLASS",
+        help="Grad-CAM class for every image: an index, or an ImageNet class name for a "
+        "1000-class model (default: each image's top class)",
+    )
+    parser.add_argument(
+        "--filters-layer", metavar="LAYER", help="filter patterns: layer (default: last conv)"
+    )
+    parser.add_argument(
+        "--filters",
+        type=int,
+        default=8,
+        metavar="N",
+        help="filter patterns: the first N filters (8; at most the layer's)",
+    )
+    parser.add_argument(
+        "--steps", type=int, default=30, metavar="N", help="filters: ascent steps (30)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of --scenes and filters")
-    parser.set_defaults(func=run)
+    for name in _REMOVED:  # removed flags: a message naming the replacement
+        parser.add_argument(f"--{name}", nargs="*", dest=f"removed_{name}", help=argparse.SUPPRESS)
+    parser.set_defaults(func=run, collect_extra="image_files")
     return parser
 
 
-def _images(args: argparse.Namespace) -> Any:
-    if args.scenes is not None:
-        from ..errors import InputError
-        from ..examples import make_scenes
+# --------------------------------------------------------------------------- progress
+class _Progress:
+    """A progress display on stdout when it is a terminal (rich if installed), else
+    silent. ``step(label, total)`` yields an ``update(done, total)`` callable."""
 
-        if args.scenes < 1:
-            raise InputError(f"--scenes must be >= 1. Received: --scenes {args.scenes}")
-        return make_scenes(args.scenes, seed=args.seed).floats
-    from .agree import load_images
+    def __init__(self, enabled: bool) -> None:
+        self._rich: Any = None
+        self._plain = False
+        if not enabled:
+            return
+        try:
+            from rich.progress import (
+                BarColumn,
+                Progress,
+                SpinnerColumn,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+        except ImportError:
+            self._plain = True
+            return
+        self._rich = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[count]}"),
+            TimeElapsedColumn(),
+            transient=True,
+        )
+        self._rich.start()
 
-    return load_images(args.images, rescale=args.rescale)
+    @contextmanager
+    def step(self, label: str, total: int | None = None) -> Iterator[Callable[[int, int], None]]:
+        if self._rich is not None:
+            task = self._rich.add_task(label, total=total, count="")
+
+            def update(done: int, count: int) -> None:
+                self._rich.update(task, completed=done, total=count, count=f"{done}/{count}")
+
+            try:
+                yield update
+            finally:
+                self._rich.remove_task(task)
+            return
+        if self._plain:
+            print(f"{label} ...", end="\r", flush=True)
+
+            def plain(done: int, count: int) -> None:
+                print(f"{label} {done}/{count}", end="\r", flush=True)
+
+            yield plain
+            print(" " * (len(label) + 20), end="\r", flush=True)
+            return
+        yield lambda done, count: None
+
+    def close(self) -> None:
+        if self._rich is not None:
+            self._rich.stop()
 
 
-def run(args: argparse.Namespace) -> int:
-    import numpy as np
+# --------------------------------------------------------------------------- inputs
+def _check_args(args: argparse.Namespace) -> tuple[float, float] | None:
+    for name, hint in _REMOVED.items():
+        if getattr(args, f"removed_{name}", None) is not None:
+            raise InputError(f"--{name} was removed: {hint}.")
+    if args.image_files and args.scenes is not None:
+        raise InputError("Give IMAGE files or --scenes N, not both.")
+    if not args.image_files and args.scenes is None:
+        raise InputError("No images: give IMAGE files (PNG, JPEG, .npy) or --scenes N.")
+    what = [w.strip() for w in str(args.what).split(",") if w.strip()]
+    unknown = [w for w in what if w not in WHAT]
+    if unknown or not what:
+        raise InputError(
+            f"--what takes a comma-separated list of {', '.join(WHAT)}. Received: "
+            f"--what {args.what!r}."
+        )
+    args.what = what
+    stray = [f for f in args.image_files if f in WHAT and not Path(f).exists()]
+    if stray:
+        raise InputError(
+            f"{stray[0]!r} is a technique, not an image: --what takes a comma-separated "
+            f"list (--what {','.join(WHAT)})."
+        )
+    if args.filters < 1:
+        raise InputError(f"--filters must be >= 1. Received: --filters {args.filters}.")
+    if args.steps < 0:
+        raise InputError(f"--steps must be >= 0. Received: --steps {args.steps}.")
+    return img_lib.parse_range(args.input_range)
 
+
+# --------------------------------------------------------------------------- classes
+def predict(model: Any, x: np.ndarray) -> np.ndarray:
+    """The model's first output ``(N, classes)`` for channels-last ``x``."""
+    from .. import backends
+    from ..explain.inputs import to_model_layout
+
+    forward = backends.make_forward(model)
+    xs = to_model_layout(x, model)
+    parts = [np.asarray(forward([xs[i : i + 32]])[0], np.float32) for i in range(0, len(xs), 32)]
+    out = np.concatenate(parts)
+    return out.reshape(len(xs), -1)
+
+
+def class_names(num_classes: int) -> list[str] | None:
+    """ImageNet class names for a 1000-class model (from keras-hub), else ``None``."""
+    if num_classes != 1000:
+        return None
+    try:
+        from keras_hub.utils import imagenet_id_to_name
+    except ImportError:
+        return None
+    return [str(imagenet_id_to_name(i)) for i in range(1000)]
+
+
+def _norm(name: str) -> str:
+    return name.strip().lower().replace(" ", "_").replace("-", "_")
+
+
+def resolve_class(text: str | None, num_classes: int, names: list[str] | None) -> int | None:
+    """``--class`` as an index: an int in range, or an ImageNet name."""
+    if text is None:
+        return None
+    try:
+        index = int(text)
+    except ValueError:
+        if names is None:
+            raise InputError(
+                f"--class must be a class index in [0, {num_classes}) for this "
+                f"{num_classes}-class model (class names are known for 1000-class ImageNet "
+                f"models). Received: --class {text!r}."
+            ) from None
+        table = {_norm(n): i for i, n in enumerate(names)}
+        if _norm(text) in table:
+            return table[_norm(text)]
+        import difflib
+
+        close = difflib.get_close_matches(_norm(text), list(table), n=3)
+        hint = f" Close: {', '.join(close)}." if close else ""
+        raise InputError(
+            f"Unknown ImageNet class name. Received: --class {text!r}.{hint}"
+        ) from None
+    if not 0 <= index < num_classes:
+        raise InputError(
+            f"--class out of range. Received: --class {index}. Expected an index in "
+            f"[0, {num_classes}) (the model has {num_classes} classes)."
+        )
+    return index
+
+
+# --------------------------------------------------------------------------- layers
+def filters_plan(model: Any, layer: str | None, wanted: int) -> tuple[str, int, int]:
+    """``(layer, channels, count)``: the filter layer (default: the last conv layer
+    that is a spatial map), its channel count, and how many filters to draw."""
+    from .. import graph as graph_lib
+    from ..graph_targets import map_layers, short_list
+
+    maps = map_layers(model)
+    if layer is None:
+        convs = [c for c in graph_lib.conv_layers(model) if c in set(maps)]
+        if not convs and not maps:
+            raise GraphError("The model has no spatial map for filter patterns.")
+        layer = (convs or maps)[-1]
+    elif layer not in maps:
+        known = graph_lib.flatten(model).by_name
+        what = "Unknown layer" if layer not in known else "Not a spatial map before the head"
+        raise GraphError(
+            f"{what} for --filters-layer. Received: {layer!r}. Expected one of: {short_list(maps)}"
+        )
+    record = graph_lib.flatten(model).record(layer)
+    shape = record.output_shape
+    channels = int(shape[1] if record.data_format == "channels_first" else shape[3])
+    return layer, channels, min(wanted, channels)
+
+
+def gradcam_plan(model: Any, layer: str | None) -> str:
+    """The Grad-CAM layer, checked (an unknown layer is an error naming the valid ones)."""
+    from ..explain.gradcam import target_layer
+
+    return target_layer(model, layer)
+
+
+# --------------------------------------------------------------------------- run
+@contextmanager
+def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = round(time.perf_counter() - start, 3)
+
+
+def _rel(path: Path, out: Path) -> str:
+    return path.relative_to(out).as_posix()
+
+
+def _png_size(path: Path) -> list[int]:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return [int(im.height), int(im.width)]
+
+
+def _size_of(image: np.ndarray) -> list[int]:
+    return [int(image.shape[0]), int(image.shape[1])]
+
+
+def _overlay_base(source: img_lib.SourceImage) -> tuple[np.ndarray, tuple[float, float] | None]:
+    """The photo at its own size for the overlay, and its value range (pixels: [0, 255];
+    float arrays: inferred by ``overlay``)."""
+    data = source.data
+    if data.shape[-1] == 4:
+        data = data[..., :3]
+    elif data.shape[-1] not in (1, 3):
+        data = data.mean(axis=-1)
+    return data, ((0.0, 255.0) if source.is_pixels else None)
+
+
+def _input_png(prep: img_lib.Prepared, i: int) -> np.ndarray:
+    """What the model saw, as uint8 (pixels as they are, float arrays rescaled)."""
+    from ..render import as_rgb
+
+    image = prep.fitted[i]
+    if prep.sources[i].is_pixels:
+        return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+    rgb = as_rgb(image if image.shape[-1] in (1, 3) else image.mean(-1), "explain")
+    return np.rint(rgb).astype(np.uint8)
+
+
+def write_inputs(
+    prep: img_lib.Prepared, out: Path, preds: np.ndarray, names: list[str] | None
+) -> list[dict]:
+    from ..storage import write_png
+
+    entries = []
+    from ..report.explain import top_classes
+
+    tops = top_classes(preds, names, TOP_K)
+    for i, source in enumerate(prep.sources):
+        path = write_png(out / "inputs" / f"{i:02d}_{source.stem}.png", _input_png(prep, i))
+        entries.append(
+            {
+                "index": i,
+                "name": source.name,
+                "size": list(source.size),
+                "channels": int(source.data.shape[-1]),
+                "model_size": _size_of(prep.fitted[i]),
+                "model_channels": int(prep.fitted.shape[-1]),
+                "input_png": _rel(path, out),
+                "top": tops[i],
+            }
+        )
+    return entries
+
+
+def run_activations(model: Any, prep: img_lib.Prepared, out: Path) -> dict:
     import convviz_check as cc
 
     from ..explain.activations import save_activation_grids
+
+    acts = cc.activations(model, prep.model_input[:1])
+    paths = save_activation_grids(acts, out / "activations")
+    layers = [
+        {
+            "name": name,
+            "shape": [int(d) for d in act.shape[1:]],
+            "png": _rel(p, out),
+            "size": _png_size(p),
+        }
+        for (name, act), p in zip(acts.items(), paths, strict=True)
+    ]
+    return {"image": prep.sources[0].name, "layers": layers}
+
+
+def run_gradcam(
+    model: Any,
+    prep: img_lib.Prepared,
+    out: Path,
+    layer: str,
+    class_index: int | None,
+    names: list[str] | None,
+) -> dict:
+    import convviz_check as cc
+
     from ..storage import write_png
 
-    model = cc.load_model(args.model)
-    images = _images(args)
-    out: Path = args.out
-    if "activations" in args.what:
-        acts = cc.activations(model, images)
-        paths = save_activation_grids(acts, out / "activations")
-        print(f"activations: {len(acts)} layers -> {out / 'activations'} ({len(paths)} PNGs)")
-    if "gradcam" in args.what:
-        cam = cc.gradcam(model, images)
-        for i in range(len(cam)):
-            write_png(out / "gradcam" / f"{i}_overlay.png", cc.overlay(images[i], cam[i]))
-        print(
-            f"gradcam: layer {cam.layer!r}, score {cam.score_kind}, classes "
-            f"{cam.class_index.tolist()}, degenerate {int(cam.degenerate.sum())}/{len(cam)}"
+    cam = cc.gradcam(
+        model,
+        prep.gradcam_images,
+        class_index=class_index,
+        layer=layer,
+        preprocess=prep.use_preprocessor,
+    )
+    images = []
+    for i, source in enumerate(prep.sources):
+        base, value_range = _overlay_base(source)
+        picture = cc.overlay(base, cam.heatmap[i], value_range=value_range)
+        path = write_png(out / "gradcam" / f"{i:02d}_{source.stem}_overlay.png", picture)
+        k = int(cam.class_index[i])
+        images.append(
+            {
+                "name": source.name,
+                "class_index": k,
+                "class_name": names[k] if names else None,
+                "score": float(cam.score[i]),
+                "degenerate": bool(cam.degenerate[i]),
+                "overlay": _rel(path, out),
+                "size": _size_of(picture),
+            }
         )
-    if "filters" in args.what:
-        layer = args.layer or cc.conv_layers(model)[-1]
-        patterns = cc.filter_patterns(
-            model, layer, filters=range(args.filters), steps=args.steps, seed=args.seed
-        )
-        grid = cc.filter_grid(np.stack([cc.deprocess_image(p) for p in patterns]))
-        path = write_png(out / "filters" / f"{layer.replace('/', '__')}.png", grid)
-        print(f"filters: {len(patterns)} patterns of {layer!r} -> {path}")
+    return {
+        "layer": cam.layer,
+        "score_kind": cam.score_kind,
+        "class": "top predicted" if class_index is None else class_index,
+        "note": getattr(cam, "note", None) or None,
+        "images": images,
+    }
+
+
+def run_filters(
+    model: Any,
+    prep: img_lib.Prepared,
+    out: Path,
+    plan: tuple[str, int, int],
+    args: argparse.Namespace,
+    update: Callable[[int, int], None],
+) -> dict:
+    import convviz_check as cc
+
+    from ..explain.activations import layer_file_stem
+    from ..storage import write_png
+
+    layer, channels, count = plan
+    patterns = cc.filter_patterns(
+        model,
+        layer,
+        filters=range(count),
+        steps=args.steps,
+        seed=args.seed,
+        size=tuple(prep.fitted.shape[1:3]),
+        input_range=prep.value_range,
+        progress=update,
+    )
+    grid = cc.filter_grid(np.stack([cc.deprocess_image(p) for p in patterns]))
+    path = write_png(out / "filters" / f"{layer_file_stem(layer)}.png", grid)
+    note = None
+    if args.filters > channels:
+        note = f"--filters {args.filters}: layer {layer!r} has {channels} filters; drew {count}"
+    return {
+        "layer": layer,
+        "channels": channels,
+        "requested": args.filters,
+        "count": count,
+        "steps": args.steps,
+        "input_range": list(prep.value_range),
+        "png": _rel(path, out),
+        "size": _size_of(grid),
+        "note": note,
+    }
+
+
+def _versions() -> dict[str, str]:
+    import platform
+
+    from .. import __version__, backends
+
+    versions = {
+        "convviz_check": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+    }
+    versions.update(backends.framework_versions())
+    return versions
+
+
+def _model_info(model: Any, source: str, prep: img_lib.Prepared, num_classes: int) -> dict:
+    return {
+        "source": source,
+        "name": str(getattr(model, "name", "?")),
+        "class": type(model).__name__,
+        "input_shape": [int(d) for d in prep.fitted.shape[1:]],
+        "classes": num_classes,
+        "preprocessor": type(img_lib.model_preprocessor(model)).__name__
+        if img_lib.model_preprocessor(model)
+        else None,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    stated = _check_args(args)
+    progress = _Progress(sys.stdout.isatty())
+    try:
+        summary = _explain(args, stated, progress)
+    finally:
+        progress.close()
+    _print_summary(summary, args.out)
     return 0
+
+
+def _explain(
+    args: argparse.Namespace, stated: tuple[float, float] | None, progress: _Progress
+) -> dict:
+    import convviz_check as cc
+
+    from ..report.explain import score_kind, write_page, write_summary
+
+    timings: dict[str, float] = {}
+    out: Path = args.out
+    with _timed(timings, "load_model"), progress.step("loading model"):
+        model = cc.load_model(args.model)
+    with _timed(timings, "read_images"), progress.step("reading images"):
+        if args.scenes is not None:
+            sources = img_lib.scene_sources(args.scenes, args.seed)
+        else:
+            sources = img_lib.read_sources(args.image_files)
+        prep = img_lib.prepare(model, sources, stated, args.preprocess)
+    with _timed(timings, "predict"), progress.step("predicting"):
+        preds = predict(model, prep.model_input)
+    names = class_names(preds.shape[-1])
+    # Everything is checked before anything is written.
+    class_index = resolve_class(args.class_, preds.shape[-1], names)
+    cam_layer = gradcam_plan(model, args.gradcam_layer) if "gradcam" in args.what else None
+    plan = filters_plan(model, args.filters_layer, args.filters) if "filters" in args.what else None
+    summary: dict[str, Any] = {
+        "model": _model_info(model, str(args.model), prep, int(preds.shape[-1])),
+        "input": {
+            "range": list(prep.value_range),
+            "range_source": prep.range_source,
+            "preprocessing": prep.steps,
+        },
+        "score_kind": score_kind(preds),
+        "images": write_inputs(prep, out, preds, names),
+        "activations": None,
+        "gradcam": None,
+        "filters": None,
+        "notes": [],
+    }
+    if "activations" in args.what:
+        with _timed(timings, "activations"), progress.step("activations"):
+            summary["activations"] = run_activations(model, prep, out)
+    if cam_layer is not None:
+        with _timed(timings, "gradcam"), progress.step("Grad-CAM", len(sources)):
+            summary["gradcam"] = run_gradcam(model, prep, out, cam_layer, class_index, names)
+    if plan is not None:
+        with _timed(timings, "filters"), progress.step("filter patterns", plan[2]) as update:
+            summary["filters"] = run_filters(model, prep, out, plan, args, update)
+        if summary["filters"]["note"]:
+            summary["notes"].append(summary["filters"]["note"])
+    if summary["gradcam"] and summary["gradcam"]["note"]:
+        summary["notes"].append(summary["gradcam"]["note"])
+    summary["timings"] = timings
+    summary["versions"] = _versions()
+    summary["files"] = _files(summary)
+    write_summary(out, summary)
+    write_page(out, summary)
+    return summary
+
+
+def _files(summary: dict) -> list[str]:
+    """Every image this run wrote, relative to the output directory."""
+    files = [e["input_png"] for e in summary["images"]]
+    if summary["activations"]:
+        files += [layer["png"] for layer in summary["activations"]["layers"]]
+    if summary["gradcam"]:
+        files += [e["overlay"] for e in summary["gradcam"]["images"]]
+    if summary["filters"]:
+        files.append(summary["filters"]["png"])
+    return files
+
+
+def _print_summary(summary: dict, out: Path) -> None:
+    from ..report.explain import summary_lines
+
+    for line in summary_lines(summary):
+        print(line)
+    print(f"wrote {out / 'index.html'} and {out / 'summary.json'}")

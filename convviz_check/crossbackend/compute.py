@@ -78,10 +78,12 @@ def top_classes(model: Any, images: np.ndarray) -> np.ndarray | None:
     """Arg-max class per image of the model output (None unless the output is (N, K))."""
     import keras
 
+    from ..backends import to_numpy
+
     out = model(keras.ops.convert_to_tensor(images), training=False)
     if isinstance(out, list | tuple | dict):
         return None
-    arr = keras.ops.convert_to_numpy(out)
+    arr = to_numpy(out)
     if arr.ndim != 2:
         return None
     return np.argmax(arr, axis=-1).astype(np.int64)
