@@ -33,14 +33,36 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import graph_structure
 from .errors import GraphError
+from .graph_structure import Structure
 
 CONV_CLASSES = ("Conv2D", "SeparableConv2D", "DepthwiseConv2D")
 POOL_CLASSES = ("MaxPooling2D", "AveragePooling2D")
 BYPASSABLE_ACTIVATIONS = ("softmax", "sigmoid")
 
-_FLAT_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_MODEL_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_CACHE_ATTRIBUTE = "_convviz_cache"
+_FALLBACK_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def model_cache(model: Any, namespace: str) -> dict:
+    """A dict for ``namespace`` that lives exactly as long as ``model``.
+
+    Stored on the model itself (``object.__setattr__``, so Keras does not track it as a
+    sublayer or weight): cached values may reference the model (a probe tracks its
+    source, a FlatGraph names it) and the garbage collector frees the cycle with the
+    model. A ``WeakKeyDictionary`` keyed by the model would keep such a model alive
+    forever (its values hold the key strongly: measured, the zoo's 54 models stayed in
+    memory, 13 GB). Objects that take no attribute fall back to a WeakKeyDictionary.
+    """
+    try:
+        caches = model.__dict__.get(_CACHE_ATTRIBUTE)
+        if caches is None:
+            caches = {}
+            object.__setattr__(model, _CACHE_ATTRIBUTE, caches)
+    except (AttributeError, TypeError):
+        caches = _FALLBACK_CACHE.setdefault(model, {})
+    return caches.setdefault(namespace, {})
 
 
 @dataclass
@@ -53,6 +75,10 @@ class LayerRecord:
     class_name: str
     output: Any  # KerasTensor of the flattened graph
     data_format: str  # "channels_last" or "channels_first" (meaningful for 4-D outputs)
+    # Indices of the records whose outputs this call reads (ascending, deduplicated),
+    # and whether it also reads a model input directly.
+    parents: tuple[int, ...] = ()
+    reads_input: bool = False
 
     @property
     def output_shape(self) -> tuple:
@@ -106,12 +132,30 @@ class FlatGraph:
         raise GraphError("The model output is not produced by any layer (an input-only model?).")
 
 
+# Keras exports no public name for the class of functional models
+# (``keras.Model(inputs, outputs)`` returns a ``keras.src.models.functional.Functional``),
+# and telling a graph model from a subclassed one needs it. This module is the only one
+# that imports private Keras API.
+def _functional_class() -> type:
+    from keras.src.models.functional import Functional
+
+    return Functional
+
+
+def is_plain_functional(model: Any) -> bool:
+    """True when ``model``'s class is Keras' own functional or Sequential class (not a
+    subclass such as a keras-hub task model)."""
+    import keras
+
+    return type(model) in (_functional_class(), keras.Sequential, keras.Model)
+
+
 def functional_of(model: Any) -> Any:
     """The Functional graph behind ``model`` (Sequential included); refuses subclassed
     models without a graph."""
     import keras
-    from keras.src.models.functional import Functional
 
+    Functional = _functional_class()
     if isinstance(model, keras.Sequential):
         fn = getattr(model, "_functional", None)
         if fn is None:
@@ -134,13 +178,41 @@ def functional_of(model: Any) -> Any:
 
 def _is_nested_model(op: Any) -> bool:
     import keras
-    from keras.src.models.functional import Functional
 
-    return isinstance(op, Functional | keras.Sequential)
+    return isinstance(op, _functional_class() | keras.Sequential)
 
 
 # A hook sees each leaf op call: (path, op, args, kwargs, call) -> output tensor(s).
 Hook = Callable[[tuple[str, ...], Any, tuple, dict, Callable[[], Any]], Any]
+
+
+def _nested_inputs(inner: Any, args: tuple, kwargs: dict) -> list:
+    """The flat inputs of a nested model's replay.
+
+    ``_standardize_inputs`` converts each input with ``convert_to_tensor``, which makes
+    a new symbolic tensor even when nothing changes; the tensor given is kept instead
+    wherever shape and dtype already match, so that the flattened graph stays connected
+    across the nested model's boundary (layers before it stay its inputs' producers).
+    """
+    from keras import tree
+
+    if not args:
+        return tree.flatten(kwargs)
+    flat_in = inner._standardize_inputs(args[0])
+    if isinstance(args[0], dict):
+        return flat_in
+    given = tree.flatten(args[0])
+    if len(given) != len(flat_in):
+        return flat_in
+    return [
+        g
+        if n is not None
+        and g is not None
+        and tuple(g.shape) == tuple(n.shape)
+        and g.dtype == n.dtype
+        else n
+        for g, n in zip(given, flat_in, strict=True)
+    ]
 
 
 def _replay(model: Any, inputs: Sequence[Any], hook: Hook, prefix: tuple[str, ...]) -> list:
@@ -160,14 +232,23 @@ def _replay(model: Any, inputs: Sequence[Any], hook: Hook, prefix: tuple[str, ..
             path = (*prefix, op.name)
             if _is_nested_model(op):
                 inner = functional_of(op)
-                flat_in = inner._standardize_inputs(args[0]) if args else tree.flatten(kwargs)
+                flat_in = _nested_inputs(inner, args, kwargs)
                 outputs = _replay(inner, flat_in, hook, path)
                 outputs = tree.pack_sequence_as(inner._outputs_struct, outputs)
             else:
-                outputs = hook(path, op, args, kwargs, lambda op=op, a=args, k=kwargs: op(*a, **k))
+                outputs = hook(path, op, args, kwargs, _caller(op, args, kwargs))
             for ref, new in zip(node.outputs, tree.flatten(outputs), strict=True):
                 tensors[id(ref)] = new
     return [tensors[id(x)] for x in fn.outputs]
+
+
+def _caller(op: Any, args: tuple, kwargs: dict) -> Callable[[], Any]:
+    """``op(*args, **kwargs)``, deferred (a hook may call it, or not)."""
+
+    def call() -> Any:
+        return op(*args, **kwargs)
+
+    return call
 
 
 def _qualify(paths: list[tuple[str, ...]], root: str) -> list[str]:
@@ -178,7 +259,8 @@ def _qualify(paths: list[tuple[str, ...]], root: str) -> list[str]:
     distinct = {p for p in paths}
     for p in distinct:
         leaf_count[p[-1]] = leaf_count.get(p[-1], 0) + 1
-    names, seen = [], {}
+    names: list[str] = []
+    seen: dict[str, int] = {}
     for p in paths:
         base = p[-1] if leaf_count[p[-1]] == 1 else "/".join((root, *p) if len(p) == 1 else p)
         n = seen.get(base, 0)
@@ -189,7 +271,7 @@ def _qualify(paths: list[tuple[str, ...]], root: str) -> list[str]:
 
 def flatten(model: Any) -> FlatGraph:
     """Flatten ``model`` (cached per model object)."""
-    cached = _FLAT_CACHE.get(model)
+    cached = model_cache(model, "graph").get("flat")
     if cached is not None:
         return cached
     import keras
@@ -198,15 +280,23 @@ def flatten(model: Any) -> FlatGraph:
     default_format = keras.config.image_data_format()
     calls: list[tuple[tuple[str, ...], Any, Any, str | None]] = []
     layout: dict[int, str | None] = {}
+    producer: dict[int, int] = {}  # id(output tensor) -> record index; `calls` keeps them alive
+    links: list[tuple[tuple[int, ...], bool]] = []
 
-    def hook(path, op, args, kwargs, call):
+    def hook(path: tuple[str, ...], op: Any, args: tuple, kwargs: dict, call: Any) -> Any:
         out = op.compute_output_spec(*args, **kwargs)
+        tensors = [
+            a for a in keras.tree.flatten((args, kwargs)) if isinstance(a, keras.KerasTensor)
+        ]
         fmt = getattr(op, "data_format", None)
         if fmt not in ("channels_first", "channels_last"):
-            firsts = [a for a in keras.tree.flatten((args, kwargs)) if id(a) in layout]
+            firsts = [a for a in tensors if id(a) in layout]
             fmt = layout[id(firsts[0])] if firsts else None
+        parents = sorted({producer[id(a)] for a in tensors if id(a) in producer})
+        links.append((tuple(parents), any(id(a) not in producer for a in tensors)))
         for o in keras.tree.flatten(out):
             layout[id(o)] = fmt
+            producer[id(o)] = len(calls)
         calls.append((path, op, out, fmt))
         return out
 
@@ -215,7 +305,7 @@ def flatten(model: Any) -> FlatGraph:
     first_format = next((f for *_, f in calls if f is not None), default_format)
     records = []
     names = _qualify([c[0] for c in calls], model.name)
-    for name, (path, op, out, fmt) in zip(names, calls, strict=True):
+    for name, (path, op, out, fmt), (parents, reads_input) in zip(names, calls, links, strict=True):
         records.append(
             LayerRecord(
                 name=name,
@@ -224,10 +314,12 @@ def flatten(model: Any) -> FlatGraph:
                 class_name=type(op).__name__,
                 output=keras.tree.flatten(out)[0],
                 data_format=fmt or first_format,
+                parents=parents,
+                reads_input=reads_input,
             )
         )
     graph = FlatGraph(model=model, inputs=inputs, outputs=outputs, records=records)
-    _FLAT_CACHE[model] = graph
+    model_cache(model, "graph")["flat"] = graph
     return graph
 
 
@@ -237,13 +329,34 @@ def conv_layers(model: Any) -> list[str]:
     return [r.name for r in flatten(model).records if r.is_conv and r.is_spatial]
 
 
+def structure(model: Any) -> Structure:
+    """The map structure of ``model``'s flattened graph (cached with the model; the
+    rule: :mod:`convviz_check.graph_structure`)."""
+    cache = model_cache(model, "graph")
+    if "structure" not in cache:
+        flat = flatten(model)
+        cache["structure"] = graph_structure.compute(
+            flat.records, flat.records.index(flat.head_record())
+        )
+    return cache["structure"]
+
+
 def default_activation_layers(model: Any) -> list[str]:
-    """SPEC 1.1 default: 2-D conv and 2-D (non-global) pooling layers with 4-D output."""
-    return [r.name for r in flatten(model).records if (r.is_conv or r.is_pool) and r.is_spatial]
+    """The default layers of ``activations``: 2-D convolution and 2-D (non-global)
+    pooling layers whose output is a spatial map before the head's pooling, depth order
+    (the 1x1 convolutions of squeeze-and-excitation branches and of a pooled head are
+    left out). A model whose convolutions all sit inside custom layers (keras-hub MiT,
+    MobileNet blocks) has none: then every spatial map before the head's pooling. The
+    rule: :mod:`convviz_check.graph_structure`."""
+    records = flatten(model).records
+    indices = graph_structure.default_activation_indices(records, structure(model))
+    return [records[i].name for i in indices]
 
 
 def spatial_layers(model: Any) -> list[str]:
-    """Every layer with a 4-D output, depth order."""
+    """Every layer with a 4-D output, depth order (squeeze-and-excitation 1x1 tensors
+    and a pooled head's 1x1 convolutions included: see
+    :func:`convviz_check.graph_targets.map_layers` for the spatial maps alone)."""
     return [r.name for r in flatten(model).records if r.is_spatial]
 
 
@@ -277,8 +390,15 @@ def _probe_class() -> type:
         """
 
         def __init__(
-            self, source, n_records, outputs, zero_at=None, bypass=None, input_of=False, **kwargs
-        ):
+            self,
+            source: Any,
+            n_records: int,
+            outputs: Sequence[int],
+            zero_at: int | None = None,
+            bypass: int | None = None,
+            input_of: bool = False,
+            **kwargs: Any,
+        ) -> None:
             super().__init__(**kwargs)
             self._input_of = input_of
             self.source = source
@@ -288,14 +408,14 @@ def _probe_class() -> type:
             self._bypass = bypass
             self.built = True
 
-        def call(self, inputs, training=False):
+        def call(self, inputs: Any, training: bool = False) -> Any:
             flat = list(inputs) if isinstance(inputs, list | tuple) else [inputs]
             zero = flat.pop() if self._zero_at is not None else None
             values: dict[int, Any] = {}
             counter = iter(range(self._n_records))
             last = max(self._out_idx)
 
-            def hook(path, op, args, kwargs, call):
+            def hook(path: tuple[str, ...], op: Any, args: tuple, kwargs: dict, call: Any) -> Any:
                 i = next(counter)
                 if self._input_of and i == last:
                     values[i] = args[0]
@@ -313,8 +433,11 @@ def _probe_class() -> type:
                 else:
                     out = call()
                 if i == self._zero_at:
-                    out = keras.ops.add(out, zero)
-                values[i] = out
+                    parts = keras.tree.flatten(out)
+                    parts[0] = keras.ops.add(parts[0], zero)
+                    out = keras.tree.pack_sequence_as(out, parts)
+                # A record stands for its operation's first output (see flatten).
+                values[i] = keras.tree.flatten(out)[0]
                 if i == last:
                     raise _ReplayDone
                 return out
@@ -354,7 +477,7 @@ def submodel(model: Any, layers: Sequence[str]) -> Any:
     layer), sharing ``model``'s weights; cached per (model, layer names)."""
     graph = flatten(model)
     key = ("submodel", tuple(layers))
-    per_model = _MODEL_CACHE.setdefault(model, {})
+    per_model = model_cache(model, "models")
     if key not in per_model:
         idx = [graph.records.index(graph.record(n)) for n in layers]
         per_model[key] = _probe(model, idx)
@@ -366,7 +489,7 @@ def layer_input_model(model: Any, layer: str) -> Any:
     sharing ``model``'s weights; cached per (model, layer)."""
     graph = flatten(model)
     key = ("input_of", layer)
-    per_model = _MODEL_CACHE.setdefault(model, {})
+    per_model = model_cache(model, "models")
     if key not in per_model:
         per_model[key] = _probe(model, [graph.records.index(graph.record(layer))], input_of=True)
     return per_model[key]
@@ -383,8 +506,9 @@ def head_activation(model: Any) -> str:
     ``"linear"`` or another name (then the head cannot be bypassed)."""
     head = flatten(model).head_record()
     op = head.operation
-    if _ACTIVATION_OPS.get(head.class_name):
-        return _ACTIVATION_OPS[head.class_name]
+    bypassed = _ACTIVATION_OPS.get(head.class_name)
+    if bypassed:
+        return bypassed
     act = getattr(op, "activation", None)
     if act is None:
         return "linear"
@@ -411,7 +535,7 @@ def rewire(model: Any, layer: str, bypass_head_activation: bool = False) -> Rewi
     Activation/Softmax layer is skipped. Raises GraphError where that is impossible.
     """
     key = ("rewire", layer, bool(bypass_head_activation))
-    per_model = _MODEL_CACHE.setdefault(model, {})
+    per_model = model_cache(model, "models")
     if key in per_model:
         return per_model[key]
     graph = flatten(model)

@@ -1,4 +1,4 @@
-"""Tests of explain/activations.py (SPEC 1.1, issue 4) and explain/inputs.py.
+"""Tests of explain/activations.py and explain/inputs.py.
 
 The values are checked against an independent NumPy reference (correlation for
 Conv2D, max over windows for MaxPooling2D) computed from the layer weights, not
@@ -23,7 +23,7 @@ from convviz_check.explain.activations import (
     save_activation_grids,
 )
 from convviz_check.explain.inputs import as_image_batch, input_spec, to_model_layout
-from convviz_check.explain.render import activation_grid
+from convviz_check.render import activation_grid
 
 BACKEND = keras.config.backend()
 TF_CHANNELS_FIRST_REASON = "TF on CPU runs Conv2D only in channels-last"
@@ -163,7 +163,7 @@ def test_activations_do_not_depend_on_batch_size(batch_size):
     model = small_convnet()
     x = _images(5, seed=4)
     obtained = activations(model, x, batch_size=batch_size)
-    # Batched vs one-at-a-time differ at ~1e-8 (SPEC 6): compare with a bound, and
+    # Batched vs one-at-a-time differ at ~1e-8: compare with a bound, and
     # against the reference, so a batch that is dropped or repeated fails.
     _assert_matches_reference(obtained, reference_activations(model, x))
 
@@ -461,3 +461,24 @@ def test_bundled_convnet_activations_match_numpy_reference_through_bn_and_relu()
             np.testing.assert_allclose(
                 acts[f"pool{block}"], h, rtol=1e-4, atol=1e-4 * np.abs(h).max(), err_msg="pool"
             )
+
+
+def test_default_layers_fall_back_to_every_map_without_plain_convolutions():
+    """Convolutions inside a custom layer (keras-hub MiT, MobileNet blocks) are not
+    graph layers: the default set is then every spatial map before the head's pooling."""
+
+    class Block(keras.layers.Layer):
+        def build(self, input_shape):
+            self.conv = keras.layers.Conv2D(4, 3, padding="same")
+            self.conv.build(input_shape)
+
+        def call(self, x):
+            return self.conv(x)
+
+    x_in = keras.Input((8, 8, 3))
+    b = Block(name="block")(x_in)
+    g = keras.layers.GlobalAveragePooling2D(name="gap")(b)
+    model = keras.Model(x_in, keras.layers.Dense(2, name="head")(g))
+    assert graph.default_activation_layers(model) == ["block"]
+    acts = activations(model, _images(1, (8, 8, 3)))
+    assert list(acts) == ["block"] and acts["block"].shape == (1, 8, 8, 4)

@@ -1,4 +1,4 @@
-"""Filter patterns (SPEC 1.2, issue 5): gradient ascent in input space.
+"""Filter patterns: gradient ascent in input space.
 
 Models: a seeded chapter-style convnet (weights from NumPy, identical on every
 backend), the bundled example convnet when it is committed, and a grayscale 64x64x1
@@ -126,7 +126,7 @@ def test_each_pattern_raises_its_own_filter_far_above_the_start(convnet):
 def test_patterns_of_the_bundled_convnet_select_their_filters():
     model = _bundled_convnet()
     if model is None:
-        pytest.skip("the bundled convnet (issue 3) is not committed yet")
+        pytest.skip("the bundled convnet is not committed yet")
     layer = cc.conv_layers(model)[1]
     n = min(8, _channels(model, layer))
     _assert_patterns_select_their_filters(model, layer, list(range(n)), None, min_alive=1)
@@ -193,6 +193,125 @@ def test_one_step_moves_the_image_by_the_learning_rate(convnet, learning_rate):
     moved = np.sqrt(((p.astype(np.float64) - start) ** 2).sum(axis=(1, 2, 3)))
     expected = 10 * math.sqrt(SIZE * SIZE * 3 / 120000) if learning_rate is None else learning_rate
     np.testing.assert_allclose(moved, expected, rtol=1e-4)
+
+
+# --- the input range the model expects ------------------------------------------------------
+
+
+def _preprocessed(*front):
+    """Leading preprocessing layers ``front``, then a small seeded convnet."""
+    from keras import layers
+
+    inp = keras.Input((None, None, 3))
+    x = inp
+    for layer in front:
+        x = layer(x)
+    x = layers.Conv2D(6, 3, activation="leaky_relu", name="c1")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    model = keras.Model(inp, layers.Dense(3, name="head")(x))
+    _seeded(model)
+    return model
+
+
+_IMAGENET_MEAN, _IMAGENET_STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+
+
+@pytest.mark.parametrize(
+    ("front", "expected"),
+    [
+        (lambda L: [L.Rescaling(1 / 255.0)], (0.0, 255.0)),
+        (lambda L: [L.Rescaling(1 / 127.5, offset=-1.0)], (0.0, 255.0)),  # MobileNetV3
+        (  # EfficientNet: 1/255, then ImageNet standardization
+            lambda L: [
+                L.Rescaling(1 / 255.0),
+                L.Normalization(mean=_IMAGENET_MEAN, variance=_IMAGENET_STD**2),
+            ],
+            (0.0, 255.0),
+        ),
+        (  # ConvNeXt: ImageNet statistics times 255
+            lambda L: [
+                L.Normalization(mean=255 * _IMAGENET_MEAN, variance=(255 * _IMAGENET_STD) ** 2)
+            ],
+            (0.0, 255.0),
+        ),
+        (  # augmentation is an identity at inference: skipped
+            lambda L: [L.RandomFlip(), L.Rescaling(1 / 255.0)],
+            (0.0, 255.0),
+        ),
+        (lambda L: [L.Normalization(mean=0.45, variance=0.05)], (0.0, 1.0)),  # 0-1 inputs
+        (lambda L: [], None),
+        (lambda L: [L.Rescaling(1000.0)], None),  # no conventional range fits
+    ],
+    ids=["1/255", "1/127.5-1", "efficientnet", "convnext", "augment", "0-1", "none", "odd"],
+)
+def test_input_range_is_inferred_from_the_leading_preprocessing(front, expected):
+    from convviz_check.explain.inputs import infer_input_range
+
+    assert infer_input_range(_preprocessed(*front(keras.layers))) == expected
+
+
+def test_rescaling_after_the_first_convolution_is_not_preprocessing():
+    from keras import layers
+
+    from convviz_check.explain.inputs import infer_input_range
+
+    inp = keras.Input((8, 8, 3))
+    x = layers.Conv2D(2, 3, name="c")(inp)
+    x = layers.Rescaling(1 / 255.0)(x)
+    model = keras.Model(inp, layers.Dense(2)(layers.Flatten()(x)))
+    assert infer_input_range(model) is None
+
+
+def test_default_input_range_follows_the_model_and_scales_the_step():
+    model = _preprocessed(keras.layers.Rescaling(1 / 255.0))
+    start = cc.filter_patterns(model, "c1", filters=[0], size=SIZE, steps=0)
+    expected = filters_mod.start_image(SIZE, SIZE, 3, seed=0, input_range=(0, 255))
+    np.testing.assert_array_equal(start[0], expected)  # in [102, 153]
+    # The default step is the same fraction of the range: 255x the step for 0-1.
+    moved = cc.filter_patterns(model, "c1", filters=[0], size=SIZE, steps=1)
+    step = np.sqrt(((moved[0].astype(np.float64) - expected) ** 2).sum())
+    np.testing.assert_allclose(
+        step, 255 * filters_mod.default_learning_rate(SIZE, SIZE, 3), rtol=1e-4
+    )
+    # An explicit range still wins.
+    given = cc.filter_patterns(model, "c1", filters=[0], size=SIZE, steps=0, input_range=(0, 1))
+    np.testing.assert_array_equal(given[0], filters_mod.start_image(SIZE, SIZE, 3, seed=0))
+
+
+def test_a_model_without_preprocessing_keeps_the_0_1_default(convnet):
+    p = cc.filter_patterns(convnet, "c1", filters=[0], size=SIZE, steps=0)
+    np.testing.assert_array_equal(p[0], filters_mod.start_image(SIZE, SIZE, 3, seed=0))
+
+
+# --- the layers filter patterns accept --------------------------------------------------------
+
+
+def _se_convnet():
+    """A squeeze-and-excitation block between two convolutions, then a pooled head
+    whose 1x1 convolution follows the pooling (as in MobileNet heads)."""
+    from keras import layers
+
+    inp = keras.Input((None, None, 3))
+    a = layers.Conv2D(6, 3, activation="leaky_relu", name="c1")(inp)
+    s = layers.GlobalAveragePooling2D(keepdims=True, name="se_pool")(a)
+    s = layers.Conv2D(6, 1, activation="sigmoid", name="se_conv")(s)
+    x = layers.Multiply(name="se_mul")([a, s])
+    x = layers.Conv2D(8, 3, activation="leaky_relu", name="c2")(x)
+    x = layers.GlobalAveragePooling2D(keepdims=True, name="gap")(x)
+    x = layers.Conv2D(3, 1, name="head_conv")(x)
+    model = keras.Model(inp, layers.Flatten(name="flat")(x))
+    _seeded(model)
+    return model
+
+
+def test_layers_after_an_se_block_are_accepted_and_its_1x1_maps_refused():
+    model = _se_convnet()
+    p = cc.filter_patterns(model, "c2", filters=[0, 1], size=SIZE, steps=2)
+    assert p.shape == (2, SIZE, SIZE, 3) and np.isfinite(p).all()
+    with pytest.raises(GraphError, match=r"global pooling alone.*layer='se_conv'.*'se_mul', 'c2'"):
+        cc.filter_patterns(model, "se_conv", size=SIZE)
+    with pytest.raises(GraphError, match=r"after the head's global pooling.*layer='head_conv'"):
+        cc.filter_patterns(model, "head_conv", size=SIZE)
 
 
 # --- grayscale, fixed size, known filters --------------------------------------------------

@@ -1,4 +1,4 @@
-"""Grad-CAM (SPEC 1.3): against NumPy references, batching, degenerate maps, bad input.
+"""Grad-CAM: against NumPy references, batching, degenerate maps, bad input.
 
 The references compute Grad-CAM by hand: the target layer's output ``A`` comes from a
 plain ``keras.Model`` (or the keras-hub backbone itself), and ``dy_c/dA`` is analytic
@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from convviz_check import ConvvizError, GraphError, InputError
+from convviz_check import graph as cc_graph
 from convviz_check.errors import ConvvizWarning
 from convviz_check.explain import gradcam as gradcam_module
 from convviz_check.explain.gradcam import DEGENERATE_RTOL, gradcam
@@ -129,7 +130,7 @@ def _layer_output(model, layer_name, x):
 
 
 def _assert_close_maps(cam, raw, heatmap, y):
-    # A map whose ReLU is all zero is degenerate (SPEC 1.3): zeros, flagged.
+    # A map whose ReLU is all zero is degenerate: zeros, flagged.
     np.testing.assert_array_equal(cam.degenerate, heatmap.max(axis=(1, 2)) == 0)
     scale = np.abs(raw).max()
     np.testing.assert_allclose(cam.raw, raw, rtol=0, atol=REF_RTOL * scale)
@@ -251,7 +252,7 @@ def test_gradcam_batched_matches_one_image_at_a_time(xception):
     x = _images(5, (48, 48, 3), seed=10)
     batched = gradcam(xception, x)
     singles = [gradcam(xception, image) for image in x]  # (H, W, C) images too
-    # SPEC 6: batch size changes float32 results at ~1e-8 relative; bound 1e-5.
+    # The batch size changes float32 results at ~1e-8 relative; bound 1e-5.
     scale = np.abs(batched.raw).max()
     for i, one in enumerate(singles):
         assert one.raw.shape == (1, 11, 11)
@@ -263,12 +264,12 @@ def test_gradcam_batched_matches_one_image_at_a_time(xception):
 def test_gradcam_compiles_once_per_model_layer_and_score(xception):
     x = _images(2, (48, 48, 3), seed=11)
     gradcam(xception, x, class_index=0)
-    entries = dict(gradcam_module._COMPILED[xception])
+    entries = dict(gradcam_module.compiled_cache(xception))
     (_, fn) = next(iter(entries.values()))
     traces = fn.concrete.experimental_get_tracing_count() if BACKEND == "tensorflow" else 0
     gradcam(xception, x, class_index=[1, 2])
     gradcam(xception, x)
-    assert dict(gradcam_module._COMPILED[xception]) == entries  # same objects reused
+    assert dict(gradcam_module.compiled_cache(xception)) == entries  # same objects reused
     if BACKEND == "tensorflow":  # class indices are a tensor: no retrace per value
         assert fn.concrete.experimental_get_tracing_count() == traces
 
@@ -386,7 +387,7 @@ def _keras_default_init(model, seed=0):
 @pytest.mark.convviz_slow
 def test_gradcam_untrained_xception41_softmax_output_is_degenerate_by_the_relative_rule():
     keras_hub = pytest.importorskip("keras_hub")
-    backbone = keras_hub.models.XceptionBackbone(  # SPEC 1.4
+    backbone = keras_hub.models.XceptionBackbone(  # Xception-41
         stackwise_conv_filters=[[32, 64], [128, 128], [256, 256], [728, 728]]
         + [[728, 728, 728]] * 8
         + [[728, 1024], [1536, 2048]],
@@ -410,6 +411,133 @@ def test_gradcam_untrained_xception41_softmax_output_is_degenerate_by_the_relati
     # max|raw| ~ 1.3e-6) but not degenerate (ratio ~ 1.6e-2): the rule is relative.
     logit = gradcam(model, x, score="logit")
     assert not logit.degenerate.any()
+
+
+# ------------------------------------------------- squeeze-and-excitation, heads
+
+
+def _se_model(keepdims=False, seed=3):
+    """stem -> squeeze-and-excitation block -> top_conv -> GAP -> Dense: the minimal
+    EfficientNet/MobileNetV3 pattern. The block's global pooling multiplies back into
+    the spatial tensor, so it is not the head's pooling. ``keepdims`` pools to
+    (1, 1, C) directly (MobileNetV3) instead of pooling and reshaping (EfficientNet)."""
+    layers = keras.layers
+    x_in = keras.Input((12, 12, 3))
+    a = layers.Conv2D(8, 3, padding="same", activation="tanh", name="stem")(x_in)
+    if keepdims:
+        s = layers.GlobalAveragePooling2D(keepdims=True, name="se_squeeze")(a)
+    else:
+        s = layers.GlobalAveragePooling2D(name="se_squeeze")(a)
+        s = layers.Reshape((1, 1, 8), name="se_reshape")(s)
+    s = layers.Conv2D(2, 1, activation="relu", name="se_reduce")(s)
+    s = layers.Conv2D(8, 1, activation="sigmoid", name="se_expand")(s)
+    e = layers.Multiply(name="se_excite")([a, s])
+    t = layers.Conv2D(6, 3, padding="same", activation="tanh", name="top_conv")(e)
+    g = layers.GlobalAveragePooling2D(name="avg_pool")(t)
+    out = layers.Dense(4, activation="softmax", name="predictions")(g)
+    model = keras.Model(x_in, out, name="se_model")
+    _seed_weights(model, seed)
+    return model
+
+
+@pytest.mark.parametrize("keepdims", [False, True], ids=["reshape", "keepdims"])
+def test_gradcam_se_block_automatic_layer_feeds_the_head_pooling(keepdims):
+    from convviz_check import graph_targets
+
+    model = _se_model(keepdims)
+    x = _images(3, (12, 12, 3), seed=5)
+    cam = gradcam(model, x)
+    assert cam.layer == "top_conv"  # the old ancestry rule stopped before the SE block
+    assert graph_targets.head_pooling_input(model) == "top_conv"
+    # The pooling inside the block is not the head's; the head's is.
+    s = graph_targets.structure(model)
+    names = [r.name for r in cc_graph.flatten(model).records]
+    assert not s.after_head_pooling[names.index("se_squeeze")]
+    assert s.after_head_pooling[names.index("avg_pool")]
+    # Against the analytic reference (top_conv -> GAP -> Dense).
+    kernel, bias = (np.asarray(w) for w in model.get_layer("predictions").get_weights())
+    raw, heatmap, y = _reference(
+        _layer_output(model, "top_conv", x), kernel, bias, cam.class_index, "logit"
+    )
+    _assert_close_maps(cam, raw, heatmap, y)
+
+
+@pytest.mark.parametrize("keepdims", [False, True], ids=["reshape", "keepdims"])
+def test_gradcam_se_block_layers_after_it_are_accepted_and_its_inner_maps_refused(keepdims):
+    model = _se_model(keepdims)
+    x = _images(1, (12, 12, 3))
+    assert gradcam(model, x, layer="top_conv").layer == "top_conv"
+    assert gradcam(model, x, layer="se_excite").layer == "se_excite"
+    assert gradcam(model, x, layer="stem").layer == "stem"
+    with pytest.raises(GraphError, match=r"global pooling alone.*layer='se_expand'") as info:
+        gradcam(model, x, layer="se_expand")
+    # The layers offered run up to the head's pooling, not to the SE block's.
+    message = str(info.value)
+    assert "'top_conv'" in message and "'se_excite'" in message
+    assert "'se_reduce'" not in message.split("Expected")[1]
+    with pytest.raises(GraphError, match=r"4-D spatial output.*layer='avg_pool'.*top_conv"):
+        gradcam(model, x, layer="avg_pool")
+
+
+def test_se_block_default_activation_layers_leave_out_the_1x1_convolutions():
+    model = _se_model()
+    assert cc_graph.default_activation_layers(model) == ["stem", "top_conv"]
+    assert "se_reduce" in cc_graph.spatial_layers(model)  # still a valid explicit layer
+
+
+def _tiny_vit():
+    keras_hub = pytest.importorskip("keras_hub")
+    backbone = keras_hub.models.ViTBackbone(
+        image_shape=(32, 32, 3),
+        patch_size=8,
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=8,
+        mlp_dim=16,
+    )
+    return keras_hub.models.ViTImageClassifier(backbone=backbone, num_classes=3)
+
+
+def test_gradcam_refuses_a_vision_transformer_saying_why_and_what_works():
+    model = _tiny_vit()
+    with pytest.raises(GraphError) as info:
+        gradcam(model, _images(1, (32, 32, 3)))
+    message = str(info.value)
+    assert "no layer with a 4-D spatial output" in message
+    assert "token sequences" in message and "(None, 17, 8)" in message
+    assert "Expected a convolutional model" in message
+    with pytest.raises(GraphError, match="4-D spatial output"):
+        gradcam(model, _images(1, (32, 32, 3)), layer="vit_encoder")
+
+
+def _all_conv(classes=3, seed=4):
+    """An all-convolutional head: features -> class_conv (one channel per class) ->
+    ReLU -> GAP -> softmax."""
+    layers = keras.layers
+    x_in = keras.Input((12, 12, 3))
+    f = layers.Conv2D(6, 3, padding="same", activation="tanh", name="features")(x_in)
+    c = layers.Conv2D(classes, 1, name="class_conv")(f)
+    r = layers.ReLU(name="class_relu")(c)
+    g = layers.GlobalAveragePooling2D(name="gap")(r)
+    out = layers.Softmax(name="probs")(g)
+    model = keras.Model(x_in, out, name="all_conv")
+    _seed_weights(model, seed)
+    return model
+
+
+def test_gradcam_note_names_a_class_score_map_and_the_alternative():
+    model = _all_conv()
+    x = _images(2, (12, 12, 3))
+    cam = gradcam(model, x)
+    assert cam.layer == "class_relu"
+    note = gradcam_module.gradcam_note(model)
+    assert "class-score map" in note and "'class_conv'" in note
+    assert "layer='features'" in note
+    assert getattr(cam, "note", note) == note  # filled where GradCAM has the field
+    assert gradcam_module.gradcam_note(model, "features") == ""
+    assert gradcam(model, x, layer="features").layer == "features"
+    # A Dense head after the pooling: the pooled channels are not class scores.
+    assert gradcam_module.gradcam_note(_gap_dense(classes=6)) == ""
 
 
 # ---------------------------------------------------------------------- bad input
@@ -467,7 +595,7 @@ def test_gradcam_layer_the_output_does_not_depend_on_is_refused():
 def test_gradcam_model_without_spatial_layer_is_refused():
     x_in = keras.Input((8, 8, 3))
     out = keras.layers.Dense(3, name="head")(keras.layers.Flatten(name="flat")(x_in))
-    with pytest.raises(GraphError, match="no layer with a 4-D spatial output"):
+    with pytest.raises(GraphError, match="no layer with a 4-D spatial output.*Expected a conv"):
         gradcam(keras.Model(x_in, out), _images(1, (8, 8, 3)))
 
 
@@ -540,9 +668,9 @@ MIN_MEAN_ENERGY = 0.30
 
 
 def _upsample(heatmap, shape):
-    from convviz_check.explain.render import _resize
+    from convviz_check.render import resize_bilinear
 
-    return _resize(heatmap, shape)
+    return resize_bilinear(heatmap, shape)
 
 
 @pytest.mark.parametrize("name", ["convnet", "xception"])

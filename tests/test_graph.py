@@ -152,3 +152,62 @@ def test_rewire_refuses_the_head_itself():
     model = _models.sequential()
     with pytest.raises(GraphError, match="output layer"):
         graph.rewire(model, "head")
+
+
+def test_records_know_their_parents_across_nested_model_boundaries():
+    model = _models.nested_with_rescaling()
+    flat = graph.flatten(model)
+    index = {r.name: i for i, r in enumerate(flat.records)}
+    rescale = flat.record("rescale")
+    assert rescale.parents == () and rescale.reads_input
+    # The nested backbone's first layer reads the outer Rescaling's output.
+    assert flat.record("backbone/conv").parents == (index["rescale"],)
+    assert not flat.record("backbone/conv").reads_input
+    assert flat.record("outer/conv").parents == (index["conv_b"],)
+
+
+def test_nested_sequential_stem_keeps_the_graph_connected():
+    """A Normalization before a nested Sequential stem (ConvNeXt's layout): the
+    normalization still feeds the head, and is found as the leading preprocessing."""
+    from convviz_check import graph_targets
+    from convviz_check.explain.inputs import infer_input_range
+
+    stem = keras.Sequential(
+        [keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 2, strides=2, name="stem_conv")],
+        name="stem",
+    )
+    x_in = keras.Input((8, 8, 3))
+    x = keras.layers.Normalization(mean=127.5, variance=127.5**2, name="prestem")(x_in)
+    x = stem(x)
+    g = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    model = keras.Model(x_in, keras.layers.Dense(2, name="head")(g))
+    structure = graph_targets.structure(model)
+    names = graph.flatten(model).names
+    assert structure.feeds_head[names.index("prestem")]
+    assert graph_targets.head_pooling_input(model) == "stem_conv"
+    assert infer_input_range(model) == (0.0, 255.0)
+
+
+def test_map_rule_on_a_pooled_head_with_a_1x1_convolution():
+    """MobileNet's head: GAP(keepdims) -> Conv2D 1x1 -> Reshape. The 1x1 convolution is
+    4-D but after the head's pooling; the automatic layer is the map before it."""
+    from convviz_check import graph_targets
+
+    x_in = keras.Input((16, 16, 3))
+    a = keras.layers.Conv2D(4, 3, strides=2, name="features")(x_in)
+    g = keras.layers.GlobalAveragePooling2D(keepdims=True, name="gap")(a)
+    c = keras.layers.Conv2D(3, 1, name="preds")(g)
+    out = keras.layers.Activation("softmax", name="act")(keras.layers.Reshape((3,))(c))
+    model = keras.Model(x_in, out)
+    assert graph_targets.head_pooling_input(model) == "features"
+    assert graph_targets.map_layers(model) == ["features"]
+    assert graph.default_activation_layers(model) == ["features"]
+    assert graph.spatial_layers(model) == ["features", "gap", "preds"]
+
+
+def test_short_list_abbreviates_long_layer_lists():
+    from convviz_check.graph_targets import short_list
+
+    assert short_list(["a", "b"]) == "['a', 'b']"
+    long = short_list([f"l{i}" for i in range(100)], limit=8)
+    assert long.startswith("['l0', 'l1']") and "'l99'" in long and "(100 layers)" in long

@@ -1,4 +1,4 @@
-"""Intermediate activations (SPEC 1.1): every conv/pool layer's feature maps at once.
+"""Intermediate activations: every conv/pool layer's feature maps at once.
 
 One multi-output model ``input -> [output of each layer of interest]`` is built by the
 graph layer (:func:`convviz_check.graph.submodel`, cached per model and layer set), so
@@ -22,8 +22,10 @@ import numpy as np
 from .. import backends
 from .. import graph as graph_lib
 from ..errors import GraphError, InputError, describe_array
+from ..graph_targets import short_list
+from ..render import activation_grid
+from ..storage import write_png
 from .inputs import as_image_batch, to_channels_last, to_model_layout
-from .render import activation_grid, save_png
 
 
 def _resolve_layers(model: Any, layers: str | Sequence[str] | None) -> list[str]:
@@ -32,9 +34,10 @@ def _resolve_layers(model: Any, layers: str | Sequence[str] | None) -> list[str]
         names = graph_lib.default_activation_layers(model)
         if not names:
             raise GraphError(
-                f"Model {model.name!r} has no 2-D convolution or pooling layer with a 4-D "
-                "output, so there are no default activation layers. Expected a convnet, or "
-                f"pass layers=[...] from its 4-D layers: {graph_lib.spatial_layers(model)}"
+                f"Model {model.name!r} has no 2-D convolution or pooling layer whose output "
+                "is a spatial map, so there are no default activation layers. Expected a "
+                "convnet, or pass layers=[...] from its 4-D layers: "
+                f"{short_list(graph_lib.spatial_layers(model))}"
             )
         return names
     if isinstance(layers, str):
@@ -56,14 +59,14 @@ def _resolve_layers(model: Any, layers: str | Sequence[str] | None) -> list[str]
         if name not in flat.by_name:
             raise GraphError(
                 f"Unknown layer for activations. Received: layer={name!r}. Expected one of "
-                f"the model's layers with a 4-D output: {spatial}"
+                f"the model's layers with a 4-D output: {short_list(spatial)}"
             )
         record = flat.by_name[name]
         if not record.is_spatial:
             raise GraphError(
                 f"Layer {name!r} has no 4-D (batch, H, W, C) output, so it has no feature "
                 f"maps. Received: output shape {record.output_shape} "
-                f"({record.class_name}). Expected one of: {spatial}"
+                f"({record.class_name}). Expected one of: {short_list(spatial)}"
             )
     return names
 
@@ -82,8 +85,11 @@ def activations(
         images: ``(N, H, W, C)`` or one image ``(H, W, C)``, channels-last even for a
             ``channels_first`` model, uint8 or float, in the value range the model
             expects (passed as given: nothing is rescaled).
-        layers: layer names (or one name); ``None`` means every 2-D convolution and 2-D
-            pooling layer with a 4-D output, in depth order (SPEC 1.1).
+        layers: layer names (or one name; any layer with a 4-D output); ``None`` means
+            every 2-D convolution and 2-D pooling layer whose output is a spatial map
+            before the head's pooling, in depth order: the 1x1 convolutions inside
+            squeeze-and-excitation branches and after a ``keepdims`` global pooling are
+            left out (``graph.default_activation_layers``).
         batch_size: images per forward pass.
 
     Returns:
@@ -182,5 +188,5 @@ def save_activation_grids(
                 f"{name!r} holding {a.shape[0]} image(s). Expected 0 <= image_index < {a.shape[0]}."
             )
         grid = activation_grid(a[image_index], images_per_row=images_per_row)
-        paths.append(save_png(grid, out / f"{i:0{width}d}_{layer_file_stem(name)}.png"))
+        paths.append(write_png(out / f"{i:0{width}d}_{layer_file_stem(name)}.png", grid))
     return paths

@@ -1,4 +1,4 @@
-"""Filter patterns: activation maximization by gradient ascent in input space (SPEC 1.2).
+"""Filter patterns: activation maximization by gradient ascent in input space.
 
 For a filter ``f`` of layer ``L`` the pattern is the input image that (locally)
 maximizes the mean of ``L``'s output channel ``f``, away from a 2-pixel border:
@@ -6,7 +6,8 @@ maximizes the mean of ``L``'s output channel ``f``, away from a 2-pixel border:
     loss(x) = mean(activation(x)[:, b:-b, b:-b, f]),  b = 2
     x <- x + learning_rate * grad / ||grad||_2          (steps times, per image)
 
-starting from a uniform image in ``[0.4, 0.6]`` of ``input_range`` drawn from
+starting from a uniform image in ``[0.4, 0.6]`` of ``input_range`` (by default the range
+the model's leading ``Rescaling``/``Normalization`` layers imply, else ``(0, 1)``) drawn from
 ``numpy.random.default_rng(seed)`` (the same start for every filter, so a filter's
 pattern does not depend on which other filters were asked for, nor on the batch size).
 
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -61,8 +61,6 @@ Progress = Callable[[int, int], Any]
 # Python-side count of loss-function traces (compiled backends) or calls (torch, eager).
 # Tests read it to prove that a new filter index does not retrace.
 _loss_traces = 0
-
-_ASCENT_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -147,13 +145,13 @@ def _channel_model(model: Any, layer: str) -> Any:
     if _CHANNEL_MODEL_CLASS is None:
 
         class ChannelProbe(keras.Model):
-            def __init__(self, prefix, conv, **kwargs):
+            def __init__(self, prefix: Any, conv: Any, **kwargs: Any) -> None:
                 super().__init__(**kwargs)
                 self.prefix = prefix
                 self.conv = conv
                 self.built = True
 
-            def call(self, inputs, training=False):
+            def call(self, inputs: Any, training: bool = False) -> Any:
                 image, aux = inputs
                 x = self.prefix(image, training=False)
                 conv = self.conv
@@ -214,7 +212,7 @@ def _ascent_for(model: Any, target: _Target) -> Callable[..., np.ndarray]:
     from .. import backends
     from .. import graph as graph_lib
 
-    per_model = _ASCENT_CACHE.setdefault(model, {})
+    per_model = graph_lib.model_cache(model, "filters")
     fn = per_model.get(target.name)
     if fn is None:
         op = graph_lib.flatten(model).record(target.name).operation
@@ -235,18 +233,34 @@ def _ascent_for(model: Any, target: _Target) -> Callable[..., np.ndarray]:
 
 def _resolve_target(model: Any, layer: Any) -> _Target:
     from .. import graph as graph_lib
+    from ..graph_targets import map_layers, short_list, structure
 
     if not isinstance(layer, str):
         raise GraphError(
             f"layer must be a layer name (str). Received: layer={layer!r} "
             f"(type {type(layer).__name__})."
         )
-    record = graph_lib.flatten(model).record(layer)  # GraphError names the known layers
+    flat = graph_lib.flatten(model)
+    record = flat.record(layer)  # GraphError names the known layers
+    valid = short_list(map_layers(model))
     if not record.is_spatial:
         raise GraphError(
             f"Filter patterns need a layer with a 4-D output (batch, H, W, C). Received: "
             f"layer={layer!r} ({record.class_name}) with output shape {record.output_shape}. "
-            f"Expected one of the 4-D layers: {graph_lib.spatial_layers(model)}"
+            f"Expected one of the spatial maps: {valid}"
+        )
+    s = structure(model)
+    i = flat.records.index(record)
+    if s.after_head_pooling[i] or s.pooled[i]:
+        where = (
+            "comes after the head's global pooling"
+            if s.after_head_pooling[i]
+            else "is computed from a global pooling alone (a squeeze-and-excitation branch)"
+        )
+        raise GraphError(
+            f"Filter patterns need a spatial map, and this layer {where}, so its output has "
+            f"no spatial layout. Received: layer={layer!r} ({record.class_name}) with output "
+            f"shape {record.output_shape}. Expected one of the spatial maps: {valid}"
         )
     shape = record.output_shape
     channels = shape[1] if record.data_format == "channels_first" else shape[3]
@@ -289,6 +303,7 @@ def _resolve_size(size: Any, spec_hw: tuple[int | None, int | None]) -> tuple[in
 def _resolve_filters(filters: Any, channels: int, layer: str) -> list[int]:
     if filters is None:
         return list(range(channels))
+    items: list[Any]
     if isinstance(filters, numbers.Integral) and not isinstance(filters, bool):
         items = [filters]
     elif isinstance(filters, range | Sequence | np.ndarray):
@@ -351,8 +366,9 @@ def _check_scalars(
 
 
 def default_learning_rate(height: int, width: int, channels: int) -> float:
-    """SPEC 1.2: 10.0 at 200x200x3, else ``10 * sqrt(H*W*C / 120000)`` (same per-pixel
-    step as the chapter for a unit-norm gradient)."""
+    """10.0 at 200x200x3, else ``10 * sqrt(H*W*C / 120000)`` (the chapter's per-pixel
+    step for a unit-norm gradient), for an input range 1 wide (``filter_patterns``
+    multiplies it by the width of ``input_range``)."""
     return REFERENCE_LEARNING_RATE * math.sqrt(height * width * channels / REFERENCE_PIXELS)
 
 
@@ -374,7 +390,7 @@ def _map_shape(model: Any, target: _Target, image_shape: tuple[int, ...]) -> tup
     from .. import graph as graph_lib
 
     key = ("map_shape", target.name, tuple(image_shape))
-    per_model = _ASCENT_CACHE.setdefault(model, {})
+    per_model = graph_lib.model_cache(model, "filters")
     if key in per_model:
         return per_model[key]
 
@@ -403,31 +419,38 @@ def filter_patterns(
     size: int | tuple[int, int] | None = None,
     seed: int = 0,
     batch_size: int | None = None,
-    input_range: tuple[float, float] = (0.0, 1.0),
+    input_range: tuple[float, float] | None = None,
     progress: Progress | None = None,
 ) -> np.ndarray:
     """Synthesize the input pattern each filter of ``layer`` responds to most.
 
-    Gradient ascent in input space (SPEC 1.2): the loss of filter ``f`` is the mean of
+    Gradient ascent in input space: the loss of filter ``f`` is the mean of
     ``layer``'s channel ``f`` without a 2-pixel border; each step adds
     ``learning_rate`` times the L2-normalized gradient (per image).
 
     Args:
         model: a functional/Sequential Keras model, or any source ``cc.load_model``
             accepts (a ``.keras`` path, a preset directory...).
-        layer: a layer name with a 4-D output, as ``cc.conv_layers`` names it
-            (nested models included).
+        layer: a layer whose output is a spatial map, as ``cc.conv_layers`` names it
+            (nested models included); layers after the head's global pooling and the
+            1x1 tensors of squeeze-and-excitation branches are refused
+            (``graph_targets.map_layers`` lists the valid ones).
         filters: filter (channel) indices; ``None`` means every filter of the layer.
         steps: ascent steps (>= 0; the chapter's 30 by default).
         learning_rate: step length; ``None`` means 10.0 at 200x200x3 and
-            ``10 * sqrt(H*W*C / 120000)`` at other sizes.
+            ``10 * sqrt(H*W*C / 120000)`` at other sizes, times the width of
+            ``input_range`` (``high - low``: 1 for the default ``(0, 1)``, 255 for
+            0-255 models), so that a step is the same fraction of the range.
         size: ``None`` (the model's fixed input size, else 200x200), an int or (H, W).
         seed: seed of ``numpy.random.default_rng`` for the start image.
         batch_size: filters optimized at once (default 4, see ``DEFAULT_BATCH_SIZE``);
             the last batch is padded to the same size so one compiled program serves
             the whole call.
         input_range: ``(low, high)`` of the values the model expects; the start is
-            uniform in ``[0.4, 0.6]`` of it.
+            uniform in ``[0.4, 0.6]`` of it. ``None`` (default): inferred from the
+            preprocessing layers at the start of the model
+            (:func:`convviz_check.explain.inputs.infer_input_range`: ``(0, 255)`` for
+            EfficientNet, EfficientNetV2, MobileNetV3, ConvNeXt), else ``(0, 1)``.
         progress: called as ``progress(done, total)`` after each batch.
 
     Returns:
@@ -435,7 +458,9 @@ def filter_patterns(
         (deprocess them with ``cc.deprocess_image``).
 
     Raises:
-        GraphError: unknown layer, or a layer without a 4-D output.
+        GraphError: unknown layer, a layer without a 4-D output, or one whose output
+            is not a spatial map (after the head's global pooling, or computed from a
+            global pooling alone).
         InputError: a bad argument (filter index out of range, steps < 0,
             learning_rate <= 0, a size the model or the crop cannot take, a map too
             small for the border...).
@@ -445,9 +470,11 @@ def filter_patterns(
         >>> grid = cc.filter_grid(np.stack([cc.deprocess_image(p) for p in patterns]))
     """
     from ..models import load_model
-    from .inputs import input_spec
+    from .inputs import infer_input_range, input_spec
 
     model = load_model(model)
+    if input_range is None:
+        input_range = infer_input_range(model) or (0.0, 1.0)
     lo, hi = _check_scalars(steps, learning_rate, batch_size, input_range, progress, seed)
     target = _resolve_target(model, layer)
     indices = _resolve_filters(filters, target.channels, layer)
@@ -468,7 +495,7 @@ def filter_patterns(
         )
 
     lr = (
-        default_learning_rate(height, width, channels)
+        default_learning_rate(height, width, channels) * (hi - lo)
         if learning_rate is None
         else float(learning_rate)
     )

@@ -1,11 +1,12 @@
-"""Grad-CAM class-activation heatmaps (SPEC 1.3), batched, never NaN.
+"""Grad-CAM class-activation heatmaps, batched, never NaN.
 
 Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via Gradient-based
 Localization" (arXiv:1610.02391), as in the reference chapter (Deep Learning with
 Python, 3rd ed., ch. 10):
 
-- ``A``: the output of a target layer (the last spatial layer before the head unless
-  given), ``y_c``: the score of class ``c`` (logit or model output);
+- ``A``: the output of a target layer (unless given, the spatial map that feeds the
+  head's global pooling or Flatten: :mod:`convviz_check.graph_targets`), ``y_c``: the
+  score of class ``c`` (logit or model output);
 - ``alpha_k = mean_ij dy_c / dA_k(i, j)``; ``raw = sum_k alpha_k A_k``;
   ``heatmap = ReLU(raw) / max``.
 
@@ -20,10 +21,9 @@ compiled function is reused for every class choice.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
-import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,7 +35,7 @@ from .inputs import as_image_batch, check_batch_size, to_model_layout
 
 SCORES = ("auto", "logit", "output")
 
-# SPEC 1.3: a map is degenerate when max|raw| <= DEGENERATE_RTOL * |y_c|: the class score
+# A map is degenerate when max|raw| <= DEGENERATE_RTOL * |y_c|: the class score
 # barely depends on A at float32 precision. Measured: an untrained Xception-41 gives
 # max|raw| / |y_c| ~ 5e-10; the bundled trained models give >= 1e-2.
 DEGENERATE_RTOL = 1e-5
@@ -52,76 +52,8 @@ _SATURATION_EPS = 1e-4
 # on an accelerator pass a larger batch_size. Identical heatmaps whatever the split.
 DEFAULT_BATCH_SIZE = 8
 
-_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_LINEAGE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_LINEAGE_SHAPES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-@dataclass(frozen=True)
-class _Lineage:
-    """Per flattened record: ``after_pooling`` (it is a global pooling, or its inputs
-    passed through one or through a non-4-D tensor) and ``feeds_head`` (the head depends
-    on it)."""
-
-    after_pooling: tuple[bool, ...]
-    feeds_head: tuple[bool, ...]
-
-
-def _lineage(model: Any) -> _Lineage:
-    """Dependencies between flattened records, from one more symbolic replay.
-
-    The flattened records carry output specs but not their inputs; this walk maps each
-    call's input tensors back to the records that produced them. It uses the same walker
-    as :func:`graph.flatten`, so call ``i`` here is record ``i`` there.
-    """
-    cached = _LINEAGE.get(model)
-    if cached is not None:
-        return cached
-    import keras
-
-    flat = graph_lib.flatten(model)
-    fn = graph_lib.functional_of(model)
-    producer: dict[int, int] = {}
-    keep_alive: list[Any] = []  # ids must not be reused while the walk runs
-    parents: list[tuple[int, ...]] = []
-    pooled: list[bool] = []  # output is (or descends from) a pooled / non-spatial tensor
-
-    def hook(path, op, args, kwargs, call):
-        i = len(parents)
-        ins = tuple(
-            producer[id(t)] for t in keras.tree.flatten((args, kwargs)) if id(t) in producer
-        )
-        parents.append(ins)
-        out = op.compute_output_spec(*args, **kwargs)
-        outs = keras.tree.flatten(out)
-        is_global = type(op).__name__.startswith("Global")
-        pooled.append(
-            any(pooled[j] for j in ins) or is_global or any(len(o.shape) != 4 for o in outs)
-        )
-        for o in outs:
-            producer[id(o)] = i
-            keep_alive.append(o)
-        return out
-
-    inputs = [keras.KerasTensor(tuple(x.shape), dtype=x.dtype) for x in fn.inputs]
-    graph_lib._replay(fn, inputs, hook, ())
-    if len(parents) != len(flat.records):  # pragma: no cover - same walker as flatten
-        raise GraphError(
-            f"Internal error: the lineage walk saw {len(parents)} operations, the "
-            f"flattened graph {len(flat.records)}."
-        )
-    head_i = flat.records.index(flat.head_record())
-    feeds = [False] * len(parents)
-    stack = [head_i]
-    while stack:
-        i = stack.pop()
-        for j in parents[i]:
-            if not feeds[j]:
-                feeds[j] = True
-                stack.append(j)
-    result = _Lineage(after_pooling=tuple(pooled), feeds_head=tuple(feeds))
-    _LINEAGE[model] = result
-    return result
+# Fields of the result type: ``note`` is filled where the type has it.
+_GRADCAM_FIELDS = frozenset(f.name for f in dataclasses.fields(GradCAM))
 
 
 def _zero_shape(model: Any, layer: str, declared: tuple, model_input_shape: tuple) -> tuple:
@@ -133,7 +65,7 @@ def _zero_shape(model: Any, layer: str, declared: tuple, model_input_shape: tupl
     if all(d is not None for d in declared):
         return tuple(int(d) for d in declared)
     key = ("shape", layer, tuple(model_input_shape))
-    per_model = _LINEAGE_SHAPES.setdefault(model, {})
+    per_model = graph_lib.model_cache(model, "gradcam_shapes")
     if key not in per_model:
         import keras
 
@@ -141,7 +73,7 @@ def _zero_shape(model: Any, layer: str, declared: tuple, model_input_shape: tupl
         target = flat.records.index(flat.record(layer))
         shapes: list[tuple] = []
 
-        def hook(path, op, args, kwargs, call):
+        def hook(path: tuple[str, ...], op: Any, args: tuple, kwargs: dict, call: Any) -> Any:
             out = op.compute_output_spec(*args, **kwargs)
             shapes.append(tuple(keras.tree.flatten(out)[0].shape))
             return out
@@ -154,72 +86,116 @@ def _zero_shape(model: Any, layer: str, declared: tuple, model_input_shape: tupl
 
 
 def target_layer(model: Any, layer: str | None = None) -> str:
-    """The Grad-CAM target layer: ``layer`` after checking it, or the last layer with a
-    4-D spatial output that feeds the head and comes before any global pooling.
+    """The Grad-CAM target layer: ``layer`` after checking it, or the spatial map that
+    feeds the head's global pooling (or Flatten).
 
-    For a keras-hub ``ImageClassifier`` this is the backbone's output
-    (``block14_sepconv2_act`` for Xception-41).
+    The rule follows tensors (:mod:`convviz_check.graph_targets`): a global pooling
+    whose result multiplies back into a map (squeeze-and-excitation blocks, as in
+    EfficientNet and MobileNetV3) does not end the spatial part of the network. For a
+    keras-hub ``ImageClassifier`` the layer is the backbone's output
+    (``block14_sepconv2_act`` for Xception-41); for EfficientNetB0 ``top_activation``.
 
     Raises:
-        GraphError: an unknown layer, a non-4-D output, a layer after global pooling,
-            the output layer itself, a layer the output does not depend on, or a model
-            with no spatial layer before its head.
+        GraphError: an unknown layer, a non-4-D output, a layer after the head's
+            pooling, a 4-D tensor computed from global pooling alone (inside a
+            squeeze-and-excitation branch), the output layer itself, a layer the output
+            does not depend on, or a model with no spatial map (a vision transformer on
+            tokens, an MLP).
     """
+    from .. import graph_targets as targets
+
     flat = graph_lib.flatten(model)
-    lineage = _lineage(model)
-    head = flat.head_record()
+    s = targets.structure(model)
+    valid = targets.gradcam_layers(model)
     if layer is None:
-        for i in range(len(flat.records) - 1, -1, -1):
-            r = flat.records[i]
-            if (
-                r is not head
-                and r.is_spatial
-                and not lineage.after_pooling[i]
-                and lineage.feeds_head[i]
-            ):
-                return r.name
-        raise GraphError(
-            f"Model {getattr(model, 'name', '?')!r} has no layer with a 4-D spatial output "
-            "before its head, so Grad-CAM has no map to weight. Received: layers "
-            f"{[(r.name, r.output_shape) for r in flat.records][:20]}. Expected a "
-            "convolutional model (a Conv2D/pooling stack before global pooling)."
-        )
+        if not any(s.is_map):
+            raise targets.no_map_error(model, "Grad-CAM")
+        name = targets.head_pooling_input(model)
+        if name is None:  # no pooling before the head: the deepest map that feeds it
+            name = valid[-1] if valid else None
+        if name is None:
+            raise GraphError(
+                f"Model {getattr(model, 'name', '?')!r} has no spatial map that its output "
+                "depends on, so Grad-CAM has no map to weight. Received: spatial layers "
+                f"{targets.short_list(graph_lib.spatial_layers(model))}. Expected a "
+                "convolutional classifier (a map feeding global pooling or Flatten)."
+            )
+        return name
     if not isinstance(layer, str):
         raise GraphError(
             f"The Grad-CAM layer must be a layer name. Received: layer={layer!r} "
-            f"(type {type(layer).__name__}). Expected one of {graph_lib.spatial_layers(model)}."
+            f"(type {type(layer).__name__}). Expected one of {targets.short_list(valid)}."
         )
     r = flat.record(layer)
-    i = flat.records.index(r)
-    spatial_before = [
-        s.name
-        for j, s in enumerate(flat.records)
-        if s.is_spatial and not lineage.after_pooling[j] and s is not head
-    ]
+    _check_target(model, r, flat.records.index(r), s, valid)
+    return r.name
+
+
+def _check_target(model: Any, r: Any, i: int, s: Any, valid: list[str]) -> None:
+    """Raise the GraphError that says why record ``r`` (index ``i``) is not a valid
+    Grad-CAM layer; return when it is."""
+    from .. import graph_targets as targets
+
+    layer, expected = r.name, targets.short_list(valid)
     if not r.is_spatial:
         raise GraphError(
             f"The Grad-CAM layer must have a 4-D spatial output (batch, h, w, channels). "
             f"Received: layer={layer!r} with output shape {r.output_shape}. Expected one of "
-            f"{spatial_before}."
+            f"{expected}."
         )
-    if lineage.after_pooling[i]:
+    if s.after_head_pooling[i]:
         raise GraphError(
             f"The Grad-CAM layer comes after global pooling (or a non-spatial tensor), so "
             f"its map has no spatial meaning. Received: layer={layer!r} with output shape "
-            f"{r.output_shape}. Expected a layer before the pooling: one of {spatial_before}."
+            f"{r.output_shape}. Expected a layer before the pooling: one of {expected}."
         )
-    if r is head:
+    if s.pooled[i]:
+        raise GraphError(
+            f"The Grad-CAM layer is computed from a global pooling alone (as inside a "
+            f"squeeze-and-excitation branch), so its {r.output_shape[1:]} output has no "
+            f"spatial layout. Received: layer={layer!r} ({r.class_name}). Expected a "
+            f"spatial map: one of {expected}."
+        )
+    if i == s.head:
         raise GraphError(
             f"The Grad-CAM layer cannot be the model's output layer. Received: "
             f"layer={layer!r}. Expected a spatial layer before the head."
         )
-    if not lineage.feeds_head[i]:
+    if not s.feeds_head[i]:
+        head = graph_lib.flatten(model).records[s.head].name
         raise GraphError(
             f"The model's output does not depend on the Grad-CAM layer, so every map "
             f"would be zero. Received: layer={layer!r}. Expected a layer on the path to "
-            f"the output {head.name!r}."
+            f"the output {head!r}."
         )
-    return r.name
+
+
+def gradcam_note(model: Any, layer: str | None = None) -> str:
+    """A remark about the Grad-CAM layer (``None``: the automatic one), or ``""``.
+
+    Where the layer is a class-score map (an all-convolutional head: a convolution
+    with one channel per class feeding the global pooling directly), the note says so
+    and names the previous spatial layer as the alternative.
+    """
+    from .. import graph_targets as targets
+
+    name = target_layer(model, layer)
+    found = targets.class_score_conv(model, name)
+    if found is None:
+        return ""
+    conv, alternative = found
+    note = (
+        f"Grad-CAM layer {name!r} is a class-score map: the convolution {conv!r} has one "
+        "channel per class and feeds the head's global pooling directly (an "
+        "all-convolutional head), so the heatmap is the explained class's own channel of "
+        "that map (a class activation map), not a weighting of features."
+    )
+    if alternative is not None:
+        note += (
+            f" The previous spatial layer {alternative!r} weighs every feature: pass "
+            f"layer={alternative!r} for a Grad-CAM over features."
+        )
+    return note
 
 
 def _score_plan(model: Any, score: str) -> tuple[str, bool]:
@@ -239,8 +215,8 @@ def _score_plan(model: Any, score: str) -> tuple[str, bool]:
                 "score='output' (or 'auto') for this model."
             )
         return "logit", bypassable
-    # auto: the logit wherever it can be had (SPEC 1.3: a saturated softmax has
-    # gradients ~1e-8 to 1e-11), else the output.
+    # auto: the logit wherever it can be had (a saturated softmax has gradients ~1e-8
+    # to 1e-11, measured), else the output.
     if bypassable:
         return "logit", True
     return ("logit" if act == "linear" else "output"), False
@@ -277,7 +253,7 @@ def _compiled(model: Any, layer: str, bypass: bool) -> tuple[Any, Any]:
     """``(rewired, value_and_grad fn)`` for (model, layer, head bypass), cached."""
     from .. import backends
 
-    per_model = _COMPILED.setdefault(model, {})
+    per_model = compiled_cache(model)
     key = (layer, bypass, backends.current_backend())
     if key not in per_model:
         rewired = graph_lib.rewire(model, layer, bypass_head_activation=bypass)
@@ -287,6 +263,12 @@ def _compiled(model: Any, layer: str, bypass: bool) -> tuple[Any, Any]:
         )
         per_model[key] = (rewired, fn)
     return per_model[key]
+
+
+def compiled_cache(model: Any) -> dict:
+    """The compiled Grad-CAM functions of ``model``: ``{(layer, bypass, backend):
+    (rewired, fn)}`` (freed with the model)."""
+    return graph_lib.model_cache(model, "gradcam")
 
 
 def _class_indices(class_index: Any, n: int, num_classes: int) -> np.ndarray:
@@ -369,7 +351,7 @@ def gradcam(
     preprocess: bool = False,
     batch_size: int | None = None,
 ) -> GradCAM:
-    """Grad-CAM heatmaps of ``images`` for one class each (SPEC 1.3).
+    """Grad-CAM heatmaps of ``images`` for one class each.
 
     Args:
         model: a functional or Sequential Keras classifier (nested models and keras-hub
@@ -379,8 +361,11 @@ def gradcam(
         class_index: ``None`` (the top predicted class of each image), one int for all
             images, or one int per image.
         layer: target layer name (as :func:`convviz_check.graph.flatten` names it);
-            ``None`` picks the last 4-D layer before the head. The choice is reported
-            in the result.
+            ``None`` picks the spatial map that feeds the head's global pooling (or
+            Flatten), following tensors: the pooling inside squeeze-and-excitation
+            blocks is not the head's (:func:`target_layer`). The choice is reported in
+            the result (``layer``); :func:`gradcam_note` tells when it is a class-score
+            map of an all-convolutional head, and names the alternative.
         score: ``"logit"`` (the head's pre-softmax/sigmoid value; an error where the
             head cannot be bypassed), ``"output"`` (the model output, the chapter's
             choice) or ``"auto"`` (the logit where it can be had, else the output).
@@ -393,12 +378,15 @@ def gradcam(
     Returns:
         A :class:`~convviz_check.types.GradCAM`: ``heatmap`` (N, h, w) in [0, 1],
         ``raw`` (N, h, w), ``class_index``, ``score`` (y_c), ``score_kind``, ``layer``,
-        ``degenerate`` (maps returned as zeros: SPEC 1.3) and ``image_shape`` (H, W).
+        ``degenerate`` (maps returned as zeros where the class score barely depends on
+        the layer: ``max|raw| <= DEGENERATE_RTOL * |y_c|``) and ``image_shape`` (H, W);
+        ``note`` (:func:`gradcam_note`) where the result type has that field.
 
     Raises:
         InputError: bad images, class indices or score.
-        GraphError: a bad target layer, no spatial layer, a non-classifier head, or
-            ``score="logit"`` on a head that cannot be bypassed.
+        GraphError: a bad target layer (the message lists the valid ones), a model
+            without a spatial map (vision transformers on tokens, MLPs), a
+            non-classifier head, or ``score="logit"`` on a head that cannot be bypassed.
 
     Warns:
         ConvvizWarning: degenerate maps under ``score="output"`` from a saturated
@@ -462,6 +450,7 @@ def gradcam(
     y = head[np.arange(n), classes]
     heatmap, raw, degenerate = _maps(np.concatenate(acts), np.concatenate(grads), y)
     _warn_if_saturated(model, kind, y, degenerate)
+    extra = {"note": gradcam_note(model, name)} if "note" in _GRADCAM_FIELDS else {}
     return GradCAM(
         heatmap=heatmap,
         raw=raw,
@@ -471,6 +460,7 @@ def gradcam(
         layer=name,
         degenerate=degenerate,
         image_shape=image_shape,
+        **extra,
     )
 
 
@@ -493,4 +483,4 @@ def _warn_if_saturated(model: Any, kind: str, y: np.ndarray, degenerate: np.ndar
         )
 
 
-__all__ = ["DEGENERATE_RTOL", "SCORES", "gradcam", "target_layer"]
+__all__ = ["DEGENERATE_RTOL", "SCORES", "gradcam", "gradcam_note", "target_layer"]

@@ -2,12 +2,16 @@
 
 Images are given channels-last, ``(N, H, W, C)`` or one image ``(H, W, C)``, uint8 or
 float, in the value range the model expects: nothing is rescaled or otherwise
-"preprocessed" here (SPEC 1.0). :func:`as_image_batch` only checks them against the
+"preprocessed" here. :func:`as_image_batch` only checks them against the
 model's input and returns a float32 channels-last batch; :func:`to_model_layout`
 transposes such a batch to ``(N, C, H, W)`` for a ``channels_first`` model.
 
 Every problem raises :class:`~convviz_check.errors.InputError` naming what was received
 and what was expected.
+
+:func:`infer_input_range` reads the value range a model expects from the preprocessing
+layers at the start of its graph (``Rescaling``, ``Normalization``: EfficientNet,
+MobileNetV3 and ConvNeXt take 0-255 pixels).
 """
 
 from __future__ import annotations
@@ -194,9 +198,115 @@ def to_channels_last(array: np.ndarray, data_format: str) -> np.ndarray:
     return array
 
 
+# The conventional pixel ranges :func:`infer_input_range` chooses from, in this order.
+PIXEL_RANGES: tuple[tuple[float, float], ...] = ((0.0, 255.0), (0.0, 1.0), (-1.0, 1.0))
+# A preprocessed range counts as unit scale when every channel's interval is this wide
+# ([0, 1] is 1 wide, [-1, 1] 2, ImageNet standardization ~4.4) and stays inside
+# [-UNIT_BOUND, UNIT_BOUND].
+UNIT_WIDTH = (0.5, 8.0)
+UNIT_BOUND = 8.0
+# Layers that leave pixel values as they are at inference (augmentation is off, resizing
+# and cropping move pixels): skipped while looking for the leading preprocessing.
+_VALUE_PRESERVING = ("Random", "Resizing", "CenterCrop", "Identity", "Dropout", "InputLayer")
+
+
+def _numpy(value: Any) -> np.ndarray:
+    try:
+        return np.asarray(value, np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        import keras
+
+        return np.asarray(keras.ops.convert_to_numpy(value), np.float64).reshape(-1)
+
+
+def _affine(op: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(slope, offset)`` per channel (1-D, broadcastable) of a Rescaling or a built
+    Normalization layer; ``None`` for a Normalization without statistics."""
+    if type(op).__name__ == "Rescaling":
+        return _numpy(op.scale), _numpy(op.offset)
+    mean, variance = getattr(op, "mean", None), getattr(op, "variance", None)
+    if mean is None or variance is None:
+        return None
+    import keras
+
+    std = np.maximum(np.sqrt(np.maximum(_numpy(variance), 0.0)), keras.config.epsilon())
+    mean = _numpy(mean)
+    if getattr(op, "invert", False):
+        return std, mean
+    return 1.0 / std, -mean / std
+
+
+def _leading_preprocessing(model: Any) -> list[Any]:
+    """The Rescaling/Normalization operations that the model input goes through first,
+    in order (value-preserving layers in between are skipped)."""
+    from .. import graph as graph_lib
+    from .. import graph_targets
+
+    records = graph_lib.flatten(model).records
+    children = graph_targets.structure(model).children
+    current = [i for i, r in enumerate(records) if r.reads_input and not r.parents]
+    chain: list[Any] = []
+    while len(current) == 1:
+        i = current[0]
+        r = records[i]
+        if r.class_name in ("Rescaling", "Normalization"):
+            chain.append(r.operation)
+        elif not r.class_name.startswith(_VALUE_PRESERVING):
+            break
+        nxt = list(children[i])  # follow the only consumer, when it reads nothing else
+        if len(nxt) != 1 or records[nxt[0]].parents != (i,) or records[nxt[0]].reads_input:
+            break
+        current = nxt
+    return chain
+
+
+def infer_input_range(model: Any) -> tuple[float, float] | None:
+    """The value range ``model`` expects, inferred from the preprocessing layers at the
+    start of its graph; ``None`` when it cannot be inferred.
+
+    The leading ``Rescaling`` and ``Normalization`` layers (value-preserving layers
+    such as ``Resizing`` or ``Random*`` augmentation may sit in between) form an affine
+    map per channel. The result is the first of ``PIXEL_RANGES`` (0-255, then 0-1, then
+    -1-1) that this map sends to a unit-scale range: every channel's interval
+    ``UNIT_WIDTH[0]``-``UNIT_WIDTH[1]`` wide and inside ``[-UNIT_BOUND, UNIT_BOUND]``.
+    EfficientNet (``Rescaling(1/255)`` + ``Normalization``), EfficientNetV2,
+    MobileNetV3 (``Rescaling(1/127.5, -1)``) and ConvNeXt (``Normalization`` with
+    ImageNet statistics times 255) give ``(0.0, 255.0)``. ``None`` for a model without
+    such layers, an unbuilt ``Normalization``, or a map that fits no candidate.
+
+    Example:
+        >>> infer_input_range(keras.applications.MobileNetV3Small(weights=None))
+        (0.0, 255.0)
+    """
+    chain = _leading_preprocessing(model)
+    found = [_affine(op) for op in chain]
+    maps = [m for m in found if m is not None]
+    if not maps or len(maps) != len(found):
+        return None
+    for lo, hi in PIXEL_RANGES:
+        low, high = np.array([lo]), np.array([hi])
+        try:
+            for slope, offset in maps:
+                a, b = slope * low + offset, slope * high + offset
+                low, high = np.minimum(a, b), np.maximum(a, b)
+        except ValueError:  # per-channel statistics that do not broadcast together
+            return None
+        width = high - low
+        if (
+            np.all(width >= UNIT_WIDTH[0])
+            and np.all(width <= UNIT_WIDTH[1])
+            and np.all(np.abs(low) <= UNIT_BOUND)
+            and np.all(np.abs(high) <= UNIT_BOUND)
+        ):
+            return (lo, hi)
+    return None
+
+
 __all__ = [
     "InputSpec",
+    "PIXEL_RANGES",
     "as_image_batch",
+    "infer_input_range",
     "input_spec",
     "to_channels_last",
     "to_model_layout",

@@ -1,0 +1,158 @@
+"""Which layers hold a spatial map, by name: the rule shared by Grad-CAM, activations
+and filter patterns (the rule itself: :mod:`convviz_check.graph_structure`).
+
+- :func:`map_layers`: the spatial maps before the head's pooling (filter patterns);
+- :func:`gradcam_layers`: those the model's output depends on (Grad-CAM);
+- :func:`head_pooling_input`: the automatic Grad-CAM layer, the map that feeds the
+  head's global pooling (or Flatten); for a keras-hub ``ImageClassifier`` the
+  backbone's output;
+- :func:`class_score_conv`: whether a layer is a class-score map of an
+  all-convolutional head.
+
+Models without any map (keras-hub ViT/DeiT/Swin, an MLP) have no Grad-CAM layer:
+:func:`no_map_error`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import graph as graph_lib
+from .errors import GraphError
+from .graph_structure import Structure
+
+# Single-input operations between a class-score convolution and the head's pooling
+# that keep its channels one per class.
+_CHANNELWISE = (
+    "Activation",
+    "ReLU",
+    "LeakyReLU",
+    "ELU",
+    "PReLU",
+    "Softmax",
+    "BatchNormalization",
+    "Dropout",
+    "SpatialDropout2D",
+    "Identity",
+)
+
+
+def structure(model: Any) -> Structure:
+    """The map structure of ``model``'s flattened graph (cached with the model; see
+    :mod:`convviz_check.graph_structure` for the rule)."""
+    return graph_lib.structure(model)
+
+
+def map_layers(model: Any) -> list[str]:
+    """Layers whose output is a spatial map before the head's pooling, depth order: the
+    layers filter patterns accept."""
+    s = structure(model)
+    records = graph_lib.flatten(model).records
+    return [r.name for i, r in enumerate(records) if s.is_map[i] and not s.after_head_pooling[i]]
+
+
+def gradcam_layers(model: Any) -> list[str]:
+    """The layers Grad-CAM accepts, depth order: maps before the head's pooling that the
+    model's output depends on (the output layer itself excluded)."""
+    s = structure(model)
+    records = graph_lib.flatten(model).records
+    return [
+        r.name
+        for i, r in enumerate(records)
+        if s.is_map[i] and not s.after_head_pooling[i] and s.feeds_head[i] and i != s.head
+    ]
+
+
+def default_activation_layers(model: Any) -> list[str]:
+    """The default layers of ``activations`` (:func:`graph.default_activation_layers`)."""
+    return graph_lib.default_activation_layers(model)
+
+
+def head_pooling_input(model: Any) -> str | None:
+    """The map that feeds the head's global pooling (or Flatten): the deepest map read
+    by a record after the head's pooling; ``None`` when the model has no such map."""
+    s = structure(model)
+    records = graph_lib.flatten(model).records
+    fed = [j for i, r in enumerate(records) if s.after_head_pooling[i] for j in r.parents]
+    fed = [j for j in fed if s.is_map[j]]
+    return records[max(fed)].name if fed else None
+
+
+def class_score_conv(model: Any, layer: str) -> tuple[str, str | None] | None:
+    """``(convolution, alternative)`` when ``layer`` is a class-score map, else ``None``.
+
+    A class-score map comes from a convolution with as many output channels as the
+    model has classes, whose output reaches a global pooling of the head through
+    channel-wise operations only (activations, BatchNormalization, Dropout), with no
+    weighted layer after the pooling: an all-convolutional head, where the pooled
+    channels are the class scores. ``alternative`` is the map that convolution reads
+    (the previous spatial layer), ``None`` when it reads none.
+    """
+    flat = graph_lib.flatten(model)
+    s = structure(model)
+    records = flat.records
+    shape = tuple(flat.outputs[0].shape)
+    if len(shape) != 2 or shape[-1] is None:
+        return None
+    i = records.index(flat.record(layer))
+    pools = [c for c in s.children[i] if s.after_head_pooling[c] and s.pooled[c]]
+    weighted = any(
+        getattr(records[j].operation, "weights", None)
+        for j in range(len(records))
+        if s.after_head_pooling[j]
+    )
+    if not pools or weighted:
+        return None
+    while records[i].class_name in _CHANNELWISE and len(records[i].parents) == 1:
+        i = records[i].parents[0]
+    conv = records[i]
+    if conv.class_name not in ("Conv2D", "SeparableConv2D") or not conv.is_spatial:
+        return None
+    channels = conv.output_shape[1 if conv.data_format == "channels_first" else 3]
+    if channels != shape[-1]:
+        return None
+    maps = [j for j in conv.parents if s.is_map[j]]
+    return conv.name, (records[max(maps)].name if maps else None)
+
+
+def short_list(names: list[str], limit: int = 40) -> str:
+    """``names`` for an error message: all of them up to ``limit``, else the first and
+    last ones with the count."""
+    if len(names) <= limit:
+        return repr(names)
+    head, tail = names[: limit // 4], names[-(limit - limit // 4) :]
+    return f"{head!r} ... {tail!r} ({len(names)} layers)"
+
+
+def no_map_error(model: Any, purpose: str) -> GraphError:
+    """The refusal for a model without any spatial map (transformers on tokens, MLPs)."""
+    flat = graph_lib.flatten(model)
+    shapes = [(r.name, r.output_shape) for r in flat.records]
+    tokens = any(len(r.output_shape) == 3 for r in flat.records)
+    why = (
+        "its layers work on token sequences (batch, tokens, features), as a vision "
+        "transformer does (ViT, DeiT)"
+        if tokens
+        else "none of its layers outputs a (batch, H, W, channels) tensor"
+    )
+    return GraphError(
+        f"Model {getattr(model, 'name', '?')!r} has no layer with a 4-D spatial output, so "
+        f"{purpose} has no feature map to work on: {why}. Received: layers "
+        f"{shapes[:12]}{' ...' if len(shapes) > 12 else ''}. Expected a convolutional model "
+        "(Conv2D/pooling stages before global pooling or Flatten), or a hierarchical "
+        "transformer whose stages output (batch, H, W, channels) maps; for token models use "
+        "an attention-based explanation instead."
+    )
+
+
+__all__ = [
+    "Structure",
+    "class_score_conv",
+    "default_activation_layers",
+    "gradcam_layers",
+    "head_pooling_input",
+    "map_layers",
+    "no_map_error",
+    "short_list",
+    "structure",
+]
