@@ -218,9 +218,7 @@ def _activation_arrays(
     for n in names:
         # NUL cannot be stored: NumPy strips trailing NULs from the names entry
         if not isinstance(n, str) or not n or "\x00" in n:
-            raise InputError(
-                f"Activation names must be non-empty str without NUL. Received: {n!r}"
-            )
+            raise InputError(f"Activation names must be non-empty str without NUL. Received: {n!r}")
     return {n: _as_stored(value[n], store, f"value[{n!r}]") for n in names}
 
 

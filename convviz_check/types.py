@@ -130,6 +130,8 @@ class GradCAM:
         degenerate: ``(N,)`` bool, maps that carry no information (the class
             score barely depends on the layer, or the map is all zero).
         image_shape: ``(H, W)`` of the input images, for resizing and overlays.
+        note: a fact about the target layer worth reading (e.g. it is a class-score
+            convolution, and which spatial layer is the alternative); empty otherwise.
     """
 
     heatmap: np.ndarray
@@ -140,6 +142,7 @@ class GradCAM:
     layer: str
     degenerate: np.ndarray
     image_shape: tuple[int, int]
+    note: str = ""
 
     def __len__(self) -> int:
         return int(self.heatmap.shape[0])
@@ -156,6 +159,7 @@ class GradCAM:
             layer=self.layer,
             degenerate=self.degenerate[idx],
             image_shape=self.image_shape,
+            note=self.note,
         )
 
 

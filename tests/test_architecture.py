@@ -174,7 +174,9 @@ def test_cycle_finder_finds_a_planted_cycle(monkeypatch):
 def test_only_backends_import_a_framework(name):
     if _is(name, ("convviz_check.backends",)):
         return
-    assert not (_third_party(name) & FRAMEWORKS), f"{name} imports {_third_party(name) & FRAMEWORKS}"
+    assert not (_third_party(name) & FRAMEWORKS), (
+        f"{name} imports {_third_party(name) & FRAMEWORKS}"
+    )
 
 
 @pytest.mark.parametrize("name", sorted(n for n in GRAPH if _is(n, CORE)))

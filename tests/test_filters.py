@@ -62,11 +62,7 @@ def convnet():
 def _bundled_convnet():
     from convviz_check import examples
 
-    try:
-        path = examples.model_path("convnet")
-    except (AttributeError, ConvvizError, FileNotFoundError):
-        return None
-    return cc.load_model(path) if path.exists() else None
+    return examples.load_example_model("convnet")  # shipped with the package
 
 
 def _mean_inner_activation(model, layer, images):
@@ -125,8 +121,6 @@ def test_each_pattern_raises_its_own_filter_far_above_the_start(convnet):
 
 def test_patterns_of_the_bundled_convnet_select_their_filters():
     model = _bundled_convnet()
-    if model is None:
-        pytest.skip("the bundled convnet is not committed yet")
     layer = cc.conv_layers(model)[1]
     n = min(8, _channels(model, layer))
     _assert_patterns_select_their_filters(model, layer, list(range(n)), None, min_alive=1)
@@ -388,14 +382,31 @@ def test_a_pattern_does_not_depend_on_the_other_filters_asked_for(convnet):
     np.testing.assert_allclose(among[1], alone[0], rtol=0, atol=1e-4)
 
 
-def test_new_filter_indices_reuse_the_compiled_ascent(convnet):
-    cc.filter_patterns(convnet, "c2", filters=[0, 1], size=SIZE, steps=3, batch_size=2)
-    fn = filters_mod._ascent_for(convnet, filters_mod._resolve_target(convnet, "c2"))
-    before = filters_mod._loss_traces
-    cc.filter_patterns(convnet, "c2", filters=[7, 9], size=SIZE, steps=3, batch_size=2)
-    cc.filter_patterns(convnet, "c2", filters=[10, 11], size=SIZE, steps=3, batch_size=2)
-    assert filters_mod._ascent_for(convnet, filters_mod._resolve_target(convnet, "c2")) is fn
-    calls = filters_mod._loss_traces - before
+def test_new_filter_indices_reuse_the_compiled_ascent(convnet, monkeypatch):
+    import keras
+
+    model = keras.models.clone_model(convnet)  # a model with nothing compiled yet
+    counts = {"compiled": 0, "loss": 0}
+    from convviz_check import backends
+
+    real = backends.make_ascent
+
+    def counting(m, loss_fn, *args, **kwargs):
+        counts["compiled"] += 1
+
+        def counted(outputs, aux):
+            counts["loss"] += 1  # in Python: per trace (compiled) or per step (torch)
+            return loss_fn(outputs, aux)
+
+        return real(m, counted, *args, **kwargs)
+
+    monkeypatch.setattr(backends, "make_ascent", counting)
+    cc.filter_patterns(model, "c2", filters=[0, 1], size=SIZE, steps=3, batch_size=2)
+    before = counts["loss"]
+    cc.filter_patterns(model, "c2", filters=[7, 9], size=SIZE, steps=3, batch_size=2)
+    cc.filter_patterns(model, "c2", filters=[10, 11], size=SIZE, steps=3, batch_size=2)
+    assert counts["compiled"] == 1  # one compiled ascent for every filter index
+    calls = counts["loss"] - before
     if BACKEND == "torch":
         # Eager: the loss runs once per step and nothing is traced; 2 calls x 3 steps.
         assert calls == 6

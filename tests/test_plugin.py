@@ -29,8 +29,6 @@ def test_cam(convviz):
 """
 
 
-
-
 @pytest.fixture(scope="module")
 def backend() -> str:
     from convviz_check.backends import current_backend

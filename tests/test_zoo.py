@@ -33,7 +33,7 @@ import numpy as np
 import pytest
 
 import convviz_check as cc
-from convviz_check import GraphError, backends, graph, graph_targets
+from convviz_check import GraphError, graph, graph_targets
 from convviz_check.explain.filters import default_learning_rate, start_image
 from convviz_check.explain.gradcam import DEGENERATE_RTOL, gradcam_note
 from convviz_check.explain.inputs import infer_input_range
@@ -517,11 +517,9 @@ def _run(case: ZooModel) -> None:
     try:
         check(case, model, run_case(case, model))
     finally:
+        # Compiled functions are cached on the model (graph.model_cache) and go with it;
+        # a cache that outlived its model kept the zoo at a 13 GB peak (measured).
         del model
-        # backends.make_forward caches a compiled function per probe model in a
-        # WeakKeyDictionary whose values hold their key, so each zoo model would stay
-        # in memory (measured: 13 GB peak over the zoo, and later models 3-8x slower).
-        getattr(backends, "_FORWARD_CACHE", {}).clear()
         keras.backend.clear_session()
 
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-import weakref
 from types import ModuleType
 from typing import Any
 
@@ -62,15 +61,15 @@ def make_value_and_grad(model: Any, loss_fn: Any, wrt: int = 0) -> Any:
     return _module().make_value_and_grad(model, loss_fn, wrt)
 
 
-_FORWARD_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def make_forward(model: Any) -> Any:
-    """Compiled ``fn(inputs: list[np.ndarray]) -> list[np.ndarray]`` (cached per model)."""
-    fn = _FORWARD_CACHE.get(model)
-    if fn is None:
-        fn = _FORWARD_CACHE[model] = _module().make_forward(model)
-    return fn
+    """Compiled ``fn(inputs: list[np.ndarray]) -> list[np.ndarray]`` (cached per model,
+    for as long as the model lives)."""
+    from ..graph import model_cache
+
+    cache = model_cache(model, "backends.forward")
+    if "fn" not in cache:
+        cache["fn"] = _module().make_forward(model)
+    return cache["fn"]
 
 
 def make_ascent(model: Any, loss_fn: Any, model_takes_aux: bool = False) -> Any:

@@ -374,7 +374,7 @@ def agreement(
     filter_size: tuple[int, int] | None = None,
     learning_rate: float | None = None,
     seed: int = 0,
-    input_range: tuple[float, float] = (0.0, 1.0),
+    input_range: tuple[float, float] | None = None,
     safe_mode: bool = True,
     custom_objects: Sequence[str] | None = None,
     timeout: float | None = None,

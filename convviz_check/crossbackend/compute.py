@@ -148,7 +148,7 @@ def compute_filters(model: Any, images: np.ndarray | None, params: Params) -> Ar
         size=tuple(params["size"]) if params.get("size") else None,
         seed=int(params.get("seed", 0)),
         batch_size=params.get("batch_size"),
-        input_range=tuple(params.get("input_range", (0.0, 1.0))),
+        input_range=_range(params.get("input_range")),
     )
     attrs = {"layer": layer, "filters": [int(f) for f in filters]}
     return Artifact.from_value(np.asarray(patterns, np.float32), "pattern", attrs=attrs)
@@ -207,3 +207,10 @@ def _shape_json(shape: Any) -> Any:
     if isinstance(shape, list):
         return [_shape_json(s) for s in shape]
     return [None if d is None else int(d) for d in shape]
+
+
+def _range(value: Any) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    lo, hi = (float(v) for v in value)
+    return lo, hi

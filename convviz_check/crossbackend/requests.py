@@ -30,7 +30,7 @@ def artifact_params(
     filter_size: tuple[int, int] | None = None,
     learning_rate: float | None = None,
     seed: int = 0,
-    input_range: tuple[float, float] = (0.0, 1.0),
+    input_range: tuple[float, float] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """JSON-ready per-technique parameters for the workers (and for export)."""
     classes: int | list[int] | None
@@ -55,7 +55,8 @@ def artifact_params(
             "size": list(filter_size) if filter_size else None,
             "learning_rate": learning_rate,
             "seed": int(seed),
-            "input_range": [float(v) for v in input_range],
+            # None: inferred from the model's leading Rescaling/Normalization, else (0, 1)
+            "input_range": None if input_range is None else [float(v) for v in input_range],
         },
     }
 

@@ -58,10 +58,6 @@ DEFAULT_BATCH_SIZE = 4
 
 Progress = Callable[[int, int], Any]
 
-# Python-side count of loss-function traces (compiled backends) or calls (torch, eager).
-# Tests read it to prove that a new filter index does not retrace.
-_loss_traces = 0
-
 
 @dataclass(frozen=True)
 class _Target:
@@ -81,8 +77,6 @@ def _make_loss(channels: int, data_format: str) -> Callable[[list, Any], Any]:
     b = BORDER
 
     def loss_fn(outputs: list, aux: Any) -> Any:
-        global _loss_traces
-        _loss_traces += 1
         act = outputs[0]
         # A one-hot mask selects each image's filter: a gather with a per-sample index
         # would do the same; the mask costs one multiply on an already small map.
@@ -187,8 +181,6 @@ def _make_diagonal_loss(data_format: str) -> Callable[[list, Any], Any]:
     b = BORDER
 
     def loss_fn(outputs: list, aux: Any) -> Any:
-        global _loss_traces
-        _loss_traces += 1
         act = outputs[0]
         # The batch size may be unknown at trace time (TF relaxes shapes when it sees a
         # second one), so the diagonal is taken with ``diagonal``, not an eye mask.

@@ -21,7 +21,6 @@ compiled function is reused for every class choice.
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -51,9 +50,6 @@ _SATURATION_EPS = 1e-4
 # Larger batches buy nothing on a CPU and cost memory (~0.3 GB per image on torch);
 # on an accelerator pass a larger batch_size. Identical heatmaps whatever the split.
 DEFAULT_BATCH_SIZE = 8
-
-# Fields of the result type: ``note`` is filled where the type has it.
-_GRADCAM_FIELDS = frozenset(f.name for f in dataclasses.fields(GradCAM))
 
 
 def _zero_shape(model: Any, layer: str, declared: tuple, model_input_shape: tuple) -> tuple:
@@ -380,7 +376,7 @@ def gradcam(
         ``raw`` (N, h, w), ``class_index``, ``score`` (y_c), ``score_kind``, ``layer``,
         ``degenerate`` (maps returned as zeros where the class score barely depends on
         the layer: ``max|raw| <= DEGENERATE_RTOL * |y_c|``) and ``image_shape`` (H, W);
-        ``note`` (:func:`gradcam_note`) where the result type has that field.
+        ``note`` (:func:`gradcam_note`).
 
     Raises:
         InputError: bad images, class indices or score.
@@ -450,7 +446,6 @@ def gradcam(
     y = head[np.arange(n), classes]
     heatmap, raw, degenerate = _maps(np.concatenate(acts), np.concatenate(grads), y)
     _warn_if_saturated(model, kind, y, degenerate)
-    extra = {"note": gradcam_note(model, name)} if "note" in _GRADCAM_FIELDS else {}
     return GradCAM(
         heatmap=heatmap,
         raw=raw,
@@ -460,7 +455,7 @@ def gradcam(
         layer=name,
         degenerate=degenerate,
         image_shape=image_shape,
-        **extra,
+        note=gradcam_note(model, name),
     )
 
 
