@@ -44,10 +44,15 @@ def test_picture_of_activations_shows_the_layer_asked_for():
     assert np.array_equal(pictures.picture(art, layer="nope"), first)  # unknown: the first
 
 
-def test_picture_of_patterns_uses_the_filter_grid():
+def test_picture_of_patterns_is_the_filter_grid_of_the_deprocessed_patterns():
+    from convviz_check.render import deprocess_image, filter_grid
+
     pats = np.random.default_rng(0).random((3, 10, 10, 3)).astype(np.float32)
     img = pictures.picture(Artifact.from_value(pats, "pattern"))
-    assert img.dtype == np.uint8 and img.shape[-1] == 3
+    grid = filter_grid(np.stack([deprocess_image(p, crop=0) for p in pats]), cols=8, margin=2)
+    k = img.shape[0] // grid.shape[0]  # upscaled (nearest) by a whole factor
+    assert k >= 1 and img.shape == (grid.shape[0] * k, grid.shape[1] * k, 3)
+    np.testing.assert_array_equal(img[::k, ::k], grid)
 
 
 def test_picture_of_a_gradcam_shows_its_heatmaps():
@@ -193,3 +198,23 @@ def test_plugin_writes_report_with_failures_first(pytester, monkeypatch):
     assert set(passed["images"]) == {"expected", "obtained", "diff"}
     assert (pytester.path / "out" / (passed["obtained"] + ".npz")).exists()
     assert "test_missing" in (pytester.path / "out" / "report.html").read_text()
+
+
+def test_heatmaps_are_drawn_over_the_inputs_thumbnail():
+    heat = _heat(2, 3, n=2)
+    white = pictures.inputs_thumbnail(np.ones((2, 16, 16, 3), np.float32))
+    black = pictures.inputs_thumbnail(np.zeros((2, 16, 16, 3), np.float32))
+    dark = np.full((2, 16, 16, 3), 0.1, np.float32)
+    dark[:, :, :8] = 0.9  # a left half and a right half: something to see under the map
+    bare = pictures.picture(heat)
+    over_dark = pictures.picture(heat, inputs=pictures.inputs_thumbnail(dark))
+    assert (
+        over_dark.shape[0] >= 96
+        and over_dark.shape[:2] != bare.shape[:2]
+        or not np.array_equal(over_dark, bare)
+    )
+    tile = over_dark[:, : over_dark.shape[0]].astype(float)
+    half = tile.shape[1] // 2
+    assert tile[:, :half].mean() > tile[:, half:].mean() + 40  # the image shows through
+    assert pictures.picture(heat, inputs=white).mean() > pictures.picture(heat, inputs=black).mean()
+    assert len(pictures.thumbnail_tiles(white)) == 2
