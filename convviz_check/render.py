@@ -155,7 +155,7 @@ def _check_range(value_range: object, caller: str) -> tuple[float, float]:
     return lo, hi
 
 
-def _inferred_range(image: np.ndarray) -> tuple[float, float]:
+def inferred_range(image: np.ndarray) -> tuple[float, float]:
     """The value range an image is taken to be in when none is stated.
 
     - uint8: ``(0, 255)``;
@@ -215,7 +215,7 @@ def as_rgb(
             f"{caller}: the image has NaN or inf values. Received: {describe_array('image', img)}"
         )
     if value_range is None:
-        lo, hi = _inferred_range(img)
+        lo, hi = inferred_range(img)
     else:
         lo, hi = _check_range(value_range, caller)
         low, high = float(values.min()), float(values.max())

@@ -24,7 +24,15 @@ from PIL import Image
 
 from .. import storage
 from ..artifacts import Artifact
-from ..render import activation_grid, as_rgb, colorize, deprocess_image, filter_grid, overlay
+from ..render import (
+    activation_grid,
+    as_rgb,
+    colorize,
+    deprocess_image,
+    filter_grid,
+    inferred_range,
+    overlay,
+)
 
 # Small maps (7x7 Grad-CAM) are upscaled (nearest) to at least this many pixels per
 # side so that cells stay visible in the report.
@@ -117,16 +125,17 @@ def _patterns(g: Artifact) -> list[np.ndarray]:
 # --------------------------------------------------------------------------- thumbnails
 def inputs_thumbnail(images: np.ndarray) -> np.ndarray:
     """A strip of square RGB tiles (``THUMBNAIL_SIDE`` px) of the first images, uint8:
-    what a golden keeps of its inputs to draw heatmaps over. Any range: each image is
-    stretched to its own min..max (only a picture)."""
-    arr = np.asarray(images, np.float32)
+    what a golden keeps of its inputs to draw heatmaps over. The range of the whole
+    batch is inferred as overlays infer it (uint8 and [0, 255] integers, [0, 1] and
+    [-1, 1] floats; other floats their own min..max)."""
+    arr = np.asarray(images)
     if arr.ndim == 3:
         arr = arr[None]
+    arr = np.nan_to_num(arr)
+    value_range = inferred_range(arr)
     tiles = []
     for img in arr[:MAX_TILES]:
-        lo, hi = float(np.nanmin(img)), float(np.nanmax(img))
-        unit = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
-        rgb = as_rgb(np.nan_to_num(unit), "inputs_thumbnail").clip(0, 255).astype(np.uint8)
+        rgb = as_rgb(img, "inputs_thumbnail", value_range).clip(0, 255).astype(np.uint8)
         side = THUMBNAIL_SIDE
         tile = Image.fromarray(rgb).resize((side, side), Image.Resampling.BILINEAR)
         tiles.append(np.asarray(tile))
