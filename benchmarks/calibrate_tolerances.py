@@ -90,8 +90,8 @@ def child_compute(args: argparse.Namespace) -> None:
 
     pin_framework_threads(args.threads)
     import convviz_check as cc
-    from convviz_check.examples import load_example_model, make_scenes
     from convviz_check.crossbackend.compute import default_filters_layer
+    from convviz_check.examples import load_example_model, make_scenes
 
     images = make_scenes(args.scenes, seed=0).floats.astype(np.float32)
     what = args.what.split(",")
@@ -194,8 +194,8 @@ def main() -> None:
         return child_compute(args)
 
     sys.path.insert(0, str(REPO))
-    from convviz_check.types import METRICS as _METRICS
     from convviz_check.tolerances import TABLE
+    from convviz_check.types import METRICS as _METRICS
 
     backends = args.backends.split(",")
     models = args.models.split(",")
