@@ -56,6 +56,24 @@ def test_show_prints_the_sidecar_and_verifies_the_content(tmp_path, capsys):
     assert '"kind": "heatmap"' in out and "verified: 1 array(s)" in out
 
 
+def test_show_images_draws_the_heatmap_over_its_inputs_thumbnail(tmp_path, capsys):
+    from PIL import Image
+
+    from convviz_check.report.pictures import inputs_thumbnail
+
+    base = _store(tmp_path, "t.py/test_a/cam", _peak(1, 1))
+    out_dir = tmp_path / "pics"
+    args = ["golden", "show", "t.py/test_a/cam", "--golden-dir", str(tmp_path), "--images"]
+    assert main([*args, str(out_dir)]) == 0
+    bare = np.asarray(Image.open(out_dir / "cam.png"))
+    white = inputs_thumbnail(np.ones((1, 8, 8, 3), np.float32))
+    Image.fromarray(white).save(golden.files_of(base)[".inputs.png"])
+    assert main([*args, str(out_dir)]) == 0
+    over = np.asarray(Image.open(out_dir / "cam.png"))
+    assert "picture: " in capsys.readouterr().out
+    assert over.mean() > bare.mean() + 50  # the white image shows under the map
+
+
 def test_show_reports_a_broken_golden_as_an_error(tmp_path, capsys):
     base = _store(tmp_path, "t.py/test_a/cam", _peak(1, 1))
     golden.files_of(base)[".npz"].write_text("version https://git-lfs.github.com/spec/v1\n")

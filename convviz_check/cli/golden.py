@@ -46,6 +46,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
     p = with_dir(sub.add_parser("show", help="print a check's sidecar and verify its files"))
     p.add_argument("check", help="path of the check (relative to the golden dir, or a file)")
+    p.add_argument(
+        "--images", help="also write its picture (heatmaps over their inputs) into this directory"
+    )
     p.set_defaults(func=cmd_show)
 
     p = with_dir(sub.add_parser("diff", help="compare two stored checks (exit 1 if they differ)"))
@@ -137,6 +140,14 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"{base}.npz")
     print(storage.json_bytes(side).decode(), end="")
     print(f"verified: {len(g.artifact.arrays)} array(s), sha256 {side['sha256'][:12]} matches")
+    if args.images:
+        from ..report.pictures import picture
+
+        path = storage.write_png(
+            Path(args.images) / f"{base.name}.png",
+            picture(g.artifact, inputs=golden.read_inputs(base)),
+        )
+        print(f"picture: {path}")
     return 0
 
 
