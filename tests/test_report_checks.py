@@ -218,3 +218,58 @@ def test_heatmaps_are_drawn_over_the_inputs_thumbnail():
     assert tile[:, :half].mean() > tile[:, half:].mean() + 40  # the image shows through
     assert pictures.picture(heat, inputs=white).mean() > pictures.picture(heat, inputs=black).mean()
     assert len(pictures.thumbnail_tiles(white)) == 2
+
+
+def _failing_activation_entry(tmp_path):
+    """A real failing check through the lifecycle: layer l2 of four changed by 1%."""
+    from pathlib import PurePosixPath
+
+    from convviz_check import checks
+
+    rng = np.random.default_rng(0)
+    acts = {f"l{i}": rng.random((1, 4, 4, 3)).astype(np.float32) for i in (3, 1, 2, 0)}
+    settings = checks.Settings(tmp_path / "golden", "tensorflow", "missing")
+    rel = PurePosixPath("t.py", "test_a", "acts")
+
+    def request(value):
+        return checks.CheckRequest("acts", rel, Artifact.from_value(value), "tensorflow",
+                                   label="t.py::test_a")  # fmt: skip
+
+    checks.run_check(settings, request(acts), None)
+    changed = dict(acts, l2=acts["l2"] * 1.01)
+    results = tmp_path / "res"
+    settings = checks.Settings(tmp_path / "golden", "tensorflow", None, results_dir=results)
+    outcome = checks.run_check(settings, request(changed), None)
+    assert outcome.status == "failed"
+    return {"nodeid": "t.py::test_a", **outcome.entry}, results
+
+
+def test_html_report_leads_with_a_summary_and_shows_where_the_change_begins(tmp_path):
+    entry, results = _failing_activation_entry(tmp_path)
+    passed = {"nodeid": "t.py::test_b", "check": "ok", "kind": "heatmap", "status": "passed"}
+    paths = report.write_report(results, [passed, entry], {"backend": "tensorflow"})
+    page = paths["html"].read_text()
+    summary = page.index("Worst checks")
+    assert page.index("1 failed") < summary < page.index("t.py::test_a :: acts <small>")
+    # the per-layer table keeps the computed order (l3, l1, l2, l0) and names l2 first out
+    assert [page.index(f"<td>l{i}</td>") for i in (3, 1, 2, 0)] == sorted(
+        page.index(f"<td>l{i}</td>") for i in (3, 1, 2, 0)
+    )
+    assert "first layer out of bounds: <b>l2</b>" in page
+    # the accept command of the results dir, and the bound written exactly
+    assert "convviz-check golden accept" in page and "t.py::test_a :: acts" in page
+    assert "&lt;= 1e-05" in page
+    # passing checks are listed, folded
+    assert "<details><summary>1 passing or written check(s)</summary>" in page
+    assert "first layer out of bounds (depth order): l2" in entry["message"]
+
+
+def test_bounds_are_never_rounded_across_in_the_html(tmp_path):
+    entry = {
+        "nodeid": "t.py::test_c", "check": "cam", "kind": "heatmap", "status": "failed",
+        "metrics": {"pearson": {"value": 0.999985, "bound": 0.99999, "ok": False,
+                                "direction": "min"}},
+    }  # fmt: skip
+    page = report.render_html({"entries": [entry], "summary": {"failed": 1}}, tmp_path)
+    assert "&gt;= 0.99999" in page and "0.999985" in page
+    assert ">= 1<" not in page and "&gt;= 1<" not in page

@@ -131,7 +131,7 @@ def _metrics_table(kind: str, metrics: Mapping[str, Any]) -> str:
         op = ">=" if m.get("direction") == "min" else "<="
         rows.append(
             f"<tr class={'ok' if m.get('ok') else 'bad'}><td>{_e(field_name(kind, name))}</td>"
-            f"<td>{_value(m)}</td><td>{op} {_e(exact(m.get('bound')))}</td>"
+            f"<td>{_value(m)}</td><td>{_e(op)} {_e(exact(m.get('bound')))}</td>"
             f"<td>{'ok' if m.get('ok') else 'OUT'}</td></tr>"
         )
     head = "<tr><th>metric</th><th>value</th><th>bound</th><th></th></tr>"
