@@ -85,3 +85,24 @@ def tiny_xception(image_shape=(32, 32, 3), num_classes=3):
     model = keras_hub.models.XceptionImageClassifier(backbone=backbone, num_classes=num_classes)
     seeded_weights(model, scale=0.1)
     return model
+
+
+def gradcam_result(n: int = 2, h: int = 5, w: int = 6, degenerate_second: bool = False):
+    """A seeded GradCAM of n maps (h, w); with ``degenerate_second`` the second map is
+    flagged degenerate (storage must keep the flags as given)."""
+    from convviz_check.types import GradCAM
+
+    heat = np.random.default_rng(3).random((n, h, w)).astype(np.float32)
+    degenerate = np.zeros(n, bool)
+    if degenerate_second and n > 1:
+        degenerate[1] = True
+    return GradCAM(
+        heatmap=heat / heat.max(axis=(1, 2), keepdims=True),
+        raw=heat * 3,
+        class_index=np.arange(n, dtype=np.int64),
+        score=np.linspace(1, 2, n).astype(np.float32),
+        score_kind="logit",
+        layer="block/conv",
+        degenerate=degenerate,
+        image_shape=(32, 40),
+    )

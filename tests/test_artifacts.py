@@ -13,21 +13,7 @@ from convviz_check import storage
 from convviz_check.artifacts import GRADCAM_ARRAYS, Artifact, infer_kind
 from convviz_check.errors import InputError, StorageError
 from convviz_check.types import GradCAM
-
-
-def _cam(n: int = 2, h: int = 5, w: int = 6) -> GradCAM:
-    rng = np.random.default_rng(3)
-    heat = rng.random((n, h, w)).astype(np.float32)
-    return GradCAM(
-        heatmap=heat / heat.max(axis=(1, 2), keepdims=True),
-        raw=heat * 3,
-        class_index=np.arange(n, dtype=np.int64),
-        score=np.linspace(1, 2, n).astype(np.float32),
-        score_kind="logit",
-        layer="block/conv",
-        degenerate=np.array([False, True][:n] + [False] * max(0, n - 2)),
-        image_shape=(32, 40),
-    )
+from tests._models import gradcam_result
 
 
 def _through_bytes(artifact: Artifact, tmp_path) -> Artifact:
@@ -73,7 +59,7 @@ def test_activation_dict_round_trip_keeps_names_with_slashes_and_order(tmp_path)
 
 
 def test_gradcam_round_trip_restores_every_field(tmp_path):
-    cam = _cam()
+    cam = gradcam_result(degenerate_second=True)
     a = Artifact.from_value(cam)
     assert (a.kind, a.layout, tuple(a.arrays)) == ("heatmap", "gradcam", GRADCAM_ARRAYS)
     assert a.attrs == {"score_kind": "logit", "layer": "block/conv", "image_shape": [32, 40]}
@@ -88,7 +74,7 @@ def test_gradcam_round_trip_restores_every_field(tmp_path):
 
 
 def test_float16_gradcam_widens_maps_back_to_float32_and_keeps_scores_float32():
-    cam = _cam()
+    cam = gradcam_result(degenerate_second=True)
     a = Artifact.from_value(cam, dtype="float16")
     assert a.arrays["heatmap"].dtype == np.float16 and a.arrays["score"].dtype == np.float32
     back = a.to_value()
@@ -164,7 +150,7 @@ def test_layers_apply_only_to_a_dict():
     with pytest.raises(InputError, match="not to an array"):
         Artifact.from_value(np.ones((3, 3)), layers=["a"])
     with pytest.raises(InputError, match="not to a GradCAM"):
-        Artifact.from_value(_cam(), layers=["a"])
+        Artifact.from_value(gradcam_result(degenerate_second=True), layers=["a"])
 
 
 @pytest.mark.parametrize("acts", [{}, {"": np.ones(2)}, {3: np.ones(2)}])
@@ -180,12 +166,12 @@ def test_bare_4d_array_needs_a_kind():
     assert infer_kind(np.ones((4, 4)), None) == "heatmap"
     assert infer_kind(np.ones((2, 4, 4)), None) == "heatmap"
     assert infer_kind({"a": np.ones(2)}, None) == "activation"
-    assert infer_kind(_cam(), None) == "heatmap"
+    assert infer_kind(gradcam_result(degenerate_second=True), None) == "heatmap"
 
 
 def test_given_kinds_must_fit_the_value():
     with pytest.raises(InputError, match="GradCAM is a heatmap"):
-        infer_kind(_cam(), "pattern")
+        infer_kind(gradcam_result(degenerate_second=True), "pattern")
     with pytest.raises(InputError, match="dict of arrays is a set of activations"):
         infer_kind({"a": np.ones(2)}, "heatmap")
     with pytest.raises(InputError, match="Unknown kind"):
@@ -202,7 +188,11 @@ def test_an_artifact_of_unknown_kind_or_layout_is_refused():
 
 # ------------------------------------------------------------------ decode
 def test_decode_rebuilds_what_encode_stored(tmp_path):
-    for value, kind in ((np.eye(3), None), ({"a/b": np.ones((1, 2))}, None), (_cam(), None)):
+    for value, kind in (
+        (np.eye(3), None),
+        ({"a/b": np.ones((1, 2))}, None),
+        (gradcam_result(degenerate_second=True), None),
+    ):
         a = Artifact.from_value(value, kind)
         back = _through_bytes(a, tmp_path)
         assert (back.kind, back.layout, back.attrs) == (a.kind, a.layout, a.attrs)

@@ -20,21 +20,7 @@ from convviz_check import golden
 from convviz_check.artifacts import Artifact
 from convviz_check.errors import ConvvizWarning, GoldenError, InputError, StorageError
 from convviz_check.types import GradCAM
-
-
-def _cam(n: int = 2, h: int = 5, w: int = 6) -> GradCAM:
-    rng = np.random.default_rng(3)
-    heat = rng.random((n, h, w)).astype(np.float32)
-    return GradCAM(
-        heatmap=heat / heat.max(axis=(1, 2), keepdims=True),
-        raw=heat * 3,
-        class_index=np.arange(n, dtype=np.int64),
-        score=np.linspace(1, 2, n).astype(np.float32),
-        score_kind="logit",
-        layer="block/conv",
-        degenerate=np.zeros(n, bool),
-        image_shape=(32, 40),
-    )
+from tests._models import gradcam_result
 
 
 def _files_bytes(base: Path) -> dict[str, bytes | None]:
@@ -194,7 +180,7 @@ def test_activation_dict_round_trip_keeps_names_with_slashes_and_order(tmp_path)
 
 
 def test_gradcam_round_trip_restores_every_field(tmp_path):
-    cam = _cam()
+    cam = gradcam_result()
     back = golden.load(_saved(tmp_path, cam), kind="heatmap").artifact.to_value()
     assert isinstance(back, GradCAM)
     assert np.array_equal(back.heatmap, cam.heatmap) and np.array_equal(back.raw, cam.raw)
