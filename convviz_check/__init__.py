@@ -26,6 +26,7 @@ _EXPORTS: dict[str, str] = {
     "WorkerError": "errors",
     "ConvvizWarning": "errors",
     "LocalizationError": "errors",
+    "FaithfulnessError": "errors",
     "Box": "types",
     "GradCAM": "types",
     "Comparison": "types",
@@ -43,6 +44,7 @@ _EXPORTS: dict[str, str] = {
     "deprocess_image": "render",
     "filter_grid": "render",
     "gradcam": "explain.gradcam",
+    "cam": "explain.cam",
     "overlay": "render",
     # comparison, agreement
     "compare": "metrics",
@@ -51,6 +53,7 @@ _EXPORTS: dict[str, str] = {
 }
 _SUBMODULES = (
     "localization",
+    "faithfulness",
     "strategies",
     "sanity",
     "examples",
@@ -80,11 +83,20 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from . import examples, golden, localization, sanity, strategies, tolerances  # noqa: F401
+    from . import (  # noqa: F401
+        examples,
+        faithfulness,
+        golden,
+        localization,
+        sanity,
+        strategies,
+        tolerances,
+    )
     from .artifacts import Artifact  # noqa: F401
     from .crossbackend.agreement import AgreementReport, agreement  # noqa: F401
     from .errors import *  # noqa: F403
     from .explain.activations import activations  # noqa: F401
+    from .explain.cam import cam  # noqa: F401
     from .explain.filters import filter_patterns  # noqa: F401
     from .explain.gradcam import gradcam  # noqa: F401
     from .graph import conv_layers  # noqa: F401

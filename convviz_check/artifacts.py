@@ -21,6 +21,10 @@ from .types import KINDS, LAYOUTS, GradCAM
 
 # The arrays of a GradCAM, in stored order.
 GRADCAM_ARRAYS = ("heatmap", "raw", "class_index", "score", "degenerate")
+# A heatmap check given object boxes stores them next to its maps (``(N, 4)`` int64,
+# y0, x0, y1, x1 in input-image pixels): part of the golden's content and sha256, so
+# changed boxes are a changed golden. Never part of the compared value.
+BOXES = "boxes"
 Value = np.ndarray | dict[str, np.ndarray] | GradCAM
 
 
@@ -33,8 +37,8 @@ class Artifact:
         layout: ``"array"`` (one array under ``"value"``), ``"activations"`` (layer ->
             array) or ``"gradcam"`` (the arrays of a GradCAM).
         arrays: entry name -> array, as stored.
-        attrs: JSON-ready facts that are not arrays (the GradCAM's layer, score kind
-            and image shape; the filter-pattern layer...).
+        attrs: JSON-ready facts that are not arrays (the GradCAM's layer, score kind,
+            image shape, method and target; the filter-pattern layer...).
     """
 
     kind: str
@@ -105,7 +109,29 @@ class Artifact:
             layer=str(self.attrs.get("layer", "")),
             degenerate=a["degenerate"].astype(bool),
             image_shape=_image_shape(self.attrs.get("image_shape", (0, 0))),
+            # goldens written before the CAM methods existed hold Grad-CAM maps
+            method=str(self.attrs.get("method", "gradcam")),
+            target=str(self.attrs.get("target", "")),
         )
+
+    # ------------------------------------------------------------------ object boxes
+    @property
+    def boxes(self) -> np.ndarray | None:
+        """The object boxes stored with a heatmap (``(N, 4)`` int64), or None."""
+        return self.arrays.get(BOXES)
+
+    def with_boxes(self, boxes: np.ndarray | None) -> Artifact:
+        """A copy holding ``boxes`` (validated by the caller: ``metrics.check_boxes``)
+        as its :data:`BOXES` entry, after the value's arrays; None removes them."""
+        arrays = {k: v for k, v in self.arrays.items() if k != BOXES}
+        if boxes is not None:
+            if self.kind != "heatmap" or self.layout not in ("array", "gradcam"):
+                raise InputError(
+                    "Object boxes go with heatmaps (a GradCAM or an (N, h, w) array). "
+                    f"Received: kind={self.kind!r}, layout={self.layout!r}."
+                )
+            arrays[BOXES] = np.ascontiguousarray(boxes, dtype=np.int64)
+        return Artifact(self.kind, self.layout, arrays, dict(self.attrs))
 
     # ------------------------------------------------------------------ facts
     @property
@@ -133,14 +159,21 @@ class Artifact:
         Raises:
             StorageError: the entries do not match what the layout needs.
         """
-        if layout == "gradcam" and set(arrays) != set(GRADCAM_ARRAYS):
+        boxes = BOXES in arrays and kind == "heatmap" and layout in ("array", "gradcam")
+        value_arrays = {k: v for k, v in arrays.items() if not (boxes and k == BOXES)}
+        if boxes and (arrays[BOXES].dtype != np.int64 or arrays[BOXES].ndim != 2):
+            raise StorageError(
+                f"The {BOXES!r} entry holds (N, 4) int64 boxes. Received: "
+                f"{describe_array(BOXES, arrays[BOXES])}."
+            )
+        if layout == "gradcam" and set(value_arrays) != set(GRADCAM_ARRAYS):
             raise StorageError(
                 f"A GradCAM artifact holds {sorted(GRADCAM_ARRAYS)}. Received entries "
                 f"{sorted(arrays)}."
             )
         if layout == "gradcam":
             _check_gradcam_attrs(attrs)
-        if layout == "array" and list(arrays) != ["value"]:
+        if layout == "array" and list(value_arrays) != ["value"]:
             raise StorageError(
                 f"An array artifact holds one entry 'value'. Received: {sorted(arrays)}."
             )
@@ -160,11 +193,13 @@ def _check_gradcam_attrs(attrs: Mapping[str, Any]) -> None:
         and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in shape)
         and isinstance(attrs.get("layer", ""), str)
         and isinstance(attrs.get("score_kind", ""), str)
+        and isinstance(attrs.get("method", ""), str)
+        and isinstance(attrs.get("target", ""), str)
     )
     if not ok:
         raise StorageError(
-            "A GradCAM artifact's attrs hold image_shape (two ints), layer and score_kind "
-            f"(str). Received: {dict(attrs)!r}."
+            "A GradCAM artifact's attrs hold image_shape (two ints), layer, score_kind, "
+            f"method and target (str). Received: {dict(attrs)!r}."
         )
 
 
@@ -238,6 +273,8 @@ def _gradcam_attrs(cam: GradCAM) -> dict[str, Any]:
         "score_kind": str(cam.score_kind),
         "layer": str(cam.layer),
         "image_shape": [int(v) for v in cam.image_shape],
+        "method": str(cam.method),
+        "target": str(cam.target),
     }
 
 

@@ -201,7 +201,11 @@ def build_sidecar(artifact: Artifact, meta: Mapping[str, Any] | None = None) -> 
     ``shape``, ``dtype``, ``stats`` (per entry), ``sha256`` (of the array contents),
     ``attrs`` and, from ``meta``: ``backend`` (the writing backend), ``versions``
     (keras and framework), ``cpu`` (instruction set, thread count),
-    ``model_fingerprint``, ``tolerance`` and any other key given.
+    ``model_fingerprint``, ``tolerance`` and any other key given (a golden check adds
+    ``profile``: the gate profile it ran under when written, ``exact`` or ``retrain``;
+    a fact, never what later runs are judged by); for a GradCAM also ``method`` and
+    ``target`` (copied from its attrs). A heatmap checked with object boxes keeps them
+    as its ``boxes`` entry, listed with the other arrays.
     """
     meta = dict(meta or {})
     side: dict[str, Any] = {
@@ -220,6 +224,9 @@ def build_sidecar(artifact: Artifact, meta: Mapping[str, Any] | None = None) -> 
         "model_fingerprint": meta.pop("model_fingerprint", None),
         "tolerance": meta.pop("tolerance", {}),
     }
+    if artifact.layout == "gradcam":  # which CAM method made the maps, for what target
+        side["method"] = artifact.attrs.get("method", "gradcam")
+        side["target"] = artifact.attrs.get("target", "")
     side.update(meta)
     return side
 

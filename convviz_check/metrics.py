@@ -21,6 +21,15 @@ Metrics per kind (names as they appear in ``Comparison.metrics``):
 
 Over a batch each metric reports its worst item; the item with the worst violation
 overall is named in ``details["worst_item"]`` and in the text.
+
+These are the metrics of the ``exact`` gate profile. Under ``profile="retrain"`` only
+heatmaps are judged (channels of two trainings do not correspond), on what survives an
+independent retraining (:data:`~convviz_check.types.RETRAIN_METRICS`):
+``spearman_mean`` and ``topk_iou_mean`` (per-image Spearman rank correlation and
+top-10% IoU, averaged), ``class_agreement`` (share of images explaining the golden's
+class) and, given object boxes, ``box_energy_drop_mean`` (mean energy in the box,
+golden minus obtained), ``box_energy_drop`` (the largest per-image drop) and
+``pointing_drop`` (pointing-game hits lost, as a share of the images).
 """
 
 from __future__ import annotations
@@ -32,11 +41,21 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ComparisonError, describe_array
-from .measures import peak_cell, pearson, ssim_or_note, topk_iou
+from .errors import ComparisonError, LocalizationError, describe_array
+from .measures import peak_cell, pearson, spearman, ssim_or_note, topk_iou
 from .report.comparison import comparison_text
-from .tolerances import resolve
-from .types import KINDS, METRICS, Comparison, GradCAM, MetricResult, Tolerance, bound_distance
+from .tolerances import DEFAULT_PROFILE, check_profile, resolve
+from .types import (
+    KINDS,
+    METRICS,
+    PROFILE_METRICS,
+    Box,
+    Comparison,
+    GradCAM,
+    MetricResult,
+    Tolerance,
+    bound_distance,
+)
 
 # Half an ulp of float16 relative to the value: 2**-11 (10-bit mantissa).
 FLOAT16_REL_ROUNDING = 2.0**-11
@@ -52,6 +71,8 @@ def compare(
     tolerance: Tolerance | Mapping[str, float] | None = None,
     *,
     cross_backend: bool = False,
+    profile: str = DEFAULT_PROFILE,
+    boxes: Any = None,
 ) -> Comparison:
     """Compare an obtained artifact with the expected one using the metrics of ``kind``.
 
@@ -67,6 +88,13 @@ def compare(
             :func:`convviz_check.tolerances.default_tolerance`.
         cross_backend: use the cross-backend column of the default table (the two
             artifacts come from different backends).
+        profile: ``"exact"`` (default: bounds at numerical noise) or ``"retrain"``
+            (heatmaps only, judged on what survives a retraining; see the module
+            docstring).
+        boxes: the object box of each heatmap (a list of
+            :class:`~convviz_check.types.Box` or an ``(N, 4)`` int array y0, x0, y1, x1
+            in input-image pixels; see :func:`check_boxes`), for the ``retrain``
+            profile's box metrics; ignored by ``exact``.
 
     Returns:
         A :class:`~convviz_check.types.Comparison`: ``metrics`` (name ->
@@ -77,8 +105,10 @@ def compare(
         ``per_item``, ``notes``, ``tolerance``).
 
     Raises:
-        ComparisonError: unknown kind; different structure, keys, shapes or dtype
-            families; NaN or infinite values; empty arrays.
+        ComparisonError: unknown kind or profile; a kind the profile does not judge;
+            different structure, keys, shapes or dtype families; NaN or infinite
+            values; empty arrays.
+        LocalizationError: boxes that do not fit the heatmaps.
 
     Example:
         >>> import numpy as np
@@ -89,6 +119,14 @@ def compare(
         (False, 'peak moved 5.66 cells: (row 1, col 1) -> (row 5, col 5)')
     """
     kind = _check_kind(kind)
+    profile = check_profile(profile)
+    if profile != DEFAULT_PROFILE:
+        reason = not_judged(kind, profile)
+        if reason:
+            raise ComparisonError(reason)
+        tol = _resolve_tolerance(kind, tolerance, cross_backend, profile)
+        items, extra = _heatmap_items(expected, obtained, tol, boxes=boxes, retrain=True)
+        return _assemble_retrain(items, extra, tol, cross_backend)
     tol = _resolve_tolerance(kind, tolerance, cross_backend)
     if kind == "activation":
         items, tol = _activation_items(expected, obtained, tol)
@@ -117,6 +155,11 @@ class _Item:
     degenerate: tuple[bool, bool] = (False, False)
     class_index: tuple[int, int] | None = None
     notes: list[str] = field(default_factory=list)
+    # retrain profile, with boxes: (expected, obtained) energy in the box, pointing
+    # hit, and where each peak lies ("in the box" or a region of the image)
+    box_energy: tuple[float, float] | None = None
+    pointing: tuple[bool, bool] | None = None
+    peak_where: tuple[str, str] | None = None
 
     @property
     def degenerate_changed(self) -> bool:
@@ -134,6 +177,7 @@ class _Extra:
     has_class_index: bool = False
     layers: tuple[str, str] | None = None
     image_shape: tuple[int, ...] | None = None
+    has_boxes: bool = False
 
 
 # --------------------------------------------------------------------------------------
@@ -188,11 +232,20 @@ class _Heatmaps:
     image_shape: tuple[int, ...] | None = None  # as the GradCAM carried it
 
 
-def _heatmap_items(expected: Any, obtained: Any, tol: Tolerance) -> tuple[list[_Item], _Extra]:
+def _heatmap_items(
+    expected: Any, obtained: Any, tol: Tolerance, *, boxes: Any = None, retrain: bool = False
+) -> tuple[list[_Item], _Extra]:
     exp = _as_heatmaps(expected, "expected")
     obt = _as_heatmaps(obtained, "obtained")
+    _check_same_method(expected, obtained)
     _check_same_shape(exp.maps, obt.maps, "heatmap", "expected", "obtained")
     has_classes = exp.class_index is not None and obt.class_index is not None
+    image_shape = exp.image_shape or obt.image_shape
+    # A GradCAM stored without its image shape reads back as (0, 0): unknown.
+    known_shape = next((s for s in (exp.image_shape, obt.image_shape) if s and all(s)), None)
+    box_rows = None
+    if retrain and boxes is not None:
+        box_rows = check_boxes(boxes, exp.maps.shape[0], known_shape or exp.maps.shape[1:])
     items = []
     for i in range(exp.maps.shape[0]):
         item = _Item(
@@ -200,9 +253,15 @@ def _heatmap_items(expected: Any, obtained: Any, tol: Tolerance) -> tuple[list[_
         )
         if exp.class_index is not None and obt.class_index is not None:  # has_classes
             item.class_index = (int(exp.class_index[i]), int(obt.class_index[i]))
-        _measure_heatmap(item, exp.maps[i], obt.maps[i], tol)
+        if retrain:
+            box = None if box_rows is None else Box(*(int(v) for v in box_rows[i]))
+            _measure_retrain(item, exp.maps[i], obt.maps[i], tol, box, known_shape)
+        else:
+            _measure_heatmap(item, exp.maps[i], obt.maps[i], tol)
         items.append(item)
-    extra = _Extra(has_class_index=has_classes, image_shape=exp.image_shape or obt.image_shape)
+    extra = _Extra(
+        has_class_index=has_classes, image_shape=image_shape, has_boxes=box_rows is not None
+    )
     if exp.layer is not None and obt.layer is not None:
         extra.layers = (exp.layer, obt.layer)
     return items, extra
@@ -228,6 +287,158 @@ def _measure_heatmap(item: _Item, e: np.ndarray, o: np.ndarray, tol: Tolerance) 
     item.peak_expected, item.peak_obtained = peak_cell(e), peak_cell(o)
     item.values["peak_shift"] = math.dist(item.peak_expected, item.peak_obtained)
     item.values["topk_iou"] = topk_iou(e, o)
+
+
+def _measure_retrain(
+    item: _Item,
+    e: np.ndarray,
+    o: np.ndarray,
+    tol: Tolerance,
+    box: Box | None,
+    image_shape: tuple[int, ...] | None,
+) -> None:
+    """The retrain profile's per-image facts: rank agreement and hot-region overlap of
+    two meaningful maps, and with a box each side's energy in it, pointing hit and
+    where its peak lies (a degenerate map counts as no energy and no hit, as in
+    :mod:`convviz_check.localization`)."""
+    from .localization import energy_in_box, pointing_game
+
+    diff = np.abs(e - o)
+    item.n_out = int(np.count_nonzero(diff > _resolved(tol.pixel_atol)))
+    item.n_total = int(diff.size)
+    meaningful = not (item.degenerate[0] or item.degenerate[1])
+    if meaningful:
+        item.values["spearman"] = spearman(e, o)
+        item.values["topk_iou"] = topk_iou(e, o)
+    if not item.degenerate[0]:
+        item.peak_expected = peak_cell(e)
+    if not item.degenerate[1]:
+        item.peak_obtained = peak_cell(o)
+    if box is None:
+        return
+    shape = tuple(image_shape[:2]) if image_shape else e.shape
+    energies, hits, where = [], [], []
+    for values, degenerate, peak in (
+        (e, item.degenerate[0], item.peak_expected),
+        (o, item.degenerate[1], item.peak_obtained),
+    ):
+        if degenerate:
+            energies.append(0.0)
+            hits.append(False)
+            where.append("nowhere (degenerate map)")
+            continue
+        energies.append(energy_in_box(values, box, image_shape=shape))
+        hit = pointing_game(values, box, image_shape=shape)
+        hits.append(hit)
+        where.append("inside the box" if hit else region_name(peak, values.shape))
+    item.box_energy = (energies[0], energies[1])
+    item.pointing = (hits[0], hits[1])
+    item.peak_where = (where[0], where[1])
+    item.values["box_energy_drop"] = energies[0] - energies[1]
+
+
+_ROWS = ("top", "middle", "bottom")
+_COLS = ("left", "middle", "right")
+
+
+def region_name(peak: tuple[int, int] | None, shape: tuple[int, ...]) -> str:
+    """Where a peak cell lies, in words: the image cut in thirds each way gives four
+    corners, four edges and the centre.
+
+    Example:
+        >>> region_name((0, 0), (8, 8)), region_name((4, 7), (8, 8)), region_name((3, 4), (8, 8))
+        ('the top-left corner', 'the right edge', 'the centre')
+    """
+    if peak is None:
+        return "nowhere"
+    third = [min(2, int(3 * (p + 0.5) / n)) for p, n in zip(peak, shape[:2], strict=True)]
+    row, col = _ROWS[third[0]], _COLS[third[1]]
+    if row == col == "middle":
+        return "the centre"
+    if row == "middle":
+        return f"the {col} edge"
+    if col == "middle":
+        return f"the {row} edge"
+    return f"the {row}-{col} corner"
+
+
+def check_boxes(boxes: Any, n: int, image_shape: Any, source: str = "boxes") -> np.ndarray:
+    """One object box per heatmap as an ``(n, 4)`` int64 array (y0, x0, y1, x1, half-open,
+    input-image pixels), checked.
+
+    Args:
+        boxes: a sequence of :class:`~convviz_check.types.Box` (or of 4 ints), one per
+            image, or an ``(n, 4)`` integer array.
+        n: the number of heatmaps.
+        image_shape: ``(H, W)`` the boxes refer to (a GradCAM's ``image_shape``; for
+            bare maps their own ``(h, w)``: such maps are taken to be at image
+            resolution, as :mod:`convviz_check.localization` does).
+        source: how the caller names the argument, for messages.
+
+    Raises:
+        LocalizationError: not one box per image, not integers, an empty box, or a box
+            (partly) outside the image.
+
+    Example:
+        >>> check_boxes([Box(0, 0, 4, 4)], 1, (8, 8)).tolist()
+        [[0, 0, 4, 4]]
+    """
+    rows: Any = boxes
+    if isinstance(boxes, Box):
+        raise LocalizationError(
+            f"{source} takes one box per image ({n}): a list of Box or an ({n}, 4) array. "
+            f"Received: one {boxes}."
+        )
+    if isinstance(boxes, list | tuple):
+        rows = [b.to_tuple() if isinstance(b, Box) else b for b in boxes]
+    try:
+        arr = np.asarray(rows)
+    except ValueError:
+        arr = np.asarray(rows, dtype=object)
+    if arr.ndim != 2 or arr.shape[1:] != (4,) or arr.dtype.kind not in "iu":
+        raise LocalizationError(
+            f"{source} must be a list of Box or an (N, 4) integer array y0, x0, y1, x1 in "
+            f"input-image pixels. Received: {describe_array(source, arr)}"
+        )
+    if arr.shape[0] != n:
+        raise LocalizationError(
+            f"{source} needs one box per image: {n} heatmap(s), {arr.shape[0]} box(es). "
+            f"Received: {describe_array(source, arr)}"
+        )
+    height, width = (int(v) for v in tuple(image_shape)[:2])
+    for i, (y0, x0, y1, x1) in enumerate(arr.tolist()):
+        if not (0 <= y0 < y1 <= height and 0 <= x0 < x1 <= width):
+            raise LocalizationError(
+                f"{source}[{i}] must be a non-empty box inside the {height}x{width} image "
+                f"(0 <= y0 < y1 <= {height}, 0 <= x0 < x1 <= {width}; half-open, input-image "
+                f"pixels). Received: (y0={y0}, x0={x0}, y1={y1}, x1={x1})"
+            )
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def not_judged(kind: str, profile: str) -> str:
+    """Why ``profile`` does not judge ``kind`` (empty when it does)."""
+    if check_profile(profile) == "exact" or kind == "heatmap":
+        return ""
+    what = {"activation": "activations", "pattern": "filter patterns"}.get(kind, kind)
+    return (
+        f"{what} are not judged under the retrain profile: the channels of two "
+        "independently trained models do not correspond (channel 5 of one is no "
+        "channel of the other), so channel-by-channel bounds would fail every retrain "
+        "and any looser bound would pass anything. Judge a retrain on its heatmaps; "
+        f"the {kind} goldens keep guarding refactors and upgrades under the exact profile."
+    )
+
+
+def _check_same_method(expected: Any, obtained: Any) -> None:
+    """Maps of two CAM methods are different explanations, never "close": refuse them."""
+    if isinstance(expected, GradCAM) and isinstance(obtained, GradCAM):
+        if expected.method != obtained.method:
+            raise ComparisonError(
+                f"method changed: golden {expected.method}, obtained {obtained.method}. "
+                "Maps of different CAM methods cannot be compared: compute the same "
+                f"method as the golden (method={expected.method!r}), or rewrite the golden."
+            )
 
 
 def _as_heatmaps(value: Any, role: str) -> _Heatmaps:
@@ -339,9 +550,11 @@ def _check_kind(kind: Any) -> str:
     return kind
 
 
-def _resolve_tolerance(kind: str, tolerance: Any, cross_backend: bool) -> Tolerance:
-    tol = resolve(kind, tolerance, cross_backend=cross_backend)
-    for _name, field_name, _direction in METRICS[kind]:
+def _resolve_tolerance(
+    kind: str, tolerance: Any, cross_backend: bool, profile: str = DEFAULT_PROFILE
+) -> Tolerance:
+    tol = resolve(kind, tolerance, cross_backend=cross_backend, profile=profile)
+    for _name, field_name, _direction in PROFILE_METRICS[profile][kind]:
         _check_bound(tol, field_name)
     _check_bound(tol, "pixel_atol")
     if kind == "activation":
@@ -574,7 +787,118 @@ def _item_facts(item: _Item) -> dict[str, Any]:
         facts["degenerate"] = list(item.degenerate)
     if item.class_index is not None:
         facts["class_index"] = list(item.class_index)
+    if item.box_energy is not None:  # retrain profile with boxes: set together
+        facts["box_energy"] = list(item.box_energy)
+        facts["pointing"] = list(item.pointing or ())
+        facts["peak_where"] = list(item.peak_where or ())
     return facts
+
+
+# --------------------------------------------------------------------------------------
+# Assembly of the retrain profile
+# --------------------------------------------------------------------------------------
+# per-image value -> the retrain metric whose bound ranks it (the worst image)
+_RETRAIN_ITEM_BOUND = {
+    "spearman": ("heatmap_spearman_mean_min", "min"),
+    "topk_iou": ("heatmap_topk_iou_mean_min", "min"),
+    "box_energy_drop": ("heatmap_box_energy_drop", "max"),
+}
+
+
+def _assemble_retrain(
+    items: list[_Item], extra: _Extra, tol: Tolerance, cross_backend: bool
+) -> Comparison:
+    n = len(items)
+    metrics: dict[str, MetricResult] = {}
+
+    def bounded(name: str, field_name: str, direction: str, value: float, note: str) -> None:
+        bound = float(getattr(tol, field_name))
+        ok = value <= bound if direction == "max" else value >= bound
+        metrics[name] = MetricResult(name, float(value), bound, bool(ok), direction, note)
+
+    for name in ("spearman", "topk_iou"):
+        measured = [(it.values[name], it.name) for it in items if name in it.values]
+        if measured:
+            lowest, where = min(measured, key=lambda pair: pair[0])
+            note = f"mean over {len(measured)} images; lowest {lowest:.3g} at {where}"
+            if len(measured) < n:
+                note += f"; {n - len(measured)} degenerate left out"
+            value = float(np.mean([v for v, _ in measured]))
+            bounded(f"{name}_mean", f"heatmap_{name}_mean_min", "min", value, note)
+    if extra.has_class_index:
+        changed = [it for it in items if it.class_changed]
+        note = f"{n - len(changed)} of {n} images"
+        bounded("class_agreement", "heatmap_class_agreement_min", "min", 1 - len(changed) / n, note)
+    summary: dict[str, Any] = {"n": n, "boxes": extra.has_boxes}
+    if extra.has_boxes:
+        energy = np.array([it.box_energy for it in items], np.float64)  # (n, 2)
+        hits = np.array([it.pointing for it in items], bool)
+        mean_e, mean_o = (float(v) for v in energy.mean(axis=0))
+        bounded(
+            "box_energy_drop_mean",
+            "heatmap_box_energy_drop_mean",
+            "max",
+            mean_e - mean_o,
+            f"mean over {n} images: {mean_e:.3g} -> {mean_o:.3g}",
+        )
+        drops = energy[:, 0] - energy[:, 1]
+        worst = int(np.argmax(drops))  # first image on ties
+        bounded(
+            "box_energy_drop",
+            "heatmap_box_energy_drop",
+            "max",
+            float(drops[worst]),
+            f"worst at {items[worst].name}: {energy[worst, 0]:.3g} -> {energy[worst, 1]:.3g}",
+        )
+        hit_e, hit_o = (int(v) for v in hits.sum(axis=0))
+        bounded(
+            "pointing_drop",
+            "heatmap_pointing_drop",
+            "max",
+            (hit_e - hit_o) / n,
+            f"hits {hit_e}/{n} -> {hit_o}/{n}",
+        )
+        moved: dict[str, int] = {}
+        for it in items:
+            if it.pointing == (True, False) and it.peak_where is not None:
+                moved[it.peak_where[1]] = moved.get(it.peak_where[1], 0) + 1
+        summary.update(
+            box_energy=[mean_e, mean_o],
+            hits=[hit_e, hit_o],
+            # images whose peak left the box, by where it went (most first)
+            peak_left_box=dict(sorted(moved.items(), key=lambda kv: (-kv[1], kv[0]))),
+        )
+    metrics["degenerate_changed"] = _count_metric(
+        "degenerate_changed", items, lambda it: it.degenerate_changed
+    )
+    passed = all(m.ok for m in metrics.values())
+
+    def severity(item: _Item) -> float:
+        if item.class_changed or item.degenerate_changed:
+            return math.inf
+        return max(
+            (
+                bound_distance(item.values[k], float(getattr(tol, f)), d)
+                for k, (f, d) in _RETRAIN_ITEM_BOUND.items()
+                if k in item.values
+            ),
+            default=0.0,
+        )
+
+    worst_item = max(items, key=severity)  # first on ties
+    details = _details("heatmap", items, worst_item, extra, tol, cross_backend)
+    details["profile"] = "retrain"
+    details["retrain"] = summary
+    degenerate = (any(it.degenerate[0] for it in items), any(it.degenerate[1] for it in items))
+    text = comparison_text("heatmap", metrics, details, passed)
+    return Comparison(
+        kind="heatmap",
+        metrics=metrics,
+        passed=passed,
+        degenerate=degenerate,
+        text=text,
+        details=details,
+    )
 
 
 def _class_pair(pair: tuple[int, int] | None) -> tuple[int, int]:

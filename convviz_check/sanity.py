@@ -1,12 +1,16 @@
-"""Model-randomization sanity check for Grad-CAM (Adebayo et al., "Sanity checks for
-saliency maps", NeurIPS 2018).
+"""Model-randomization sanity check for Grad-CAM and the other CAM methods (Adebayo
+et al., "Sanity checks for saliency maps", NeurIPS 2018).
 
 An explanation that does not change when the model's learned weights are destroyed
 explains the input (edges, colour blobs), not the model. The check re-initializes the
 top layers of a *clone* of the model (the user's model is never touched), computes
-Grad-CAM for the same images, the same target layer, the same classes and the same
-score kind, and asserts that the maps' Spearman rank correlation with the trained maps
-drops below a bound.
+the maps (``method=``, Grad-CAM by default) for the same images, the same target layer,
+the same classes (or callable target) and the same score kind, and asserts that the
+maps' Spearman rank correlation with the trained maps drops below a bound.
+
+Eigen-CAM is class-agnostic: its map is a function of the target layer's activations
+alone, so re-initializing the head leaves it unchanged (correlation 1) and the check
+fails, as it should for an explanation that cannot tell what the head learned.
 
 Re-initialization draws from ``numpy.random.default_rng(seed)`` (Keras'
 random initializers differ between backends), mimicking Keras' defaults: kernels
@@ -20,7 +24,7 @@ Needs Keras (imported lazily, inside the functions).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,12 +65,13 @@ class RandomizationResult:
         max_correlation: the bound the mean must stay below.
         passed: ``mean_correlation < max_correlation``.
         layers: the re-initialized layers (flattened-graph names).
-        target_layer: Grad-CAM's layer (the same for both models).
+        target_layer: the CAM target layer (the same for both models).
         class_index: ``(N,)`` classes explained (the trained model's).
         randomized_degenerate: ``(N,)`` images whose map was degenerate for at least
             one randomized model.
         per_repeat: ``(repeats,)`` mean correlation of each re-initialization.
         text: a summary for messages.
+        method: the CAM method whose maps were compared.
     """
 
     correlations: np.ndarray
@@ -79,6 +84,7 @@ class RandomizationResult:
     randomized_degenerate: np.ndarray
     per_repeat: np.ndarray
     text: str
+    method: str = "gradcam"
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -226,10 +232,15 @@ def randomization_correlation(
     seed: int = 0,
     repeats: int = DEFAULT_REPEATS,
     max_correlation: float = DEFAULT_MAX_CORRELATION,
+    method: str = "gradcam",
+    method_options: Mapping[str, Any] | None = None,
 ) -> RandomizationResult:
-    """Measure (without asserting) how much Grad-CAM changes when the top layers are
+    """Measure (without asserting) how much the CAM maps change when the top layers are
     re-initialized; see :func:`sanity_check_randomization` for the arguments."""
-    from .explain.gradcam import gradcam
+    from .explain.cam import cam, make_method
+
+    options = dict(method_options or {})
+    make_method(method, options)  # an unknown method or option fails before any work
 
     if isinstance(max_correlation, bool) or not -1.0 <= float(max_correlation) <= 1.0:
         raise InputError(
@@ -237,11 +248,13 @@ def randomization_correlation(
         )
     if isinstance(repeats, bool) or not isinstance(repeats, int | np.integer) or repeats < 1:
         raise InputError(f"repeats must be a positive int. Received: repeats={repeats!r}")
-    trained = gradcam(model, images, class_index=class_index, layer=layer, score=score)
+    trained = cam(
+        model, images, method, class_index=class_index, layer=layer, score=score, **options
+    )
     if np.any(trained.degenerate):
         bad = np.flatnonzero(trained.degenerate).tolist()
         raise InputError(
-            f"The trained model's Grad-CAM is degenerate for images {bad} (layer "
+            f"The trained model's {method} map is degenerate for images {bad} (layer "
             f"{trained.layer!r}): there is nothing to randomize away. Expected "
             "non-degenerate maps (a trained model, a layer the score depends on)."
         )
@@ -249,12 +262,15 @@ def randomization_correlation(
     per_repeat, degenerate = [], np.zeros(len(trained), dtype=np.int64)
     for r in range(int(repeats)):
         clone = randomized_clone(model, records, seed=seed + r)
-        randomized = gradcam(
+        randomized = cam(
             clone,
             images,
-            class_index=trained.class_index,
+            method,
+            # the classes the trained model explained (a callable target: itself)
+            class_index=class_index if callable(class_index) else trained.class_index,
             layer=trained.layer,
             score=trained.score_kind,
+            **options,
         )
         degenerate += np.asarray(randomized.degenerate, dtype=np.int64)
         per_repeat.append(
@@ -274,7 +290,7 @@ def randomization_correlation(
     text = (
         f"Model-randomization check (Adebayo et al. 2018) on layer {trained.layer!r}: "
         f"re-initialized {list(names)} {repeats} time(s) (seeds {seed}..{seed + repeats - 1}); "
-        f"mean Spearman correlation of the Grad-CAM maps with the trained model's "
+        f"mean Spearman correlation of the {method} maps with the trained model's "
         f"{mean:.3f} ({'<' if passed else '>='} bound {float(max_correlation):.3f}) over "
         f"{len(rhos)} images; per re-initialization "
         f"{[round(float(v), 3) for v in by_repeat.mean(axis=1)]}; per image min "
@@ -292,6 +308,7 @@ def randomization_correlation(
         randomized_degenerate=degenerate > 0,
         per_repeat=by_repeat.mean(axis=1),
         text=text,
+        method=method,
     )
 
 
@@ -306,14 +323,16 @@ def sanity_check_randomization(
     score: str = "auto",
     seed: int = 0,
     repeats: int = DEFAULT_REPEATS,
+    method: str = "gradcam",
+    method_options: Mapping[str, Any] | None = None,
 ) -> RandomizationResult:
-    """Assert that Grad-CAM depends on the learned weights (model-randomization test).
+    """Assert that the CAM maps depend on the learned weights (model-randomization test).
 
     Re-initializes ``layers_to_reinit`` in a clone of ``model`` (``model`` itself is
-    never modified) ``repeats`` times, computes Grad-CAM for ``images`` with the same
-    layer, classes and score kind as the trained model's, and asserts that the mean
-    Spearman correlation between the trained and the randomized maps is below
-    ``max_correlation``.
+    never modified) ``repeats`` times, computes the maps of ``method`` for ``images``
+    with the same layer, classes and score kind as the trained model's, and asserts
+    that the mean Spearman correlation between the trained and the randomized maps is
+    below ``max_correlation``.
 
     Args:
         model: a trained functional Keras model.
@@ -323,21 +342,27 @@ def sanity_check_randomization(
             (cascading randomization from the output down); or layer names.
         max_correlation: bound on the mean correlation (default
             :data:`DEFAULT_MAX_CORRELATION`, measured on the bundled models).
-        class_index, layer, score: as for ``cc.gradcam`` (applied to the trained model;
-            the randomized model explains the same classes at the same layer).
+        class_index, layer, score: as for ``cc.cam`` (applied to the trained model;
+            the randomized model explains the same classes, or the same callable
+            target, at the same layer).
         seed: seed of the first re-initialization (``numpy.random.default_rng``);
             re-initialization ``r`` uses ``seed + r``.
         repeats: independent re-initializations whose correlations are averaged (one
             draw of a 4-class head can happen to resemble the trained one: single
             draws reached 0.73 on the bundled xception, their 3-draw means <= 0.37).
+        method: the CAM method (``cc.cam``'s ``method``; default ``"gradcam"``). The
+            default bound was measured for Grad-CAM. Eigen-CAM does not depend on the
+            head and fails this check by design.
+        method_options: the method's options (e.g. ``{"max_channels": 32}``).
 
     Returns:
         The :class:`RandomizationResult` (on success).
 
     Raises:
-        AssertionError: the maps did not change enough: Grad-CAM is not explaining
+        AssertionError: the maps did not change enough: the method is not explaining
             what the model learned.
-        InputError: the trained model's maps are degenerate, or arguments are invalid.
+        InputError: the trained model's maps are degenerate, or arguments are invalid
+            (an unknown method or option included).
 
     Example:
         >>> result = sanity_check_randomization(model, scenes.floats[:16])  # doctest: +SKIP
@@ -355,10 +380,13 @@ def sanity_check_randomization(
         seed=seed,
         repeats=repeats,
         max_correlation=max_correlation,
+        method=method,
+        method_options=method_options,
     )
     if not result.passed:
         raise AssertionError(
-            "Grad-CAM barely changes when the model's top layers are re-initialized: it "
-            "explains the input rather than what the model learned.\n  " + result.text
+            f"The {method} map barely changes when the model's top layers are "
+            "re-initialized: it explains the input rather than what the model "
+            "learned.\n  " + result.text
         )
     return result

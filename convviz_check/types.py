@@ -52,6 +52,28 @@ METRICS: dict[str, tuple[tuple[str, str, str], ...]] = {
     ),
 }
 
+# Gate profiles: "exact" judges with METRICS (bounds at numerical noise: a refactor, a
+# Keras upgrade, a backend switch, same weights); "retrain" judges heatmaps on what
+# survives an independent retraining (rank agreement, the hot region, the explained
+# class, the object box) and does not judge activations or filter patterns (channels
+# of two trainings do not correspond). Per-image values are averaged ("_mean") where
+# one image's map may legitimately move between retrains; box energy is bounded per
+# image too. The box metrics need object boxes (``convviz.check(..., boxes=...)``).
+PROFILES = ("exact", "retrain")
+RETRAIN_METRICS: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "activation": (),
+    "heatmap": (
+        ("spearman_mean", "heatmap_spearman_mean_min", "min"),
+        ("topk_iou_mean", "heatmap_topk_iou_mean_min", "min"),
+        ("class_agreement", "heatmap_class_agreement_min", "min"),
+        ("box_energy_drop_mean", "heatmap_box_energy_drop_mean", "max"),
+        ("box_energy_drop", "heatmap_box_energy_drop", "max"),
+        ("pointing_drop", "heatmap_pointing_drop", "max"),
+    ),
+    "pattern": (),
+}
+PROFILE_METRICS = {"exact": METRICS, "retrain": RETRAIN_METRICS}
+
 
 def bound_distance(value: float, bound: float | None, direction: str) -> float:
     """How far ``value`` is from its bound, in units of the allowed slack: <= 1 passes,
@@ -118,13 +140,17 @@ class Box:
 
 @dataclass(frozen=True, eq=False)
 class GradCAM:
-    """Result of :func:`convviz_check.gradcam` for a batch of N images.
+    """Result of :func:`convviz_check.cam` (and :func:`convviz_check.gradcam`) for a
+    batch of N images.
 
     Attributes:
         heatmap: ``(N, h, w)`` float32 in [0, 1]; zeros where ``degenerate``.
-        raw: ``(N, h, w)`` float32, ``sum_k alpha_k A_k`` before ReLU and scaling.
-        class_index: ``(N,)`` int64, the class explained per image.
-        score: ``(N,)`` float32, the class score ``y_c`` that was differentiated.
+        raw: ``(N, h, w)`` float32, the method's map before ReLU and scaling (Grad-CAM:
+            ``sum_k alpha_k A_k``).
+        class_index: ``(N,)`` int64, the class explained per image (-1 for a callable
+            target).
+        score: ``(N,)`` float32, the target score (``y_c``, or the callable's value)
+            that was explained.
         score_kind: ``"logit"`` or ``"output"``.
         layer: name of the target layer (qualified for nested models).
         degenerate: ``(N,)`` bool, maps that carry no information (the class
@@ -132,6 +158,16 @@ class GradCAM:
         image_shape: ``(H, W)`` of the input images, for resizing and overlays.
         note: a fact about the target layer worth reading (e.g. it is a class-score
             convolution, and which spatial layer is the alternative); empty otherwise.
+        method: the CAM method that made the maps (``"gradcam"``, ``"gradcam++"``,
+            ``"xgradcam"``, ``"hirescam"``, ``"layercam"``, ``"scorecam"``,
+            ``"eigencam"``); goldens written before methods existed read as
+            ``"gradcam"``.
+        target: what was explained: ``"class:top"`` (each image's top class),
+            ``"class:3"``, ``"class:per-image"`` (one given class per image, in
+            ``class_index``) or ``"callable:<qualname>"`` (a score function; then
+            ``class_index`` is -1 per image), with ``"@<output name>"`` appended on a
+            multi-output model; ``""`` where not recorded (older goldens, values
+            built by hand).
     """
 
     heatmap: np.ndarray
@@ -143,6 +179,8 @@ class GradCAM:
     degenerate: np.ndarray
     image_shape: tuple[int, int]
     note: str = ""
+    method: str = "gradcam"
+    target: str = ""
 
     def __len__(self) -> int:
         return int(self.heatmap.shape[0])
@@ -160,6 +198,8 @@ class GradCAM:
             degenerate=self.degenerate[idx],
             image_shape=self.image_shape,
             note=self.note,
+            method=self.method,
+            target=self.target,
         )
 
 
@@ -240,6 +280,13 @@ class Tolerance:
     heatmap_ssim_min: float | None = None
     heatmap_peak_shift_cells: float | None = None
     heatmap_topk_iou_min: float | None = None
+    # heatmap, retrain profile (see RETRAIN_METRICS)
+    heatmap_spearman_mean_min: float | None = None
+    heatmap_topk_iou_mean_min: float | None = None
+    heatmap_class_agreement_min: float | None = None
+    heatmap_box_energy_drop_mean: float | None = None
+    heatmap_box_energy_drop: float | None = None
+    heatmap_pointing_drop: float | None = None
     # pattern
     pattern_ssim_min: float | None = None
     pattern_pearson_min: float | None = None

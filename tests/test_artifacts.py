@@ -3,6 +3,8 @@ subsets), and artifacts <-> stored arrays (``decode`` refuses what does not fit)
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -62,7 +64,13 @@ def test_gradcam_round_trip_restores_every_field(tmp_path):
     cam = gradcam_result(degenerate_second=True)
     a = Artifact.from_value(cam)
     assert (a.kind, a.layout, tuple(a.arrays)) == ("heatmap", "gradcam", GRADCAM_ARRAYS)
-    assert a.attrs == {"score_kind": "logit", "layer": "block/conv", "image_shape": [32, 40]}
+    assert a.attrs == {
+        "score_kind": "logit",
+        "layer": "block/conv",
+        "image_shape": [32, 40],
+        "method": "gradcam",
+        "target": "",
+    }
     for art in (a, _through_bytes(a, tmp_path)):
         back = art.to_value()
         assert isinstance(back, GradCAM)
@@ -71,6 +79,31 @@ def test_gradcam_round_trip_restores_every_field(tmp_path):
         assert np.array_equal(back.score, cam.score)
         assert back.degenerate.dtype == bool and back.degenerate.tolist() == [False, True]
         assert (back.layer, back.score_kind, back.image_shape) == ("block/conv", "logit", (32, 40))
+
+
+def test_gradcam_round_trip_keeps_the_cam_method_and_target(tmp_path):
+    cam = replace(gradcam_result(), method="scorecam", target="callable:score@reg")
+    a = Artifact.from_value(cam)
+    assert (a.attrs["method"], a.attrs["target"]) == ("scorecam", "callable:score@reg")
+    for art in (a, _through_bytes(a, tmp_path)):
+        back = art.to_value()
+        assert (back.method, back.target) == ("scorecam", "callable:score@reg")
+    assert (cam[1].method, cam[1].target) == ("scorecam", "callable:score@reg")  # slicing
+
+
+def test_gradcam_artifact_without_a_method_reads_as_gradcam(tmp_path):
+    # Goldens written before the CAM methods existed have neither attr.
+    a = Artifact.from_value(gradcam_result())
+    old = {k: v for k, v in a.attrs.items() if k not in ("method", "target")}
+    back = Artifact.decode(dict(a.arrays), a.kind, a.layout, old).to_value()
+    assert (back.method, back.target) == ("gradcam", "")
+
+
+@pytest.mark.parametrize("key", ["method", "target"])
+def test_gradcam_artifact_with_a_non_text_method_or_target_is_refused(key):
+    a = Artifact.from_value(gradcam_result())
+    with pytest.raises(StorageError, match=f"method and target \\(str\\).*'{key}': 3"):
+        Artifact.decode(dict(a.arrays), a.kind, a.layout, {**a.attrs, key: 3})
 
 
 def test_float16_gradcam_widens_maps_back_to_float32_and_keeps_scores_float32():

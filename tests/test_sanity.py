@@ -10,6 +10,7 @@ import pytest
 
 from convviz_check import sanity
 from convviz_check.errors import GraphError, InputError
+from convviz_check.explain.cam import METHODS
 from convviz_check.models import model_fingerprint
 from tests import _models
 
@@ -161,3 +162,52 @@ def test_check_reports_the_same_classes_and_layer_for_both_models(seq):
     assert result.passed == (result.mean_correlation < result.max_correlation)
     with pytest.raises(AssertionError, match="Model-randomization check"):
         sanity.sanity_check_randomization(seq, images, max_correlation=-1.0)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_randomization_check_runs_for_every_cam_method(seq, method):
+    images = np.random.default_rng(2).uniform(0, 1, (3, 16, 16, 3)).astype(np.float32)
+    options = {"max_channels": 4} if method == "scorecam" else {}
+    result = sanity.randomization_correlation(
+        seq, images, seed=1, repeats=2, method=method, method_options=options
+    )
+    assert result.method == method and result.target_layer == "c2"
+    assert result.correlations.shape == (3,) and result.per_repeat.shape == (2,)
+    assert np.isfinite(result.correlations).all() and np.all(np.abs(result.correlations) <= 1)
+    assert method in result.text
+    if method == "eigencam":
+        # Class-agnostic: the head does not enter the map, so nothing changes.
+        assert result.mean_correlation == pytest.approx(1.0) and not result.passed
+        with pytest.raises(AssertionError, match="eigencam map barely changes"):
+            sanity.sanity_check_randomization(seq, images, method="eigencam", repeats=1)
+    else:
+        assert result.mean_correlation < 0.99  # the head's re-initialization shows
+
+
+def test_randomization_check_keeps_a_callable_target_for_the_clone(seq):
+    images = np.random.default_rng(2).uniform(0, 1, (3, 16, 16, 3)).astype(np.float32)
+    top = np.argmax(seq.predict(images, verbose=0), -1)
+    images, k = images[top == top[0]], int(top[0])  # images whose top class is k
+    calls = []
+
+    def class_k(y):
+        calls.append(1)
+        return y[:, k]
+
+    result = sanity.randomization_correlation(seq, images, repeats=2, class_index=class_k)
+    by_class = sanity.randomization_correlation(seq, images, repeats=2, class_index=k)
+    assert result.class_index.tolist() == [-1] * len(images)
+    # the clone explained the callable too, i.e. class k again
+    np.testing.assert_allclose(result.correlations, by_class.correlations, atol=1e-6)
+    assert len(calls) >= 3  # called for the trained model and for each clone
+
+
+@pytest.mark.parametrize(
+    "method, options, match",
+    [("gradcam3", None, "Unknown CAM method"), ("scorecam", {"top": 3}, r"\['max_channels'\]")],
+)
+def test_randomization_check_refuses_an_unknown_method_or_option(seq, method, options, match):
+    with pytest.raises(InputError, match=match):
+        sanity.randomization_correlation(
+            seq, np.zeros((1, 16, 16, 3), np.float32), method=method, method_options=options
+        )

@@ -109,25 +109,28 @@ def compute_activations(model: Any, images: np.ndarray | None, params: Params) -
 
 
 def compute_gradcam(model: Any, images: np.ndarray | None, params: Params) -> Artifact:
-    """Grad-CAM for ``params["class_index"]`` (default: each image's top class); the
-    model's own top classes are kept in ``attrs["top_class"]``."""
-    from ..explain.gradcam import gradcam
+    """Grad-CAM (or the CAM method ``params["method"]`` with ``params["method_options"]``)
+    for ``params["class_index"]`` (default: each image's top class); the model's own
+    top classes are kept in ``attrs["top_class"]``."""
+    from ..explain.cam import cam
 
     images = _need_images(images, "gradcam")
     class_index = params.get("class_index")
     if isinstance(class_index, list):
         class_index = np.asarray(class_index, np.int64)
-    cam = gradcam(
+    result = cam(
         model,
         images,
+        method=str(params.get("method", "gradcam")),
         class_index=class_index,
         layer=params.get("layer"),
         score=params.get("score", "auto"),
         preprocess=bool(params.get("preprocess", False)),
+        **dict(params.get("method_options") or {}),
     )
     top = top_classes(model, images)
     attrs = {"top_class": [int(c) for c in top]} if top is not None else {}
-    return Artifact.from_value(cam, "heatmap", attrs=attrs)
+    return Artifact.from_value(result, "heatmap", attrs=attrs)
 
 
 def compute_filters(model: Any, images: np.ndarray | None, params: Params) -> Artifact:

@@ -31,8 +31,14 @@ def artifact_params(
     learning_rate: float | None = None,
     seed: int = 0,
     input_range: tuple[float, float] | None = None,
+    cam_method: str = "gradcam",
+    cam_options: Mapping[str, Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """JSON-ready per-technique parameters for the workers (and for export)."""
+    """JSON-ready per-technique parameters for the workers (and for export).
+
+    The ``"gradcam"`` technique computes ``cc.cam(method=cam_method, **cam_options)``
+    (Grad-CAM by default); ``cam_options`` must be JSON-ready (e.g. ``max_channels``).
+    """
     classes: int | list[int] | None
     if class_index is None:
         classes = None
@@ -47,6 +53,8 @@ def artifact_params(
             "layer": gradcam_layer,
             "score": score,
             "preprocess": bool(preprocess),
+            "method": str(cam_method),
+            "method_options": dict(cam_options or {}),
         },
         "filters": {
             "layer": filters_layer,

@@ -1,0 +1,1115 @@
+"""Class-activation maps (the CAM family) on one skeleton, batched, never NaN.
+
+Every method here weighs the feature maps ``A`` (``(h, w, k)``) of one target layer
+and differs only in *how*: :func:`cam` does everything else once (the target layer,
+the score and the target, batching with a padded last chunk, the degenerate rule,
+ReLU and normalisation), and each method is a small :class:`CamMethod` registered in
+:data:`METHODS`:
+
+=============  ================================================================
+method         raw map (``g = dy/dA``; sums over ``i, j`` are spatial, ``k`` channels)
+=============  ================================================================
+``gradcam``    ``sum_k mean_ij(g_k) A_k`` (Selvaraju et al. 2017)
+``gradcam++``  ``sum_k w_k A_k``, ``w_k = sum_ij alpha_kij ReLU(g_kij)``,
+               ``alpha = g^2 / (2 g^2 + sum_ab A_kab g^3)`` (Chattopadhyay et al. 2018)
+``xgradcam``   ``sum_k w_k A_k``, ``w_k = sum_ij (A_kij / sum_ab A_kab) g_kij``
+               (Fu et al. 2020)
+``hirescam``   ``sum_k g_k * A_k`` elementwise (Draelos & Carin 2020)
+``layercam``   ``sum_k ReLU(g_k) * A_k`` elementwise (Jiang et al. 2021)
+``scorecam``   ``sum_k softmax_k(y(X * M_k)) A_k``, ``M_k`` = ``A_k`` upsampled and
+               min-max normalised (Wang et al. 2020); no gradient
+``eigencam``   ``A v_1``, the projection on the first right singular vector of
+               ``A`` as an ``(hw, k)`` matrix (Muhammad & Yeasin 2020); no gradient
+=============  ================================================================
+
+then ``heatmap = ReLU(raw) / max``.
+
+The gradient w.r.t. an intermediate layer comes from :func:`graph.rewire`: a zero input
+is added to ``A``, so every consumer of ``A`` (skip connections over it included) sees
+``A + zero`` and ``d y / d zero = d y / d A``. One compiled forward/backward
+(:func:`backends.make_value_and_grad`) serves a whole batch: the loss is the target
+score summed over the batch, and since inference-mode images do not interact, each
+image's gradient is its own. The class per image travels as a tensor (``-1`` = "top
+predicted"), so the compiled function is reused for every class choice. Methods
+without a gradient run the same rewired graph forward only (:func:`backends.
+make_forward`, cached with the model).
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .. import graph as graph_lib
+from ..errors import ConvvizWarning, GraphError, InputError
+from ..types import GradCAM
+from .inputs import as_image_batch, check_batch_size, to_model_layout
+
+SCORES = ("auto", "logit", "output")
+
+# A map is degenerate when max|raw| <= DEGENERATE_RTOL * |y_c| (gradient methods: the
+# class score barely depends on A at float32 precision) or <= DEGENERATE_RTOL * max|A|
+# (Score-CAM, Eigen-CAM: the map is float32 noise next to the activations). Measured:
+# an untrained Xception-41 gives max|raw| / |y_c| ~ 5e-10; the bundled trained models
+# give >= 1e-2.
+DEGENERATE_RTOL = 1e-5
+
+# A softmax/sigmoid output within this distance of 0 or 1 is called saturated in the
+# degenerate warning (its float32 gradient is ~1e-8 or exactly 0; measured).
+_SATURATION_EPS = 1e-4
+
+# Images per compiled call (default of ``batch_size``). Measured 2026-11-26, Xception-41
+# at 299x299, 16 images, 2-core CPU, s/image at 1 / 2 / 4 / 8 / 16 images per call:
+# TF 0.188 / 0.194 / 0.176 / 0.191 / 0.217; torch 0.496 / 0.381 / 0.380 / 0.356 / 0.425
+# (32 in one call: 0.94, peak RSS 10.9 GB); JAX 1.068 / 1.143 / 1.030 / 1.007 / 1.008.
+# Larger batches buy nothing on a CPU and cost memory (~0.3 GB per image on torch);
+# on an accelerator pass a larger batch_size. Identical heatmaps whatever the split.
+DEFAULT_BATCH_SIZE = 8
+
+# Masked inputs per forward call of Score-CAM when batch_size is None (an explicit
+# batch_size sets both). Forward-only calls hold no gradient state, so larger chunks
+# pay. Measured 2026-12-01, bundled convnet (64 px, 510 masks for 8 scenes), 2-core
+# CPU, warm s per cam() call at 8 / 16 / 32 / 64 / 128 masks per call: TF 0.425 /
+# 0.349 / 0.265 / 0.279 / 0.353; JAX 0.565 / 0.576 / 0.577 / 0.777 / 0.834; torch
+# 7.06 / 6.50 / 3.45 / 2.22 / 1.59 (its per-call overhead dominates: on torch pass
+# batch_size=128 for Score-CAM). 32 is the best compromise of the three.
+DEFAULT_MASK_BATCH_SIZE = 32
+
+# Compiled functions kept per model for callable targets (each callable compiles its
+# own loss); the oldest is dropped beyond this many.
+_MAX_CALLABLE_TARGETS = 8
+
+
+# --------------------------------------------------------------------------- target layer
+def _zero_shape(model: Any, layer: str, declared: tuple, model_input_shape: tuple) -> tuple:
+    """The target layer's output shape (no batch axis) for inputs of ``model_input_shape``.
+
+    Fixed-size models declare it; for models built with ``(None, None, C)`` inputs it
+    comes from a symbolic replay at the given size (cached per size).
+    """
+    if all(d is not None for d in declared):
+        return tuple(int(d) for d in declared)
+    key = ("shape", layer, tuple(model_input_shape))
+    per_model = graph_lib.model_cache(model, "gradcam_shapes")
+    if key not in per_model:
+        import keras
+
+        flat = graph_lib.flatten(model)
+        target = flat.records.index(flat.record(layer))
+        shapes: list[tuple] = []
+
+        def hook(path: tuple[str, ...], op: Any, args: tuple, kwargs: dict, call: Any) -> Any:
+            out = op.compute_output_spec(*args, **kwargs)
+            shapes.append(tuple(keras.tree.flatten(out)[0].shape))
+            return out
+
+        fn = graph_lib.functional_of(model)
+        inputs = [keras.KerasTensor((None, *model_input_shape), dtype=fn.inputs[0].dtype)]
+        graph_lib._replay(fn, inputs, hook, ())
+        per_model[key] = tuple(int(d) for d in shapes[target][1:])
+    return per_model[key]
+
+
+def target_layer(model: Any, layer: str | None = None) -> str:
+    """The Grad-CAM (and every CAM method's) target layer: ``layer`` after checking it,
+    or the spatial map that feeds the head's global pooling (or Flatten).
+
+    The rule follows tensors (:mod:`convviz_check.graph_targets`): a global pooling
+    whose result multiplies back into a map (squeeze-and-excitation blocks, as in
+    EfficientNet and MobileNetV3) does not end the spatial part of the network. For a
+    keras-hub ``ImageClassifier`` the layer is the backbone's output
+    (``block14_sepconv2_act`` for Xception-41); for EfficientNetB0 ``top_activation``.
+
+    Raises:
+        GraphError: an unknown layer, a non-4-D output, a layer after the head's
+            pooling, a 4-D tensor computed from global pooling alone (inside a
+            squeeze-and-excitation branch), the output layer itself, a layer the output
+            does not depend on, or a model with no spatial map (a vision transformer on
+            tokens, an MLP).
+    """
+    from .. import graph_targets as targets
+
+    flat = graph_lib.flatten(model)
+    s = targets.structure(model)
+    valid = targets.gradcam_layers(model)
+    if layer is None:
+        if not any(s.is_map):
+            raise targets.no_map_error(model, "Grad-CAM")
+        name = targets.head_pooling_input(model)
+        if name is None:  # no pooling before the head: the deepest map that feeds it
+            name = valid[-1] if valid else None
+        if name is None:
+            raise GraphError(
+                f"Model {getattr(model, 'name', '?')!r} has no spatial map that its output "
+                "depends on, so Grad-CAM has no map to weight. Received: spatial layers "
+                f"{targets.short_list(graph_lib.spatial_layers(model))}. Expected a "
+                "convolutional classifier (a map feeding global pooling or Flatten)."
+            )
+        return name
+    if not isinstance(layer, str):
+        raise GraphError(
+            f"The Grad-CAM layer must be a layer name. Received: layer={layer!r} "
+            f"(type {type(layer).__name__}). Expected one of {targets.short_list(valid)}."
+        )
+    r = flat.record(layer)
+    _check_target(model, r, flat.records.index(r), s, valid)
+    return r.name
+
+
+def _check_target(model: Any, r: Any, i: int, s: Any, valid: list[str]) -> None:
+    """Raise the GraphError that says why record ``r`` (index ``i``) is not a valid
+    Grad-CAM layer; return when it is."""
+    from .. import graph_targets as targets
+
+    layer, expected = r.name, targets.short_list(valid)
+    if not r.is_spatial:
+        raise GraphError(
+            f"The Grad-CAM layer must have a 4-D spatial output (batch, h, w, channels). "
+            f"Received: layer={layer!r} with output shape {r.output_shape}. Expected one of "
+            f"{expected}."
+        )
+    if s.after_head_pooling[i]:
+        raise GraphError(
+            f"The Grad-CAM layer comes after global pooling (or a non-spatial tensor), so "
+            f"its map has no spatial meaning. Received: layer={layer!r} with output shape "
+            f"{r.output_shape}. Expected a layer before the pooling: one of {expected}."
+        )
+    if s.pooled[i]:
+        raise GraphError(
+            f"The Grad-CAM layer is computed from a global pooling alone (as inside a "
+            f"squeeze-and-excitation branch), so its {r.output_shape[1:]} output has no "
+            f"spatial layout. Received: layer={layer!r} ({r.class_name}). Expected a "
+            f"spatial map: one of {expected}."
+        )
+    if i == s.head:
+        raise GraphError(
+            f"The Grad-CAM layer cannot be the model's output layer. Received: "
+            f"layer={layer!r}. Expected a spatial layer before the head."
+        )
+    if not s.feeds_head[i]:
+        head = graph_lib.flatten(model).records[s.head].name
+        raise GraphError(
+            f"The model's output does not depend on the Grad-CAM layer, so every map "
+            f"would be zero. Received: layer={layer!r}. Expected a layer on the path to "
+            f"the output {head!r}."
+        )
+
+
+def gradcam_note(model: Any, layer: str | None = None) -> str:
+    """A remark about the Grad-CAM layer (``None``: the automatic one), or ``""``.
+
+    Where the layer is a class-score map (an all-convolutional head: a convolution
+    with one channel per class feeding the global pooling directly), the note says so
+    and names the previous spatial layer as the alternative.
+    """
+    from .. import graph_targets as targets
+
+    name = target_layer(model, layer)
+    found = targets.class_score_conv(model, name)
+    if found is None:
+        return ""
+    conv, alternative = found
+    note = (
+        f"Grad-CAM layer {name!r} is a class-score map: the convolution {conv!r} has one "
+        "channel per class and feeds the head's global pooling directly (an "
+        "all-convolutional head), so the heatmap is the explained class's own channel of "
+        "that map (a class activation map), not a weighting of features."
+    )
+    if alternative is not None:
+        note += (
+            f" The previous spatial layer {alternative!r} weighs every feature: pass "
+            f"layer={alternative!r} for a Grad-CAM over features."
+        )
+    return note
+
+
+# --------------------------------------------------------------------------- methods
+@dataclass(frozen=True)
+class CamInputs:
+    """What a method may weigh, for a batch of N images (channels-last, float64).
+
+    Attributes:
+        activation: ``A``, ``(N, h, w, k)``.
+        gradient: ``dy/dA``, ``(N, h, w, k)``; ``None`` for methods that need none.
+        images: ``(N, H, W, C)`` float32, the inputs as the model receives them.
+        masked_scores: ``fn(images (M, H, W, C), owner (M,)) -> (M,)``, the target score
+            of each image's owner (its class, or the callable) for ``M <= chunk``
+            channels-last inputs; ``None`` unless the method asked for it.
+        chunk: the number of inputs ``masked_scores`` runs per compiled call.
+    """
+
+    activation: np.ndarray
+    gradient: np.ndarray | None
+    images: np.ndarray
+    masked_scores: Callable[[np.ndarray, np.ndarray], np.ndarray] | None
+    chunk: int
+
+
+class CamMethod(ABC):
+    """One weighting rule of the CAM family. Subclasses set the class attributes, take
+    their options as typed keyword-only ``__init__`` arguments (checked there; an
+    :class:`InputError` for a bad value) and implement :meth:`raw`."""
+
+    name: ClassVar[str]
+    # The method needs dy/dA (one forward/backward per chunk), or only a forward pass.
+    needs_gradient: ClassVar[bool] = True
+    # The method runs the model on masked inputs (CamInputs.masked_scores).
+    needs_masked_forward: ClassVar[bool] = False
+    # The degenerate rule's reference: "score" (|y_c|: the raw map is a gradient times
+    # an activation, in units of the score) or "activation" (max |A|: the raw map is a
+    # combination of channels, in units of the activations).
+    scale: ClassVar[str] = "score"
+
+    @abstractmethod
+    def raw(self, data: CamInputs) -> np.ndarray:
+        """The raw map ``(N, h, w)`` float64, before ReLU and normalisation (may hold
+        non-finite values: the skeleton turns those maps into degenerate zeros)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+METHODS: dict[str, type[CamMethod]] = {}
+
+
+def _register(cls: type[CamMethod]) -> type[CamMethod]:
+    METHODS[cls.name] = cls
+    return cls
+
+
+def _gradient(data: CamInputs) -> np.ndarray:
+    """``dy/dA`` of a gradient method (the skeleton computes it for those)."""
+    assert data.gradient is not None, "a gradient method was run without a gradient"
+    return data.gradient
+
+
+def _weighted_sum(activation: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``sum_k weights[n, k] A[n, :, :, k]``."""
+    return np.einsum("nhwk,nk->nhw", activation, weights)
+
+
+@_register
+class GradCAMMethod(CamMethod):
+    # Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via
+    # Gradient-based Localization", ICCV 2017 (arXiv:1610.02391):
+    # alpha_k = mean_ij dy/dA_k(i, j); raw = sum_k alpha_k A_k.
+    name = "gradcam"
+
+    def raw(self, data: CamInputs) -> np.ndarray:
+        return _weighted_sum(data.activation, _gradient(data).mean(axis=(1, 2)))
+
+
+@_register
+class GradCAMPlusPlus(CamMethod):
+    # Chattopadhyay et al., "Grad-CAM++: Generalized Gradient-based Visual Explanations
+    # for Deep Convolutional Networks", WACV 2018 (arXiv:1710.11063), eq. 19 with the
+    # exponential score S = exp(y): the higher derivatives become powers of g = dy/dA,
+    #   alpha_kij = g_kij^2 / (2 g_kij^2 + sum_ab A_kab g_kij^3),
+    #   w_k = sum_ij alpha_kij ReLU(g_kij); raw = sum_k w_k A_k.
+    # alpha = 0 where its denominator is 0 (there g = 0: the cell contributes nothing).
+    name = "gradcam++"
+
+    def raw(self, data: CamInputs) -> np.ndarray:
+        a, g = data.activation, _gradient(data)
+        g2 = g * g
+        denominator = 2.0 * g2 + a.sum(axis=(1, 2), keepdims=True) * g2 * g
+        safe = np.where(denominator != 0.0, denominator, 1.0)
+        alpha = np.where(denominator != 0.0, g2 / safe, 0.0)
+        return _weighted_sum(a, (alpha * np.maximum(g, 0.0)).sum(axis=(1, 2)))
+
+
+@_register
+class XGradCAM(CamMethod):
+    # Fu et al., "Axiom-based Grad-CAM: Towards Accurate Visualization and Explanation
+    # of CNNs", BMVC 2020 (arXiv:2008.02312):
+    #   w_k = sum_ij (A_kij / sum_ab A_kab) g_kij; raw = sum_k w_k A_k.
+    # w_k = 0 for a channel whose activations sum to 0 (its normalised map is undefined).
+    name = "xgradcam"
+
+    def raw(self, data: CamInputs) -> np.ndarray:
+        a, g = data.activation, _gradient(data)
+        total = a.sum(axis=(1, 2))  # (N, k)
+        weighted = (a * g).sum(axis=(1, 2))
+        safe = np.where(total != 0.0, total, 1.0)
+        return _weighted_sum(a, np.where(total != 0.0, weighted / safe, 0.0))
+
+
+@_register
+class HiResCAM(CamMethod):
+    # Draelos & Carin, "Use HiResCAM instead of Grad-CAM for faithful explanations of
+    # convolutional neural networks", 2020 (arXiv:2011.08891):
+    #   raw_ij = sum_k g_kij A_kij (no spatial averaging of the gradient).
+    name = "hirescam"
+
+    def raw(self, data: CamInputs) -> np.ndarray:
+        return (_gradient(data) * data.activation).sum(axis=-1)
+
+
+@_register
+class LayerCAM(CamMethod):
+    # Jiang et al., "LayerCAM: Exploring Hierarchical Class Activation Maps for
+    # Localization", IEEE TIP 30, 2021: raw_ij = sum_k ReLU(g_kij) A_kij.
+    name = "layercam"
+
+    def raw(self, data: CamInputs) -> np.ndarray:
+        return (np.maximum(_gradient(data), 0.0) * data.activation).sum(axis=-1)
+
+
+@_register
+class ScoreCAM(CamMethod):
+    # Wang et al., "Score-CAM: Score-Weighted Visual Explanations for Convolutional
+    # Neural Networks", CVPR Workshops 2020 (arXiv:1910.01279):
+    #   M_k = s(Up(A_k)) (bilinear to the input size, s = min-max to [0, 1]);
+    #   w_k = softmax_k(y(X * M_k)); raw = sum_k w_k A_k.
+    # The score y is the target score under the `score` plan (the logit by default,
+    # like every method here). The paper weighs by the softmax *probability's* increase
+    # over a baseline input, f(X * M_k) - f(X_b); a baseline is the same constant for
+    # every channel and the softmax over channels is shift-invariant, so it drops out.
+    # Probabilities would squeeze every weight into softmax_k of values in [0, 1] (at
+    # most a factor e between channels: nearly uniform weights, a blurred mean map);
+    # logits keep the contrast between channels and never saturate.
+    # A channel that is constant over the map has no min-max mask (0 / 0): it carries
+    # no location, gets weight 0 and costs no forward pass (dead ReLU channels are
+    # common in trained networks).
+    # max_channels keeps the channels with the highest mean activation per image (as
+    # Faster Score-CAM does): the cost is one forward pass per kept channel per image.
+    name = "scorecam"
+    needs_gradient = False
+    needs_masked_forward = True
+    scale = "activation"
+
+    def __init__(self, *, max_channels: int | None = None) -> None:
+        if max_channels is not None and (
+            isinstance(max_channels, bool)
+            or not isinstance(max_channels, int | np.integer)
+            or max_channels < 1
+        ):
+            raise InputError(
+                f"max_channels must be None (every channel) or an int >= 1. Received: "
+                f"max_channels={max_channels!r}."
+            )
+        self.max_channels = None if max_channels is None else int(max_channels)
+
+    def __repr__(self) -> str:
+        return f"ScoreCAM(max_channels={self.max_channels!r})"
+
+    def channels(self, activation: np.ndarray) -> list[np.ndarray]:
+        """Per image, the channels that are masked and weighed (non-constant ones, the
+        ``max_channels`` highest mean activations first when given)."""
+        chosen = []
+        for a in activation:  # (h, w, k)
+            flat = a.reshape(-1, a.shape[-1])
+            varying = np.flatnonzero(flat.max(axis=0) > flat.min(axis=0))
+            if self.max_channels is not None and varying.size > self.max_channels:
+                order = np.argsort(-flat.mean(axis=0)[varying], kind="stable")
+                varying = np.sort(varying[order[: self.max_channels]])
+            chosen.append(varying)
+        return chosen
+
+    def raw(self, data: CamInputs) -> np.ndarray:
+        assert data.masked_scores is not None, "Score-CAM runs masked inputs"
+        a, images = data.activation, data.images
+        n, h, w, _ = a.shape
+        up_rows = bilinear_matrix(h, images.shape[1])
+        up_cols = bilinear_matrix(w, images.shape[2])
+        chosen = self.channels(a)
+        pairs = [(i, int(c)) for i in range(n) for c in chosen[i]]
+        scores = np.zeros(len(pairs), np.float64)
+        for start in range(0, len(pairs), data.chunk):
+            part = pairs[start : start + data.chunk]
+            owner = np.array([i for i, _ in part], np.int64)
+            maps = np.stack([a[i, :, :, c] for i, c in part])
+            masks = np.einsum("Hh,mhw,Ww->mHW", up_rows, maps, up_cols)
+            low = masks.min(axis=(1, 2), keepdims=True)
+            high = masks.max(axis=(1, 2), keepdims=True)
+            masks = (masks - low) / np.where(high > low, high - low, 1.0)
+            masked = (images[owner] * masks[..., None]).astype(np.float32)
+            scores[start : start + len(part)] = data.masked_scores(masked, owner)
+        weights = np.zeros((n, a.shape[-1]), np.float64)
+        at = 0
+        for i in range(n):
+            s = scores[at : at + chosen[i].size]
+            at += chosen[i].size
+            if s.size:
+                e = np.exp(s - s.max())
+                weights[i, chosen[i]] = e / e.sum()
+        return _weighted_sum(a, weights)
+
+
+@_register
+class EigenCAM(CamMethod):
+    # Muhammad & Yeasin, "Eigen-CAM: Class Activation Map using Principal Components",
+    # IJCNN 2020 (arXiv:2008.00299): A as an (hw, k) matrix = U S V^T; the map is the
+    # projection A v_1 on the first right singular vector. Not centred by default, as
+    # in the paper (it factorises A itself): for post-ReLU maps (A >= 0) v_1 can be
+    # taken >= 0 (Perron-Frobenius on A^T A), so the map is a positive mix of channels.
+    # center=True subtracts each channel's spatial mean first (the principal component
+    # of the centred data, as some implementations do). A singular vector's sign is
+    # arbitrary: it is fixed so that the map agrees with where the layer is active, a
+    # positive inner product with the channel sum sum_k A_k (for A >= 0 uncentred: a
+    # positive sum; a centred projection always sums to 0, so its sum cannot decide);
+    # where that product is 0, the largest-|value| entry (the first on ties) is positive.
+    # Class-agnostic: the map does not depend on the class or the head.
+    name = "eigencam"
+    needs_gradient = False
+    scale = "activation"
+
+    def __init__(self, *, center: bool = False) -> None:
+        if not isinstance(center, bool | np.bool_):
+            raise InputError(f"center must be True or False. Received: center={center!r}.")
+        self.center = bool(center)
+
+    def __repr__(self) -> str:
+        return f"EigenCAM(center={self.center!r})"
+
+    def raw(self, data: CamInputs) -> np.ndarray:
+        a = data.activation
+        n, h, w, k = a.shape
+        out = np.full((n, h, w), np.nan)
+        for i in range(n):
+            m = a[i].reshape(h * w, k)
+            if not np.isfinite(m).all():
+                continue  # left NaN: the skeleton returns a degenerate zero map
+            activity = m.sum(axis=1)
+            if self.center:
+                m = m - m.mean(axis=0, keepdims=True)
+            _, _, vt = np.linalg.svd(m, full_matrices=False)
+            projection = m @ vt[0]
+            agreement = float(projection @ activity)
+            decider = agreement or projection[np.argmax(np.abs(projection))]
+            out[i] = (-projection if decider < 0 else projection).reshape(h, w)
+        return out
+
+
+def bilinear_matrix(size: int, new_size: int) -> np.ndarray:
+    """``(new_size, size)`` weights of a bilinear resize along one axis (pixel centres
+    aligned, edges clamped: the convention of PIL's and Keras' bilinear upsampling)."""
+    pos = (np.arange(new_size, dtype=np.float64) + 0.5) * (size / new_size) - 0.5
+    pos = np.clip(pos, 0.0, size - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, size - 1)
+    frac = pos - lo
+    matrix = np.zeros((new_size, size), np.float64)
+    rows = np.arange(new_size)
+    np.add.at(matrix, (rows, lo), 1.0 - frac)
+    np.add.at(matrix, (rows, hi), frac)
+    return matrix
+
+
+def make_method(method: Any, options: dict[str, Any]) -> CamMethod:
+    """The :class:`CamMethod` named ``method`` with ``options``.
+
+    Raises:
+        InputError: an unknown method, or an option the method does not take (both
+            messages list what is valid), or a bad option value.
+    """
+    if not isinstance(method, str) or method not in METHODS:
+        raise InputError(
+            f"Unknown CAM method. Received: method={method!r}. Expected one of {sorted(METHODS)}."
+        )
+    cls = METHODS[method]
+    valid = [
+        p.name
+        for p in inspect.signature(cls.__init__).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    ]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise InputError(
+            f"Unknown option(s) for method {method!r}. Received: {unknown}. Expected "
+            + (f"any of {valid}." if valid else "none: this method takes no options.")
+        )
+    return cls(**options)
+
+
+def method_options(method: str) -> list[str]:
+    """The keyword options ``method`` takes (for messages and docs)."""
+    return [
+        p.name
+        for p in inspect.signature(METHODS[method].__init__).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    ]
+
+
+# --------------------------------------------------------------------------- score, target
+def _score_plan(model: Any, score: str) -> tuple[str, bool]:
+    """``(score_kind, bypass_head_activation)`` for a requested ``score``."""
+    if score not in SCORES:
+        raise InputError(f"Unknown score. Received: score={score!r}. Expected one of {SCORES}.")
+    act = graph_lib.head_activation(model)
+    bypassable = act in graph_lib.BYPASSABLE_ACTIVATIONS
+    if score == "output":
+        return "output", False
+    if score == "logit":
+        if not bypassable and act != "linear":
+            head = graph_lib.flatten(model).head_record().name
+            raise GraphError(
+                f"score='logit' needs a head whose final activation is softmax, sigmoid or "
+                f"linear. Received: final activation {act!r} in layer {head!r}. Expected "
+                "score='output' (or 'auto') for this model."
+            )
+        return "logit", bypassable
+    # auto: the logit wherever it can be had (a saturated softmax has gradients ~1e-8
+    # to 1e-11, measured), else the output.
+    if bypassable:
+        return "logit", True
+    return ("logit" if act == "linear" else "output"), False
+
+
+def _num_classes(model: Any) -> int:
+    out = graph_lib.flatten(model).outputs[0]
+    shape = tuple(out.shape)
+    if len(shape) != 2 or shape[-1] is None:
+        raise GraphError(
+            f"Grad-CAM needs a classifier head with output (batch, classes) to pick a "
+            f"class. Received: model output shape {shape}. Expected a 2-D output with a "
+            "known class count, or class_index as a callable score(outputs) -> (N,)."
+        )
+    return int(shape[-1])
+
+
+def _class_indices(class_index: Any, n: int, num_classes: int) -> np.ndarray:
+    """Requested classes as int32 ``(n,)``; ``-1`` means "top predicted"."""
+    if class_index is None:
+        return np.full((n,), -1, np.int32)
+    arr = np.asarray(class_index)
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
+        raise InputError(
+            f"class_index must be an int, one int per image or a callable. Received: "
+            f"class_index={class_index!r}. Expected integers in [0, {num_classes})."
+        )
+    if arr.ndim == 0:
+        if not 0 <= int(arr) < num_classes:
+            raise InputError(
+                f"class_index out of range. Received: class_index={int(arr)}. Expected an "
+                f"integer in [0, {num_classes}) for a model with {num_classes} classes."
+            )
+        arr = np.full((n,), int(arr), np.int64)
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise InputError(
+            f"class_index must be an int or one per image. Received: class_index with "
+            f"shape {arr.shape} for {n} image(s). Expected an int or shape ({n},)."
+        )
+    bad = (arr < 0) | (arr >= num_classes)
+    if bad.any():
+        raise InputError(
+            f"class_index out of range. Received: class_index={arr[bad][:5].tolist()} "
+            f"(at image(s) {np.flatnonzero(bad)[:5].tolist()}). Expected integers in "
+            f"[0, {num_classes}) for a model with {num_classes} classes."
+        )
+    return arr.astype(np.int32)
+
+
+def _callable_name(fn: Any) -> str:
+    return str(getattr(fn, "__qualname__", None) or type(fn).__qualname__)
+
+
+@dataclass(frozen=True)
+class _Target:
+    """What is differentiated (or weighed) per image: a class (``classes``, ``-1`` =
+    top predicted) or a callable ``score(outputs) -> (N,)``."""
+
+    classes: np.ndarray  # (N,) int32; -1 everywhere for a callable
+    fn: Callable[[Any], Any] | None
+    description: str
+
+    def values(self, head: np.ndarray, classes: np.ndarray) -> np.ndarray:
+        """The target score per row of ``head`` (rows explain ``classes``), float64."""
+        if self.fn is None:
+            return head[np.arange(head.shape[0]), classes].astype(np.float64)
+        return _call_target(self.fn, head)
+
+
+def _call_target(fn: Callable[[Any], Any], head: np.ndarray, what: str = "") -> np.ndarray:
+    """``fn`` on a concrete head batch, checked to give one score per row."""
+    import keras
+
+    value = fn(keras.ops.convert_to_tensor(head))
+    out = np.asarray(keras.ops.convert_to_numpy(value), np.float64)
+    if out.shape != (head.shape[0],):
+        raise InputError(
+            f"class_index as a callable must return one score per image, shape (N,). "
+            f"Received: {_callable_name(fn)}(outputs) of shape {out.shape} for outputs of "
+            f"shape {head.shape}{what}. Expected shape ({head.shape[0]},)."
+        )
+    return out
+
+
+def _check_callable_shape(fn: Callable[[Any], Any], model: Any) -> None:
+    """Refuse a callable of the wrong output shape before anything is compiled (on a
+    zero batch whose row count differs from every output dimension)."""
+    dims = tuple(graph_lib.flatten(model).outputs[0].shape)[1:]
+    if any(d is None for d in dims):
+        return  # checked on the real outputs instead
+    rows = max((int(d) for d in dims), default=1) + 1
+    _call_target(fn, np.zeros((rows, *dims), np.float32), f" (a check on {rows} zero rows)")
+
+
+def _target(model: Any, class_index: Any, n: int, output_label: str | None) -> _Target:
+    at = "" if output_label is None else f"@{output_label}"
+    if callable(class_index):
+        _check_callable_shape(class_index, model)
+        return _Target(
+            np.full((n,), -1, np.int32), class_index, f"callable:{_callable_name(class_index)}{at}"
+        )
+    classes = _class_indices(class_index, n, _num_classes(model))
+    if class_index is None:
+        label = "top"
+    elif np.all(classes == classes[0]):
+        label = str(int(classes[0]))
+    else:
+        label = "per-image"
+    return _Target(classes, None, f"class:{label}{at}")
+
+
+# --------------------------------------------------------------------------- outputs
+def output_names(model: Any) -> list[list[str]]:
+    """The names that pick each output of ``model``: the layer that produces it and,
+    for a dict of outputs, its key."""
+    fn = graph_lib.functional_of(model)
+    outs = list(fn.outputs)
+    names: list[list[str]] = [[] for _ in outs]
+    for i, name in enumerate(getattr(fn, "output_names", None) or []):
+        if i < len(outs):
+            names[i].append(str(name))
+    struct = getattr(fn, "_outputs_struct", None)
+    if isinstance(struct, dict):
+        for key, tensor in struct.items():
+            for i, out in enumerate(outs):
+                if out is tensor and str(key) not in names[i]:
+                    names[i].append(str(key))
+    return names
+
+
+def _select_output(model: Any, output: Any) -> tuple[Any, str | None]:
+    """``(model whose first output is the chosen one, its label or None)``.
+
+    A single-output model is used as it is. Another output than the first is explained
+    through a functional view ``inputs -> that output`` sharing the model's layers
+    (cached with the model).
+    """
+    names = output_names(model)
+    count = len(names)
+    label = (lambda i: names[i][0] if names[i] else str(i)) if count > 1 else (lambda i: None)
+    if output is None:
+        return model, label(0)
+    listing = [n[0] if n else str(i) for i, n in enumerate(names)]
+    if isinstance(output, int | np.integer) and not isinstance(output, bool):
+        index = int(output)
+        if not -count <= index < count:
+            raise InputError(
+                f"Unknown output. Received: output={output!r}. Expected an index in "
+                f"[0, {count}) or one of the output names {listing}."
+            )
+        index %= count
+    elif isinstance(output, str):
+        found = [i for i, n in enumerate(names) if output in n]
+        if not found:
+            raise InputError(
+                f"Unknown output. Received: output={output!r}. Expected one of the output "
+                f"names {listing} (or an index in [0, {count}))."
+            )
+        index = found[0]
+    else:
+        raise InputError(
+            f"output must be an output name or index. Received: output={output!r} (type "
+            f"{type(output).__name__}). Expected one of {listing} or an index in "
+            f"[0, {count})."
+        )
+    if index == 0:
+        return model, label(0)
+    views = graph_lib.model_cache(model, "cam_outputs")
+    if index not in views:
+        import keras
+
+        fn = graph_lib.functional_of(model)
+        views[index] = keras.Model(
+            fn.inputs, fn.outputs[index], name=f"{model.name}_output_{index}"
+        )
+    return views[index], label(index)
+
+
+# --------------------------------------------------------------------------- compiled
+def _loss_fn(num_classes: int) -> Any:
+    """``sum_n y[n, c_n]`` with ``c_n = aux[n]``, or the top class where ``aux[n] < 0``."""
+
+    def loss(outputs: list, aux: Any) -> Any:
+        from keras import ops
+
+        head = outputs[1]
+        top = ops.cast(ops.argmax(ops.stop_gradient(head), axis=-1), "int32")
+        wanted = ops.cast(aux, "int32")
+        cls = ops.where(wanted >= 0, wanted, top)
+        onehot = ops.one_hot(cls, num_classes, dtype=head.dtype)
+        return ops.sum(head * onehot)
+
+    return loss
+
+
+def _callable_loss(fn: Callable[[Any], Any]) -> Any:
+    """``sum_n fn(head)[n]``: each image's gradient is that of its own score."""
+
+    def loss(outputs: list, aux: Any) -> Any:
+        from keras import ops
+
+        return ops.sum(fn(outputs[1]))
+
+    return loss
+
+
+def compiled_cache(model: Any) -> dict:
+    """The compiled class-target CAM functions of ``model``: ``{(layer, bypass,
+    backend): (rewired, fn)}`` (freed with the model)."""
+    return graph_lib.model_cache(model, "gradcam")
+
+
+def _compiled(model: Any, layer: str, bypass: bool, target: _Target) -> tuple[Any, Any]:
+    """``(rewired, value_and_grad fn)`` for (model, layer, head bypass, target), cached."""
+    from .. import backends
+
+    n_inputs = len(graph_lib.flatten(model).inputs)
+    if target.fn is None:
+        per_model = compiled_cache(model)
+        key: tuple = (layer, bypass, backends.current_backend())
+        if key not in per_model:
+            rewired = graph_lib.rewire(model, layer, bypass_head_activation=bypass)
+            fn = backends.make_value_and_grad(
+                rewired.model, _loss_fn(_num_classes(model)), wrt=n_inputs
+            )
+            per_model[key] = (rewired, fn)
+        return per_model[key]
+    # Callables are keyed by identity and kept alive with their entry (an id is unique
+    # only while its object lives).
+    per_callable = graph_lib.model_cache(model, "cam_callables")
+    key = (layer, bypass, backends.current_backend(), id(target.fn))
+    hit = per_callable.get(key)
+    if hit is None or hit[2] is not target.fn:
+        rewired = graph_lib.rewire(model, layer, bypass_head_activation=bypass)
+        fn = backends.make_value_and_grad(rewired.model, _callable_loss(target.fn), wrt=n_inputs)
+        while len(per_callable) >= _MAX_CALLABLE_TARGETS:
+            per_callable.pop(next(iter(per_callable)))
+        hit = per_callable[key] = (rewired, fn, target.fn)
+    return hit[0], hit[1]
+
+
+def _forward(model: Any, layer: str, bypass: bool) -> tuple[Any, Any]:
+    """``(rewired, forward fn)``: ``fn([x, zero]) -> [A, head]``, cached with the model."""
+    from .. import backends
+
+    rewired = graph_lib.rewire(model, layer, bypass_head_activation=bypass)
+    return rewired, backends.make_forward(rewired.model)
+
+
+# --------------------------------------------------------------------------- skeleton
+def _apply_preprocessor(model: Any, batch: np.ndarray) -> np.ndarray:
+    """The keras-hub task's own preprocessor applied to the images (preprocess=True)."""
+    pre = getattr(model, "preprocessor", None)
+    if pre is None:
+        raise InputError(
+            f"preprocess=True needs a keras-hub task model with a preprocessor. Received: "
+            f"model {getattr(model, 'name', '?')!r} of class {type(model).__name__!r} with "
+            "no `preprocessor`. Expected a keras-hub task (e.g. ImageClassifier) built or "
+            "loaded with one, or preprocess=False and images already preprocessed."
+        )
+    import keras
+
+    out = pre(batch)
+    if isinstance(out, tuple):  # (x, y, sample_weight) when a label was packed
+        out = out[0]
+    return np.asarray(keras.ops.convert_to_numpy(out), np.float32)
+
+
+def _channels_last(array: np.ndarray, data_format: str) -> np.ndarray:
+    return np.moveaxis(array, 1, -1) if data_format == "channels_first" else array
+
+
+def _padded(array: np.ndarray, size: int) -> np.ndarray:
+    """``array`` grown to ``size`` rows by repeating its last row.
+
+    A short last chunk runs the program already compiled for ``size`` (a JAX compile of
+    Xception-41 took ~30 s here, more than the padded rows cost); callers drop the
+    padding from the results.
+    """
+    pad = size - array.shape[0]
+    return array if pad <= 0 else np.concatenate([array, np.repeat(array[-1:], pad, axis=0)])
+
+
+def normalise(raw: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(heatmap, raw, degenerate)`` of raw maps ``(N, h, w)``: ReLU, divided by the max.
+
+    A map is degenerate, and returned as zeros, when it holds a non-finite value, when
+    ``max|raw| <= DEGENERATE_RTOL * |reference|`` (per image) or when its ReLU is all
+    zero. Never NaN.
+    """
+    with np.errstate(invalid="ignore", over="ignore"):
+        finite = np.isfinite(raw).all(axis=(1, 2))
+        raw = np.where(finite[:, None, None], raw, 0.0)
+        peak = np.maximum(raw, 0.0).max(axis=(1, 2))
+        max_abs = np.abs(raw).max(axis=(1, 2))
+        degenerate = (~finite) | (max_abs <= DEGENERATE_RTOL * np.abs(reference)) | (peak <= 0.0)
+        scale = np.where(degenerate, 1.0, peak)
+        heatmap = np.where(
+            degenerate[:, None, None], 0.0, np.maximum(raw, 0.0) / scale[:, None, None]
+        )
+    return heatmap.astype(np.float32), raw.astype(np.float32), degenerate
+
+
+def cam(
+    model: Any,
+    images: Any,
+    method: str = "gradcam",
+    class_index: int | Sequence[int] | np.ndarray | Callable[[Any], Any] | None = None,
+    layer: str | None = None,
+    score: str = "auto",
+    preprocess: bool = False,
+    batch_size: int | None = None,
+    output: str | int | None = None,
+    **method_options: Any,
+) -> GradCAM:
+    """Class-activation maps of ``images`` by one method of the CAM family.
+
+    Args:
+        model: a functional or Sequential Keras model (nested models and keras-hub
+            task models included).
+        images: ``(N, H, W, C)`` or one ``(H, W, C)`` image, channels-last, uint8 or
+            float, in the range the model expects (not rescaled here).
+        method: ``"gradcam"``, ``"gradcam++"``, ``"xgradcam"``, ``"hirescam"``,
+            ``"layercam"``, ``"scorecam"`` or ``"eigencam"`` (the module docstring has
+            each formula and paper).
+        class_index: what is explained: ``None`` (the top predicted class of each
+            image), one int for all images, one int per image, or a callable
+            ``score(outputs) -> (N,)`` built from ``keras.ops`` on the head tensor (a
+            multi-label sigmoid head, a regression head, a weighted sum of classes:
+            ``lambda y: y[:, 2] + 0.5 * y[:, 7]``). The callable receives the tensor
+            that ``score`` selects (the logits under ``"auto"`` where the head ends in
+            softmax or sigmoid; pass ``score="output"`` for probabilities) and must
+            compute each image's score from that image's row alone.
+        layer: target layer name (as :func:`convviz_check.graph.flatten` names it);
+            ``None`` picks the spatial map that feeds the head's global pooling (or
+            Flatten) (:func:`target_layer`).
+        score: ``"logit"`` (the head's pre-softmax/sigmoid value; an error where the
+            head cannot be bypassed), ``"output"`` (the model output) or ``"auto"``
+            (the logit where it can be had, else the output).
+        preprocess: apply a keras-hub task model's own ``preprocessor`` to the images
+            first (an error for models without one).
+        batch_size: images per compiled call, and masked inputs per call for
+            Score-CAM (``None``: 8 images, 32 masked inputs; see ``DEFAULT_BATCH_SIZE``
+            and ``DEFAULT_MASK_BATCH_SIZE``); results do not depend on it.
+        output: the output of a multi-output model to explain, by name (the layer
+            that produces it, or its key in a dict of outputs) or index; ``None``: the
+            first output.
+        **method_options: the method's own options: ``max_channels`` (Score-CAM: the
+            channels of highest mean activation per image; default every channel),
+            ``center`` (Eigen-CAM: subtract each channel's mean first; default False).
+
+    Returns:
+        A :class:`~convviz_check.types.GradCAM`: ``heatmap`` (N, h, w) in [0, 1],
+        ``raw``, ``class_index`` (the class explained per image; ``-1`` for a
+        callable target), ``score`` (the target score of each image), ``score_kind``,
+        ``layer``, ``degenerate``, ``image_shape``, ``note``, ``method`` and
+        ``target`` (``"class:top"``, ``"class:3"``, ``"class:per-image"`` or
+        ``"callable:<qualname>"``, with ``"@<output>"`` on a multi-output model).
+
+    Raises:
+        InputError: bad images, class indices, score, output, a callable of the wrong
+            output shape, an unknown method or method option.
+        GraphError: a bad target layer (the message lists the valid ones), a model
+            without a spatial map, a class index on a head that is not
+            ``(batch, classes)``, or ``score="logit"`` on a head that cannot be bypassed.
+
+    Warns:
+        ConvvizWarning: degenerate maps under ``score="output"`` from a saturated
+            softmax/sigmoid (the message suggests ``score="logit"``).
+
+    Example:
+        >>> result = cam(model, images, method="scorecam", max_channels=64)
+        >>> result.method, result.target, result.heatmap.shape
+        ('scorecam', 'class:top', (8, 10, 10))
+    """
+    rule = make_method(method, method_options)
+    graph_lib.flatten(model)  # refuses subclassed / unbuilt models first
+    check_batch_size(batch_size)
+    chunk = int(batch_size or DEFAULT_BATCH_SIZE)
+    mask_chunk = int(batch_size or DEFAULT_MASK_BATCH_SIZE)
+    batch = as_image_batch(images)
+    image_shape = (int(batch.shape[1]), int(batch.shape[2]))
+    if preprocess:
+        batch = as_image_batch(_apply_preprocessor(model, batch), model)
+    else:
+        batch = as_image_batch(batch, model)
+    view, output_label = _select_output(model, output)
+    kind, bypass = _score_plan(view, score)
+    name = target_layer(view, layer)
+    n = batch.shape[0]
+    target = _target(view, class_index, n, output_label)
+    x = to_model_layout(batch, model)
+    run = _Runner(view, name, bypass, target, rule.needs_gradient)
+    zero_item = _zero_shape(view, name, run.zero_shape, x.shape[1:])
+    zero = np.zeros((min(chunk, n), *zero_item), np.float32)
+    activation, gradient, head = run.batches(x, target.classes, zero)
+    if not np.isfinite(head).all():
+        bad = np.flatnonzero(~np.isfinite(head.reshape(n, -1)).all(axis=1))
+        raise InputError(
+            f"The model produced non-finite outputs for image(s) {bad[:5].tolist()} (NaN "
+            "or inf), so no class score can be differentiated. Received: finite images "
+            f"of shape {batch.shape}. Expected a model with finite outputs on them."
+        )
+    # Same rule as inside the compiled loss: argmax takes the first of tied maxima in
+    # NumPy and in all three backends. A callable target has no class: -1.
+    classes = np.where(
+        target.classes >= 0, target.classes, np.argmax(head.reshape(n, -1), axis=-1)
+    ).astype(np.int64)
+    if target.fn is not None:
+        classes = np.full((n,), -1, np.int64)
+    y = target.values(head, classes)
+    if not np.isfinite(y).all():
+        raise InputError(
+            f"The target score is not finite for image(s) "
+            f"{np.flatnonzero(~np.isfinite(y))[:5].tolist()} ({target.description}). "
+            "Expected a finite score to explain."
+        )
+    data = CamInputs(
+        activation=activation,
+        gradient=gradient,
+        images=batch,
+        masked_scores=(
+            run.masked_scorer(model, classes, np.zeros((mask_chunk, *zero_item), np.float32))
+            if rule.needs_masked_forward
+            else None
+        ),
+        chunk=mask_chunk,
+    )
+    with np.errstate(all="ignore"):  # non-finite maps become degenerate zeros below
+        raw = rule.raw(data)
+    reference = y if rule.scale == "score" else np.abs(activation).max(axis=(1, 2, 3))
+    heatmap, raw32, degenerate = normalise(raw, reference)
+    if rule.scale == "score":
+        _warn_if_saturated(view, kind, y, degenerate, method)
+    return GradCAM(
+        heatmap=heatmap,
+        raw=raw32,
+        class_index=classes,
+        score=y.astype(np.float32),
+        score_kind=kind,
+        layer=name,
+        degenerate=degenerate,
+        image_shape=image_shape,
+        note=gradcam_note(view, name),
+        method=method,
+        target=target.description,
+    )
+
+
+class _Runner:
+    """The compiled function of one (model, layer, head bypass, target) and the chunked,
+    padded calls through it."""
+
+    def __init__(
+        self, model: Any, layer: str, bypass: bool, target: _Target, gradient: bool
+    ) -> None:
+        self.target = target
+        if gradient:
+            self.rewired, self.step = _compiled(model, layer, bypass, target)
+            self.forward = None
+        else:
+            self.rewired, self.forward = _forward(model, layer, bypass)
+            self.step = None
+        self.zero_shape: tuple = self.rewired.zero_shape
+        self.data_format: str = self.rewired.data_format
+
+    def batches(
+        self, x: np.ndarray, wanted: np.ndarray, zero: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """``(A, dy/dA or None, head)`` of the model-layout batch ``x``, channels-last,
+        ``zero.shape[0]`` images per call (``A`` and ``dy/dA`` in float64: a channel sum
+        adds up to thousands of terms, 2048 for Xception)."""
+        acts, grads, heads = [], [], []
+        n, size = x.shape[0], zero.shape[0]
+        for start in range(0, n, size):
+            k = min(size, n - start)
+            xs, cls = _padded(x[start : start + k], size), _padded(wanted[start : start + k], size)
+            if self.step is not None:
+                _, outputs, grad = self.step([xs, zero], cls)
+                grads.append(_channels_last(np.asarray(grad[:k], np.float32), self.data_format))
+            else:
+                assert self.forward is not None
+                outputs = self.forward([xs, zero])
+            acts.append(_channels_last(np.asarray(outputs[0][:k], np.float32), self.data_format))
+            heads.append(np.asarray(outputs[1][:k], np.float32))
+        gradient = np.concatenate(grads).astype(np.float64) if grads else None
+        return np.concatenate(acts).astype(np.float64), gradient, np.concatenate(heads)
+
+    def masked_scorer(
+        self, model: Any, classes: np.ndarray, zeros: np.ndarray
+    ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+        """``fn(masked (M, H, W, C) channels-last, owner (M,)) -> target scores (M,)``
+        for ``M <= chunk``: the cached compiled forward, ``chunk`` inputs per call (a
+        short chunk padded), each scored for its owner image's target."""
+        assert self.forward is not None, "masked inputs run forward only"
+        forward, chunk = self.forward, zeros.shape[0]
+
+        def scores(masked: np.ndarray, owner: np.ndarray) -> np.ndarray:
+            outputs = forward([_padded(to_model_layout(masked, model), chunk), zeros])
+            head = np.asarray(outputs[1], np.float32)
+            return self.target.values(head, _padded(classes[owner], chunk))[: masked.shape[0]]
+
+        return scores
+
+
+def _warn_if_saturated(
+    model: Any, kind: str, y: np.ndarray, degenerate: np.ndarray, method: str
+) -> None:
+    if kind != "output" or not degenerate.any():
+        return
+    act = graph_lib.head_activation(model)
+    if act not in graph_lib.BYPASSABLE_ACTIVATIONS:
+        return
+    saturated = degenerate & ((y >= 1.0 - _SATURATION_EPS) | (y <= _SATURATION_EPS))
+    if saturated.any():
+        idx = np.flatnonzero(saturated)
+        label = "Grad-CAM" if method == "gradcam" else f"CAM ({method})"
+        warnings.warn(
+            f"{label} maps of {idx.size} image(s) (e.g. {idx[:5].tolist()}) are degenerate "
+            f"(returned as zeros): the model's {act} output is saturated (y_c = "
+            f"{float(y[idx[0]]):.6g}), so its float32 gradient vanishes. Use score='logit' "
+            "(the pre-activation score, as the Grad-CAM paper recommends).",
+            ConvvizWarning,
+            stacklevel=_outside_stacklevel(),
+        )
+
+
+def _outside_stacklevel() -> int:
+    """The ``stacklevel`` of the first caller outside this package's explain modules
+    (the user's line, whether it called ``cam``, ``gradcam`` or the fixture)."""
+    frame, level = inspect.currentframe(), 0
+    while frame is not None and str(frame.f_globals.get("__name__", "")).startswith(
+        "convviz_check.explain"
+    ):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_MASK_BATCH_SIZE",
+    "DEGENERATE_RTOL",
+    "METHODS",
+    "SCORES",
+    "CamInputs",
+    "CamMethod",
+    "bilinear_matrix",
+    "cam",
+    "compiled_cache",
+    "gradcam_note",
+    "make_method",
+    "method_options",
+    "normalise",
+    "output_names",
+    "target_layer",
+]
