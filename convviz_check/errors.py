@@ -55,6 +55,12 @@ class LocalizationError(ConvvizError, ValueError):
     """A localization target (box or mask) is invalid for the heatmap or image."""
 
 
+class FaithfulnessError(ConvvizError, AssertionError):
+    """A heatmap does not explain the model's decision better than a random map or the
+    map of another class (``assert_faithful``); an ``AssertionError``, so pytest shows a
+    failure, not an error."""
+
+
 class ConvvizWarning(UserWarning):
     """Warnings convviz_check emits (large goldens, skipped metrics...)."""
 

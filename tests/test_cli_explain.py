@@ -1,5 +1,6 @@
 """``convviz-check explain`` end to end: photos of any size and channel count, value
-ranges, the page, the summary, the filter count, error messages, warnings.
+ranges, the page, the summary, the filter count, several CAM methods side by side
+(``--cam``), error messages, warnings.
 
 The models are built here (a few convolutions, NumPy-seeded weights) and saved to
 ``.keras`` files; the photos are scikit-image's bundled samples saved with Pillow.
@@ -22,7 +23,7 @@ from PIL import Image
 
 from convviz_check.cli import main
 from convviz_check.examples import model_path
-from convviz_check.render import filter_grid
+from convviz_check.render import filter_grid, overlay
 from tests._models import seeded_weights
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1] / "convviz_check"
@@ -130,7 +131,7 @@ def test_grayscale_model_in_minus_one_to_one_from_rgb_png_and_jpeg_of_other_size
     for entry in summary["images"]:
         assert _png(out / entry["input_png"]).shape == (32, 32)
     # overlays at each photo's own size
-    overlays = [out / e["overlay"] for e in summary["gradcam"]["images"]]
+    overlays = [out / e["maps"]["gradcam"]["overlay"] for e in summary["gradcam"]["images"]]
     assert [_png(p).shape for p in overlays] == [(300, 451, 3), (512, 512, 3)]
     assert summary["activations"]["layers"] and summary["filters"]["count"] == 7
     for layer in summary["activations"]["layers"]:
@@ -166,7 +167,9 @@ def test_fixed_size_rgb_model_from_grayscale_and_rgb_files(
     assert [i["model_size"] for i in summary["images"]] == [[40, 48], [40, 48]]
     for entry in summary["images"]:
         assert _png(out / entry["input_png"]).shape == (40, 48, 3)
-    shapes = [_png(out / e["overlay"]).shape for e in summary["gradcam"]["images"]]
+    shapes = [
+        _png(out / e["maps"]["gradcam"]["overlay"]).shape for e in summary["gradcam"]["images"]
+    ]
     assert shapes == [(512, 512, 3), (512, 512, 3)]
     gray_input = _png(out / summary["images"][0]["input_png"]).astype(int)
     assert (gray_input[..., 0] == gray_input[..., 2]).all()  # gray repeated to RGB
@@ -208,6 +211,65 @@ def test_gradcam_layer_and_class_flags_choose_what_is_drawn(
     assert summary["gradcam"]["images"][0]["class_index"] == 2
 
 
+def test_two_cam_methods_are_drawn_side_by_side_and_recorded(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    rc = _explain(
+        files["rgb_model"], files["astronaut_jpg"], files["camera_png"], "--what", "gradcam",
+        "--cam", "gradcam", "scorecam", "--class", "1", "--out", out,
+    )  # fmt: skip
+    assert rc == 0
+    summary = _check_page(out)
+    cam = summary["gradcam"]
+    assert cam["methods"] == ["gradcam", "scorecam"]
+    assert set(cam["seconds"]) == {"gradcam", "scorecam"}
+    page = (out / "index.html").read_text(encoding="utf-8")
+    for entry in cam["images"]:
+        assert list(entry["maps"]) == ["gradcam", "scorecam"]
+        assert entry["class_index"] == 1
+        grad, score = (out / entry["maps"][m]["overlay"] for m in ("gradcam", "scorecam"))
+        assert _png(grad).shape == _png(score).shape == (512, 512, 3)
+        assert not np.array_equal(_png(grad), _png(score))  # two different maps
+        # each overlay sits under its method's name, in the order asked
+        at = [page.index(entry["maps"][m]["overlay"]) for m in ("gradcam", "scorecam")]
+        titles = [page.rindex("Grad-CAM</div>", 0, at[0]), page.rindex("Score-CAM</div>", 0, at[1])]
+        assert titles[0] < at[0] < titles[1] < at[1]
+    assert "<h2>Class-activation maps</h2>" in page
+    assert "Score-CAM</b>: channels weighted by the class score" in page
+    printed = capsys.readouterr().out
+    assert "cam: gradcam, scorecam; layer 'conv_b'" in printed
+
+
+def test_cam_methods_match_the_library_and_files_after_cam_are_images(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    import keras
+
+    from convviz_check.cli import images as img_lib
+    from convviz_check.explain.cam import cam
+
+    out = tmp_path / "out"
+    rc = _explain(
+        files["rgb_model"], "--what", "gradcam", "--out", out,
+        "--cam", "eigencam,gradcam++", "eigencam", files["camera_png"],
+    )  # fmt: skip
+    assert rc == 0
+    summary = _check_page(out)
+    assert summary["gradcam"]["methods"] == ["eigencam", "gradcam++"]  # repeats dropped
+    assert [i["name"] for i in summary["images"]] == ["camera_gray.png"]
+    model = keras.saving.load_model(files["rgb_model"])
+    prep = img_lib.prepare(model, img_lib.read_sources([str(files["camera_png"])]))
+    expected = cam(model, prep.gradcam_images, method="eigencam")
+    entry = summary["gradcam"]["images"][0]
+    assert entry["class_index"] == int(expected.class_index[0])
+    assert entry["score"] == pytest.approx(float(expected.score[0]), rel=1e-6)
+    # the overlay is the library's map drawn over the photo at its own size
+    photo = _png(files["camera_png"])
+    drawn = overlay(photo, expected.heatmap[0], value_range=(0.0, 255.0))
+    np.testing.assert_array_equal(_png(out / entry["maps"]["eigencam"]["overlay"]), drawn)
+
+
 def test_images_may_follow_the_options(files: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "out"
     rc = main(
@@ -243,6 +305,15 @@ def _error_case(files: dict[str, Path], name: str, tmp_path: Path) -> list[str]:
         "class name on a 4-class model": [files["gray_model"], photo, "--class", "tabby"],
         "removed flag": [files["gray_model"], "--images", photo],
         "technique as image": [files["gray_model"], photo, "--what", "activations", "gradcam"],
+        "unknown CAM method": [files["gray_model"], photo, "--cam", "gradcam", "gradcamm"],
+        "--cam without gradcam": [
+            files["gray_model"],
+            photo,
+            "--what",
+            "filters",
+            "--cam",
+            "scorecam",
+        ],
     }
     return [str(a) for a in cases[name]]
 
@@ -258,6 +329,12 @@ def _error_case(files: dict[str, Path], name: str, tmp_path: Path) -> list[str]:
         ("class name on a 4-class model", "--class must be a class index in [0, 4)"),
         ("removed flag", "--images was removed"),
         ("technique as image", "'gradcam' is a technique, not an image"),
+        (
+            "unknown CAM method",
+            "Unknown CAM method. Received: --cam 'gradcamm'. Expected one or more of: gradcam, "
+            "gradcam++, xgradcam, hirescam, layercam, scorecam, eigencam.",
+        ),
+        ("--cam without gradcam", "Expected --what to include gradcam"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(
@@ -338,11 +415,12 @@ def test_explain_on_the_bundled_model_with_scenes(tmp_path: Path) -> None:
         "--steps", "3",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "gradcam: layer" in proc.stdout
+    assert "cam: gradcam; layer" in proc.stdout
     assert not proc.stderr.strip(), proc.stderr  # quiet: no framework start-up logs
     summary = _check_page(out)
     assert len(summary["gradcam"]["images"]) == 2
-    assert _png(out / summary["gradcam"]["images"][0]["overlay"]).shape == (64, 64, 3)
+    overlay = summary["gradcam"]["images"][0]["maps"]["gradcam"]["overlay"]
+    assert _png(out / overlay).shape == (64, 64, 3)
 
 
 def test_explain_reports_a_bad_model_source_clearly(tmp_path: Path) -> None:

@@ -3,7 +3,8 @@ page that shows them together.
 
     convviz-check explain MODEL IMAGE... --out DIR [--input-range LO HI]
         [--preprocess module:function] [--gradcam-layer L] [--class C]
-        [--filters-layer L] [--filters N] [--what activations gradcam filters]
+        [--cam METHOD...] [--filters-layer L] [--filters N]
+        [--what activations,gradcam,filters]
     convviz-check explain MODEL --scenes N --out DIR ...
 
 MODEL is any ``cc.load_model`` source. Each image (PNG, JPEG, ``.npy``) is resized to
@@ -13,10 +14,15 @@ pixels in [0, 255] are then mapped to the model's value range: linearly to
 layers, else [0, 1]), by ``--preprocess``, or by a keras-hub task's own preprocessor.
 Float ``.npy`` arrays are taken to be in the model's range already.
 
+``--cam`` picks the class-activation map methods (``cc.cam``; default Grad-CAM); each
+image's maps are drawn side by side.
+
 Writes ``inputs/`` (what the model saw), ``activations/`` (channel grids of the first
-image), ``gradcam/`` (overlays at each photo's own size), ``filters/`` (a filter grid),
-``summary.json`` and ``index.html`` (:mod:`convviz_check.report.explain`). Keras is
-imported when the command runs, not when ``--help`` is built.
+image), ``gradcam/`` (one overlay per image and CAM method, at each photo's own size),
+``filters/`` (a filter grid), ``summary.json`` and ``index.html``
+(:mod:`convviz_check.report.explain`). Keras is imported when the command runs, not
+when ``--help`` is built. The arguments and their checks live in
+:mod:`convviz_check.cli.explain_args`.
 
 The flags ``--images``, ``--rescale`` and ``--layer`` of earlier versions are gone (a
 young tool: one way to say each thing); they stop with a message naming their
@@ -37,14 +43,10 @@ import numpy as np
 
 from ..errors import GraphError, InputError
 from . import images as img_lib
+from .explain_args import add_arguments, check_args
+from .progress import Progress
 
-WHAT = ("activations", "gradcam", "filters")
 TOP_K = 5
-_REMOVED = {
-    "images": "give image files as positional arguments: explain MODEL IMAGE... --out DIR",
-    "rescale": "use --input-range LO HI (e.g. --input-range 0 1 for a [0, 1] model)",
-    "layer": "use --filters-layer (filter patterns) or --gradcam-layer (Grad-CAM)",
-}
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -54,161 +56,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "       %(prog)s MODEL --scenes N --out DIR [options]",
         help="activations, Grad-CAM and filter patterns of a model on your images, "
         "with an index.html",
-        description="Compute activations, Grad-CAM and filter patterns of MODEL on IMAGE "
-        "files (or --scenes N) and write PNGs, summary.json and index.html into --out. "
+        description="Compute activations, class-activation maps (Grad-CAM and the --cam "
+        "methods) and filter patterns of MODEL on IMAGE files (or --scenes N) and write "
+        "PNGs, summary.json and index.html into --out. "
         "Images are resized to a fixed model input size and converted to its channels; "
         "[0, 255] pixels are mapped to --input-range. This is a young tool and its "
         "interface changed: --images, --rescale and --layer were removed in favour of "
         "positional IMAGEs, --input-range and --filters-layer / --gradcam-layer.",
     )
-    parser.add_argument(
-        "model", metavar="MODEL", help="a .keras/.h5 file, preset dir, hub:NAME or pkg.mod:factory"
-    )
-    parser.add_argument(
-        "image_files", nargs="*", metavar="IMAGE", help="PNG/JPEG files or .npy/.npz arrays"
-    )
-    parser.add_argument("--scenes", type=int, metavar="N", help="N bundled synthetic scenes")
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
-    parser.add_argument(
-        "--input-range",
-        nargs=2,
-        type=float,
-        metavar=("LO", "HI"),
-        help="the model's value range: [0, 255] pixels are mapped linearly to [LO, HI]; "
-        "also the filter patterns' input range (default: inferred from the model, else 0 1)",
-    )
-    parser.add_argument(
-        "--preprocess",
-        metavar="MODULE:FUNCTION",
-        help="an importable function taking and returning a float32 (N, H, W, C) batch "
-        "(pixels in [0, 255] in, model input out), instead of the linear mapping",
-    )
-    parser.add_argument(
-        "--what",
-        default=",".join(WHAT),
-        metavar="LIST",
-        help=f"comma-separated techniques (default: {','.join(WHAT)})",
-    )
-    parser.add_argument(
-        "--gradcam-layer",
-        metavar="LAYER",
-        help="Grad-CAM target layer (default: the map that feeds the head's pooling)",
-    )
-    parser.add_argument(
-        "--class",
-        dest="class_",
-        metavar="CLASS",
-        help="Grad-CAM class for every image: an index, or an ImageNet class name for a "
-        "1000-class model (default: each image's top class)",
-    )
-    parser.add_argument(
-        "--filters-layer", metavar="LAYER", help="filter patterns: layer (default: last conv)"
-    )
-    parser.add_argument(
-        "--filters",
-        type=int,
-        default=8,
-        metavar="N",
-        help="filter patterns: the first N filters (8; at most the layer's)",
-    )
-    parser.add_argument(
-        "--steps", type=int, default=30, metavar="N", help="filters: ascent steps (30)"
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed of --scenes and filters")
-    for name in _REMOVED:  # removed flags: a message naming the replacement
-        parser.add_argument(f"--{name}", nargs="*", dest=f"removed_{name}", help=argparse.SUPPRESS)
+    add_arguments(parser)
     parser.set_defaults(func=run, collect_extra="image_files")
     return parser
-
-
-# --------------------------------------------------------------------------- progress
-class _Progress:
-    """A progress display on stdout when it is a terminal (rich if installed), else
-    silent. ``step(label, total)`` yields an ``update(done, total)`` callable."""
-
-    def __init__(self, enabled: bool) -> None:
-        self._rich: Any = None
-        self._plain = False
-        if not enabled:
-            return
-        try:
-            from rich.progress import (
-                BarColumn,
-                Progress,
-                SpinnerColumn,
-                TextColumn,
-                TimeElapsedColumn,
-            )
-        except ImportError:
-            self._plain = True
-            return
-        self._rich = Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.fields[count]}"),
-            TimeElapsedColumn(),
-            transient=True,
-        )
-        self._rich.start()
-
-    @contextmanager
-    def step(self, label: str, total: int | None = None) -> Iterator[Callable[[int, int], None]]:
-        if self._rich is not None:
-            task = self._rich.add_task(label, total=total, count="")
-
-            def update(done: int, count: int) -> None:
-                self._rich.update(task, completed=done, total=count, count=f"{done}/{count}")
-
-            try:
-                yield update
-            finally:
-                self._rich.remove_task(task)
-            return
-        if self._plain:
-            print(f"{label} ...", end="\r", flush=True)
-
-            def plain(done: int, count: int) -> None:
-                print(f"{label} {done}/{count}", end="\r", flush=True)
-
-            yield plain
-            print(" " * (len(label) + 20), end="\r", flush=True)
-            return
-        yield lambda done, count: None
-
-    def close(self) -> None:
-        if self._rich is not None:
-            self._rich.stop()
-
-
-# --------------------------------------------------------------------------- inputs
-def _check_args(args: argparse.Namespace) -> tuple[float, float] | None:
-    for name, hint in _REMOVED.items():
-        if getattr(args, f"removed_{name}", None) is not None:
-            raise InputError(f"--{name} was removed: {hint}.")
-    if args.image_files and args.scenes is not None:
-        raise InputError("Give IMAGE files or --scenes N, not both.")
-    if not args.image_files and args.scenes is None:
-        raise InputError("No images: give IMAGE files (PNG, JPEG, .npy) or --scenes N.")
-    what = [w.strip() for w in str(args.what).split(",") if w.strip()]
-    unknown = [w for w in what if w not in WHAT]
-    if unknown or not what:
-        raise InputError(
-            f"--what takes a comma-separated list of {', '.join(WHAT)}. Received: "
-            f"--what {args.what!r}."
-        )
-    args.what = what
-    stray = [f for f in args.image_files if f in WHAT and not Path(f).exists()]
-    if stray:
-        raise InputError(
-            f"{stray[0]!r} is a technique, not an image: --what takes a comma-separated "
-            f"list (--what {','.join(WHAT)})."
-        )
-    if args.filters < 1:
-        raise InputError(f"--filters must be >= 1. Received: --filters {args.filters}.")
-    if args.steps < 0:
-        raise InputError(f"--steps must be >= 0. Received: --steps {args.steps}.")
-    return img_lib.parse_range(args.input_range)
 
 
 # --------------------------------------------------------------------------- classes
@@ -296,8 +154,9 @@ def filters_plan(model: Any, layer: str | None, wanted: int) -> tuple[str, int, 
 
 
 def gradcam_plan(model: Any, layer: str | None) -> str:
-    """The Grad-CAM layer, checked (an unknown layer is an error naming the valid ones)."""
-    from ..explain.gradcam import target_layer
+    """The class-activation maps' layer, checked (an unknown layer is an error naming
+    the valid ones)."""
+    from ..explain.cam import target_layer
 
     return target_layer(model, layer)
 
@@ -394,47 +253,70 @@ def run_activations(model: Any, prep: img_lib.Prepared, out: Path) -> dict:
     return {"image": prep.sources[0].name, "layers": layers}
 
 
-def run_gradcam(
+def _method_stem(method: str) -> str:
+    """A file-name part for a CAM method (``gradcam++`` -> ``gradcampp``)."""
+    return method.replace("+", "p")
+
+
+def run_cams(
     model: Any,
     prep: img_lib.Prepared,
     out: Path,
     layer: str,
     class_index: int | None,
     names: list[str] | None,
+    methods: list[str],
+    update: Callable[[int, int], None],
 ) -> dict:
+    """Every ``--cam`` method's maps of every image, drawn over the photos."""
     import convviz_check as cc
 
+    from ..explain.cam import cam as compute_cam
     from ..storage import write_png
 
-    cam = cc.gradcam(
-        model,
-        prep.gradcam_images,
-        class_index=class_index,
-        layer=layer,
-        preprocess=prep.use_preprocessor,
-    )
+    cams, seconds = {}, {}
+    for done, method in enumerate(methods):
+        update(done, len(methods))
+        start = time.perf_counter()
+        cams[method] = compute_cam(
+            model,
+            prep.gradcam_images,
+            method=method,
+            class_index=class_index,
+            layer=layer,
+            preprocess=prep.use_preprocessor,
+        )
+        seconds[method] = round(time.perf_counter() - start, 3)
+    update(len(methods), len(methods))
+    first = cams[methods[0]]
     images = []
     for i, source in enumerate(prep.sources):
         base, value_range = _overlay_base(source)
-        picture = cc.overlay(base, cam.heatmap[i], value_range=value_range)
-        path = write_png(out / "gradcam" / f"{i:02d}_{source.stem}_overlay.png", picture)
-        k = int(cam.class_index[i])
+        maps = {}
+        for method, cam in cams.items():
+            picture = cc.overlay(base, cam.heatmap[i], value_range=value_range)
+            stem = f"{i:02d}_{source.stem}_{_method_stem(method)}"
+            path = write_png(out / "gradcam" / f"{stem}.png", picture)
+            maps[method] = {"overlay": _rel(path, out), "degenerate": bool(cam.degenerate[i])}
+        k = int(first.class_index[i])
         images.append(
             {
                 "name": source.name,
                 "class_index": k,
                 "class_name": names[k] if names else None,
-                "score": float(cam.score[i]),
-                "degenerate": bool(cam.degenerate[i]),
-                "overlay": _rel(path, out),
-                "size": _size_of(picture),
+                # y_c, the class score every method explains (the same for each)
+                "score": float(first.score[i]),
+                "size": list(source.size),
+                "maps": maps,
             }
         )
     return {
-        "layer": cam.layer,
-        "score_kind": cam.score_kind,
+        "methods": list(methods),
+        "layer": first.layer,
+        "score_kind": first.score_kind,
         "class": "top predicted" if class_index is None else class_index,
-        "note": getattr(cam, "note", None) or None,
+        "note": getattr(first, "note", None) or None,
+        "seconds": seconds,
         "images": images,
     }
 
@@ -509,8 +391,8 @@ def _model_info(model: Any, source: str, prep: img_lib.Prepared, num_classes: in
 
 
 def run(args: argparse.Namespace) -> int:
-    stated = _check_args(args)
-    progress = _Progress(sys.stdout.isatty())
+    stated = check_args(args)
+    progress = Progress(sys.stdout.isatty())
     try:
         summary = _explain(args, stated, progress)
     finally:
@@ -520,7 +402,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _explain(
-    args: argparse.Namespace, stated: tuple[float, float] | None, progress: _Progress
+    args: argparse.Namespace, stated: tuple[float, float] | None, progress: Progress
 ) -> dict:
     import convviz_check as cc
 
@@ -561,8 +443,11 @@ def _explain(
         with _timed(timings, "activations"), progress.step("activations"):
             summary["activations"] = run_activations(model, prep, out)
     if cam_layer is not None:
-        with _timed(timings, "gradcam"), progress.step("Grad-CAM", len(sources)):
-            summary["gradcam"] = run_gradcam(model, prep, out, cam_layer, class_index, names)
+        label = "class-activation maps" if len(args.cam) > 1 else "Grad-CAM"
+        with _timed(timings, "gradcam"), progress.step(label, len(args.cam)) as update:
+            summary["gradcam"] = run_cams(
+                model, prep, out, cam_layer, class_index, names, args.cam, update
+            )
     if plan is not None:
         with _timed(timings, "filters"), progress.step("filter patterns", plan[2]) as update:
             summary["filters"] = run_filters(model, prep, out, plan, args, update)
@@ -584,7 +469,7 @@ def _files(summary: dict) -> list[str]:
     if summary["activations"]:
         files += [layer["png"] for layer in summary["activations"]["layers"]]
     if summary["gradcam"]:
-        files += [e["overlay"] for e in summary["gradcam"]["images"]]
+        files += [m["overlay"] for e in summary["gradcam"]["images"] for m in e["maps"].values()]
     if summary["filters"]:
         files.append(summary["filters"]["png"])
     return files

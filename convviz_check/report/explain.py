@@ -38,7 +38,14 @@ h2{margin:28px 0 6px;font-size:19px;border-bottom:2px solid #d9dee6;padding-bott
 .card{background:#fff;border:1px solid #d9dee6;border-radius:8px;padding:12px;
 max-width:100%;box-sizing:border-box}
 .card h3{margin:0 0 8px;font-size:15px;word-break:break-all}
-.gc{width:386px}
+.gc{max-width:100%}
+.gcrow{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}
+.info{width:200px}
+.mapcol{flex:1 1 300px;min-width:0}
+.maps{display:flex;flex-wrap:wrap;gap:10px}
+.map{max-width:100%}
+.map .mname{font-weight:600;font-size:14px;margin:0 0 3px}
+.legend{margin:4px 0 12px;padding-left:20px;color:#3a4556}
 .pair{display:flex;gap:12px;align-items:flex-start;margin-top:10px}
 figure{margin:0}
 figcaption{font-size:12px;color:#566173;margin-top:3px}
@@ -135,27 +142,74 @@ def _top_table(top: list[dict[str, Any]], kind: str) -> str:
     return f"<table><tr><th>top classes</th><th>{_e(kind)}</th></tr>{rows}</table>"
 
 
-def _gradcam_card(
-    image: dict[str, Any], entry: dict[str, Any], cam: dict[str, Any], kind: str
-) -> str:
-    h, w = image["model_size"]
+# The CAM methods' names as their papers write them, and what each map weighs (the
+# formulas: convviz_check.explain.cam).
+METHOD_TITLES = {
+    "gradcam": "Grad-CAM",
+    "gradcam++": "Grad-CAM++",
+    "xgradcam": "XGrad-CAM",
+    "hirescam": "HiResCAM",
+    "layercam": "LayerCAM",
+    "scorecam": "Score-CAM",
+    "eigencam": "Eigen-CAM",
+}
+METHOD_HINTS = {
+    "gradcam": "channels weighted by their mean gradient",
+    "gradcam++": "channels weighted by their positive gradients, pixel by pixel",
+    "xgradcam": "channels weighted by gradient times normalised activation",
+    "hirescam": "gradient times activation, pixel by pixel",
+    "layercam": "positive gradient times activation, pixel by pixel",
+    "scorecam": "channels weighted by the class score of the image masked by each "
+    "channel (no gradient)",
+    "eigencam": "the activations' first principal component (no gradient; the same map "
+    "for every class)",
+}
+# Width of one overlay in a card: one method gets the whole card, several share a row.
+_MAP_WIDTHS = {1: CARD_WIDTH, 2: 280}
+_MAP_WIDTH_MANY = 230
+
+
+def method_title(method: str) -> str:
+    """A CAM method's name as its paper writes it (``gradcam++`` -> ``Grad-CAM++``)."""
+    return METHOD_TITLES.get(method, method)
+
+
+def _map_figure(method: str, entry: dict[str, Any], size: list[int], width: int) -> str:
     flat = (
         '<div class="warn bad">Flat map: the class score barely depends on this layer, '
         "so the heatmap is all zero.</div>"
         if entry["degenerate"]
         else ""
     )
+    title = method_title(method)
+    # Small photos are zoomed by a whole factor to the map's width (pixelated, so the
+    # map's cells stay visible); large ones are scaled down to it.
     return (
-        f'<div class="card gc"><h3>{_e(entry["name"])}</h3>'
-        f"<figure>{_img(entry['overlay'], entry['size'], 'Grad-CAM overlay', CARD_WIDTH, 1)}"
-        f"<figcaption>overlay at the photo's size, {_dims(entry['size'])}</figcaption></figure>"
-        f'<div class="pair"><figure>{_img(image["input_png"], image["model_size"], "model input", 96, 96)}'
-        f"<figcaption>model input<br>{_dims([h, w], image['model_channels'])}</figcaption>"
-        "</figure>"
-        f'<div><div class="cls">{_e(_class_text(entry["class_index"], entry["class_name"]))}'
-        f"</div><div class=hint>Grad-CAM score {_score(entry['score'])} "
-        f"({_e(cam['score_kind'])})</div>{_top_table(image['top'], kind)}</div></div>"
-        f"{flat}</div>"
+        f'<figure class="map"><div class="mname">{_e(title)}</div>'
+        f"{_img(entry['overlay'], size, f'{title} overlay', width, width)}{flat}</figure>"
+    )
+
+
+def _gradcam_card(
+    image: dict[str, Any], entry: dict[str, Any], cam: dict[str, Any], kind: str
+) -> str:
+    h, w = image["model_size"]
+    methods = cam["methods"]
+    width = _MAP_WIDTHS.get(len(methods), _MAP_WIDTH_MANY)
+    figures = "".join(_map_figure(m, entry["maps"][m], entry["size"], width) for m in methods)
+    info = (
+        f'<div class="info"><figure>'
+        f"{_img(image['input_png'], image['model_size'], 'model input', 96, 96)}"
+        f"<figcaption>model input {_dims([h, w], image['model_channels'])}</figcaption>"
+        f'</figure><div class="cls">{_e(_class_text(entry["class_index"], entry["class_name"]))}'
+        f"</div><div class=hint>class score {_score(entry['score'])} ({_e(cam['score_kind'])})"
+        f"</div>{_top_table(image['top'], kind)}</div>"
+    )
+    return (
+        f'<div class="card gc"><h3>{_e(entry["name"])}</h3><div class="gcrow">{info}'
+        f'<div class="mapcol"><div class="maps">{figures}</div>'
+        f"<div class=hint>overlays at the photo's size, {_dims(entry['size'])}</div></div>"
+        "</div></div>"
     )
 
 
@@ -173,10 +227,24 @@ def _gradcam_section(summary: dict[str, Any]) -> str:
         first = cam["images"][0]
         chosen = f"{_class_text(first['class_index'], first['class_name'])} for every image"
     note = f'<div class="warn">{_e(cam["note"])}</div>' if cam.get("note") else ""
+    methods = cam["methods"]
+    title = "Grad-CAM" if methods == ["gradcam"] else "Class-activation maps"
+    legend = ""
+    if len(methods) > 1 or methods != ["gradcam"]:
+        items = "".join(
+            f"<li><b>{_e(method_title(m))}</b>: {_e(METHOD_HINTS.get(m, ''))} "
+            f"<span class=hint>({cam['seconds'][m]:.2f} s)</span></li>"
+            for m in methods
+        )
+        legend = (
+            f'<ul class="legend">{items}</ul><p class=hint>Seconds per method for every '
+            "image; the first method's also include building the model's compiled "
+            "functions.</p>"
+        )
     return (
-        f"<h2>Grad-CAM</h2><p class=hint>Layer <code>{_e(cam['layer'])}</code>, class: "
-        f"{_e(chosen)}. Red is where the class score rises most with the layer's "
-        f"activation; blue, where it does not.</p>{note}<div class=cards>{''.join(cards)}</div>"
+        f"<h2>{title}</h2><p class=hint>Layer <code>{_e(cam['layer'])}</code>, class: "
+        f"{_e(chosen)}. Red is where the map is high (the evidence for the class), blue "
+        f"where it is low.</p>{legend}{note}<div class=cards>{''.join(cards)}</div>"
     )
 
 
@@ -234,9 +302,15 @@ def _details_section(summary: dict[str, Any]) -> str:
         f"<td>{_dims(i['model_size'], i['model_channels'])}</td></tr>"
         for i in summary["images"]
     )
-    timings = "".join(
-        f"<tr><td>{_e(k)}</td><td>{v:.2f} s</td></tr>" for k, v in summary["timings"].items()
-    )
+    times: list[str] = []
+    for step, seconds in summary["timings"].items():
+        times.append(f"<tr><td>{_e(step)}</td><td>{seconds:.2f} s</td></tr>")
+        if step == "gradcam" and summary["gradcam"] and len(summary["gradcam"]["methods"]) > 1:
+            times += [
+                f"<tr><td>&nbsp;&nbsp;{_e(method_title(m))}</td><td>{t:.2f} s</td></tr>"
+                for m, t in summary["gradcam"]["seconds"].items()
+            ]
+    timings = "".join(times)
     versions = ", ".join(f"{_e(k)} {_e(v)}" for k, v in summary["versions"].items())
     return (
         f"<h2>Inputs and run</h2><ul>{steps}</ul>"
@@ -293,10 +367,13 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     cam = summary["gradcam"]
     if cam:
         classes = [e["class_index"] for e in cam["images"]]
-        flat = sum(e["degenerate"] for e in cam["images"])
+        flat = ", ".join(
+            f"{m} {sum(e['maps'][m]['degenerate'] for e in cam['images'])}/{len(classes)}"
+            for m in cam["methods"]
+        )
         lines.append(
-            f"gradcam: layer {cam['layer']!r}, score {cam['score_kind']}, classes {classes}, "
-            f"degenerate {flat}/{len(classes)} -> gradcam/"
+            f"cam: {', '.join(cam['methods'])}; layer {cam['layer']!r}, score "
+            f"{cam['score_kind']}, classes {classes}, degenerate {flat} -> gradcam/"
         )
     f = summary["filters"]
     if f:

@@ -1,0 +1,479 @@
+"""convviz_check.faithfulness: every metric against a plain NumPy reference (a loop over
+images and steps, the model run through ``model.predict``), the baselines, ties, bad
+input, and ``assert_faithful`` on the bundled convnet (a good map passes, planted bad
+maps fail with the numbers), also through the fixture.
+
+Run under each backend (``KERAS_BACKEND=tensorflow|torch|jax``).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+from convviz_check import examples
+from convviz_check import faithfulness as ff
+from convviz_check.errors import ConvvizError, FaithfulnessError, InputError
+from convviz_check.explain.gradcam import gradcam
+from convviz_check.render import resize_bilinear
+from convviz_check.types import GradCAM
+
+from ._models import seeded_weights
+
+# The batched forward and model.predict run the same float32 graph in different batch
+# splits; measured max |AUC diff| <= 2e-7 on the three backends for these models.
+AUC_ATOL = 1e-5
+
+
+# --------------------------------------------------------------------------- models
+def _tiny(activation: str = "softmax", classes: int = 3, shape=(10, 12, 3), seed: int = 0):
+    """conv -> GAP -> Dense with NumPy-seeded weights (identical on every backend)."""
+    x_in = keras.Input(shape)
+    a = keras.layers.Conv2D(5, 3, padding="same", activation="tanh", name="conv")(x_in)
+    g = keras.layers.GlobalAveragePooling2D(name="gap")(a)
+    out = keras.layers.Dense(classes, activation=activation, name="head")(g)
+    model = keras.Model(x_in, out, name=f"tiny_{activation}")
+    seeded_weights(model, seed, scale=0.8)
+    return model
+
+
+def _images(n: int = 2, shape=(10, 12, 3), seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(0, 1, (n, *shape)).astype(np.float32)
+
+
+def _tied_maps(n: int, h: int, w: int, seed: int = 2) -> np.ndarray:
+    """Maps of four levels only: most pixels are tied with others."""
+    return np.random.default_rng(seed).integers(0, 4, (n, h, w)).astype(np.float32) / 3
+
+
+def _probs(model, batch: np.ndarray, logits: bool = False) -> np.ndarray:
+    out = np.asarray(model.predict(batch, verbose=0), np.float64)
+    if logits:
+        e = np.exp(out - out.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+    return out
+
+
+# --------------------------------------------------------------------------- references
+def _reference_curves(model, images, maps, classes, steps, baseline, metric, logits=False):
+    """Per image, per step: rank pixels with Python's sorted on (-value, row, col),
+    change the first floor(k * H * W / steps) of them, run model.predict, integrate
+    with numpy's trapezoid."""
+    n, h, w, _ = images.shape
+    aucs, curves = [], []
+    for i in range(n):
+        order = sorted((-float(maps[i][r, c]), r, c) for r in range(h) for c in range(w))
+        perturbed = []
+        for k in range(steps + 1):
+            changed = np.zeros((h, w), bool)
+            for _, r, c in order[: (k * h * w) // steps]:
+                changed[r, c] = True
+            if metric == "deletion":
+                x = np.where(changed[..., None], baseline[i], images[i])
+            else:
+                x = np.where(changed[..., None], images[i], baseline[i])
+            perturbed.append(x)
+        curve = _probs(model, np.stack(perturbed), logits)[:, classes[i]]
+        fractions = np.array([(k * h * w) // steps for k in range(steps + 1)]) / (h * w)
+        curves.append(curve)
+        aucs.append(np.trapezoid(curve, fractions))
+    return np.array(aucs), np.array(curves)
+
+
+def _reference_blur(images: np.ndarray, sigma: float = 5.0) -> np.ndarray:
+    """Separable Gaussian, 11 taps (radius 5), edges mirrored (d c b a | a b c d)."""
+    x = np.arange(-5, 6, dtype=np.float64)
+    kernel = np.exp(-(x**2) / (2 * sigma**2))
+    kernel /= kernel.sum()
+    out = images.astype(np.float64)
+    for axis in (1, 2):
+        pad = [(0, 0)] * 4
+        pad[axis] = (5, 5)
+        padded = np.pad(out, pad, mode="symmetric")
+        size = out.shape[axis]
+        out = sum(kernel[t] * np.take(padded, range(t, t + size), axis=axis) for t in range(11))
+    return out
+
+
+# --------------------------------------------------------------------------- deletion / insertion
+@pytest.mark.parametrize("metric", ["deletion", "insertion"])
+def test_curves_match_a_per_image_per_step_reference_with_tied_maps(metric):
+    model, x = _tiny(), _images(3)
+    maps = _tied_maps(3, 10, 12)
+    classes = np.array([0, 2, 1])
+    base = 0.25
+    result = getattr(ff, metric)(model, x, maps, classes, steps=7, baseline=base)
+    auc, curves = _reference_curves(model, x, maps, classes, 7, np.full_like(x, base), metric)
+    np.testing.assert_allclose(result.curves, curves, atol=AUC_ATOL)
+    np.testing.assert_allclose(result.auc, auc, atol=AUC_ATOL)
+    assert result.baseline == "constant 0.25" and result.metric == metric
+    np.testing.assert_array_equal(result.class_index, classes)
+    assert result.fractions[0] == 0.0 and result.fractions[-1] == 1.0
+
+
+def test_deletion_default_baseline_is_zero_and_insertion_default_is_the_blur():
+    model, x = _tiny(), _images(2)
+    maps = np.random.default_rng(5).random((2, 10, 12))
+    classes = np.array([1, 1])
+    deleted = ff.deletion(model, x, maps, classes, steps=4)
+    inserted = ff.insertion(model, x, maps, classes, steps=4)
+    assert deleted.baseline == "zero"
+    assert inserted.baseline == "blur (Gaussian, sigma 5 px)"
+    ref_del, _ = _reference_curves(model, x, maps, classes, 4, np.zeros_like(x), "deletion")
+    ref_ins, _ = _reference_curves(model, x, maps, classes, 4, _reference_blur(x), "insertion")
+    np.testing.assert_allclose(deleted.auc, ref_del, atol=AUC_ATOL)
+    np.testing.assert_allclose(inserted.auc, ref_ins, atol=AUC_ATOL)
+
+
+def test_blur_matches_an_11_tap_gaussian_with_mirrored_edges():
+    x = _images(2, (9, 14, 3))
+    np.testing.assert_allclose(ff.blurred(x), _reference_blur(x), atol=1e-6)
+
+
+def test_mean_and_array_baselines():
+    model, x = _tiny(), _images(2)
+    maps = np.random.default_rng(6).random((2, 10, 12))
+    classes = np.array([0, 1])
+    mean = x.mean(axis=(1, 2), keepdims=True) * np.ones_like(x)
+    got = ff.deletion(model, x, maps, classes, steps=3, baseline="mean")
+    ref, _ = _reference_curves(model, x, maps, classes, 3, mean, "deletion")
+    np.testing.assert_allclose(got.auc, ref, atol=AUC_ATOL)
+    assert got.baseline.startswith("mean")
+    noise = np.random.default_rng(9).random(x.shape).astype(np.float32)
+    got = ff.insertion(model, x, maps, classes, steps=3, baseline=noise)
+    ref, _ = _reference_curves(model, x, maps, classes, 3, noise, "insertion")
+    np.testing.assert_allclose(got.auc, ref, atol=AUC_ATOL)
+    assert got.baseline == "array"
+
+
+def test_curve_ends_are_the_image_and_the_baseline():
+    model, x = _tiny(), _images(2)
+    maps = np.random.default_rng(6).random((2, 10, 12))
+    p_image = _probs(model, x)
+    p_black = _probs(model, np.zeros_like(x))
+    got = ff.deletion(model, x, maps, steps=5)
+    cls = np.argmax(p_image, axis=1)  # no GradCAM, no class_index: the top class
+    np.testing.assert_array_equal(got.class_index, cls)
+    np.testing.assert_allclose(got.curves[:, 0], p_image[[0, 1], cls], atol=AUC_ATOL)
+    np.testing.assert_allclose(got.curves[:, -1], p_black[[0, 1], cls], atol=AUC_ATOL)
+
+
+def test_logit_head_uses_the_softmax_of_the_logits():
+    model, x = _tiny(activation="linear"), _images(2)
+    maps = _tied_maps(2, 10, 12, seed=4)
+    classes = np.array([2, 0])
+    got = ff.deletion(model, x, maps, classes, steps=5, baseline=0.5)
+    assert got.score_kind == "softmax of the logits"
+    ref, _ = _reference_curves(
+        model, x, maps, classes, 5, np.full_like(x, 0.5), "deletion", logits=True
+    )
+    np.testing.assert_allclose(got.auc, ref, atol=AUC_ATOL)
+    assert ff.deletion(_tiny(), x, maps, classes, steps=2).score_kind == "softmax output"
+
+
+def test_a_low_resolution_map_is_upsampled_like_the_overlays():
+    model, x = _tiny(), _images(2)
+    small = np.random.default_rng(8).random((2, 3, 4)).astype(np.float32)
+    up = np.stack([resize_bilinear(m, (10, 12)) for m in small])
+    a = ff.deletion(model, x, small, 1, steps=6)
+    b = ff.deletion(model, x, up, 1, steps=6)
+    np.testing.assert_array_equal(a.auc, b.auc)
+
+
+def test_ties_follow_row_major_order_so_a_flat_map_deletes_top_rows_first():
+    model, x = _tiny(), _images(1)
+    flat = np.ones((1, 10, 12), np.float32)
+    top_first = np.repeat(np.arange(10, 0, -1, dtype=np.float32)[:, None], 12, axis=1)[None]
+    a = ff.deletion(model, x, flat, 0, steps=5)
+    b = ff.deletion(model, x, top_first, 0, steps=5)
+    np.testing.assert_array_equal(a.curves, b.curves)
+    assert a.degenerate.tolist() == [True] and b.degenerate.tolist() == [False]
+
+
+def test_results_do_not_depend_on_the_batch_size():
+    model, x = _tiny(), _images(3)
+    maps = np.random.default_rng(10).random((3, 10, 12))
+    ref = ff.insertion(model, x, maps, steps=6)
+    for batch_size in (1, 5):
+        got = ff.insertion(model, x, maps, steps=6, batch_size=batch_size)
+        np.testing.assert_allclose(got.auc, ref.auc, atol=AUC_ATOL)
+
+
+def test_a_gradcam_gives_its_classes_and_its_degenerate_flags():
+    model, x = _tiny(), _images(2)
+    heat = np.random.default_rng(3).random((2, 5, 6)).astype(np.float32)
+    cam = GradCAM(
+        heatmap=heat,
+        raw=heat,
+        class_index=np.array([2, 0]),
+        score=np.ones(2, np.float32),
+        score_kind="logit",
+        layer="conv",
+        degenerate=np.array([False, True]),
+        image_shape=(10, 12),
+    )
+    got = ff.deletion(model, x, cam, steps=4)
+    np.testing.assert_array_equal(got.class_index, [2, 0])
+    assert got.degenerate.tolist() == [False, True]
+    # the degenerate map counts as all zero (row-major order), whatever values linger
+    zero = ff.deletion(model, x[1:], np.zeros((1, 5, 6)), 0, steps=4)
+    np.testing.assert_array_equal(got.curves[1], zero.curves[0])
+
+
+# --------------------------------------------------------------------------- average drop
+def test_average_drop_and_increase_match_a_per_image_reference():
+    model, x = _tiny(), _images(4)
+    maps = np.random.default_rng(12).random((4, 5, 6)).astype(np.float32)
+    maps[2] = 1.0  # the whole image kept: O_c == Y_c
+    classes = np.array([0, 1, 2, 1])
+    y, o = [], []
+    for i in range(4):
+        up = resize_bilinear(maps[i], (10, 12))
+        y.append(_probs(model, x[i : i + 1])[0, classes[i]])
+        o.append(_probs(model, (x[i] * up[..., None])[None])[0, classes[i]])
+    y, o = np.array(y), np.array(o)
+    drop = np.mean(np.maximum(0, y - o) / y) * 100
+    increase = np.mean(o > y) * 100
+    got = ff.confidence(model, x, maps, classes)
+    np.testing.assert_allclose(got.original, y, atol=AUC_ATOL)
+    np.testing.assert_allclose(got.masked, o, atol=AUC_ATOL)
+    assert ff.average_drop(model, x, maps, classes) == pytest.approx(drop, abs=1e-3)
+    assert ff.increase_in_confidence(model, x, maps, classes) == pytest.approx(increase)
+    assert got.drop[2] == pytest.approx(0.0, abs=1e-5)
+
+
+def test_increase_in_confidence_counts_images_whose_probability_rises():
+    conf = ff.Confidence(
+        original=np.array([0.5, 0.5, 0.9, 0.2]),
+        masked=np.array([0.6, 0.4, 0.9, 0.1]),
+        class_index=np.zeros(4, np.int64),
+        score_kind="softmax output",
+    )
+    assert conf.increase_in_confidence == 25.0
+    assert conf.average_drop == pytest.approx((0 + 0.2 + 0 + 0.5) / 4 * 100)
+
+
+def test_average_drop_refuses_a_map_outside_0_1():
+    model, x = _tiny(), _images(1)
+    with pytest.raises(InputError, match=r"\[0, 1\].*Received: a heatmap with min 0 and max 3"):
+        ff.average_drop(model, x, np.array([[[0.0, 3.0]]]))
+
+
+# --------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    ("kwargs", "pattern"),
+    [
+        (
+            {"heatmap": np.zeros((3, 4, 4))},
+            r"one map per image \(2 image\(s\)\).*heatmap.shape=\(3, 4, 4\)",
+        ),
+        ({"heatmap": np.zeros((2, 4))}, r"heatmap.shape=\(2, 4\)"),
+        ({"heatmap": np.full((2, 4, 4), np.nan)}, "NaN or inf"),
+        ({"heatmap": "hot"}, "Received"),
+        ({"steps": 0}, "steps must be an int >= 1. Received: steps=0"),
+        ({"steps": 2.5}, "steps=2.5"),
+        ({"baseline": "grey"}, r"Unknown baseline. Received: baseline='grey'. Expected one of"),
+        ({"baseline": np.zeros((4, 4, 3))}, r"baseline.shape=\(4, 4, 3\).*Expected \(10, 12, 3\)"),
+        ({"baseline": float("nan")}, "baseline must be finite"),
+        ({"class_index": 3}, r"class_index out of range. Received: class_index=3\. Expected"),
+        ({"class_index": [0, 1, 2]}, r"shape \(3,\) for 2 image\(s\)"),
+        ({"class_index": [0, -1]}, r"Received: class_index=\[-1\] \(at image\(s\) \[1\]\)"),
+        ({"images": np.zeros((2, 10, 12, 4), np.float32)}, "wrong number of channels"),
+        ({"images": np.zeros((2, 10, 12), np.float32)}, r"Received: images.shape="),
+        ({"batch_size": 0}, "batch_size must be None or an int >= 1"),
+    ],
+)
+def test_bad_input_is_an_input_error_naming_what_was_received(kwargs, pattern):
+    args = {"model": _tiny(), "images": _images(2), "heatmap": np.ones((2, 4, 4))} | kwargs
+    with pytest.raises(InputError, match=pattern):
+        ff.deletion(**args)
+
+
+def test_a_gradcam_of_other_images_is_refused():
+    heat = np.ones((2, 3, 3), np.float32)
+    cam = GradCAM(
+        heatmap=heat,
+        raw=heat,
+        class_index=np.zeros(2, np.int64),
+        score=np.ones(2, np.float32),
+        score_kind="logit",
+        layer="c",
+        degenerate=np.zeros(2, bool),
+        image_shape=(20, 20),
+    )
+    with pytest.raises(InputError, match=r"cam.image_shape=\(20, 20\) and images of \(10, 12\)"):
+        ff.insertion(_tiny(), _images(2), cam)
+
+
+# --------------------------------------------------------------------------- assert_faithful
+@pytest.fixture(scope="module")
+def convnet():
+    return examples.load_example_model("convnet")
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return examples.make_scenes(8, seed=11).floats
+
+
+@pytest.fixture(scope="module")
+def cam(convnet, scenes):
+    return gradcam(convnet, scenes)
+
+
+@pytest.mark.parametrize("metric", ["deletion", "insertion"])
+def test_gradcam_of_the_bundled_convnet_is_faithful(convnet, scenes, cam, metric):
+    result = ff.assert_faithful(convnet, scenes, cam, metric=metric)
+    assert result.metric == metric and len(result) == 8
+
+
+@pytest.mark.parametrize("metric", ["deletion", "insertion"])
+def test_an_inverted_map_fails_with_the_three_numbers(convnet, scenes, cam, metric):
+    inverted = 1.0 - cam.heatmap
+    with pytest.raises(FaithfulnessError) as info:
+        ff.assert_faithful(convnet, scenes, inverted, metric=metric, class_index=cam.class_index)
+    text = str(info.value)
+    ours = getattr(ff, metric)(convnet, scenes, inverted, cam.class_index)
+    assert f"map under test:   {ours.mean_auc:.4f}" in text
+    assert "random map:" in text and "seed 0" in text
+    assert "wrong-class map:" in text and "least likely class" in text
+    assert "margin: 0.05" in text and "beats the random map by -" in text
+    assert f"baseline: {ff.DEFAULT_BASELINE[metric]}" in text
+    assert isinstance(info.value, AssertionError) and isinstance(info.value, ConvvizError)
+
+
+def test_a_map_pointing_at_the_background_fails(convnet):
+    scenes = examples.make_scenes(8, seed=11)
+    background = np.stack([~m.any(axis=0) for m in scenes.masks]).astype(np.float32)
+    with pytest.raises(FaithfulnessError, match="not faithful"):
+        ff.assert_faithful(convnet, scenes.floats, background)
+
+
+def test_a_large_margin_fails_a_good_map_and_says_by_how_much(convnet, scenes, cam):
+    with pytest.raises(FaithfulnessError, match=r"beats the random map by 0\.\d{4} < margin 0.9"):
+        ff.assert_faithful(convnet, scenes, cam, margin=0.9)
+
+
+def test_a_degenerate_map_fails(convnet, scenes, cam):
+    dead = GradCAM(
+        heatmap=np.zeros_like(cam.heatmap),
+        raw=cam.raw,
+        class_index=cam.class_index,
+        score=cam.score,
+        score_kind=cam.score_kind,
+        layer=cam.layer,
+        degenerate=np.ones(len(cam), bool),
+        image_shape=cam.image_shape,
+    )
+    with pytest.raises(FaithfulnessError, match="8 map\\(s\\) are degenerate"):
+        ff.assert_faithful(convnet, scenes, dead)
+
+
+def test_a_given_wrong_map_replaces_the_least_likely_class(convnet, scenes, cam):
+    with pytest.raises(FaithfulnessError, match="the given wrong_map"):
+        ff.assert_faithful(convnet, scenes, cam, wrong_map=cam.heatmap)
+
+
+def test_the_wrong_class_is_never_the_explained_one():
+    model, x = _tiny(), _images(2)
+    head = model.get_layer("head")
+    head.set_weights([np.zeros_like(w) for w in head.get_weights()])  # every class 1/3
+    maps = np.random.default_rng(0).random((2, 10, 12))
+    with pytest.raises(FaithfulnessError, match=r"least likely class: \[1, 1\]"):
+        ff.assert_faithful(model, x, maps)  # explained: class 0 (first of the ties)
+
+
+def test_a_class_agnostic_method_beats_only_the_random_map(convnet, scenes):
+    from convviz_check.explain.cam import cam as explain
+
+    # Eigen-CAM's map is the same for every class: it cannot beat the wrong class's
+    # map (measured lead: 0.0000), and the wrong-class map is made by its own method.
+    eigen = explain(convnet, scenes, method="eigencam")
+    ff.assert_faithful(convnet, scenes, eigen, metric="insertion", against="random")
+    with pytest.raises(FaithfulnessError, match=r"eigencam of each image's least likely"):
+        ff.assert_faithful(convnet, scenes, eigen, metric="insertion")
+
+
+def test_against_only_the_wrong_class_leaves_the_random_map_out(convnet, scenes, cam):
+    with pytest.raises(FaithfulnessError) as info:
+        ff.assert_faithful(convnet, scenes, cam, against=["wrong_class"], margin=0.9)
+    assert "random map" not in str(info.value) and "wrong-class map:" in str(info.value)
+
+
+def test_a_gradcam_of_a_score_function_needs_a_class_to_track():
+    model, x = _tiny(), _images(2)
+    heat = np.ones((2, 3, 3), np.float32)
+    cam = GradCAM(
+        heatmap=heat,
+        raw=heat,
+        class_index=np.full(2, -1, np.int64),
+        score=np.ones(2, np.float32),
+        score_kind="logit",
+        layer="conv",
+        degenerate=np.zeros(2, bool),
+        image_shape=(10, 12),
+    )
+    with pytest.raises(InputError, match="score function, not a class.*Expected class_index="):
+        ff.deletion(model, x, cam)
+    assert ff.deletion(model, x, cam, class_index=1, steps=2).class_index.tolist() == [1, 1]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "pattern"),
+    [
+        ({"metric": "auc"}, "Unknown metric. Received: metric='auc'"),
+        ({"margin": "big"}, "margin must be a finite number"),
+        ({"seed": 1.5}, "seed must be an int"),
+        ({"against": ["chance"]}, r"Received: against=\['chance'\]. Expected a non-empty subset"),
+        ({"against": ()}, r"Received: against=\(\)"),
+    ],
+)
+def test_assert_faithful_bad_arguments(convnet, scenes, cam, kwargs, pattern):
+    with pytest.raises(InputError, match=pattern):
+        ff.assert_faithful(convnet, scenes, cam, **kwargs)
+
+
+def test_fixture_assert_faithful_passes_a_good_map_and_fails_an_inverted_one(pytester):
+    pytester.makepyfile(
+        test_faith="""
+        from convviz_check import examples
+
+        def test_good(convviz):
+            model = examples.load_example_model("convnet")
+            x = examples.make_scenes(4, seed=11).floats
+            cam = convviz.gradcam(model, x)
+            convviz.assert_faithful(model, x, cam, metric="insertion")
+
+        def test_bad(convviz):
+            model = examples.load_example_model("convnet")
+            x = examples.make_scenes(4, seed=11).floats
+            cam = convviz.gradcam(model, x)
+            convviz.assert_faithful(model, x, 1 - cam.heatmap, class_index=cam.class_index)
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*FaithfulnessError: The map is not faithful*", "*random map:*"])
+
+
+# --------------------------------------------------------------------------- layering
+def test_importing_the_module_imports_no_keras():
+    code = textwrap.dedent(
+        """
+        import sys
+        import convviz_check.faithfulness
+        import convviz_check as cc
+        assert cc.faithfulness.deletion
+        loaded = [m for m in sys.modules if m.split(".")[0] in {"keras", "tensorflow", "torch", "jax"}]
+        assert not loaded, loaded
+        print("ok")
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
