@@ -11,6 +11,11 @@ Every golden check goes through :func:`run_check`: the pytest fixture's
    arrays and the expected / obtained / diff images);
 5. returns an :class:`Outcome` with the message a person reads.
 
+The gate profile (``exact`` or ``retrain``, :mod:`convviz_check.tolerances`) decides
+the bounds and metrics; a kind the profile does not judge (activations and filter
+patterns under ``retrain``) ends as ``skipped`` with the reason, and is still written
+when its golden is missing in an update run.
+
 How a person runs the next command (a pytest command line, or nothing for the CLI)
 comes from a :class:`Commands` object the caller passes.
 """
@@ -19,23 +24,23 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 import numpy as np
 
 from . import golden, tolerances
-from .artifacts import Artifact
-from .errors import ComparisonError, GoldenError
-from .metrics import compare
+from .artifacts import BOXES, Artifact
+from .errors import ComparisonError, GoldenError, LocalizationError
+from .metrics import check_boxes, compare, not_judged
 from .report.pictures import inputs_thumbnail, write_check_images
 from .types import Comparison, Tolerance
 
 UPDATE_MODES = ("missing", "failed", "all")
 # Items (layers, images, filters) of one check listed in report.json.
 MAX_ITEMS = 64
-STATUSES = ("passed", "failed", "missing", "written", "error")
+STATUSES = ("passed", "failed", "missing", "written", "error", "skipped")
 
 
 class Commands(Protocol):
@@ -83,6 +88,8 @@ class CheckRequest:
         inputs: the input images (any range), for the thumbnail that reports draw
             heatmaps over; None when unknown.
         label: who asked (a pytest node id), for the accept command of a report.
+        profile: the gate profile; None: the ``profile`` of ``meta`` (a result being
+            accepted keeps the profile it was checked under), else ``exact``.
     """
 
     name: str
@@ -93,6 +100,7 @@ class CheckRequest:
     meta: dict[str, Any] = field(default_factory=dict)
     inputs: np.ndarray | None = None
     label: str = ""
+    profile: str | None = None
 
     def thumbnail(self) -> np.ndarray | None:
         if self.inputs is None or self.obtained.kind != "heatmap":
@@ -108,8 +116,9 @@ class Outcome:
     """What :func:`run_check` found and did.
 
     Attributes:
-        status: ``passed``, ``failed``, ``missing``, ``written`` or ``error`` (a golden
-            that cannot be used, or a write this backend may not do).
+        status: ``passed``, ``failed``, ``missing``, ``written``, ``error`` (a golden
+            that cannot be used, or a write this backend may not do) or ``skipped``
+            (the gate profile does not judge this kind; the message says why).
         message: what a person reads (empty when passed or written).
         comparison: the comparison, when one was made.
         golden: the golden's path relative to the golden dir.
@@ -129,7 +138,7 @@ class Outcome:
 
     @property
     def ok(self) -> bool:
-        return self.status in ("passed", "written")
+        return self.status in ("passed", "written", "skipped")
 
 
 def run_check(settings: Settings, request: CheckRequest, commands: Commands | None) -> Outcome:
@@ -148,6 +157,8 @@ def run_check(settings: Settings, request: CheckRequest, commands: Commands | No
             "error",
             lambda: f"convviz check {request.name!r}: the golden cannot be used.\n{problem}",
         )
+    if run.unjudged:
+        return run.not_judged(expected)
     if expected is not None:
         run.compare(expected)
     if run.wants_write(expected):
@@ -175,8 +186,20 @@ class _Run:
         self.expected: golden.Golden | None = None
         self.comparison: Comparison | None = None
         self.plain: list[str] = []
+        self.profile = tolerances.check_profile(
+            request.profile or request.meta.get("profile") or tolerances.DEFAULT_PROFILE,
+            "the check's profile",
+        )
+        kind = request.obtained.kind
+        # Why the profile does not judge this kind ("" when it does): such a check is
+        # written when missing, never compared; its sidecar keeps the exact bounds
+        # that judge it under the exact profile.
+        self.unjudged = not_judged(kind, self.profile)
         self.tolerance = tolerances.resolve(
-            request.obtained.kind, request.tolerance, cross_backend=place.cross
+            kind,
+            request.tolerance,
+            cross_backend=place.cross,
+            profile=tolerances.DEFAULT_PROFILE if self.unjudged else self.profile,
         )
         self.golden_rel = self._rel(place.target)
         self.images: dict[str, str] = {}
@@ -201,9 +224,36 @@ class _Run:
 
     def compare(self, expected: golden.Golden) -> None:
         self.plain += _what_changed(expected.sidecar, self.request.meta)
-        self.comparison, mismatch = _compare(expected.artifact, self.request.obtained, self)
+        boxes, mismatch = self._boxes(expected.artifact)
         if mismatch:
             self.plain.append(mismatch)
+            return
+        self.comparison, mismatch = _compare(expected.artifact, self.request.obtained, self, boxes)
+        if mismatch:
+            self.plain.append(mismatch)
+
+    def _boxes(self, expected: Artifact) -> tuple[np.ndarray | None, str]:
+        """The object boxes both sides are measured in, or a plain mismatch.
+
+        The golden's boxes are part of its content. A check that gives none inherits
+        them (so later runs need not repeat them, and an update keeps them); a check
+        that gives other boxes no longer matches its golden; a golden written without
+        boxes is measured in the check's boxes (the images are the same ones unless
+        the input fingerprint line says otherwise)."""
+        stored, given = expected.boxes, self.request.obtained.boxes
+        if given is None and stored is not None:
+            self.request = replace(self.request, obtained=self.request.obtained.with_boxes(stored))
+            return stored, ""
+        if given is not None and stored is not None and not np.array_equal(given, stored):
+            return None, (
+                f"object boxes changed: the golden holds {_boxes_text(stored)}, the check "
+                f"gives {_boxes_text(given)} (rewrite the golden to keep the new boxes)"
+            )
+        if given is not None and stored is None and self.profile != tolerances.DEFAULT_PROFILE:
+            self.plain.append(
+                "the golden holds no object boxes: its maps are measured in this check's boxes"
+            )
+        return given, ""
 
     def wants_write(self, expected: golden.Golden | None) -> bool:
         update = self.settings.update
@@ -216,8 +266,33 @@ class _Run:
         changed = self.request.obtained.content_sha256() != expected.artifact.content_sha256()
         return update == "all" and changed
 
+    def not_judged(self, expected: golden.Golden | None) -> Outcome:
+        """A kind the profile does not judge: written when missing (or, with
+        ``update=all``, when changed), else skipped with the reason."""
+        update = self.settings.update
+        changed = (
+            expected is not None
+            and self.request.obtained.content_sha256() != expected.artifact.content_sha256()
+        )
+        if update is not None and (expected is None or (update == "all" and changed)):
+            if self.place.write_to is None:
+                return self.finish("error", self.refusal)
+            return self.write(self.place.write_to)
+        if expected is None:
+            return self.finish("missing", self.missing_message)
+        r = self.request
+        return self.finish(
+            "skipped",
+            lambda: f"convviz check {r.name!r} ({r.obtained.kind}) not judged: {self.unjudged}",
+        )
+
+    @property
+    def _meta(self) -> dict[str, Any]:
+        """The sidecar facts of a write: the request's, and the profile it ran under."""
+        return {**self.request.meta, "profile": self.profile}
+
     def write(self, base: Path) -> Outcome:
-        meta = {**self.request.meta, "tolerance": self.tolerance.to_dict()}
+        meta = {**self._meta, "tolerance": self.tolerance.to_dict()}
         paths = golden.save(base, self.request.obtained, meta, inputs=self.request.thumbnail())
         self.golden_rel = self._rel(base)
         return self.finish("written", written=list(paths.values()))
@@ -243,6 +318,7 @@ class _Run:
         entry: dict[str, Any] = {
             "check": self.request.name,
             "kind": self.request.obtained.kind,
+            "profile": self.profile,
             "backend": self.request.backend,
             "golden": outcome.golden,
             "rel": self.request.rel.as_posix(),
@@ -270,7 +346,7 @@ class _Run:
         obtained = self.request.obtained
         base = golden.inside(results, "obtained/" + outcome.golden)
         thumbnail = self.request.thumbnail()
-        golden.save(base, obtained, self.request.meta, inputs=thumbnail, warn_large=False)
+        golden.save(base, obtained, self._meta, inputs=thumbnail, warn_large=False)
         outcome.entry["obtained"] = base.relative_to(results).as_posix()
         layer = None
         if self.comparison is not None and obtained.layout == "activations":
@@ -343,14 +419,23 @@ class _Run:
     def failure_message(self, expected: golden.Golden) -> str:
         r, cross = self.request, self.place.cross
         writer = expected.sidecar.get("backend") or "?"
-        lines = [f"convviz check {r.name!r} ({r.obtained.kind}) does not match its golden."]
+        retrain = self.profile != tolerances.DEFAULT_PROFILE
+        what = f"{r.obtained.kind}, profile {self.profile}" if retrain else r.obtained.kind
+        lines = [f"convviz check {r.name!r} ({what}) does not match its golden."]
         lines += self.plain
         if self.comparison is not None:
             lines += self.comparison.text.splitlines()
+        bounds = "cross-backend" if cross else "same-backend"
         lines.append(
             f"golden: {self.place.target}.npz (written by {writer}; compared with "
-            f"{'cross-backend' if cross else 'same-backend'} bounds)"
+            + (f"the {self.profile} profile's bounds)" if retrain else f"{bounds} bounds)")
         )
+        if not retrain and r.obtained.kind == "heatmap" and _model_changed(expected, r.meta):
+            lines.append(
+                "if the model was retrained on purpose, judge this check with the retrain "
+                "profile (--convviz-profile=retrain, ini convviz_profile, or the marker "
+                "convviz(profile='retrain')): its bounds absorb what a retrain moves"
+            )
         if self.images:
             lines.append(
                 "images: " + ", ".join(f"{role} {path}" for role, path in self.images.items())
@@ -405,13 +490,52 @@ def _what_changed(sidecar: dict[str, Any], meta: dict[str, Any]) -> list[str]:
     return lines
 
 
+def attach_boxes(artifact: Artifact, boxes: Any, source: str = "boxes") -> Artifact:
+    """``artifact`` holding one object box per heatmap, checked (see
+    :func:`convviz_check.metrics.check_boxes`); None leaves it as it is.
+
+    Boxes are in input-image pixels: a GradCAM knows its input size; a bare
+    ``(N, h, w)`` array is taken to be at image resolution.
+
+    Raises:
+        LocalizationError: boxes on something other than heatmaps, not one per map,
+            or not inside the image.
+    """
+    if boxes is None:
+        return artifact
+    if artifact.kind != "heatmap" or artifact.layout not in ("array", "gradcam"):
+        raise LocalizationError(
+            f"{source} go with heatmap checks (a GradCAM or an (N, h, w) array). "
+            f"Received: a {artifact.kind} check."
+        )
+    maps = artifact.arrays["heatmap" if artifact.layout == "gradcam" else "value"]
+    n = 1 if maps.ndim == 2 else int(maps.shape[0])
+    shape = tuple(artifact.attrs.get("image_shape") or ()) or tuple(maps.shape[-2:])
+    if not all(shape):  # a GradCAM without its input size: the maps' own
+        shape = tuple(maps.shape[-2:])
+    return artifact.with_boxes(check_boxes(boxes, n, shape, source))
+
+
+def _model_changed(expected: golden.Golden, meta: dict[str, Any]) -> bool:
+    old, new = expected.sidecar.get("model_fingerprint"), meta.get("model_fingerprint")
+    return bool(old and new and old != new)
+
+
+def _boxes_text(boxes: np.ndarray) -> str:
+    rows = [tuple(int(v) for v in row) for row in boxes.tolist()]
+    shown = ", ".join(str(r) for r in rows[:3]) + (", ..." if len(rows) > 3 else "")
+    return f"{len(rows)} box(es) {shown}"
+
+
 def _versions(versions: Any) -> str:
     if not isinstance(versions, dict) or not versions:
         return "unknown versions"
     return ", ".join(f"{k} {v}" for k, v in sorted(versions.items()) if k != "backend")
 
 
-def _compare(expected: Artifact, obtained: Artifact, run: _Run) -> tuple[Comparison | None, str]:
+def _compare(
+    expected: Artifact, obtained: Artifact, run: _Run, boxes: np.ndarray | None = None
+) -> tuple[Comparison | None, str]:
     """(Comparison or None, a plain description when the two cannot be compared)."""
     if expected.layout == "activations" and obtained.layout == "activations":
         missing = [k for k in expected.arrays if k not in obtained.arrays]
@@ -433,9 +557,16 @@ def _compare(expected: Artifact, obtained: Artifact, run: _Run) -> tuple[Compari
             obtained.kind,
             run.tolerance,
             cross_backend=run.place.cross,
+            profile=run.profile,
+            boxes=boxes,
         )
-    except ComparisonError as e:
-        if expected.shapes() != obtained.shapes():
-            return None, f"shape changed: golden {expected.shapes()}, obtained {obtained.shapes()}"
+    except (ComparisonError, LocalizationError) as e:
+        before, after = _value_shapes(expected), _value_shapes(obtained)
+        if before != after:
+            return None, f"shape changed: golden {before}, obtained {after}"
         return None, f"cannot be compared with its golden: {e}"
     return comparison, ""
+
+
+def _value_shapes(artifact: Artifact) -> dict[str, tuple[int, ...]]:
+    return {k: v for k, v in artifact.shapes().items() if k != BOXES}

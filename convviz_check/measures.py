@@ -1,6 +1,6 @@
-"""Measures of one array or one pair of arrays: Pearson r, SSIM, peak cell, top-k
-regions. Pure NumPy and scikit-image; :mod:`convviz_check.metrics` builds comparisons
-from them.
+"""Measures of one array or one pair of arrays: Pearson r, Spearman rank correlation,
+SSIM, peak cell, top-k regions. Pure NumPy, SciPy and scikit-image;
+:mod:`convviz_check.metrics` builds comparisons from them.
 """
 
 from __future__ import annotations
@@ -52,6 +52,26 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
     # dot / sqrt(aa * bb) (not dot / (|a| |b|)) makes an array against itself exactly 1.
     r = float(np.dot(a, b) / math.sqrt(float(np.dot(a, a)) * float(np.dot(b, b))))
     return min(1.0, max(-1.0, r))
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation: :func:`pearson` of the two arrays' ranks.
+
+    Values equal within ``RANK_RESOLUTION`` share their average rank (the zero cells
+    of a ReLU'd heatmap are one tie, not an order made by rounding noise), so two maps
+    agree when they order their cells alike, whatever their scales: what two
+    independently trained models' heatmaps can be asked to share. Constant arrays
+    follow :func:`pearson` (both constant 1.0, one constant 0.0).
+
+    Example:
+        >>> spearman(np.array([0.0, 1.0, 5.0]), np.array([0.0, 2.0, 3.0]))
+        1.0
+    """
+    from scipy.stats import rankdata
+
+    ra = rankdata(quantized(a).ravel(), method="average")
+    rb = rankdata(quantized(b).ravel(), method="average")
+    return pearson(ra, rb)
 
 
 def ssim_window(h: int, w: int) -> int | None:

@@ -22,14 +22,22 @@ import pytest
 from . import golden, tolerances
 from .artifacts import Artifact
 from .backends import current_backend, framework_versions
-from .checks import CheckRequest, run_check
+from .checks import CheckRequest, attach_boxes, run_check
 from .errors import InputError, MissingBackendError
 from .models import model_fingerprint
-from .plugin_session import PytestCommands, cpu_facts, nodeid_parts, option, session_state
+from .plugin_session import (
+    NOT_JUDGED,
+    PytestCommands,
+    cpu_facts,
+    nodeid_parts,
+    option,
+    session_state,
+)
 from .storage import sanitize_part
 
 if TYPE_CHECKING:
     from .explain.activations import activations as _activations
+    from .explain.cam import cam as _cam
     from .explain.filters import filter_patterns as _filter_patterns
     from .explain.gradcam import gradcam as _gradcam
     from .models import load_model as _load_model
@@ -75,13 +83,15 @@ class ConvvizFixture:
     """Compute shortcuts bound to the running backend, golden checks and assertions.
 
     Methods:
-        activations, filter_patterns, gradcam, load_model: the library functions
+        activations, filter_patterns, gradcam, cam, load_model: the library functions
             (same signatures); the fixture remembers the model and images they saw,
             so the next ``check`` records their fingerprints.
         check(name, value, kind=None, tolerance=None, *, dtype=None, layers=None,
             model=None): compare with the golden file (or write it in an update run).
         assert_localized(cam_or_heatmap, target, **kwargs): the heatmap lands on the
             object (a ``Box`` or a mask).
+        assert_faithful(model, images, cam, **kwargs): the map beats a random map and
+            the wrong class's map at deletion or insertion.
         assert_backends_agree(model_source, images, **kwargs): the backends agree.
         backend: the running Keras backend; results_dir: ``--convviz-results-dir``.
     """
@@ -101,11 +111,13 @@ class ConvvizFixture:
         activations = staticmethod(_activations)
         filter_patterns = staticmethod(_filter_patterns)
         gradcam = staticmethod(_gradcam)
+        cam = staticmethod(_cam)
         load_model = staticmethod(_load_model)
     else:
         activations = _Shortcut(".explain.activations", "activations")
         filter_patterns = _Shortcut(".explain.filters", "filter_patterns")
         gradcam = _Shortcut(".explain.gradcam", "gradcam")
+        cam = _Shortcut(".explain.cam", "cam")
         load_model = _Shortcut(".models", "load_model")
 
     @property
@@ -124,6 +136,7 @@ class ConvvizFixture:
         dtype: str | None = None,
         layers: Any = None,
         model: Any = None,
+        boxes: Any = None,
     ) -> None:
         """Compare ``value`` with its golden file (or write it in an update run).
 
@@ -141,6 +154,13 @@ class ConvvizFixture:
             model: the model that produced ``value`` (default: the model of the last
                 compute shortcut called); its weight fingerprint goes into the sidecar,
                 and a changed fingerprint leads the failure message.
+            boxes: heatmaps only: the object box of each image (a list of ``Box`` or an
+                ``(N, 4)`` int array y0, x0, y1, x1 in input-image pixels), stored with
+                the golden; the ``retrain`` profile judges the energy in them and the
+                pointing game. Later runs may omit them (the golden's are used).
+
+        The gate profile: the marker ``convviz(profile=...)`` >
+        ``--convviz-profile`` > ini ``convviz_profile`` > ``"exact"``.
 
         Example:
             >>> def test_cam(convviz, model, images):  # doctest: +SKIP
@@ -151,8 +171,14 @@ class ConvvizFixture:
         state = session_state(self.config)
         self._claim_name(name)
         obtained = Artifact.from_value(value, kind, dtype=dtype, layers=layers)
+        obtained = attach_boxes(obtained, boxes, "convviz.check(boxes=...)")
         test_file, test_name = nodeid_parts(self.node.nodeid, self.node.name)
         marker = self.node.get_closest_marker("convviz")
+        marked_profile = marker.kwargs.get("profile") if marker else None
+        profile = tolerances.check_profile(
+            marked_profile or state.profile,
+            "convviz(profile=...)" if marked_profile else "--convviz-profile / convviz_profile",
+        )
         request = CheckRequest(
             name=name,
             rel=golden.relative_path(test_file, test_name, name),
@@ -168,8 +194,11 @@ class ConvvizFixture:
             meta=self._meta(model),
             inputs=self._last_inputs if model is None else None,
             label=self.node.nodeid,
+            profile=profile,
         )
         outcome = run_check(state.settings, request, PytestCommands(state, self.node.nodeid))
+        if outcome.status == "skipped":  # the test is reported skipped once it has run
+            self.node.stash.setdefault(NOT_JUDGED, []).append(outcome.message)
         state.touched.update(outcome.touched)
         if outcome.status == "written":
             state.written.append(outcome.golden + ".npz")
@@ -233,6 +262,15 @@ class ConvvizFixture:
             "name", f"{self.node.nodeid.replace('::', '/')}/localized-{self._localized_calls}"
         )
         assert_localized(cam_or_heatmap, target, **kwargs)
+
+    def assert_faithful(self, model: Any, images: Any, cam: Any, **kwargs: Any) -> Any:
+        """Assert the map explains the model better than a seeded random map and the
+        map of the least likely class (deletion or insertion AUC); see
+        :func:`convviz_check.faithfulness.assert_faithful` for the keyword arguments."""
+        __tracebackhide__ = True
+        from .faithfulness import assert_faithful
+
+        return assert_faithful(model, images, cam, **kwargs)
 
     def assert_backends_agree(self, model_source: Any, images: Any, **kwargs: Any) -> Any:
         """Assert the backends agree on ``model_source`` for ``images``; keyword

@@ -80,6 +80,7 @@ class SessionState:
     reference: str
     unused_mode: str
     worker: str
+    profile: str = "exact"
     backend: str | None = None
     touched: set[str] = field(default_factory=set)
     written: list[str] = field(default_factory=list)
@@ -145,6 +146,8 @@ class SessionState:
 
 
 SESSION = pytest.StashKey[SessionState]()
+# Per test: the messages of golden checks its gate profile did not judge.
+NOT_JUDGED = pytest.StashKey[list[str]]()
 
 
 def session_state(config: pytest.Config) -> SessionState:
@@ -176,6 +179,11 @@ def configure(config: pytest.Config) -> None:
             "the failures, download the results dir artifact and accept it with `convviz-check "
             "golden accept <results-dir>`, or pass --convviz-allow-ci-update on purpose."
         )
+    profile = _str_option(config, "convviz_profile") or tolerances.DEFAULT_PROFILE
+    try:  # the flag's choices are checked by argparse; the ini key here
+        tolerances.check_profile(profile, "convviz_profile (ini) / --convviz-profile")
+    except ConvvizError as e:
+        raise pytest.UsageError(str(e)) from None
     unused = _str_option(config, "convviz_unused") or "warn"
     if unused not in UNUSED_MODES:
         raise pytest.UsageError(
@@ -199,6 +207,7 @@ def configure(config: pytest.Config) -> None:
         reference=_str_option(config, "convviz_golden_backend") or "tensorflow",
         unused_mode=unused,
         worker=str(workerinput["workerid"]) if workerinput else "main",
+        profile=profile,
     )
     config.stash[SESSION] = state
     if state.results_dir is not None and workerinput is None:
@@ -265,6 +274,8 @@ def shell_command(
         parts.append("--convviz-update-override")
     if config.getoption("--convviz-golden-dir", default=None):
         parts.append(f"--convviz-golden-dir={shlex.quote(str(state.golden_dir))}")
+    if config.getoption("--convviz-profile", default=None):  # so the rewrite records it
+        parts.append(f"--convviz-profile={state.profile}")
     parts.append(shlex.quote(nodeid))
     return " ".join(parts)
 
@@ -301,6 +312,22 @@ class SessionHooks:
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self.state.collected_files.update(i.nodeid.split("::")[0] for i in session.items)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Any:
+        # A test whose golden checks the gate profile does not judge (activations or
+        # filter patterns under "retrain") ran them to the end (a later heatmap check
+        # is still judged, a failure still fails), but did not verify everything it
+        # asks for: it is reported as skipped, with the reasons.
+        result = yield
+        reasons = item.stash.get(NOT_JUDGED, None)
+        if reasons:
+            try:  # reported at the test's location (as a skip marker is), not here
+                skip = pytest.skip.Exception("\n".join(reasons), _use_item_location=True)
+            except TypeError:  # a pytest without that keyword
+                skip = pytest.skip.Exception("\n".join(reasons))
+            raise skip
+        return result
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         name = report.nodeid.rsplit("::", 1)[-1]

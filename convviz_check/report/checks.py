@@ -22,7 +22,7 @@ from .comparison import distinct_format, exact, field_name, first_out_of_bounds
 REPORT_VERSION = 1
 PARTS_DIR = ".convviz-parts"
 # Failure-like statuses sort first in reports.
-STATUS_ORDER = {"error": 0, "failed": 1, "missing": 2, "written": 3, "passed": 4}
+STATUS_ORDER = {"error": 0, "failed": 1, "missing": 2, "written": 3, "skipped": 4, "passed": 5}
 # Small maps (7x7 Grad-CAM) are upscaled (nearest) to at least this many pixels per
 # side so that cells stay visible in the report.
 _MIN_TILE = 96
@@ -76,7 +76,8 @@ def write_report(
     Args:
         results_dir: the ``--convviz-results-dir``.
         entries: one dict per check: ``nodeid``, ``check``, ``kind``, ``status``
-            (``passed``/``failed``/``missing``/``written``/``error``), ``message``,
+            (``passed``/``failed``/``missing``/``written``/``error``/``skipped``),
+            ``profile`` (the gate profile), ``message``,
             ``golden`` (path relative to the golden dir), ``obtained`` (path of the
             obtained ``.npz``), ``images`` (role -> path), ``metrics``.
         extra: more top-level keys (``unused``, ``written``, ``backend``...).
@@ -149,6 +150,8 @@ def _items_table(entry: Mapping[str, Any]) -> str:
     """Per layer / image / filter: every metric, cells out of bounds in red, and the
     first item (in order: for activations, the shallowest layer) that leaves its
     bounds: where the change begins."""
+    if entry.get("profile") == "retrain":
+        return _retrain_items_table(entry)
     items: Mapping[str, Mapping[str, Any]] = entry.get("per_item") or {}
     metrics: Mapping[str, Mapping[str, Any]] = entry.get("metrics") or {}
     names = [n for n in metrics if any(n in f for f in items.values())]
@@ -171,6 +174,66 @@ def _items_table(entry: Mapping[str, Any]) -> str:
         f"<details open><summary>per {unit} ({len(items)}, in order)</summary>{begins}"
         f"<div class=scroll><table class=items><tr><th>{unit}</th>{head}</tr>"
         f"{''.join(rows)}</table></div></details>"
+    )
+
+
+def _pair(values: Any, fmt: str = "{}") -> str:
+    if not isinstance(values, list | tuple) or len(values) != 2:
+        return "-"
+    return f"{fmt.format(values[0])} \u2192 {fmt.format(values[1])}"
+
+
+def _retrain_items_table(entry: Mapping[str, Any]) -> str:
+    """Per image under the retrain profile: rank correlation, top-10% IoU, the
+    explained class, and with boxes the energy in the box (golden -> obtained, and its
+    drop), the pointing game and where each peak lies. Red: a changed class, a drop
+    over the per-image bound, a hit lost."""
+    items: Mapping[str, Mapping[str, Any]] = entry.get("per_item") or {}
+    if not items:
+        return ""
+    metrics: Mapping[str, Mapping[str, Any]] = entry.get("metrics") or {}
+    boxes = any("box_energy" in f for f in items.values())
+    classes = any("class_index" in f for f in items.values())
+    drop_bound = (metrics.get("box_energy_drop") or {}).get("bound")
+    head = ["image", "spearman", "top-10% IoU"] + (["class"] if classes else [])
+    if boxes:
+        head += ["energy in box", "drop", "pointing", "peak"]
+    rows = []
+    for item, f in items.items():
+        cells = [f"<td>{_e(item)}</td>"]
+        for key in ("spearman", "topk_iou"):
+            v = f.get(key)
+            shown = f"{v:.3f}" if isinstance(v, int | float) else "degenerate"
+            cells.append(f"<td>{_e(shown)}</td>")
+        if classes:
+            pair = f.get("class_index") or []
+            changed = len(pair) == 2 and pair[0] != pair[1]
+            cells.append(f"<td class={'bad' if changed else 'ok'}>{_e(_pair(pair))}</td>")
+        if boxes:
+            drop = f.get("box_energy_drop")
+            out = (
+                isinstance(drop, int | float)
+                and isinstance(drop_bound, int | float)
+                and float(drop) > float(drop_bound)
+            )
+            hits = f.get("pointing") or []
+            lost = len(hits) == 2 and hits[0] and not hits[1]
+            where = f.get("peak_where") or []
+            cells += [
+                f"<td>{_e(_pair(f.get('box_energy'), '{:.2f}'))}</td>",
+                f"<td class={'bad' if out else 'ok'}>"
+                f"{_e(f'{drop:.2f}' if isinstance(drop, int | float) else '-')}</td>",
+                f"<td class={'bad' if lost else 'ok'}>"
+                f"{_e(_pair([('hit' if h else 'miss') for h in hits]))}</td>",
+                f"<td class={'bad' if lost else 'ok'}>{_e(_pair(where))}</td>",
+            ]
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    header = "".join(f"<th>{_e(h)}</th>" for h in head)
+    bound = f"; red: a drop over {exact(drop_bound)}, a hit lost" if boxes else ""
+    return (
+        f"<details open><summary>per image ({len(items)}; golden \u2192 obtained{bound})"
+        f"</summary><div class=scroll><table class=items><tr>{header}</tr>{''.join(rows)}"
+        "</table></div></details>"
     )
 
 
@@ -202,7 +265,9 @@ def _card(entry: Mapping[str, Any], results_dir: Path) -> str:
     return (
         f"<section class='card {_e(status)}' id='{_anchor(entry)}'>"
         f"<h2><span class=badge>{_e(status)}</span> {_e(entry.get('nodeid', ''))} :: "
-        f"{_e(entry.get('check', ''))} <small>({_e(entry.get('kind', ''))})</small></h2>"
+        f"{_e(entry.get('check', ''))} <small>({_e(entry.get('kind', ''))}"
+        + (f", profile {_e(entry['profile'])}" if entry.get("profile") else "")
+        + ")</small></h2>"
         + (f"<pre>{_e(entry['message'])}</pre>" if entry.get("message") else "")
         + _images(entry, results_dir)
         + _metrics_table(str(entry.get("kind")), entry.get("metrics") or {})
@@ -287,6 +352,7 @@ body {{ font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1200p
   {{ background: #c00; color: #fff; }}
 .passed .badge, .badge.passed {{ background: #2a2; color: #fff; }}
 .written .badge, .badge.written {{ background: #26c; color: #fff; }}
+.skipped .badge, .badge.skipped {{ background: #b80; color: #fff; }}
 .images {{ display: flex; gap: 1em; flex-wrap: wrap; align-items: flex-start; }}
 figure {{ margin: 0; }} figcaption {{ font-size: .85em; color: #555; max-width: 420px; }}
 img {{ image-rendering: pixelated; max-width: 560px; border: 1px solid #ddd; }}

@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..types import ITEM_UNIT, METRICS, MetricResult
+from ..types import ITEM_UNIT, PROFILE_METRICS, MetricResult
 
 # Plain changes (class, degeneracy) listed one per line for at most this many images.
 MAX_LISTED = 5
@@ -22,6 +22,8 @@ def comparison_text(
     kind: str, metrics: Mapping[str, MetricResult], details: Mapping[str, Any], passed: bool
 ) -> str:
     """The human-readable summary of one comparison (see the module docstring)."""
+    if details.get("profile") == "retrain":
+        return retrain_text(metrics, details, passed)
     items: dict[str, dict[str, Any]] = dict(details["per_item"])
     batch = len(items) > 1
     worst_name = str(details["worst_item"])
@@ -140,7 +142,81 @@ def cell(value: Any) -> str:
 def field_name(kind: str, metric: str) -> str:
     """The name a person sets the metric's bound by: its Tolerance field (``rms`` of a
     heatmap is ``heatmap_rms``); counts such as ``class_changed`` keep their name."""
-    return next((f for name, f, _ in METRICS.get(kind, ()) if name == metric), metric)
+    for table in PROFILE_METRICS.values():
+        found = next((f for name, f, _ in table.get(kind, ()) if name == metric), None)
+        if found is not None:
+            return found
+    return metric
+
+
+def retrain_text(
+    metrics: Mapping[str, MetricResult], details: Mapping[str, Any], passed: bool
+) -> str:
+    """The summary of a heatmap comparison under the retrain profile: the plain cause
+    first (the explained class, the energy in the object box, where the peak went,
+    the pointing game), then each metric against its bound."""
+    items: dict[str, dict[str, Any]] = dict(details["per_item"])
+    summary: Mapping[str, Any] = details.get("retrain") or {}
+    n = int(summary.get("n", len(items)))
+    batch = n > 1
+
+    def where(name: str) -> str:
+        return f" ({name})" if batch else ""
+
+    lines = []
+    agreement = metrics.get("class_agreement")
+    if agreement is not None and not agreement.ok:
+        lines.append(
+            f"the explained class changed in {round(n * (1 - agreement.value))}/{n} images "
+            f"(agreement {agreement.value:.3g}; bound >= {exact(agreement.bound)})"
+        )
+    lines += plain_changes(items, {}, where)
+    drop = metrics.get("box_energy_drop_mean")
+    if drop is not None and summary.get("box_energy"):
+        before, after = summary["box_energy"]
+        change = (
+            f"fell from {before:.2f} to {after:.2f}"
+            if not drop.ok
+            else f": {before:.2f} in the golden, {after:.2f} now"
+        )
+        lines.append(
+            f"energy in the object box{'' if drop.ok else ' '}{change} (mean over {n} images; bound: drop <= "
+            f"{exact(drop.bound)})"
+        )
+    left: Mapping[str, int] = summary.get("peak_left_box") or {}
+    if left:
+        count = sum(left.values())
+        if len(left) == 1:
+            lines.append(
+                f"peak moved from inside the box to {next(iter(left))} in {count}/{n} images"
+            )
+        else:
+            parts = ", ".join(f"{place} {k}" for place, k in left.items())
+            lines.append(f"peak moved from inside the box in {count}/{n} images: to {parts}")
+    hits = summary.get("hits")
+    if hits is not None:
+        lines.append(f"pointing game: {hits[0]}/{n} hits in the golden, {hits[1]}/{n} now")
+    worst_drop = metrics.get("box_energy_drop")
+    if worst_drop is not None and not worst_drop.ok:
+        lines.append(
+            f"largest energy drop of one image: {worst_drop.value:.2f} ({worst_drop.note}; "
+            f"bound: drop <= {exact(worst_drop.bound)})"
+        )
+    status = "passed" if passed else "FAILED"
+    lines.append(f"heatmap comparison {status} ({n} image{'s' if n != 1 else ''}, profile retrain)")
+    names = {m.name: field_name("heatmap", m.name) for m in metrics.values()}
+    width = max((len(name) for name in names.values()), default=0)
+    lines += ["  " + metric_line(m, width, names[m.name]) for m in metrics.values()]
+    if not summary.get("boxes"):
+        lines.append(
+            "no object boxes: energy in the box and the pointing game not judged (pass "
+            "boxes= to convviz.check)"
+        )
+    before, after = details.get("layer_expected"), details.get("layer_obtained")
+    if before is not None and before != after:
+        lines.append(f"target layer changed: {before!r} -> {after!r}")
+    lines += list(details.get("notes", []))
+    return "\n".join(lines)
 
 
 def metric_line(m: MetricResult, width: int, name: str | None = None) -> str:
