@@ -9,7 +9,12 @@
    (passes), then a planted model change (3% noise on one layer's weights) is checked
    (fails), with the report a CI run would upload.
 4. A localization check: the peak lands on the object in at least 90% of the scenes.
-5. One ``index.html`` that links it all; its path is printed last.
+5. The shortcut story: three models of the shortcut example (honest, a benign retrain,
+   one that reads a spurious corner mark) side by side on the biased evaluation set:
+   the same accuracy, Grad-CAM overlays, the share of the map in the object box and in
+   the cue's corner, accuracy when the cue lies, and the gate's verdict under the
+   ``exact`` and ``retrain`` profiles.
+6. One ``index.html`` that links it all; its path is printed last.
 
 Importing this module is light (argparse only): Keras is imported when the command runs.
 """
@@ -27,6 +32,9 @@ _UPSCALE = 4
 # The planted change: Gaussian noise of this share of each weight's std on one layer.
 PLANTED_NOISE = 0.03
 MIN_POINTING = 0.9
+# The shortcut story's gate verdicts use the gate example's images: the first 16 of the
+# biased evaluation set, the honest model's maps as the golden.
+GATE_IMAGES = 16
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -99,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
         if name == "convnet":
             page["chapter"] = _chapter_section(out, model, scenes)
             page["golden"] = _golden_section(out, model, scenes)
+    page["shortcut"] = _shortcut_section(out, args.n, shown)
     index = write_demo_page(out, page)
     print(f"open {index.resolve()}")
     return 0
@@ -233,3 +242,91 @@ def _planted(model: Any, layer: str) -> list[np.ndarray]:
             w = w + PLANTED_NOISE * float(w.std() or 1.0) * rng.standard_normal(w.shape)
         weights.append(w.astype(np.asarray(v.numpy()).dtype))
     return weights
+
+
+def _shortcut_section(out: Path, n: int, shown: int) -> dict[str, Any]:
+    """Honest vs retrain vs shortcut on the biased evaluation set, side by side."""
+    from ..explain.gradcam import gradcam
+    from ..metrics import compare
+    from ..render import overlay
+    from ..report.demo import draw_box, side_by_side
+    from ..storage import write_png
+    from . import CLASS_NAMES
+    from . import shortcut as sc
+
+    biased = sc.biased_eval_set(max(n, GATE_IMAGES))
+    counter = sc.cue_scenes(len(biased), sc.EVAL_SEED, mode="counter")
+    checked = min(GATE_IMAGES, len(biased))
+    boxes = biased.boxes[:checked]
+    golden: Any = None
+    rows: list[dict[str, Any]] = []
+    print(f"\nthe shortcut example: {len(biased)} scenes of the biased evaluation set")
+    for name in sc.MODEL_NAMES:
+        model = sc.load(name)
+        cam = gradcam(model, biased.floats)
+        measured = sc.measure(model, biased, cam)
+        lied = np.asarray(model.predict(counter.floats, verbose=0)).argmax(axis=-1)
+        counter_accuracy = float((lied == counter.labels).mean())
+        gate = cam[:checked]
+        golden = gate if golden is None else golden  # the honest model's maps
+        verdicts = {
+            profile: compare(golden, gate, "heatmap", profile=profile, boxes=boxes)
+            for profile in ("exact", "retrain")
+        }
+        print(
+            f"{name}: accuracy on the biased set {measured.accuracy:.3f} (when the cue lies "
+            f"{counter_accuracy:.3f}); Grad-CAM energy in the object box "
+            f"{measured.object_energy:.3f}, in the cue's corner {measured.cue_energy:.3f}; gate: "
+            + ", ".join(f"{p} {'passed' if c.passed else 'FAILED'}" for p, c in verdicts.items())
+        )
+        overlays: list[dict[str, Any]] = []
+        for i in range(shown):
+            picture = overlay(_upscale(biased.images[i]), cam.heatmap[i])
+            picture = draw_box(picture, biased.boxes[i], (255, 255, 255), _UPSCALE)
+            picture = draw_box(picture, sc.CUE_CORNER, (255, 0, 255), _UPSCALE)
+            path = write_png(out / "shortcut" / name / f"gradcam_{i}.png", picture)
+            caption = (
+                f"{CLASS_NAMES[int(cam.class_index[i])]}; peak {_peak_place(cam[i], biased, i)}"
+            )
+            overlays.append({"path": str(path), "caption": caption, "image": picture})
+        rows.append(
+            {
+                "name": name,
+                "role": _ROLES[name],
+                "accuracy": measured.accuracy,
+                "counter_accuracy": counter_accuracy,
+                "object_energy": measured.object_energy,
+                "cue_energy": measured.cue_energy,
+                "object_pointing": measured.object_pointing,
+                "cue_pointing": measured.cue_pointing,
+                "overlays": overlays,
+                "verdicts": {p: {"passed": c.passed, "text": c.text} for p, c in verdicts.items()},
+            }
+        )
+    figure = write_png(out / "shortcut" / "side_by_side.png", side_by_side(rows))
+    for row in rows:
+        for item in row["overlays"]:
+            del item["image"]  # the page links the files
+    return {
+        "n": len(biased),
+        "seed": sc.EVAL_SEED,
+        "checked": checked,
+        "figure": str(figure),
+        "models": rows,
+    }
+
+
+def _peak_place(cam: Any, scenes: Any, i: int) -> str:
+    from ..localization import pointing_game
+    from .shortcut import CUE_CORNER
+
+    if pointing_game(cam, scenes.boxes[i]):
+        return "on the object"
+    return "in the cue's corner" if pointing_game(cam, CUE_CORNER) else "elsewhere"
+
+
+_ROLES = {
+    "honest": "trained where the corner mark's colour is random",
+    "retrain": "the same recipe, another seed",
+    "shortcut": "trained where only the corner mark tells the class",
+}

@@ -11,7 +11,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .. import storage
+from ..types import Box
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1150px; color: #222; }
@@ -97,6 +100,124 @@ def _golden(page: Mapping[str, Any], root: Path) -> str:
     )
 
 
+def _shortcut(page: Mapping[str, Any], root: Path) -> str:
+    story = page.get("shortcut")
+    if not story:
+        return ""
+
+    def verdict(v: Mapping[str, Any]) -> str:
+        return (
+            "<span class=passed>passes</span>" if v["passed"] else "<span class=failed>fails</span>"
+        )
+
+    rows = "".join(
+        f"<tr><td><b>{_e(m['name'])}</b><br><small>{_e(m['role'])}</small></td>"
+        f"<td>{m['accuracy']:.3f}</td><td>{m['counter_accuracy']:.3f}</td>"
+        f"<td>{m['object_energy']:.3f}</td><td>{m['cue_energy']:.3f}</td>"
+        f"<td>{m['object_pointing']:.3f}</td>"
+        f"<td>{verdict(m['verdicts']['exact'])}</td><td>{verdict(m['verdicts']['retrain'])}</td></tr>"
+        for m in story["models"]
+    )
+    table = (
+        "<table><tr><th>model</th><th>accuracy, biased set</th><th>accuracy when the cue "
+        "lies</th><th>Grad-CAM energy in the object box</th><th>in the cue's corner</th>"
+        "<th>peak on the object</th><th>gate, exact</th><th>gate, retrain</th></tr>"
+        f"{rows}</table>"
+    )
+    overlays = "".join(
+        f"<h3>{_e(m['name'])}</h3>{_figures(m['overlays'], root, True)}" for m in story["models"]
+    )
+    failing = [m for m in story["models"] if not m["verdicts"]["retrain"]["passed"]]
+    message = (
+        f"<p>What the gate says about <b>{_e(failing[0]['name'])}</b> under the retrain "
+        f"profile:</p><pre>{_e(failing[0]['verdicts']['retrain']['text'])}</pre>"
+        if failing
+        else ""
+    )
+    return (
+        "<section><h2>5. The shortcut: same accuracy, looking at the wrong thing</h2>"
+        f"<p>{story['n']} scenes of the biased evaluation set (seed {story['seed']}): a "
+        "small mark in the bottom-right corner has the colour of the object's class. Three "
+        "models of the same architecture, all equally accurate here. Overlays: the object "
+        "box in white, the cue's corner (the mark and the Grad-CAM cells next to it) in "
+        f"magenta. Gate verdicts: the first {story['checked']} images, the honest model's "
+        "maps as the golden (<code>convviz_check/examples/gate</code> runs the same "
+        "checks with pytest).</p>"
+        f"{table}{overlays}{message}"
+        f"<p>All in one picture: <a href='{_e(_link(story['figure'], root))}'>"
+        "side_by_side.png</a></p></section>"
+    )
+
+
+def draw_box(
+    image: np.ndarray, box: Box, colour: tuple[int, int, int], scale: int = 1
+) -> np.ndarray:
+    """A copy of ``image`` (uint8 ``(H, W, 3)``) with the outline of ``box`` (in pixels of
+    the image before an upscaling by ``scale``), ``scale // 2`` pixels thick (at least 1)."""
+    out = image.copy()
+    t = max(1, scale // 2)
+    y0, x0, y1, x1 = (v * scale for v in box.to_tuple())
+    y1, x1 = min(y1, out.shape[0]), min(x1, out.shape[1])
+    out[y0 : y0 + t, x0:x1] = colour
+    out[y1 - t : y1, x0:x1] = colour
+    out[y0:y1, x0 : x0 + t] = colour
+    out[y0:y1, x1 - t : x1] = colour
+    return out
+
+
+def side_by_side(rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """One picture of the shortcut story: per model a row with its numbers on the left
+    and its overlays (``row["overlays"][i]["image"]``) to the right; uint8 ``(H, W, 3)``."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    gap, panel = 8, 290
+    tile = rows[0]["overlays"][0]["image"].shape[0]
+    count = max(len(r["overlays"]) for r in rows)
+    canvas = Image.new(
+        "RGB", (panel + count * (tile + gap), len(rows) * (tile + gap) + gap), (255, 255, 255)
+    )
+    draw = ImageDraw.Draw(canvas)
+    title, body = ImageFont.load_default(size=24), ImageFont.load_default(size=16)
+    small = ImageFont.load_default(size=14)
+    black, grey, red, green = (0, 0, 0), (90, 90, 90), (200, 0, 0), (0, 130, 0)
+    for r, row in enumerate(rows):
+        y = gap + r * (tile + gap)
+        draw.text((10, y), row["name"], fill=black, font=title)
+        y += 32
+        for line in _wrap(draw, row["role"], small, panel - 20):
+            draw.text((10, y), line, fill=grey, font=small)
+            y += 18
+        y += 8
+        lines = [
+            (f"accuracy {row['accuracy']:.3f}", black),
+            (f"when the cue lies {row['counter_accuracy']:.3f}", black),
+            (f"energy in object box {row['object_energy']:.2f}", black),
+            (f"energy in cue's corner {row['cue_energy']:.2f}", black),
+        ] + [
+            (f"gate, {p}: {'passes' if v['passed'] else 'FAILS'}", green if v["passed"] else red)
+            for p, v in row["verdicts"].items()
+        ]
+        for text, colour in lines:
+            draw.text((10, y), text, fill=colour, font=body)
+            y += 22
+        for c, item in enumerate(row["overlays"]):
+            canvas.paste(
+                Image.fromarray(item["image"]), (panel + c * (tile + gap), gap + r * (tile + gap))
+            )
+    return np.asarray(canvas, dtype=np.uint8)
+
+
+def _wrap(draw: Any, text: str, font: Any, width: int) -> list[str]:
+    """``text`` in lines no wider than ``width`` pixels (greedy, by words)."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and draw.textlength(f"{lines[-1]} {word}", font=font) <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines
+
+
 def write_demo_page(out: Path, page: Mapping[str, Any]) -> Path:
     """Write ``out/index.html`` from the demo's results; returns its path."""
     body = (
@@ -106,6 +227,7 @@ def write_demo_page(out: Path, page: Mapping[str, Any]) -> Path:
         + _models(page, out)
         + _chapter(page, out)
         + _golden(page, out)
+        + _shortcut(page, out)
     )
     text = (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"

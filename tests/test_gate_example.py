@@ -1,0 +1,161 @@
+"""The gate example (convviz_check/examples/gate) run as a team runs it, on the three
+models of the shortcut example: the honest model passes; a benign retrain fails the
+``exact`` profile and passes ``retrain``; the shortcut model fails both, says why, and
+keeps its accuracy.
+
+The gate runs in pytester (in-process) on a copy of its folder, so the shipped goldens
+are never written. Everything an inner run imports for the first time is dropped when
+it ends; importing a C extension twice crashes the process, so :func:`warm` runs the
+gate's computations once here first (see the root conftest).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+import convviz_check as cc
+from convviz_check.examples import shortcut
+
+GATE = Path(shortcut.__file__).resolve().parent / "gate"
+GATE_FILES = ("conftest.py", "test_gate.py", "pytest.ini", "README.md")
+ACCURACY_LINE = re.compile(r"(\S+\.keras): accuracy (\d\.\d{3}) on (\d+) evaluation images")
+
+
+@pytest.fixture(scope="module")
+def warm() -> None:
+    """Load a model and run what the gate runs (Grad-CAM, activations, localization,
+    overlays, report pictures) before any inner run."""
+    from convviz_check.report.checks import write_report  # noqa: F401
+    from convviz_check.report.pictures import write_check_images  # noqa: F401
+
+    model = shortcut.load("honest")
+    images = shortcut.biased_eval_set(2)
+    cam = cc.gradcam(model, images.floats)
+    cc.activations(model, images.floats[:1], layers=cc.conv_layers(model)[:1])
+    cc.localization.measure(cam[0], images.boxes[0])
+    cc.overlay(images.images[0], cam[0])
+
+
+@pytest.fixture
+def gate(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, warm: None):
+    """A copy of the gate folder as a pytester project (its pytest.ini, goldens owned by
+    tensorflow as shipped); CI unset."""
+    monkeypatch.delenv("CI", raising=False)
+    for name in GATE_FILES:
+        shutil.copy(GATE / name, pytester.path / name)
+    shutil.copytree(GATE / "golden", pytester.path / "golden")
+    return pytester
+
+
+def _run(gate: pytest.Pytester, model: str, *args: str) -> pytest.RunResult:
+    return gate.runpytest(f"--convviz-model={shortcut.model_path(model)}", *args)
+
+
+def _accuracy(result: pytest.RunResult) -> float:
+    found = ACCURACY_LINE.search(result.stdout.str())
+    assert found is not None, result.stdout.str()[-2000:]
+    return float(found.group(2))
+
+
+def _outcomes(result: pytest.RunResult) -> dict[str, str]:
+    """Test name -> PASSED / FAILED / SKIPPED / ERROR, from ``-v``'s lines."""
+    found = re.findall(
+        r"^test_gate\.py::(test_\w+) (PASSED|FAILED|SKIPPED|ERROR)", result.stdout.str(), re.M
+    )
+    return dict(found)
+
+
+def test_the_gate_folder_holds_what_its_readme_promises():
+    for name in GATE_FILES:
+        assert (GATE / name).is_file(), name
+    goldens = sorted(p.relative_to(GATE / "golden").as_posix() for p in GATE.rglob("*.npz"))
+    assert goldens == [
+        "test_gate.py/test_first_layer_matches_golden/first_layer.npz",
+        "test_gate.py/test_gradcam_matches_golden/gradcam.npz",
+    ]
+    # The goldens hold the honest model's maps, with the object boxes they were judged on.
+    from convviz_check import golden
+    from convviz_check.models import model_fingerprint
+
+    stored = golden.load(GATE / "golden/test_gate.py/test_gradcam_matches_golden/gradcam")
+    assert stored.sidecar["model_fingerprint"] == model_fingerprint(shortcut.load("honest"))
+    assert stored.artifact.boxes is not None and len(stored.artifact.boxes) == 16
+
+
+def test_honest_model_passes_with_the_model_named_in_the_ini_file(gate):
+    ini = (gate.path / "pytest.ini").read_text()
+    relative = os.path.relpath(shortcut.model_path("honest"), gate.path)  # to the ini file
+    (gate.path / "pytest.ini").write_text(ini + f"convviz_model = {relative}\n")
+    result = gate.runpytest("-v")
+    result.assert_outcomes(passed=4)
+    assert _accuracy(result) >= 0.95
+
+
+def test_benign_retrain_fails_exact_with_the_changed_weights_named(gate):
+    result = _run(gate, "retrain", "-v")
+    result.assert_outcomes(passed=2, failed=2)
+    outcomes = _outcomes(result)
+    assert outcomes["test_gradcam_matches_golden"] == "FAILED"
+    assert outcomes["test_first_layer_matches_golden"] == "FAILED"
+    assert outcomes["test_gradcam_lands_on_the_objects"] == "PASSED"
+    result.stdout.fnmatch_lines(["*model fingerprint changed*"])
+
+
+def test_benign_retrain_passes_the_retrain_profile(gate):
+    result = _run(gate, "retrain", "--convviz-profile=retrain", "-v")
+    # The activations check is not judged under retrain (channels do not correspond).
+    result.assert_outcomes(passed=3, skipped=1)
+    assert _outcomes(result)["test_first_layer_matches_golden"] == "SKIPPED"
+
+
+@pytest.mark.parametrize("profile", ["exact", "retrain"])
+def test_shortcut_fails_both_profiles_says_why_and_keeps_its_accuracy(gate, profile):
+    honest = shortcut.manifest()["models"]["honest"]["biased_set"]["accuracy"]
+    result = _run(
+        gate, "shortcut", f"--convviz-profile={profile}", "--convviz-results-dir=results", "-v"
+    )
+    outcomes = _outcomes(result)
+    assert outcomes["test_accuracy"] == "PASSED"
+    assert outcomes["test_gradcam_matches_golden"] == "FAILED"
+    assert outcomes["test_gradcam_lands_on_the_objects"] == "FAILED"
+    # The accuracy a team watches does not move (within 2 points of the honest model's).
+    assert abs(_accuracy(result) - honest) <= 0.02
+    out = result.stdout.str()
+    # The localization assertion: the mass left the objects, the peaks sit in the corner.
+    assert re.search(r"mean energy in the object boxes 0\.0\d\d \(at least 0\.25", out), out
+    assert re.search(r"where the peaks are: the bottom-right corner in 1[4-6] of 16", out), out
+    assert "peak on the object (within 8 px) in 0 of 16 images" in out
+    if profile == "retrain":
+        # The golden check compares with the approved model's maps: from X to Y.
+        fell = re.search(r"energy in the object box fell from (0\.\d+) to (0\.\d+)", out)
+        assert fell is not None, out
+        assert float(fell.group(1)) >= 0.3 and float(fell.group(2)) <= 0.05
+        assert re.search(r"peak moved from inside the box to the bottom-right corner", out)
+    # The report a CI run uploads, and an overlay of every image the peak missed.
+    results = gate.path / "results"
+    assert "test_gradcam_matches_golden" in (results / "report.html").read_text()
+    assert len(list((results / "test_gate.py").rglob("localized-*.png"))) == 16
+
+
+def test_no_model_is_a_clear_error(gate):
+    result = gate.runpytest("-v")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*No model to check*--convviz-model unset*convviz_model*"])
+
+
+def test_the_gate_and_the_shortcut_models_ship_in_the_wheel():
+    import tomllib
+
+    root = Path(cc.__file__).resolve().parent
+    config = tomllib.loads((root.parent / "pyproject.toml").read_text())["tool"]["setuptools"]
+    shipped = {p for pattern in config["package-data"]["convviz_check"] for p in root.glob(pattern)}
+    wanted = [p for p in GATE.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    wanted += list((root / "examples/models/shortcut").iterdir())
+    assert wanted and [p for p in wanted if p not in shipped] == []
+    # golden/ folders are named after test files: data, never discovered as packages
+    assert "convviz_check.examples.gate.golden*" in config["packages"]["find"]["exclude"]
