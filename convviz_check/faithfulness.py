@@ -400,32 +400,9 @@ def _given_classes(class_index: Any, maps: _Maps, n: int, num_classes: int) -> n
                 "to track)."
             )
         class_index = maps.class_index
-    arr = np.asarray(class_index)
-    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
-        raise InputError(
-            f"class_index must be an int or one int per image. Received: "
-            f"class_index={class_index!r}. Expected integers in [0, {num_classes})."
-        )
-    if arr.ndim == 0:
-        if not 0 <= int(arr) < num_classes:
-            raise InputError(
-                f"class_index out of range. Received: class_index={int(arr)}. Expected an "
-                f"integer in [0, {num_classes}) for a model with {num_classes} classes."
-            )
-        arr = np.full((n,), int(arr), np.int64)
-    if arr.ndim != 1 or arr.shape[0] != n:
-        raise InputError(
-            f"class_index must be an int or one per image. Received: class_index with "
-            f"shape {arr.shape} for {n} image(s). Expected an int or shape ({n},)."
-        )
-    bad = (arr < 0) | (arr >= num_classes)
-    if bad.any():
-        raise InputError(
-            f"class_index out of range. Received: class_index={arr[bad][:5].tolist()} "
-            f"(at image(s) {np.flatnonzero(bad)[:5].tolist()}). Expected integers in "
-            f"[0, {num_classes}) for a model with {num_classes} classes."
-        )
-    return arr.astype(np.int64)
+    from .explain.inputs import class_indices
+
+    return class_indices(class_index, n, num_classes)
 
 
 def _or_top(classes: np.ndarray | None, probs: np.ndarray) -> np.ndarray:

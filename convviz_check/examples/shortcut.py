@@ -440,23 +440,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=MODELS_DIR, help="output directory")
     parser.add_argument("--threads", type=int, default=0, help="pin threads (0: all)")
     args = parser.parse_args(argv)
-    if "keras" not in sys.modules:
-        # Training runs on TensorFlow; the saved files are backend-neutral.
-        os.environ["KERAS_BACKEND"] = "tensorflow"
-    import keras
-
-    if keras.config.backend() != "tensorflow":
-        print(
-            f"Training needs KERAS_BACKEND=tensorflow. Received: {keras.config.backend()!r}.",
-            file=sys.stderr,
-        )
-        return 2
-    from ..backends import enable_determinism, pin_threads
     from ..models import load_model
+    from .train import prepare_training
 
-    enable_determinism()
-    if args.threads:
-        pin_threads(args.threads)
+    if not prepare_training(args.threads):
+        return 2
     biased = cue_scenes(EVAL_N, EVAL_SEED, mode="class")  # = biased_eval_set()
     counter = cue_scenes(EVAL_N, EVAL_SEED, mode="counter")
     args.out.mkdir(parents=True, exist_ok=True)

@@ -262,6 +262,31 @@ def _reload(path: Path) -> Any:
     return load_model(path)
 
 
+def prepare_training(threads: int = 0) -> bool:
+    """Select TensorFlow (when Keras is not imported yet), turn on op determinism and
+    pin ``threads`` (0: all). ``False``, with the reason on stderr, under another backend.
+
+    Training runs on TensorFlow (its fit loop is the fastest here on CPU); the saved
+    files are backend-neutral.
+    """
+    if "keras" not in sys.modules:
+        os.environ["KERAS_BACKEND"] = "tensorflow"
+    import keras
+
+    if keras.config.backend() != "tensorflow":
+        print(
+            f"Training needs KERAS_BACKEND=tensorflow. Received: {keras.config.backend()!r}.",
+            file=sys.stderr,
+        )
+        return False
+    from ..backends import enable_determinism, pin_threads
+
+    enable_determinism()
+    if threads:
+        pin_threads(threads)
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m convviz_check.examples.train",
@@ -275,23 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown model(s) {unknown}; expected any of {MODEL_NAMES}")
 
-    if "keras" not in sys.modules:
-        # Training runs on TensorFlow (its fit loop is the fastest here on CPU); the
-        # saved files are backend-neutral.
-        os.environ["KERAS_BACKEND"] = "tensorflow"
-    import keras
-
-    if keras.config.backend() != "tensorflow":
-        print(
-            f"Training needs KERAS_BACKEND=tensorflow. Received: {keras.config.backend()!r}.",
-            file=sys.stderr,
-        )
+    if not prepare_training(args.threads):
         return 2
-    from ..backends import enable_determinism, pin_threads
-
-    enable_determinism()
-    if args.threads:
-        pin_threads(args.threads)
 
     train_scenes = make_scenes(TRAIN_N, seed=TRAIN_SEED)
     accept_scenes = make_scenes(ACCEPT_N, seed=ACCEPT_SEED)

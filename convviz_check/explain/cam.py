@@ -49,7 +49,7 @@ import numpy as np
 from .. import graph as graph_lib
 from ..errors import ConvvizWarning, GraphError, InputError
 from ..types import GradCAM
-from .inputs import as_image_batch, check_batch_size, to_model_layout
+from .inputs import as_image_batch, check_batch_size, class_indices, to_model_layout
 
 SCORES = ("auto", "logit", "output")
 
@@ -578,32 +578,7 @@ def _class_indices(class_index: Any, n: int, num_classes: int) -> np.ndarray:
     """Requested classes as int32 ``(n,)``; ``-1`` means "top predicted"."""
     if class_index is None:
         return np.full((n,), -1, np.int32)
-    arr = np.asarray(class_index)
-    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
-        raise InputError(
-            f"class_index must be an int, one int per image or a callable. Received: "
-            f"class_index={class_index!r}. Expected integers in [0, {num_classes})."
-        )
-    if arr.ndim == 0:
-        if not 0 <= int(arr) < num_classes:
-            raise InputError(
-                f"class_index out of range. Received: class_index={int(arr)}. Expected an "
-                f"integer in [0, {num_classes}) for a model with {num_classes} classes."
-            )
-        arr = np.full((n,), int(arr), np.int64)
-    if arr.ndim != 1 or arr.shape[0] != n:
-        raise InputError(
-            f"class_index must be an int or one per image. Received: class_index with "
-            f"shape {arr.shape} for {n} image(s). Expected an int or shape ({n},)."
-        )
-    bad = (arr < 0) | (arr >= num_classes)
-    if bad.any():
-        raise InputError(
-            f"class_index out of range. Received: class_index={arr[bad][:5].tolist()} "
-            f"(at image(s) {np.flatnonzero(bad)[:5].tolist()}). Expected integers in "
-            f"[0, {num_classes}) for a model with {num_classes} classes."
-        )
-    return arr.astype(np.int32)
+    return class_indices(class_index, n, num_classes, callable_allowed=True).astype(np.int32)
 
 
 def _callable_name(fn: Any) -> str:

@@ -311,3 +311,41 @@ __all__ = [
     "to_channels_last",
     "to_model_layout",
 ]
+
+
+def class_indices(
+    class_index: Any, n: int, num_classes: int, callable_allowed: bool = False
+) -> np.ndarray:
+    """``class_index`` (one int, or one int per image) checked against ``num_classes``
+    and broadcast to int64 ``(n,)``; ``callable_allowed`` only changes the message."""
+    arr = np.asarray(class_index)
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
+        what = (
+            "an int, one int per image or a callable"
+            if callable_allowed
+            else ("an int or one int per image")
+        )
+        raise InputError(
+            f"class_index must be {what}. Received: class_index={class_index!r}. Expected "
+            f"integers in [0, {num_classes})."
+        )
+    if arr.ndim == 0:
+        if not 0 <= int(arr) < num_classes:
+            raise InputError(
+                f"class_index out of range. Received: class_index={int(arr)}. Expected an "
+                f"integer in [0, {num_classes}) for a model with {num_classes} classes."
+            )
+        arr = np.full((n,), int(arr), np.int64)
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise InputError(
+            f"class_index must be an int or one per image. Received: class_index with "
+            f"shape {arr.shape} for {n} image(s). Expected an int or shape ({n},)."
+        )
+    bad = (arr < 0) | (arr >= num_classes)
+    if bad.any():
+        raise InputError(
+            f"class_index out of range. Received: class_index={arr[bad][:5].tolist()} "
+            f"(at image(s) {np.flatnonzero(bad)[:5].tolist()}). Expected integers in "
+            f"[0, {num_classes}) for a model with {num_classes} classes."
+        )
+    return arr.astype(np.int64)
