@@ -145,3 +145,68 @@ def test_a_tensorflow_run_prints_no_start_up_logs(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == "", proc.stderr
     assert "\x1b[" not in proc.stdout  # no progress display when stdout is not a terminal
+
+
+# --------------------------------------------------------------------------- agree --out
+def _export_synthetic(root, names_and_shifts):
+    from convviz_check.crossbackend.export import export_artifacts
+    from tests.test_agreement import synthetic_results
+
+    for name, shift in names_and_shifts:
+        base, changed = synthetic_results(shift=shift)
+        for backend, results in (("tensorflow", base), ("torch", base), ("jax", changed)):
+            export_artifacts(root, backend, name, results, info={})
+
+
+def test_agree_out_writes_one_page_per_exported_check_and_an_index(tmp_path, capsys):
+    from convviz_check import cli
+
+    root, out = tmp_path / "export", tmp_path / "pictures"
+    _export_synthetic(root, [("tests/t.py::test_same", 0.0), ("tests/t.py::test_moved", 0.5)])
+    assert cli.main(["agree", "--exported", str(root), "--out", str(out)]) == 1
+    stdout = capsys.readouterr().out
+    assert f"pictures: {out / 'index.html'}" in stdout
+    # each diff's scale is printed: the planted 0.5 on jax's layer b, 0 where identical
+    assert "activations diff |tensorflow - jax|, scaled to its own max: white = 0.5" in stdout
+    assert "gradcam diff |tensorflow - torch|: identical (0 everywhere)" in stdout
+    index = (out / "index.html").read_text()
+    assert "2 check(s), 1 disagree" in index
+    pages = sorted(p.parent.name for p in out.glob("*/index.html"))
+    assert len(pages) == 2 and all(f"href='{p}/index.html'" in index for p in pages)
+    for page in out.glob("*/index.html"):
+        html = page.read_text()
+        assert "drawn alone (the export route keeps no input images)" in html
+        assert "<a href='../index.html'>all checks</a>" in html
+        assert len(list(page.parent.glob("*.png"))) == 6  # 3 techniques x (strip, diff)
+
+
+@pytest.mark.crossbackend
+def test_agree_out_draws_the_three_backends_of_a_model_run_here(
+    tmp_path, capsys, monkeypatch, request
+):
+    import numpy as np
+
+    from convviz_check import cli
+    from convviz_check.crossbackend import agreement as ag
+    from tests import _worker_ops
+    from tests.test_agreement import IMAGE_SHAPE, require_or_skip, tiny_convnet
+
+    require_or_skip()
+    pool = _worker_ops.shared_pool(request.config)
+    monkeypatch.setattr(ag, "default_pool", lambda: pool)  # the warm session pool
+    model = tmp_path / "tiny.keras"
+    tiny_convnet().save(model)
+    images = np.random.default_rng(1).uniform(0, 1, (3, *IMAGE_SHAPE)).astype(np.float32)
+    np.save(tmp_path / "images.npy", images)
+    out = tmp_path / "pictures"
+    argv = ["agree", str(model), "--images", str(tmp_path / "images.npy"), "--filters", "2"]
+    assert cli.main([*argv, "--filter-steps", "3", "--out", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    assert "cross-backend agreement passed" in stdout
+    for technique in ("activations", "gradcam", "filters"):
+        assert f"  {technique} diff |" in stdout
+        assert (out / f"{technique}.png").is_file() and (out / f"{technique}.diff.png").is_file()
+    html = (out / "index.html").read_text()
+    assert "heatmaps over the input images" in html
+    # the table comes first, at full precision, as the text prints it
+    assert html.index("&lt;= 0.0001") < html.index("<h2>Pictures</h2>")

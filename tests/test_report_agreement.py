@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 
+from convviz_check.artifacts import Artifact
 from convviz_check.crossbackend import agreement as ag
 from convviz_check.report import agreement as text
 from convviz_check.types import TECHNIQUES, Comparison, MetricResult, Tolerance
@@ -151,3 +155,150 @@ def test_a_metric_missing_from_one_pair_shows_a_dash() -> None:
     rows = [line.split() for line in _table(str(report), "gradcam")]
     assert ["ssim", ">=", "0.999", "1", "ok", "-"] in rows
     assert ["worst", "image", "-", "-"] in rows
+
+
+# -- the pictures and the page (convviz-check agree --out DIR) ------------------------------
+def _png(path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+def _planted(backends=ALL, shift: float = 0.5) -> ag.AgreementReport:
+    """A report whose last backend's layer b is shifted by ``shift`` on image 1 only."""
+    base, _ = synthetic_results()
+    acts = dict(base["activations"].arrays)
+    b = acts["b"].copy()
+    b[1] += shift
+    changed = {**base, "activations": Artifact.from_value({**acts, "b": b}, "activation")}
+    results = {name: base for name in backends[:-1]} | {backends[-1]: changed}
+    return ag.build_report("m.keras", backends, TECHNIQUES, results)
+
+
+def test_the_report_keeps_each_backends_arrays_outside_dict_equality_and_repr() -> None:
+    report = _planted()
+    assert set(report.results) == set(ALL)
+    np.testing.assert_allclose(
+        report.results["jax"]["activations"].arrays["b"][1] - 0.5,
+        report.results["tensorflow"]["activations"].arrays["b"][1],
+        atol=1e-6,
+    )
+    assert "results" not in report.to_dict() and "inputs" not in report.to_dict()
+    json.dumps(report.to_dict())  # JSON-ready, no arrays
+    assert "array(" not in repr(report)
+    assert report == _planted()  # equality ignores the arrays (no ambiguous truth value)
+
+
+def test_pictures_show_every_backend_and_the_worst_pairs_self_scaled_diff(tmp_path) -> None:
+    report = _planted()
+    page, drawn = text.write_pictures(report, tmp_path)
+    by = {d.technique: d for d in drawn}
+    assert [d.technique for d in drawn] == list(report.what) and not any(d.error for d in drawn)
+    acts = by["activations"]
+    # the worst pair, the worst layer, the image where they differ most, its scale
+    assert acts.diff_pair == "tensorflow|jax"
+    assert acts.diff_scale == pytest.approx(0.5, rel=1e-6)
+    assert "white = 0.5" in acts.diff_caption
+    assert "image where tensorflow and jax differ most" in acts.caption
+    diff = _png(acts.diff)
+    assert diff.max() == 255  # scaled to its own max: the largest difference is white
+    # one labelled row per backend: three backends draw a taller strip than two
+    two = _planted(("tensorflow", "jax"))
+    _, drawn_two = text.write_pictures(two, tmp_path / "two")
+    for d, d2 in zip(drawn, drawn_two, strict=True):
+        assert _png(d.strip).shape[0] > _png(d2.strip).shape[0], d.technique
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == sorted(
+        f"{t}{s}.png" for t in TECHNIQUES for s in ("", ".diff")
+    )
+    assert page == tmp_path / "index.html"
+
+
+def test_identical_backends_get_a_black_diff_that_says_so(tmp_path) -> None:
+    base, _ = synthetic_results()
+    report = ag.build_report("m", ALL, TECHNIQUES, {b: base for b in ALL})
+    _, drawn = text.write_pictures(report, tmp_path)
+    for d in drawn:
+        assert d.diff_scale == 0.0 and "identical" in d.diff_caption, d
+        assert _png(d.diff)[20:].min() >= 0  # drawn, not skipped
+    assert "white =" not in (tmp_path / "index.html").read_text()
+
+
+def test_heatmaps_are_drawn_over_the_inputs_when_the_report_knows_them(tmp_path) -> None:
+    from convviz_check.report.pictures import inputs_thumbnail
+
+    report = _planted()
+    _, bare = text.write_pictures(report, tmp_path / "bare")
+    report.inputs = inputs_thumbnail(np.zeros((2, 12, 12, 3), np.float32) + 1.0)
+    _, over = text.write_pictures(report, tmp_path / "over")
+    cam_bare, cam_over = (next(d for d in x if d.technique == "gradcam") for x in (bare, over))
+    assert "drawn alone" in cam_bare.caption and "over the input images" in cam_over.caption
+    white = [(_png(d.strip) == 255).all(axis=-1).sum() for d in (cam_bare, cam_over)]
+    # A white input saturates the overlay: the 2 x 3 heatmap tiles (96 px) turn white.
+    assert white[1] - white[0] > 0.7 * 2 * 3 * 96 * 96
+
+
+def test_the_page_opens_on_the_tables_with_exact_bounds_then_the_pictures(tmp_path) -> None:
+    base, changed = synthetic_results(shift=0.5)
+    tolerance = Tolerance(pattern_ssim_min=0.99999)
+    report = ag.build_report(
+        "m.keras", ALL, TECHNIQUES, {"tensorflow": base, "torch": base, "jax": changed}, tolerance
+    )
+    page, drawn = text.write_pictures(report, tmp_path)
+    html = page.read_text()
+    assert "cross-backend agreement <span class='badge failed'>FAILED</span>" in html
+    assert "&gt;= 0.99999" in html and "&gt;= 1<" not in html  # exact, never rounded
+    assert "&lt;= 0.0001" in html
+    tables = html.index("Metrics per backend pair")
+    pictures = html.index("<h2>Pictures</h2>")
+    assert tables < html.index("details of the failing pairs") < pictures
+    for d in drawn:  # relative links: the folder opens from disk and can be moved
+        assert f"src='{Path(d.strip).name}'" in html and f"src='{Path(d.diff).name}'" in html
+        assert html.index(f"id='table-{d.technique}'") < tables + len(html) // 2
+    # the failing cells are marked
+    assert "<td class='num bad'>0.161 FAIL</td>" in html.replace("\n", "")
+
+
+def test_a_technique_without_arrays_gets_a_reason_not_an_exception(tmp_path) -> None:
+    report = _planted()
+    report.results.clear()
+    page, drawn = text.write_pictures(report, tmp_path)
+    assert all("no backend's arrays" in d.error for d in drawn)
+    assert "no picture: ValueError: no backend&#x27;s arrays" in page.read_text()
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_activation_preview_caps_channels_and_enlarges_small_maps() -> None:
+    from convviz_check.report import pictures
+
+    act = np.random.default_rng(0).normal(size=(2, 2, 64)).astype(np.float32)
+    grid = pictures.activation_preview(act, max_channels=32)
+    # 2x2 maps enlarged 8 times (16 px tiles, 8 px gaps), 16 per row, 32 of 64
+    # channels: two rows
+    assert grid.shape == (8 * (2 * 3 - 1), 8 * (16 * 3 - 1))
+    assert (grid[16:24] == 0).all()  # the gap between the rows
+    wide = pictures.activation_preview(np.ones((112, 112, 4), np.float32), max_width=500)
+    assert wide.shape[1] <= 500  # as many tiles per row as fit
+    diff, scale = pictures.activation_diff_preview(act, act + 0.25, max_channels=32)
+    assert diff.shape == grid.shape and scale == pytest.approx(0.25)
+
+
+def test_write_index_links_every_check_with_its_verdict(tmp_path) -> None:
+    base, _ = synthetic_results()
+    passed = ag.build_report(
+        "a", ("tensorflow", "jax"), TECHNIQUES, {"tensorflow": base, "jax": base}
+    )
+    failed = _planted()
+    pages = {}
+    for name, report in {"tests/t.py::a": passed, "tests/t.py::b": failed}.items():
+        page, _ = text.write_pictures(report, tmp_path / name.replace("/", "_"))
+        pages[name] = (report, page)
+    index = text.write_index(pages, tmp_path).read_text()
+    assert "2 check(s), 1 disagree" in index
+    assert "href='tests_t.py::b/index.html'>tests/t.py::b</a>" in index
+
+
+def test_the_inputs_thumbnail_is_kept_where_the_images_can_be_drawn() -> None:
+    three = ag._thumbnail(np.zeros((10, 12, 12, 3), np.float32))
+    assert three is not None and three.shape == (64, 8 * 64, 3)  # the first 8 images
+    assert ag._thumbnail(np.zeros((1, 12, 12, 4), np.float32)) is None  # drawn alone then

@@ -7,6 +7,9 @@ Two routes, one report (:class:`convviz_check.crossbackend.agreement.AgreementRe
 - ``convviz-check agree --exported DIR`` compares what each backend environment wrote
   with ``pytest --convviz-export DIR`` (teams whose backends cannot share one env).
 
+``--out DIR`` also writes the pictures of the report(s) and an ``index.html``
+(:func:`convviz_check.report.agreement.write_pictures`).
+
 Exit status: 0 when every check agrees, 1 on a disagreement, 2 on an error. Light to
 import (no Keras, no framework): the workers import them.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -91,6 +95,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--timeout", type=float, default=None, help="seconds per worker request")
     p.add_argument("--json", metavar="FILE", help="also write the report(s) as JSON")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="also write pictures into DIR: per technique the backends side by side "
+        "(Grad-CAM over the images, the worst layer's activations, the filter patterns) "
+        "and the worst pair's difference, with index.html (one folder per check for "
+        "--exported)",
+    )
     p.set_defaults(func=run)
     return p
 
@@ -120,6 +132,28 @@ def _images_from_args(args: argparse.Namespace) -> np.ndarray:
     from ..examples import make_scenes
 
     return make_scenes(args.scenes, seed=args.scene_seed).floats
+
+
+def _write_pictures(reports: dict[str, Any], out: str) -> None:
+    """Each report's pictures and page (a folder per check when there are several,
+    with an index over them); prints where, and each diff's scale."""
+    from ..report import agreement as pages
+
+    written = {}
+    for name, report in reports.items():
+        folder = Path(out) if len(reports) == 1 else Path(out) / storage.sanitize_part(name)
+        page, drawn = pages.write_pictures(
+            report, folder, "../index.html" if len(reports) > 1 else ""
+        )
+        written[name] = (report, page)
+        print(f"pictures{' of ' + name if len(reports) > 1 else ''}: {page}")
+        for made in drawn:
+            if made.diff_caption:
+                print(f"  {made.technique} diff {made.diff_caption}")
+            elif made.error:
+                print(f"  {made.technique}: no picture ({made.error})")
+    if len(reports) > 1:
+        print(f"pictures: {pages.write_index(written, out)}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -160,6 +194,8 @@ def run(args: argparse.Namespace) -> int:
         print(report)
     if args.json:
         storage.write_json(args.json, {name: r.to_dict() for name, r in reports.items()})
+    if args.out:
+        _write_pictures(reports, args.out)
     failed = [name for name, r in reports.items() if not r.passed]
     if failed:
         print(

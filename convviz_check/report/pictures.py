@@ -271,6 +271,131 @@ def write_check_images(
     return written, scale
 
 
+# --------------------------------------------------------------------------- labelled
+# Text of the labelled pictures (Pillow's bundled font; 13 px reads at 100% zoom).
+LABEL_SIZE = 13
+_LABEL_PAD = 6
+_INK = (40, 44, 52)
+_FRAME = (150, 157, 168)
+
+
+def _text_size(text: str) -> tuple[int, int]:
+    from PIL import ImageFont
+
+    left, top, right, bottom = ImageFont.load_default(size=LABEL_SIZE).getbbox(text)
+    return int(right - left), int(bottom - top)
+
+
+def labelled_rows(rows: list[tuple[str, np.ndarray]], title: str = "") -> np.ndarray:
+    """Pictures (uint8, grey or RGB) stacked top to bottom on white, each framed in grey
+    (a white tile stays visible) with its label on the left (one or more lines, e.g. a
+    backend's name), under an optional one-line ``title``: a picture that says what it
+    shows when opened on its own. uint8 RGB."""
+    from PIL import ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=LABEL_SIZE)
+    line_h = _text_size("Hg|")[1] + 4
+    widest = max((_text_size(t)[0] for label, _ in rows for t in label.splitlines()), default=0)
+    left = widest + 2 * _LABEL_PAD if widest else _LABEL_PAD
+    pictures = [img if img.ndim == 3 else np.stack([img] * 3, axis=-1) for _, img in rows]
+    title_h = line_h + _LABEL_PAD if title else 0
+    width = _LABEL_PAD + max(
+        [left + p.shape[1] + 2 for p in pictures] + [_text_size(title)[0] + _LABEL_PAD]
+    )
+    heights = [
+        max(p.shape[0] + 2, line_h * len(label.splitlines()))
+        for (label, _), p in zip(rows, pictures, strict=True)
+    ]
+    height = title_h + sum(heights) + _LABEL_PAD * (len(rows) + 1)
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((_LABEL_PAD, _LABEL_PAD), title, fill=_INK, font=font)
+    y = title_h + _LABEL_PAD
+    for (label, _), p, h in zip(rows, pictures, heights, strict=True):
+        ph, pw = p.shape[:2]
+        draw.rectangle((left, y, left + pw + 1, y + ph + 1), outline=_FRAME)
+        canvas.paste(Image.fromarray(np.ascontiguousarray(p[..., :3])), (left + 1, y + 1))
+        lines = label.splitlines()
+        top = y + max(0, (h - line_h * len(lines)) // 2)
+        for k, line in enumerate(lines):
+            draw.text((_LABEL_PAD, top + k * line_h), line, fill=_INK, font=font)
+        y += h + _LABEL_PAD
+    return np.asarray(canvas)
+
+
+def _channel_scale(h: int, w: int, min_tile: int, max_width: int) -> tuple[int, int]:
+    """(k, cols): the nearest-neighbour factor that makes an ``h x w`` tile at least
+    ``min_tile`` px, and how many tiles (with their gaps, k px once enlarged) fit a row
+    of ``max_width`` px, at most 16."""
+    k = max(1, int(np.ceil(min_tile / max(1, min(h, w)))))
+    return k, max(1, min(16, max_width // ((w + 1) * k)))
+
+
+def _enlarge(grid: np.ndarray, k: int) -> np.ndarray:
+    return np.repeat(np.repeat(grid, k, axis=0), k, axis=1) if k > 1 else grid
+
+
+def activation_preview(
+    activation: np.ndarray, max_channels: int = 32, min_tile: int = 16, max_width: int = 1024
+) -> np.ndarray:
+    """One image's activation ``(H, W, C)`` as a channel grid that stays readable: the
+    first ``max_channels`` channels, each standardized on its own
+    (:func:`~convviz_check.render.activation_grid`), the grid enlarged (nearest) so a
+    tile is at least ``min_tile`` px (a 2x2 map: 16x16, with 8 px gaps: a 1 px gap
+    between 2x2 tiles shown 12 times larger could not be told from the tiles' own
+    cells), rows no wider than ``max_width`` px."""
+    a = np.asarray(activation, np.float32)[..., :max_channels]
+    k, cols = _channel_scale(a.shape[0], a.shape[1], min_tile, max_width)
+    return _enlarge(activation_grid(a, images_per_row=cols), k)
+
+
+def activation_diff_preview(
+    expected: np.ndarray,
+    obtained: np.ndarray,
+    max_channels: int = 32,
+    min_tile: int = 16,
+    max_width: int = 1024,
+) -> tuple[np.ndarray, float]:
+    """``|expected - obtained|`` of one image's activation, laid out as
+    :func:`activation_preview` lays it out, scaled to its own maximum (returned: white
+    means this much)."""
+    d = np.abs(np.asarray(expected, np.float64) - np.asarray(obtained, np.float64))
+    d = np.nan_to_num(d[..., :max_channels])
+    scale = float(d.max()) if d.size else 0.0
+    k, cols = _channel_scale(d.shape[0], d.shape[1], min_tile, max_width)
+    return _enlarge(_tile_channels(_unit(d, scale), per_row=cols), k), scale
+
+
+def pattern_preview(patterns: list[np.ndarray], min_tile: int = 64) -> np.ndarray:
+    """uint8 patterns ``(h, w, C)`` in a grid of 8 per row, each upscaled (nearest) to
+    at least ``min_tile`` px; other than 3 channels are drawn grey (their mean)."""
+    rgb = [
+        p if p.shape[-1] == 3 else np.repeat(p.mean(axis=-1, keepdims=True), 3, -1).astype(np.uint8)
+        for p in patterns
+    ]
+    return filter_grid(np.stack([_upscale(p, min_tile) for p in rgb]), cols=8, margin=2)
+
+
+def pattern_diff_preview(
+    expected: list[np.ndarray], obtained: list[np.ndarray], min_tile: int = 64
+) -> tuple[np.ndarray, float] | None:
+    """The mean over channels of ``|expected - obtained|`` of uint8 patterns, laid out
+    as :func:`pattern_preview` lays them out, scaled to its own maximum (returned, in
+    grey levels of 255); None when the patterns do not align."""
+    if len(expected) != len(obtained) or any(
+        a.shape != b.shape for a, b in zip(expected, obtained, strict=True)
+    ):
+        return None
+    diffs = [
+        np.abs(a.astype(np.float64) - b.astype(np.float64)).mean(axis=-1)
+        for a, b in zip(expected, obtained, strict=True)
+    ]
+    scale = max((float(d.max()) for d in diffs), default=0.0)
+    tiles = [(_unit(d, scale) * 255).astype(np.uint8)[..., None] for d in diffs]
+    return pattern_preview(tiles, min_tile), scale
+
+
 def _safe(make: Callable[[], T]) -> T | None:
     try:
         return make()
