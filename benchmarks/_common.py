@@ -18,16 +18,19 @@ vary run to run, ratios much less.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import tracemalloc
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +198,124 @@ def interleaved_median_times(
     return {k: (statistics.median(v), v) for k, v in times.items()}
 
 
+@dataclass
+class Timing:
+    """Wall-clock and process CPU seconds (all threads) of each timed run.
+
+    On a shared machine the CPU time tracks the work done even when other processes
+    take cores away mid-run; both are printed, targets are judged on the wall time.
+    """
+
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.wall)
+
+    @property
+    def median_cpu(self) -> float:
+        return statistics.median(self.cpu)
+
+    def runs(self) -> str:
+        return " ".join(f"{t:.2f}" for t in self.wall)
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:
+    """``(wall seconds, process CPU seconds, result)`` of one call."""
+    w0, c0 = time.perf_counter(), time.process_time()
+    result = fn()
+    return time.perf_counter() - w0, time.process_time() - c0, result
+
+
+def interleaved_times(
+    fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 0
+) -> dict[str, Timing]:
+    """Run every function ``warmup`` times untimed, then ``repeats`` timed rounds that
+    alternate them (load from other processes hits all of them alike)."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    out = {name: Timing() for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            wall, cpu, _ = timed(fn)
+            out[name].wall.append(wall)
+            out[name].cpu.append(cpu)
+    return out
+
+
+def load_line() -> str:
+    """The machine's load average, printed with every benchmark (a load above the core
+    count means other processes shared the cores: read ratios, not absolute times)."""
+    one, five, fifteen = os.getloadavg()
+    return (
+        f"load average {one:.2f} / {five:.2f} / {fifteen:.2f} (1/5/15 min), {os.cpu_count()} cores"
+    )
+
+
+def verdict(ok: bool) -> str:
+    return "OK" if ok else "MISSED"
+
+
+_PEAK_BEFORE_RESET = float("nan")
+
+
+def reset_peak_rss() -> float:
+    """Reset this process's RSS high-water mark (Linux ``/proc/self/clear_refs``) and
+    return the current RSS in MiB, so that :func:`subject_peak_rss_mb` reports the peak
+    of what runs next alone, not the model build's (loading weights peaks higher than a
+    small batch needs). Returns ``nan`` where the kernel offers no reset."""
+    global _PEAK_BEFORE_RESET
+    try:
+        _PEAK_BEFORE_RESET = _proc_status_mb("VmHWM")
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return _proc_status_mb("VmRSS")
+    except OSError:
+        return float("nan")
+
+
+def subject_peak_rss_mb() -> float:
+    """RSS high-water since :func:`reset_peak_rss` (``VmHWM``), in MiB; ``getrusage``'s
+    process peak where ``/proc`` is missing."""
+    try:
+        return _proc_status_mb("VmHWM")
+    except OSError:
+        return peak_rss_mb()
+
+
+def _proc_status_mb(key: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024.0
+    raise OSError(f"{key} not in /proc/self/status")
+
+
+def memory_report(**extra: Any) -> None:
+    """Print one JSON line (the last line a parent reads back) with the peaks: ``peak_mb``
+    since the reset and ``process_peak_mb``, the larger of that and the peak before the
+    reset (the model build's). Not ``getrusage``: on Linux a child's ``ru_maxrss``
+    starts from its parent's at fork (measured: every child of a 5.8 GB benchmark
+    process reported 5848 MiB), while ``VmHWM`` belongs to the exec'd process alone."""
+    peak = subject_peak_rss_mb()
+    print(json.dumps({**extra, "process_peak_mb": max(peak, _PEAK_BEFORE_RESET), "peak_mb": peak}))
+
+
+def run_child(script: str, args: Sequence[str], timeout: float | None = 1800) -> dict[str, Any]:
+    """Run ``python script *args`` in a fresh process (same environment) and return the
+    JSON object on its last ``{``-line; raise with its stderr tail when it fails."""
+    cmd = [sys.executable, script, *args]
+    res = subprocess.run(
+        cmd, capture_output=True, text=True, env=os.environ.copy(), timeout=timeout
+    )
+    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
+    if res.returncode != 0 or not lines:
+        raise RuntimeError(f"{' '.join(cmd)} failed (rc={res.returncode}): {res.stderr[-800:]}")
+    return json.loads(lines[-1])
+
+
 def peak_rss_mb() -> float:
     """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -233,3 +354,37 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, default=1, help="untimed warm-up runs")
     parser.add_argument("--threads", type=int, default=None, help="threads per pool")
     return parser
+
+
+def child_memory_rows(
+    script: str, subjects: Sequence[str], counts: Sequence[int], extra: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Peak memory of each (subject, count), each in a fresh ``script --memory-child
+    SUBJECT --batch COUNT *extra`` process (see :func:`memory_report`)."""
+    rows = []
+    for n in counts:
+        for subject in subjects:
+            args = ["--memory-child", subject, "--batch", str(n), *extra]
+            try:
+                rows.append(run_child(script, args))
+            except RuntimeError as exc:
+                print(f"memory {subject} {n}: {exc}")
+    return rows
+
+
+def print_memory_rows(rows: Sequence[dict[str, Any]], unit: str = "images") -> None:
+    """The table of :func:`child_memory_rows`."""
+    if not rows:
+        return
+    print(
+        "\npeak RSS, a fresh process per row (MiB, VmHWM): the subject's high-water mark, "
+        "its growth over the RSS after the model build, and the process's peak (the "
+        "model build included)"
+    )
+    print(f"| subject | {unit} | peak MiB | growth MiB | process peak MiB | seconds |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['subject']} | {r['images']} | {r['peak_mb']:.0f} | "
+            f"+{r['peak_mb'] - r['base_mb']:.0f} | {r['process_peak_mb']:.0f} | {r['seconds']:.1f} |"
+        )

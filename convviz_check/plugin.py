@@ -7,6 +7,7 @@ Disable with ``-p no:convviz_check``.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -26,6 +27,21 @@ OPTIONS: list[tuple[str, str, Any, tuple[str, ...] | None]] = [
         None,
     ),
     ("convviz-golden-backend", "the reference backend that owns goldens", None, None),
+    (
+        "convviz-profile",
+        "gate profile of golden checks: exact (default; bounds at numerical noise, for "
+        "refactors and upgrades) or retrain (heatmaps judged on what survives a retrain); "
+        "a marker convviz(profile=...) overrides it",
+        None,
+        ("exact", "retrain"),  # convviz_check.types.PROFILES (not imported at collection)
+    ),
+    (
+        "convviz-model",
+        "the model a gate checks (a .keras path or another cc.load_model source; "
+        "read by the gate's conftest through convviz_check.plugin.gate_model)",
+        None,
+        None,
+    ),
     *[
         (
             f"convviz-tolerance-{kind}",
@@ -64,13 +80,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     for name, help_text in FLAGS:
         group.addoption(f"--{name}", action="store_true", default=False, help=help_text)
         parser.addini(name.replace("-", "_"), help=help_text, type="bool", default=False)
+    jax_cache_help = (
+        "persistent JAX compilation cache directory, shared by later runs and by JAX "
+        "cross-backend workers (ignored by TensorFlow and torch, which do not compile "
+        "through it)"
+    )
+    group.addoption("--convviz-jax-cache", metavar="DIR", default=None, help=jax_cache_help)
+    parser.addini("convviz_jax_cache_dir", help=jax_cache_help, default=None)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "convviz(tolerance=None, backends=None): per-test convviz_check settings "
-        "(a Tolerance or dict of bounds; the backends of cross-backend checks)",
+        "convviz(tolerance=None, backends=None, profile=None): per-test convviz_check "
+        "settings (a Tolerance or dict of bounds; the backends of cross-backend checks; "
+        "the gate profile of golden checks, 'exact' or 'retrain')",
     )
     config.addinivalue_line(
         "markers",
@@ -79,6 +103,24 @@ def pytest_configure(config: pytest.Config) -> None:
     from . import plugin_session
 
     plugin_session.configure(config)
+    _configure_jax_cache(config)
+
+
+def _configure_jax_cache(config: pytest.Config) -> None:
+    """``--convviz-jax-cache`` (relative to the invocation directory) or the ini key
+    ``convviz_jax_cache_dir`` (relative to the ini file): see
+    :func:`convviz_check.backends.set_jax_compilation_cache`."""
+    from pathlib import Path
+
+    from .backends import set_jax_compilation_cache
+
+    cli = config.getoption("--convviz-jax-cache", default=None)
+    ini = None if cli else (config.getini("convviz_jax_cache_dir") or None)
+    if cli:
+        set_jax_compilation_cache(Path(config.invocation_params.dir) / str(cli))
+    elif ini:
+        base = config.inipath.parent if config.inipath else config.rootpath
+        set_jax_compilation_cache(base / str(ini))
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
@@ -88,10 +130,19 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     if state is None:
         return None
     mode = f"update={state.update}" + (" (override)" if state.override else "")
-    return (
+    profile = f", profile {state.profile}" if state.profile != "exact" else ""
+    lines = [
         f"convviz: goldens {state.golden_dir} (owned by {state.reference}), "
-        f"{mode if state.update else 'verify'}, unused={state.unused_mode}"
-    )
+        f"{mode if state.update else 'verify'}, unused={state.unused_mode}{profile}"
+    ]
+    from .backends import JAX_CACHE_ENV
+
+    if os.environ.get(JAX_CACHE_ENV):
+        lines.append(
+            f"convviz: JAX compilation cache {os.environ[JAX_CACHE_ENV]} (used where JAX "
+            "compiles: the jax backend and JAX workers; TensorFlow and torch ignore it)"
+        )
+    return "\n".join(lines)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -106,6 +157,37 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
+
+
+def gate_model(config: pytest.Config) -> str:
+    """The model source of ``--convviz-model`` (a path relative to the invocation
+    directory) or of the ini key ``convviz_model`` (relative to the ini file); other
+    sources (``"hub:<preset>"``, ``"pkg.module:factory"``) are returned as given.
+
+    Raises:
+        InputError: neither is set (the message says how to set them).
+    """
+    from pathlib import Path
+
+    from .errors import InputError
+
+    cli = config.getoption("--convviz-model", default=None)
+    ini = None if cli else (config.getini("convviz_model") or None)
+    if not cli and not ini:
+        raise InputError(
+            "No model to check. Received: --convviz-model unset and ini key convviz_model "
+            "unset. Expected one of them, e.g. `pytest --convviz-model=models/classifier.keras` "
+            "or `convviz_model = models/classifier.keras` in pytest.ini."
+        )
+    value = str(cli or ini)
+    if cli:
+        base = Path(config.invocation_params.dir)
+    else:
+        base = config.inipath.parent if config.inipath else config.rootpath
+    path = base / value
+    if ":" in value and not path.exists():
+        return value  # "hub:<preset>" or "pkg.module:factory"
+    return str(path.resolve())
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 import pytest
 
@@ -205,3 +206,60 @@ def test_an_ops_module_that_replaces_a_builtin_op_stops_the_worker_at_start(tmp_
     message = str(info.value)
     assert "exited while starting" in message
     assert "cannot replace built-in ops" in message and "['ping']" in message
+
+
+# -- starting in the background ----------------------------------------------------------
+def test_prestart_returns_at_once_and_the_first_request_waits_for_the_start() -> None:
+    spare = WorkerPool()
+    try:
+        t0 = time.monotonic()
+        assert spare.prestart([BACKEND, BACKEND]) == [BACKEND]
+        assert time.monotonic() - t0 < 5.0  # a spawn, not an import of the framework
+        result, _ = spare.request(BACKEND, "ping")
+        assert result["pong"] is True and result["pid"] == spare.pid(BACKEND)
+        ops = [t["op"] for t in spare.timings()[BACKEND]]
+        assert ops == ["start", "ping"]  # one start, done by the background thread
+    finally:
+        spare.close()
+
+
+def test_prestart_skips_backends_that_are_not_installed(monkeypatch) -> None:
+    monkeypatch.setattr(pool_mod, "missing_backends", lambda backends: list(backends))
+    spare = WorkerPool()
+    try:
+        assert spare.prestart(["jax", "torch"]) == []
+        assert spare.pid("jax") is None and spare.pid("torch") is None
+    finally:
+        spare.close()
+
+
+def test_a_failed_background_start_is_reported_by_the_next_request() -> None:
+    broken = WorkerPool(env={"CONVVIZ_WORKER_SYS_PATH": "not json"}, start_timeout=120)
+    try:
+        broken.prestart([BACKEND])  # raises nothing
+        with pytest.raises(WorkerError, match="exited while starting"):
+            broken.request(BACKEND, "ping")
+    finally:
+        broken.close()
+
+
+def test_closing_the_pool_during_a_background_start_leaves_no_process() -> None:
+    spare = WorkerPool()
+    worker = spare.worker(BACKEND)
+    spare.prestart([BACKEND])
+    deadline = time.monotonic() + 30
+    while worker._proc is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert worker._proc is not None, "the background start spawned no process"
+    pid = worker._proc.pid
+    spare.close()
+    assert worker._starter is not None and not worker._starter.is_alive()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # killed and reaped
+
+
+def test_requests_record_the_workers_own_op_and_model_load_seconds(pool: WorkerPool) -> None:
+    pool.request(BACKEND, "ping")
+    last = pool.timings()[BACKEND][-1]
+    assert last["op"] == "ping" and last["load_s"] == 0.0
+    assert 0.0 <= last["op_s"] <= last["seconds"]

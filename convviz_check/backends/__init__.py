@@ -30,6 +30,8 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from contextlib import AbstractContextManager
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -38,6 +40,11 @@ import numpy as np
 from ..errors import BackendError
 
 BACKENDS = ("tensorflow", "torch", "jax")
+
+# The persistent JAX compilation cache directory travels to backend workers in this
+# environment variable (they inherit the parent's environment); backends/jax.py applies
+# it when it is imported, before any of our programs compile.
+JAX_CACHE_ENV = "CONVVIZ_JAX_CACHE_DIR"
 
 
 def current_backend() -> str:
@@ -75,6 +82,14 @@ def make_forward(model: Any) -> Any:
 def make_ascent(model: Any, loss_fn: Any, model_takes_aux: bool = False) -> Any:
     """Compiled ``fn(image, aux, steps, learning_rate) -> image`` (gradient ascent)."""
     return _module().make_ascent(model, loss_fn, model_takes_aux)
+
+
+def fast_kernels() -> AbstractContextManager[Any]:
+    """The running backend's kernel replacements (torch: channels-last views without the
+    NCHW copies; JAX: depthwise convolutions as multiply-adds), as a context manager.
+    Our compiled functions enter it themselves; benchmarks and code that call a model
+    directly enter it to run the same kernels. TensorFlow has none (a no-op)."""
+    return _module().fast_kernels()
 
 
 def pin_threads(n: int | None = None) -> dict[str, int]:
@@ -143,3 +158,31 @@ def to_numpy(x: Any) -> np.ndarray:
     ``copy=`` deprecation warning that ``keras.ops.convert_to_numpy`` raises on
     TensorFlow variables and torch tensors (one per weight: hundreds per run)."""
     return _module().to_numpy(getattr(x, "value", x))
+
+
+def set_jax_compilation_cache(path: str | os.PathLike[str] | None) -> str | None:
+    """Use a persistent JAX compilation cache in directory ``path`` (``None``: no change).
+
+    Compiled programs are written there and read back by later processes (a CI run
+    after the previous one, the JAX worker of a cross-backend check), keyed by JAX on
+    the program, the jax/jaxlib versions and the machine, so one directory can be shared
+    by runs of different versions. Every program is cached, however small or quick to
+    compile. Sets ``CONVVIZ_JAX_CACHE_DIR`` (inherited by backend workers) and JAX's own
+    ``JAX_COMPILATION_CACHE_DIR`` family (read when jax is imported), and configures a
+    jax already imported. Costs nothing under TensorFlow or torch: only JAX compiles
+    through it. The cache holds executable code: keep the directory out of reach of
+    anyone you would not let run code on the machine.
+
+    Returns:
+        The absolute directory, or ``None``.
+    """
+    if path is None or str(path) == "":
+        return None
+    directory = str(Path(path).expanduser().resolve())
+    os.environ[JAX_CACHE_ENV] = directory
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = directory
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
+    if "jax" in sys.modules:
+        importlib.import_module(f"{__name__}.jax").enable_compilation_cache(directory)
+    return directory

@@ -141,6 +141,11 @@ class WorkerProcess:
         self._workdir: Path | None = None
         self._stderr_path: Path | None = None
         self._stderr_file: IO[bytes] | None = None
+        self._starter: threading.Thread | None = None
+        self._closing = False
+        # One entry per answered request: op, parent-side seconds (the wait, a start
+        # included), the worker's op and model-load seconds; "start" entries for starts.
+        self.timings: list[dict[str, Any]] = []
 
     # -- lifecycle ----------------------------------------------------------------------
     @property
@@ -172,6 +177,7 @@ class WorkerProcess:
     def start(self) -> None:
         """Start the process and wait for its ``ready`` line (``start_timeout``)."""
         require_backends([self.backend])
+        started = time.monotonic()
         self._workdir = Path(tempfile.mkdtemp(prefix=f"convviz-worker-{self.backend}-"))
         self._stderr_path = self._workdir / "stderr.log"
         self._stderr_file = open(self._stderr_path, "wb")  # closed in _cleanup
@@ -201,6 +207,36 @@ class WorkerProcess:
                 f"{message!r}. Expected a 'ready' line.{self._stderr_section()}"
             )
         self.info = {k: v for k, v in message.items() if k != "ready"}
+        self.timings.append({"op": "start", "seconds": round(time.monotonic() - started, 4)})
+
+    def start_in_background(self) -> None:
+        """Start the process on a background thread and return at once; the next
+        request waits for that start (it holds the request lock). A failed start is
+        not raised here: the next request starts the worker again and raises then,
+        with the worker's stderr. Nothing happens when the worker runs already or is
+        being started."""
+        if self.alive or (self._starter is not None and self._starter.is_alive()):
+            return
+
+        def run() -> None:
+            with self._lock:
+                if self.alive:
+                    return
+                self._cleanup()
+                try:
+                    self.start()
+                except Exception:  # noqa: BLE001 - the next request retries and raises
+                    self._kill()
+                    self._cleanup()
+                    return
+                if self._closing:  # stopped while starting
+                    self._kill()
+                    self._cleanup()
+
+        self._starter = threading.Thread(
+            target=run, name=f"convviz-{self.backend}-starter", daemon=True
+        )
+        self._starter.start()
 
     @staticmethod
     def _read_stdout(proc: subprocess.Popen[str], lines: queue.Queue[str | None]) -> None:
@@ -211,18 +247,36 @@ class WorkerProcess:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Ask the worker to exit; kill it if it does not within ``timeout``."""
+        starter = self._starter
+        if starter is not None and starter.is_alive():
+            # A background start under way: end it (its wait for 'ready' sees the
+            # process exit) rather than leave a worker nobody will stop.
+            self._closing = True
+            self._kill()
+            starter.join(timeout)
+            self._closing = False
         proc = self._proc
         if proc is not None and proc.poll() is None:
+            self.ask_to_exit()
             try:
-                assert proc.stdin is not None
-                proc.stdin.write(json.dumps({"id": 0, "op": "shutdown"}) + "\n")
-                proc.stdin.flush()
-                proc.stdin.close()
                 proc.wait(timeout)
-            except (OSError, ValueError, subprocess.TimeoutExpired):
+            except subprocess.TimeoutExpired:
                 pass
         self._kill()
         self._cleanup()
+
+    def ask_to_exit(self) -> None:
+        """Send ``shutdown`` and close the worker's stdin without waiting (a pool asks
+        all its workers first, then waits: they exit side by side)."""
+        proc = self._proc
+        if proc is None or proc.poll() is not None or proc.stdin is None or proc.stdin.closed:
+            return
+        try:
+            proc.stdin.write(json.dumps({"id": 0, "op": "shutdown"}) + "\n")
+            proc.stdin.flush()
+            proc.stdin.close()
+        except (OSError, ValueError):
+            pass
 
     def _kill(self) -> None:
         proc = self._proc
@@ -350,6 +404,13 @@ class WorkerProcess:
             reply = self._next_message(request_id, timeout, op, started)
             if req_path is not None:
                 req_path.unlink(missing_ok=True)
+            self.timings.append(
+                {
+                    "op": op,
+                    "seconds": round(time.monotonic() - started, 4),
+                    **(reply.get("timing") or {}),
+                }
+            )
             artifact = _reply_artifact(reply)
             if not reply.get("ok"):
                 raise rebuild(reply.get("error") or {}, f"[{self.backend} worker, {op}]")
@@ -453,6 +514,27 @@ class WorkerPool:
         """Send one request to ``backend``'s worker (see :meth:`WorkerProcess.request`)."""
         return self.worker(backend).request(op, params, arrays, timeout or self.timeout)
 
+    def prestart(self, backends: Iterable[str]) -> list[str]:
+        """Start the workers of ``backends`` in the background and return at once, so
+        that they import their frameworks while this process does other work (the
+        first request to each then waits only for what is left of its start).
+        Backends that are not installed are skipped (the check that needs them reports
+        them). Returns the backends being started.
+
+        Measured (benchmarks/bench_gate.py): see the table there.
+        """
+        names = [b for b in dict.fromkeys(backends) if b in BACKENDS]
+        started = [b for b in names if b not in missing_backends([b])]
+        for b in started:
+            self.worker(b).start_in_background()
+        return started
+
+    def timings(self) -> dict[str, list[dict[str, Any]]]:
+        """Each started worker's request timings (see :attr:`WorkerProcess.timings`)."""
+        with self._lock:
+            workers = dict(self._workers)
+        return {b: list(w.timings) for b, w in workers.items()}
+
     def pid(self, backend: str) -> int | None:
         """Process id of ``backend``'s worker, None when not running."""
         worker = self._workers.get(backend)
@@ -463,6 +545,10 @@ class WorkerPool:
         with self._lock:
             self.closed = True
             workers, self._workers = list(self._workers.values()), {}
+        # Ask every worker first, then wait for each: their exits (a second or more
+        # for a framework's teardown) overlap instead of adding up.
+        for w in workers:
+            w.ask_to_exit()
         for w in workers:
             w.stop()
 

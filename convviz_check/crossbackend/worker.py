@@ -8,7 +8,9 @@ line protocol:
   ``{"id": 7, "op": "activations", "params": {...}, "arrays": "/tmp/.../req-7.npz"}``.
 - The worker answers with one JSON line on its (private) stdout:
   ``{"id": 7, "ok": true, "result": {...}, "artifact": {"path": ..., "kind": ...,
-  "layout": ..., "attrs": {...}}}`` (``artifact`` only for ops that compute one), or
+  "layout": ..., "attrs": {...}}, "timing": {"op_s": ..., "load_s": ...}}``
+  (``artifact`` only for ops that compute one; ``timing``: the op's seconds and, within
+  them, the model load's, 0 when the model was cached), or
   ``{"id": 7, "ok": false, "error": {"type": "GraphError", "message": ..., "traceback":
   ...}}`` (:func:`convviz_check.errors.to_wire`; the parent rebuilds the same class).
 - Arrays travel as ``.npz`` files in the worker's private directory, written by
@@ -176,6 +178,10 @@ class Worker:
         self.cache = ModelCache()
         self.ops: dict[str, Op] = {**BUILTIN_OPS, **dict(ops or {})}
         self._before_next: list[Callable[[], None]] = []
+        # Seconds of the last request: the whole op and, within it, loading the model
+        # (0 when cached). Two clock reads per request, sent back with the answer.
+        self._load_s = 0.0
+        self.last_timing: dict[str, float] = {}
 
     def model(self, params: Mapping[str, Any]) -> Any:
         """The cached model of the request's ``params["model"]`` spec."""
@@ -185,7 +191,10 @@ class Worker:
                 f"This op needs a model spec. Received: params['model']={spec!r}. "
                 "Expected {'source': ..., 'safe_mode': ..., 'custom_objects': [...]}."
             )
-        return self.cache.get(spec)
+        started = time.perf_counter()
+        model = self.cache.get(spec)
+        self._load_s += time.perf_counter() - started
+        return model
 
     def before_next(self, action: Callable[[], None]) -> None:
         """Run ``action`` when the next request arrives, before it is handled (e.g. an
@@ -205,11 +214,19 @@ class Worker:
             raise BackendError(
                 f"Unknown worker op. Received: op={op_name!r}. Expected one of {sorted(self.ops)}."
             )
-        return op(self, params, arrays)
+        self._load_s = 0.0
+        started = time.perf_counter()
+        reply = op(self, params, arrays)
+        self.last_timing = {
+            "op_s": round(time.perf_counter() - started, 4),
+            "load_s": round(self._load_s, 4),
+        }
+        return reply
 
     def answer(self, request_id: Any, reply: Reply) -> dict[str, Any]:
         """The protocol message of a successful reply (its artifact written to a file)."""
         message: dict[str, Any] = {"id": request_id, "ok": True, "result": reply.result}
+        message["timing"] = self.last_timing
         if reply.artifact is not None:
             path = self.workdir / f"resp-{request_id}.npz"
             storage.write_bytes(path, reply.artifact.encode())
@@ -259,8 +276,10 @@ def _start(
     prepare_import(backend, threads)
     import keras  # noqa: F401 - reads KERAS_BACKEND now
 
-    from ..backends import current_backend, framework_versions, pin_threads
+    from ..backends import JAX_CACHE_ENV, current_backend, framework_versions, pin_threads
 
+    # pin_threads imports the backend module; for JAX that applies the persistent
+    # compilation cache the parent passed in CONVVIZ_JAX_CACHE_DIR, before any compile.
     pinned = pin_threads(threads)
     ops = load_ops(ops_module) if ops_module else {}
     ready = {
@@ -272,6 +291,7 @@ def _start(
         "pid": os.getpid(),
         "ops": sorted({*BUILTIN_OPS, *ops}),
         "startup_s": round(time.perf_counter() - started, 3),
+        "jax_cache": os.environ.get(JAX_CACHE_ENV) if backend == "jax" else None,
     }
     return ready, ops
 

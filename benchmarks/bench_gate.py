@@ -1,0 +1,368 @@
+"""Benchmark: a realistic gate as a real pytest session, and where its time goes.
+
+The gate (written to a temporary directory and run with ``python -m pytest`` in a
+subprocess, under the running ``KERAS_BACKEND``): the two bundled models
+(``convviz_check.examples``: the chapter-style convnet and the tiny Xception), 8 scenes,
+golden checks of every activation, the Grad-CAM heatmaps and 4 filter patterns per
+model, plus one cross-backend agreement check (the bundled convnet, activations +
+Grad-CAM + 8 filter patterns, 4 images, TensorFlow / torch / JAX workers) and, for
+comparison, the same three checks on this backend alone (``test_same_checks_here``).
+
+Sessions, in order (each a fresh process; ``--convviz-update=missing`` first writes the
+goldens the others verify):
+
+1. ``update``: writes the goldens (timed, not split);
+2. ``verify``: the gate as CI runs it (the wall time a user waits);
+3. ``verify, workers prestarted``: the same, with the cross-backend workers started in
+   the background when collection ends (``WorkerPool.prestart``), so that they import
+   their frameworks while the golden checks compute;
+4. ``--profile``: ``verify`` again, instrumented (``CONVVIZ_PROFILE_TIMES=1``, read only
+   by this benchmark's conftest.py, which wraps library functions from outside: nothing
+   in the package's hot paths) to split the time into pytest start and imports, model
+   loads, trace/compile, compute, comparisons, golden file I/O and the cross-backend
+   check (worker starts, model loads and compute in the workers, waiting).
+
+Trace/compile vs compute: the first call of each compiled function per input shape is
+run twice; the second run is its compute, the difference its trace/compile. The second
+run is extra work and is subtracted from the instrumented session's total.
+
+Measured 2026-12-01, 2-core CPU (load average 1.2-1.7), parent under TensorFlow
+(wall seconds; "ratio": the cross-backend test over the same checks on this backend):
+
+==========================  =====  ===========  ===========  ========
+session                     wall   cross-       same checks  ratio
+                                   backend      here         (<= 3x)
+==========================  =====  ===========  ===========  ========
+verify                      15.3   7.3          0.4          19.2x
+verify, prestarted          15.1   4.8          0.8          6.3x
+verify, JAX cache           13.2   4.6          0.6          7.2x
+verify, prestarted + cache  12.2   1.8          0.7          2.5x
+==========================  =====  ===========  ===========  ========
+
+(JAX cache: ``--jax-cache``, the cache filled by the update session.) Where the time
+of the plain ``verify`` goes (13.1 s inside pytest; 3.0 s more after it: stopping
+the workers and the interpreter's exit): pytest start and imports 2.5 s, model loads
+0.6, trace/compile 1.0, compute 0.3, comparisons 0.4, golden file I/O 0.0, the
+cross-backend check 7.9 (its workers: TF start 3.9, model load 0.2, compute 1.0;
+torch 4.8 / 0.4 / 0.3; JAX 1.6 / 3.3 / 2.9 -- the parent waits for the slowest, JAX,
+whose model load is its variables' initializers compiling), other 0.2. With the
+prestart and the cache the check takes 1.7 s (JAX worker: load 0.5, compute 1.1).
+The prestart lowers the check's latency, not the session's wall on 2 cores: the
+workers' imports then compete with the golden checks for the same cores.
+
+Usage::
+
+    KERAS_BACKEND=tensorflow python benchmarks/bench_gate.py
+    KERAS_BACKEND=jax python benchmarks/bench_gate.py --sessions verify,profile
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import base_parser, load_line
+
+TARGET_CROSS_VS_SINGLE = 3.0
+SESSIONS = ("update", "verify", "prestart", "profile", "profile-prestart")
+
+GATE_TESTS = '''\
+"""A realistic gate on the bundled models (written by benchmarks/bench_gate.py)."""
+
+import pytest
+
+import convviz_check as cc
+from convviz_check.crossbackend.compute import default_filters_layer
+from convviz_check.examples import make_scenes, model_path
+
+N_IMAGES = 8
+
+
+@pytest.fixture(scope="session")
+def images():
+    return make_scenes(N_IMAGES, seed=0).floats
+
+
+@pytest.fixture(scope="session", params=["convnet", "xception"])
+def model(request):
+    return cc.load_model(str(model_path(request.param)))
+
+
+def test_activations(convviz, model, images):
+    convviz.check("activations", convviz.activations(model, images), model=model)
+
+
+def test_gradcam(convviz, model, images):
+    convviz.check("gradcam", convviz.gradcam(model, images), model=model)
+
+
+def test_patterns(convviz, model):
+    layer = cc.conv_layers(model)[-1]
+    patterns = convviz.filter_patterns(model, layer, filters=range(4))
+    convviz.check("patterns", patterns, kind="pattern", model=model)
+
+
+def test_same_checks_here(convviz, images):
+    # What the cross-backend check computes, on this backend only, checked against
+    # goldens: the ratio's denominator.
+    model = cc.load_model(str(model_path("convnet")))
+    four = images[:4]
+    convviz.check("activations", convviz.activations(model, four), model=model)
+    convviz.check("gradcam", convviz.gradcam(model, four), model=model)
+    layer = default_filters_layer(model)
+    patterns = convviz.filter_patterns(model, layer, filters=range(8))
+    convviz.check("patterns", patterns, kind="pattern", model=model)
+
+
+def test_backends_agree(convviz, images):
+    convviz.assert_backends_agree(str(model_path("convnet")), images[:4])
+'''
+
+CONFTEST = '''\
+"""Instrumentation of benchmarks/bench_gate.py (active with CONVVIZ_PROFILE_TIMES=1) and
+the prestart of cross-backend workers (CONVVIZ_BENCH_PRESTART=1)."""
+
+import json
+import os
+import time
+
+T_CONFTEST = time.perf_counter()
+
+
+def _process_age_s():
+    """Seconds since this process started (Linux /proc)."""
+    with open("/proc/self/stat") as f:
+        start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+    with open("/proc/uptime") as f:
+        uptime = float(f.read().split()[0])
+    return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+
+
+AGE_AT_CONFTEST = _process_age_s()
+import keras  # noqa: E402 - timed: the framework import
+
+import convviz_check  # noqa: E402,F401
+
+IMPORT_S = time.perf_counter() - T_CONFTEST
+PROFILE = os.environ.get("CONVVIZ_PROFILE_TIMES") == "1"
+TIMES = {k: 0.0 for k in ("model loads", "trace/compile", "compute", "comparisons", "golden file I/O", "cross-backend check", "instrumentation (extra runs)")}
+TESTS = {}
+
+
+def _timed(category, fn):
+    def wrapper(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            TIMES[category] += time.perf_counter() - t0
+
+    return wrapper
+
+
+def _shapes(value):
+    if hasattr(value, "shape"):
+        return tuple(value.shape)
+    if isinstance(value, (list, tuple)):
+        return tuple(_shapes(v) for v in value)
+    return None
+
+
+_SEEN = set()
+
+
+def _compiled(fn):
+    """First call per input shapes: run twice, the difference is trace/compile."""
+
+    def wrapper(*args):
+        key = (id(fn), _shapes(args))
+        t0 = time.perf_counter()
+        out = fn(*args)
+        first = time.perf_counter() - t0
+        if key in _SEEN:
+            TIMES["compute"] += first
+            return out
+        _SEEN.add(key)
+        t0 = time.perf_counter()
+        fn(*args)
+        second = time.perf_counter() - t0
+        TIMES["compute"] += second
+        TIMES["trace/compile"] += max(first - second, 0.0)
+        TIMES["instrumentation (extra runs)"] += second
+        return out
+
+    return wrapper
+
+
+def _maker(make):
+    def wrapper(*args, **kwargs):
+        return _compiled(make(*args, **kwargs))
+
+    return wrapper
+
+
+if PROFILE:
+    from convviz_check import backends, checks, golden, models
+    from convviz_check.crossbackend import agreement
+
+    models.load_model = _timed("model loads", models.load_model)
+    convviz_check.load_model = models.load_model
+    for name in ("make_value_and_grad", "make_forward", "make_ascent"):
+        setattr(backends, name, _maker(getattr(backends, name)))
+    checks.compare = _timed("comparisons", checks.compare)
+    for name in ("load", "save", "read_inputs"):
+        setattr(golden, name, _timed("golden file I/O", getattr(golden, name)))
+    agreement.agreement = _timed("cross-backend check", agreement.agreement)
+
+
+def pytest_collection_finish(session):
+    if os.environ.get("CONVVIZ_BENCH_PRESTART") == "1":
+        from convviz_check import plugin_fixture
+        from convviz_check.crossbackend.pool import WorkerPool
+
+        config = session.config
+        pool = WorkerPool()
+        config.stash[plugin_fixture._POOL] = pool
+        config.add_cleanup(pool.close)
+        pool.prestart(("tensorflow", "torch", "jax"))
+
+
+def pytest_runtest_logreport(report):
+    TESTS[f"{report.nodeid} {report.when}"] = report.duration
+
+
+def pytest_sessionfinish(session, exitstatus):
+    out = os.environ.get("CONVVIZ_BENCH_OUT")
+    if not out:
+        return
+    from convviz_check import plugin_fixture
+
+    pool = session.config.stash.get(plugin_fixture._POOL, None)
+    data = {
+        "age_at_conftest_s": AGE_AT_CONFTEST,
+        "import_s": IMPORT_S,
+        "session_s": _process_age_s(),
+        "times": TIMES,
+        "tests": TESTS,
+        "workers": pool.timings() if pool is not None else {},
+        "exitstatus": int(exitstatus),
+    }
+    with open(out, "w") as f:
+        json.dump(data, f)
+'''
+
+
+def _session(directory: Path, label: str, args: list[str], env: dict[str, str]) -> dict[str, Any]:
+    out = directory / f"{label}.json"
+    env = {**os.environ, **env, "CONVVIZ_BENCH_OUT": str(out)}
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args]
+    t0 = time.perf_counter()
+    res = subprocess.run(cmd, cwd=directory, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if res.returncode != 0:
+        print(res.stdout[-3000:], res.stderr[-2000:])
+        raise SystemExit(f"{label}: pytest exited {res.returncode}")
+    data = json.loads(out.read_text())
+    data["wall_s"] = wall
+    return data
+
+
+def _test_seconds(data: dict[str, Any], name: str) -> float:
+    return sum(v for k, v in data["tests"].items() if f"::{name}" in k and k.endswith(" call"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--sessions", default="update,verify,prestart,profile,profile-prestart")
+    parser.add_argument("--keep", action="store_true", help="keep the gate directory")
+    parser.add_argument(
+        "--jax-cache",
+        action="store_true",
+        help="every session runs with --convviz-jax-cache in the gate directory (the "
+        "update session fills it, the others read it)",
+    )
+    args = parser.parse_args(argv)
+    sessions = [s for s in args.sessions.split(",") if s]
+    unknown = set(sessions) - set(SESSIONS)
+    if unknown:
+        raise SystemExit(f"unknown sessions {sorted(unknown)}; expected some of {SESSIONS}")
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    directory = Path(tempfile.mkdtemp(prefix="convviz-gate-bench-"))
+    (directory / "test_gate.py").write_text(GATE_TESTS)
+    (directory / "conftest.py").write_text(CONFTEST)
+    (directory / "pytest.ini").write_text("[pytest]\nconvviz_golden_dir = golden\n")
+    cache_note = ", JAX compilation cache on" if args.jax_cache else ""
+    print(f"{load_line()}\ngate in {directory}, parent backend {backend}{cache_note}")
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        if "update" not in sessions:  # the verify sessions need goldens
+            sessions.insert(0, "update")
+        for label in sessions:
+            flags = ["--convviz-update=missing"] if label == "update" else []
+            if args.jax_cache:
+                flags.append("--convviz-jax-cache=jax-cache")
+            env = {
+                "CONVVIZ_PROFILE_TIMES": "1" if label.startswith("profile") else "0",
+                "CONVVIZ_BENCH_PRESTART": "1" if label.endswith("prestart") else "0",
+            }
+            results[label] = _session(directory, label, flags, env)
+            print(f"{label}: {results[label]['wall_s']:.1f}s  ({load_line()})")
+    finally:
+        if not args.keep:
+            shutil.rmtree(directory, ignore_errors=True)
+
+    print(f"\n{load_line()}")
+    print(f"gate sessions, parent backend {backend} (wall seconds of the pytest process)")
+    print(
+        "| session | wall s | cross-backend test s | same checks here s | ratio (target <= 3x) "
+        "| after the session (worker shutdown, exit) s |"
+    )
+    print("|---|---|---|---|---|---|")
+    for label, data in results.items():
+        cross = _test_seconds(data, "test_backends_agree")
+        single = _test_seconds(data, "test_same_checks_here")
+        ratio = cross / single if single else float("nan")
+        ok = "OK" if ratio <= TARGET_CROSS_VS_SINGLE else "MISSED"
+        after = data["wall_s"] - data["session_s"]
+        print(
+            f"| {label} | {data['wall_s']:.1f} | {cross:.1f} | {single:.1f} | {ratio:.2f}x {ok} "
+            f"| {after:.1f} |"
+        )
+    for label in ("profile", "profile-prestart"):
+        if label in results:
+            _print_split(label, results[label])
+    return 0
+
+
+def _print_split(label: str, data: dict[str, Any]) -> None:
+    times = dict(data["times"])
+    extra = times.pop("instrumentation (extra runs)")
+    session = data["session_s"] - extra
+    start = data["age_at_conftest_s"] + data["import_s"]
+    rows = {"pytest start + imports (keras, framework, convviz_check)": start, **times}
+    rows["other (pytest, fixtures, NumPy post-processing, reports)"] = session - sum(rows.values())
+    print(f"\nwhere the time goes, session '{label}' ({session:.1f}s without the extra runs)")
+    print("| part | seconds | share |")
+    print("|---|---|---|")
+    for name, seconds in rows.items():
+        print(f"| {name} | {seconds:.1f} | {seconds / session:.0%} |")
+    for backend, entries in data["workers"].items():
+        starts = sum(e["seconds"] for e in entries if e["op"] == "start")
+        loads = sum(e.get("load_s", 0.0) for e in entries)
+        ops = sum(e.get("op_s", 0.0) for e in entries) - loads
+        waits = sum(e["seconds"] for e in entries if e["op"] != "start")
+        print(
+            f"  {backend} worker: start {starts:.1f}s, model load {loads:.1f}s, compute "
+            f"{ops:.1f}s; the parent waited {waits:.1f}s for its answers"
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
