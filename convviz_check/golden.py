@@ -224,9 +224,12 @@ def build_sidecar(artifact: Artifact, meta: Mapping[str, Any] | None = None) -> 
         "model_fingerprint": meta.pop("model_fingerprint", None),
         "tolerance": meta.pop("tolerance", {}),
     }
-    if artifact.layout == "gradcam":  # which CAM method made the maps, for what target
-        side["method"] = artifact.attrs.get("method", "gradcam")
-        side["target"] = artifact.attrs.get("target", "")
+    # Which CAM method made the maps, for what target: copied when the artifact records
+    # them (every new one does), never invented for a golden written before they existed,
+    # so that re-encoding an old golden gives its bytes back.
+    for key in ("method", "target"):
+        if artifact.layout == "gradcam" and key in artifact.attrs:
+            side[key] = artifact.attrs[key]
     side.update(meta)
     return side
 

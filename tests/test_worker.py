@@ -120,7 +120,13 @@ def test_replies_carry_the_artifact_in_a_file_and_its_description_in_json(
     )
     assert back.attrs == {"layer": "c"}
     np.testing.assert_array_equal(back.arrays["value"], artifact.arrays["value"])
-    assert w.answer(8, worker_mod.Reply({"y": 2})) == {"id": 8, "ok": True, "result": {"y": 2}}
+    # A worker that has run no op yet reports no timing.
+    assert w.answer(8, worker_mod.Reply({"y": 2})) == {
+        "id": 8,
+        "ok": True,
+        "result": {"y": 2},
+        "timing": {},
+    }
 
 
 def test_transport_keeps_slashes_in_layer_names_and_never_unpickles(tmp_path: Path) -> None:
@@ -251,7 +257,11 @@ def test_line_protocol_of_a_real_worker_process(tmp_path: Path) -> None:
         assert reply["id"] is None and reply["ok"] is False
         assert reply["error"]["type"] == "JSONDecodeError"
         _send(proc, {"id": 4, "op": "shutdown"})
-        assert json.loads(lines.next() or "null") == {"id": 4, "ok": True, "result": {"bye": True}}
+        bye = json.loads(lines.next() or "null")
+        timing = bye.pop("timing")
+        assert bye == {"id": 4, "ok": True, "result": {"bye": True}}
+        assert set(timing) >= {"op_s", "load_s"}
+        assert all(isinstance(v, float) and v >= 0 for v in timing.values()), timing
         assert lines.next() is None  # nothing else ever reached the protocol stream
         assert proc.wait(60) == 0
     finally:
