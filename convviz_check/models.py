@@ -79,10 +79,13 @@ def _check_graph(model: Any, source: Any) -> Any:
 def _load_file(path: Path, safe_mode: bool, custom_objects: dict) -> Any:
     import keras
 
+    from ._fastload import initializers_deferred
+
     try:
-        return keras.saving.load_model(
-            str(path), compile=False, safe_mode=safe_mode, custom_objects=custom_objects
-        )
+        with initializers_deferred():  # the file overwrites every initial value
+            return keras.saving.load_model(
+                str(path), compile=False, safe_mode=safe_mode, custom_objects=custom_objects
+            )
     except ValueError as e:
         msg = str(e)
         if "safe_mode" in msg or "Lambda" in msg:

@@ -159,3 +159,52 @@ def test_fingerprint_changes_with_weights():
     model.set_weights(w)
     assert cc.model_fingerprint(model) != before
     assert len(before) == 64 and os.path.sep not in before
+
+
+def test_deferred_initializers_fill_what_the_load_leaves_alone():
+    # Variables created inside the block start as zeros; one that is assigned keeps the
+    # assigned value, one left alone gets its real initializer's value when the block ends.
+    from convviz_check._fastload import initializers_deferred
+
+    with initializers_deferred():
+        assigned = keras.Variable(initializer="ones", shape=(3,))
+        left = keras.Variable(initializer=keras.initializers.Constant(2.5), shape=(2, 2))
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(left), np.zeros((2, 2)))
+        assigned.assign(np.full((3,), 7.0, np.float32))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(assigned), np.full((3,), 7.0))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(left), np.full((2, 2), 2.5))
+    after = keras.Variable(initializer="ones", shape=(2,))  # the patch is gone
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(after), np.ones(2))
+
+
+def test_deferred_initializers_leave_other_threads_alone():
+    import threading
+
+    from convviz_check._fastload import initializers_deferred
+
+    box = {}
+    with initializers_deferred():
+        t = threading.Thread(target=lambda: box.update(v=keras.Variable("ones", shape=(2,))))
+        t.start()
+        t.join()
+        # Created by another thread: initialized at once, not deferred.
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(box["v"]), np.ones(2))
+
+
+def test_load_with_batchnorm_statistics_round_trips(tmp_path):
+    # Moving mean/variance are non-trainable variables: they must come from the file too.
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3)(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    outputs = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    bn = model.layers[2]
+    bn.moving_mean.assign(np.arange(4, dtype=np.float32))
+    bn.moving_variance.assign(np.full((4,), 3.0, np.float32))
+    model.save(tmp_path / "bn.keras")
+    loaded = cc.load_model(tmp_path / "bn.keras")
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(loaded.layers[2].moving_mean), np.arange(4)
+    )
+    _same_predictions(model, loaded, np.random.default_rng(1).uniform(0, 1, (2, 8, 8, 3)))
+    assert cc.model_fingerprint(loaded) == cc.model_fingerprint(model)
