@@ -338,12 +338,17 @@ class ConvvizFixture:
         export_current_backend(root, self.node.nodeid, model_source, images, **kwargs)
 
     def _pool(self) -> Any:
-        """The session's worker pool (one per pytest process), closed at session end."""
-        from .crossbackend.pool import WorkerPool
+        return session_pool(self.config)
 
-        pool = self.config.stash.get(_POOL, None)
-        if pool is None or pool.closed:
-            pool = WorkerPool()
-            self.config.stash[_POOL] = pool
-            self.config.add_cleanup(pool.close)
-        return pool
+
+def session_pool(config: pytest.Config) -> Any:
+    """The session's worker pool (one per pytest process), closed at session end. The
+    backend this process runs is computed here, without a worker (``in_process``)."""
+    from .crossbackend.pool import WorkerPool
+
+    pool = config.stash.get(_POOL, None)
+    if pool is None or pool.closed:
+        pool = WorkerPool(in_process=True)
+        config.stash[_POOL] = pool
+        config.add_cleanup(pool.close)
+    return pool

@@ -39,6 +39,7 @@ from .. import storage
 from ..artifacts import Artifact
 from ..errors import BackendError, InputError, MissingBackendError, WorkerError, rebuild
 from ..types import BACKENDS
+from .local import LocalWorker, running_backend
 
 # Every request has a timeout. Starting is timed separately: importing Keras and a
 # framework took 11-14 s per backend on a 2-core machine when idle (tensorflow 11.1 s,
@@ -457,6 +458,12 @@ class WorkerPool:
             adds ops to every worker (see :mod:`convviz_check.crossbackend.worker`);
             like ``custom_objects``, it travels as a name and is imported by the worker.
         env: extra environment variables for the workers.
+        in_process: compute the backend of the Keras this process already runs here,
+            without a worker (:mod:`~convviz_check.crossbackend.local`): one framework
+            import and one model load fewer per check. Ignored with ``ops_module``
+            (test ops that crash or hang must not do it here) and where Keras is not
+            imported (the pool never imports it). The pytest plugin's pool and
+            :func:`default_pool` set it.
 
     Example:
         >>> with WorkerPool() as pool:
@@ -471,7 +478,9 @@ class WorkerPool:
         threads: int | None = None,
         ops_module: str | None = None,
         env: Mapping[str, str] | None = None,
+        in_process: bool = False,
     ) -> None:
+        self.in_process = bool(in_process)
         self.timeout = float(timeout or DEFAULT_TIMEOUT_S)
         self.start_timeout = float(start_timeout or DEFAULT_START_TIMEOUT_S)
         if threads is None:
@@ -481,18 +490,21 @@ class WorkerPool:
         self.threads = int(threads)
         self.ops_module = ops_module
         self.env = dict(env or {})
-        self._workers: dict[str, WorkerProcess] = {}
+        self._workers: dict[str, WorkerProcess | LocalWorker] = {}
         self._lock = threading.Lock()
         self.closed = False
         _POOLS.add(self)
 
-    def worker(self, backend: str) -> WorkerProcess:
-        """The (lazily created) worker of ``backend``; started on its first request."""
+    def worker(self, backend: str) -> WorkerProcess | LocalWorker:
+        """The (lazily created) worker of ``backend``; started on its first request (a
+        :class:`~.local.LocalWorker` for this process's own backend with ``in_process``)."""
         if backend not in BACKENDS:
             raise InputError(f"Unknown backend. Received: {backend!r}. Expected one of {BACKENDS}.")
         with self._lock:
             if self.closed:
                 raise BackendError("This WorkerPool is closed. Received a request after close().")
+            if backend not in self._workers and self.is_local(backend):
+                self._workers[backend] = LocalWorker(backend)
             if backend not in self._workers:
                 self._workers[backend] = WorkerProcess(
                     backend,
@@ -502,6 +514,10 @@ class WorkerPool:
                     env=self.env,
                 )
             return self._workers[backend]
+
+    def is_local(self, backend: str) -> bool:
+        """True when ``backend``'s requests run in this process (see ``in_process``)."""
+        return self.in_process and self.ops_module is None and running_backend() == backend
 
     def request(
         self,
@@ -567,5 +583,5 @@ def default_pool() -> WorkerPool:
     (its workers stop at exit)."""
     global _DEFAULT_POOL
     if _DEFAULT_POOL is None or _DEFAULT_POOL.closed:
-        _DEFAULT_POOL = WorkerPool()
+        _DEFAULT_POOL = WorkerPool(in_process=True)
     return _DEFAULT_POOL

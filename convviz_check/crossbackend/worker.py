@@ -203,9 +203,12 @@ class Worker:
 
     def handle(self, request: Mapping[str, Any]) -> Reply:
         """Run one request and return its reply; raises what the op raised."""
-        op_name = request.get("op")
-        params = dict(request.get("params") or {})
         arrays = storage.read_npz(request["arrays"]) if request.get("arrays") else {}
+        return self.run(request.get("op"), dict(request.get("params") or {}), arrays)
+
+    def run(self, op_name: Any, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> Reply:
+        """Run one op on in-memory arrays (what :meth:`handle` does once the request's
+        arrays are read; the parent's in-process backend calls it directly)."""
         pending, self._before_next = self._before_next, []
         for action in pending:
             action()
