@@ -28,6 +28,15 @@ OPTIONS: list[tuple[str, str, Any, tuple[str, ...] | None]] = [
     ),
     ("convviz-golden-backend", "the reference backend that owns goldens", None, None),
     (
+        "convviz-prestart",
+        "auto (default): when a selected test runs a cross-backend check (its code calls "
+        "assert_backends_agree, or a convviz(backends=...) marker), start the other "
+        "backends' workers when collection ends, so that they import their frameworks "
+        "while the first tests run; no: start each on first use",
+        None,
+        ("auto", "no"),
+    ),
+    (
         "convviz-profile",
         "gate profile of golden checks: exact (default; bounds at numerical noise, for "
         "refactors and upgrades) or retrain (heatmaps judged on what survives a retrain); "
@@ -66,6 +75,7 @@ INI_DEFAULTS = {
     "convviz_golden_backend": "tensorflow",
     "convviz_unused": "warn",
     "convviz_backends": "tensorflow,torch,jax",
+    "convviz_prestart": "auto",
 }
 
 
@@ -157,6 +167,48 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the cross-backend workers in the background when a selected test will need
+    them (see ``--convviz-prestart``). Not in pytest-xdist workers (each would start its
+    own three) nor with ``--convviz-export`` (no workers then). A worker that fails to
+    start is started again, with its error, by the check that needs it."""
+    from .plugin_session import option
+
+    config = session.config
+    if (
+        option(config, "convviz_prestart") == "no"
+        or option(config, "convviz_export")
+        or hasattr(config, "workerinput")
+        or not any(_runs_cross_backend(item) for item in session.items)
+    ):
+        return
+    from .crossbackend.pool import parse_backends
+    from .errors import InputError
+    from .plugin_fixture import session_pool
+
+    try:
+        backends = parse_backends(option(config, "convviz_backends"))
+    except InputError:
+        return  # the check itself reports the bad value
+    pool = session_pool(config)
+    pool.prestart([b for b in backends if not pool.is_local(b)])
+
+
+def _runs_cross_backend(item: pytest.Item) -> bool:
+    marker = item.get_closest_marker("convviz")
+    if marker is not None and marker.kwargs.get("backends"):
+        return True
+    function = getattr(item, "function", None)
+    if function is None:
+        return False
+    import inspect
+
+    try:
+        return "assert_backends_agree" in inspect.getsource(function)
+    except (OSError, TypeError):
+        return False
 
 
 def gate_model(config: pytest.Config) -> str:

@@ -498,9 +498,28 @@ def test_cli_scenes_pass_the_seeded_bundled_scenes_to_agreement(monkeypatch, cap
     assert "1 check(s) agree across backends" in capsys.readouterr().out
 
 
+def test_cli_cam_method_and_options_reach_every_backend(monkeypatch, capsys) -> None:
+    calls = []
+
+    def fake_agreement(model, images, **kwargs):
+        calls.append(kwargs)
+        return ag.AgreementReport(model=model, backends=ALL, what=kwargs["what"])
+
+    monkeypatch.setattr(ag, "agreement", fake_agreement)
+    argv = ["agree", "m.keras", "--scenes", "2", "--what", "gradcam", "--cam", "scorecam"]
+    argv += ["--cam-option", "max_channels=16", "--cam-option", "note=text"]
+    assert cli.main(argv) == 0
+    assert cli.main(["agree", "m.keras", "--scenes", "2"]) == 0
+    assert calls[0]["cam_method"] == "scorecam"
+    assert calls[0]["cam_options"] == {"max_channels": 16, "note": "text"}
+    assert calls[1]["cam_method"] == "gradcam" and calls[1]["cam_options"] == {}
+
+
 @pytest.mark.parametrize(
     "extra, expected",
     [
+        (["--scenes", "2", "--cam", "nosuch"], "Unknown CAM method. Received: --cam 'nosuch'"),
+        (["--scenes", "2", "--cam-option", "max_channels"], "A CAM option is NAME=VALUE"),
         (["--scenes", "2", "--images", "x.npy"], "exactly one of --images FILE... or --scenes N"),
         ([], "exactly one of --images FILE... or --scenes N"),
         (["--scenes", "0"], "n must be a positive int. Received: n=0"),
@@ -609,7 +628,10 @@ def test_marked(convviz, monkeypatch):
 def test_fixture_skips_on_a_missing_backend_naming_it(pytester, monkeypatch) -> None:
     monkeypatch.delenv("CONVVIZ_REQUIRE_BACKENDS", raising=False)
     pytester.makepyfile(test_fx=FIXTURE_TEST)
-    result = pytester.runpytest_inprocess("-rs", "--convviz-backends=tensorflow,jax")
+    # (no prestart: the test pretends every backend is missing, after collection)
+    result = pytester.runpytest_inprocess(
+        "-rs", "--convviz-backends=tensorflow,jax", "--convviz-prestart=no"
+    )
     result.assert_outcomes(skipped=2)
     result.stdout.fnmatch_lines(["*needs backend(s) tensorflow, jax, not installed*"])
     result.stdout.fnmatch_lines(["*needs backend(s) torch, jax, not installed*"])  # marker wins
@@ -623,9 +645,52 @@ def test_fixture_fails_on_a_missing_backend_when_required(pytester, monkeypatch,
     else:
         monkeypatch.delenv("CONVVIZ_REQUIRE_BACKENDS", raising=False)
     pytester.makepyfile(test_fx=FIXTURE_TEST)
-    result = pytester.runpytest_inprocess(*args)
+    result = pytester.runpytest_inprocess(*args, "--convviz-prestart=no")
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines(["*needs backend(s) tensorflow, torch, jax*required*"])
+
+
+PRESTART_TESTS = """
+import pytest
+
+def test_agrees(convviz):
+    if False:  # never runs: collection reads the source
+        convviz.assert_backends_agree("m.keras", None)
+
+@pytest.mark.convviz(backends="torch,jax")
+def test_marked(convviz):
+    pass
+
+def test_plain(convviz):
+    pass
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "prestarted"),
+    [
+        (["-k", "agrees"], True),
+        (["-k", "marked"], True),
+        (["-k", "plain"], False),
+        (["-k", "agrees", "--convviz-prestart=no"], False),
+    ],
+)
+def test_workers_are_prestarted_when_a_selected_test_needs_them(
+    pytester, monkeypatch, args, prestarted
+) -> None:
+    import keras
+
+    calls: list[list[str]] = []
+    monkeypatch.setattr(
+        pool_mod.WorkerPool, "prestart", lambda self, backends: calls.append(list(backends))
+    )
+    pytester.makepyfile(test_px=PRESTART_TESTS)
+    pytester.makeini("[pytest]\nconvviz_backends = tensorflow,torch,jax\n")
+    result = pytester.runpytest_inprocess(*args)
+    result.assert_outcomes(passed=1)
+    # The running backend is computed in this process: no worker of its own.
+    others = [b for b in ALL if b != keras.backend.backend()]
+    assert calls == ([others] if prestarted else [])
 
 
 @pytest.mark.crossbackend
