@@ -241,6 +241,50 @@ def test_two_cam_methods_are_drawn_side_by_side_and_recorded(
     assert "cam: gradcam, scorecam; layer 'conv_b'" in printed
 
 
+def test_cam_options_reach_the_methods_that_take_them(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    import keras
+
+    from convviz_check.cli import images as img_lib
+    from convviz_check.explain.cam import cam
+
+    out = tmp_path / "out"
+    rc = _explain(
+        files["rgb_model"], files["camera_png"], "--what", "gradcam", "--out", out,
+        "--cam", "scorecam", "gradcam", "--cam-option", "max_channels=2",
+    )  # fmt: skip
+    assert rc == 0
+    summary = _check_page(out)
+    assert summary["gradcam"]["options"] == {"scorecam": {"max_channels": 2}, "gradcam": {}}
+    model = keras.saving.load_model(files["rgb_model"])
+    prep = img_lib.prepare(model, img_lib.read_sources([str(files["camera_png"])]))
+    capped = cam(model, prep.gradcam_images, method="scorecam", max_channels=2)
+    every = cam(model, prep.gradcam_images, method="scorecam")
+    assert not np.allclose(capped.heatmap, every.heatmap)  # the cap changes the map
+    drawn = overlay(_png(files["camera_png"]), capped.heatmap[0], value_range=(0.0, 255.0))
+    entry = summary["gradcam"]["images"][0]
+    np.testing.assert_array_equal(_png(out / entry["maps"]["scorecam"]["overlay"]), drawn)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            ["--cam", "gradcam", "--cam-option", "max_channels=2"],
+            "No --cam method takes option(s) max_channels",
+        ),
+        (["--cam-option", "=3"], "A CAM option is NAME=VALUE"),
+    ],
+)
+def test_cam_options_no_method_takes_are_refused(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], extra, message
+) -> None:
+    rc = _explain(files["rgb_model"], files["camera_png"], "--out", tmp_path / "o", *extra)
+    assert rc == 2
+    assert message in capsys.readouterr().err
+
+
 def test_cam_methods_match_the_library_and_files_after_cam_are_images(
     files: dict[str, Path], tmp_path: Path
 ) -> None:

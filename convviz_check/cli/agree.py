@@ -27,6 +27,7 @@ import numpy as np
 from .. import storage
 from ..errors import InputError
 from ..types import BACKENDS, TECHNIQUES
+from .explain_args import cam_methods, parse_cam_options
 from .images import load_images
 
 
@@ -84,6 +85,21 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--layers", default=None, help="comma-separated activation layers")
     p.add_argument("--class-index", type=int, default=None, help="Grad-CAM class for every image")
     p.add_argument("--gradcam-layer", default=None, help="Grad-CAM target layer")
+    p.add_argument(
+        "--cam",
+        default="gradcam",
+        metavar="METHOD",
+        help="the class-activation map method every backend computes for the 'gradcam' "
+        f"technique: {', '.join(cam_methods())} (default: gradcam)",
+    )
+    p.add_argument(
+        "--cam-option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an option of the --cam method, e.g. max_channels=64 (Score-CAM) or "
+        "center=false (Eigen-CAM); VALUE is read as JSON, else kept as text; repeatable",
+    )
     p.add_argument("--filters-layer", default=None, help="layer of the filter patterns")
     p.add_argument("--filters", type=int, default=8, help="number of filters (the first N)")
     p.add_argument("--filter-steps", type=int, default=30, help="gradient-ascent steps")
@@ -111,6 +127,15 @@ def _split(value: str | None) -> list[str] | None:
     if not value:
         return None
     return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _check_cam(method: str) -> str:
+    if method not in cam_methods():
+        raise InputError(
+            f"Unknown CAM method. Received: --cam {method!r}. Expected one of "
+            f"{', '.join(cam_methods())}."
+        )
+    return method
 
 
 def _images_from_args(args: argparse.Namespace) -> np.ndarray:
@@ -180,6 +205,8 @@ def run(args: argparse.Namespace) -> int:
             layers=_split(args.layers),
             class_index=args.class_index,
             gradcam_layer=args.gradcam_layer,
+            cam_method=_check_cam(args.cam),
+            cam_options=parse_cam_options(args.cam_option),
             filters_layer=args.filters_layer,
             filters=args.filters,
             filter_steps=args.filter_steps,

@@ -43,7 +43,7 @@ import numpy as np
 
 from ..errors import GraphError, InputError
 from . import images as img_lib
-from .explain_args import add_arguments, check_args
+from .explain_args import add_arguments, check_args, options_for
 from .progress import Progress
 
 TOP_K = 5
@@ -267,6 +267,7 @@ def run_cams(
     names: list[str] | None,
     methods: list[str],
     update: Callable[[int, int], None],
+    cam_options: dict[str, Any] | None = None,
 ) -> dict:
     """Every ``--cam`` method's maps of every image, drawn over the photos."""
     import convviz_check as cc
@@ -285,6 +286,7 @@ def run_cams(
             class_index=class_index,
             layer=layer,
             preprocess=prep.use_preprocessor,
+            **options_for(method, cam_options or {}),
         )
         seconds[method] = round(time.perf_counter() - start, 3)
     update(len(methods), len(methods))
@@ -312,6 +314,7 @@ def run_cams(
         )
     return {
         "methods": list(methods),
+        "options": {m: options_for(m, cam_options or {}) for m in methods},
         "layer": first.layer,
         "score_kind": first.score_kind,
         "class": "top predicted" if class_index is None else class_index,
@@ -446,7 +449,15 @@ def _explain(
         label = "class-activation maps" if len(args.cam) > 1 else "Grad-CAM"
         with _timed(timings, "gradcam"), progress.step(label, len(args.cam)) as update:
             summary["gradcam"] = run_cams(
-                model, prep, out, cam_layer, class_index, names, args.cam, update
+                model,
+                prep,
+                out,
+                cam_layer,
+                class_index,
+                names,
+                args.cam,
+                update,
+                args.cam_options,
             )
     if plan is not None:
         with _timed(timings, "filters"), progress.step("filter patterns", plan[2]) as update:

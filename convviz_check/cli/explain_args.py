@@ -8,7 +8,9 @@ method names come from :mod:`convviz_check.explain.cam`, which imports none).
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
+from typing import Any
 
 from ..errors import InputError
 from . import images as img_lib
@@ -70,6 +72,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"(default: {DEFAULT_CAM}; several: --cam gradcam scorecam)",
     )
     parser.add_argument(
+        "--cam-option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an option of a --cam method, given to the methods that take it, e.g. "
+        "max_channels=64 (Score-CAM: masks only the 64 strongest channels, for big "
+        "models) or center=false (Eigen-CAM); VALUE is read as JSON, else as text",
+    )
+    parser.add_argument(
         "--gradcam-layer",
         metavar="LAYER",
         help="target layer of the class-activation maps (default: the map that feeds the "
@@ -98,6 +109,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of --scenes and filters")
     for name in _REMOVED:  # removed flags: a message naming the replacement
         parser.add_argument(f"--{name}", nargs="*", dest=f"removed_{name}", help=argparse.SUPPRESS)
+
+
+def parse_cam_options(pairs: list[str] | None) -> dict[str, Any]:
+    """``--cam-option NAME=VALUE`` pairs as a dict (VALUE read as JSON, else as text).
+
+    Raises:
+        InputError: a pair without ``=`` or without a name.
+    """
+    options: dict[str, Any] = {}
+    for pair in pairs or []:
+        name, sep, text = pair.partition("=")
+        if not sep or not name.strip():
+            raise InputError(
+                f"A CAM option is NAME=VALUE. Received: --cam-option {pair!r}. Expected "
+                "e.g. --cam-option max_channels=64."
+            )
+        try:
+            options[name.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            options[name.strip()] = text
+    return options
+
+
+def options_for(method: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The ``options`` that ``method`` takes (the others are for other ``--cam`` methods)."""
+    from ..explain.cam_methods import method_options
+
+    taken = set(method_options(method))
+    return {k: v for k, v in options.items() if k in taken}
+
+
+def _check_cam_options(args: argparse.Namespace, methods: list[str]) -> dict[str, Any]:
+    from ..explain.cam_methods import method_options
+
+    options = parse_cam_options(getattr(args, "cam_option", None))
+    taken = {m: method_options(m) for m in methods}
+    unused = [k for k in options if not any(k in names for names in taken.values())]
+    if unused:
+        offered = "; ".join(f"{m}: {', '.join(n) or 'none'}" for m, n in taken.items())
+        raise InputError(
+            f"No --cam method takes option(s) {', '.join(unused)}. Received: --cam "
+            f"{' '.join(methods)} with --cam-option {' '.join(args.cam_option)}. Expected "
+            f"options of the chosen methods ({offered})."
+        )
+    return options
 
 
 def _looks_like_a_file(token: str) -> bool:
@@ -159,6 +215,7 @@ def check_args(args: argparse.Namespace) -> tuple[float, float] | None:
         )
     args.what = what
     args.cam = _check_cam(args)
+    args.cam_options = _check_cam_options(args, args.cam)
     if args.image_files and args.scenes is not None:
         raise InputError("Give IMAGE files or --scenes N, not both.")
     if not args.image_files and args.scenes is None:
