@@ -133,3 +133,30 @@ def test_under_jax_the_cache_fills_and_a_second_session_reads_it(pytester) -> No
     assert int((pytester.path / "hits.txt").read_text()) > 0
     # Every program the second session compiled came from the cache: nothing new written.
     assert [p.name for p in _entries(cache)] == [p.name for p in written]
+
+
+@pytest.mark.crossbackend
+def test_a_jax_worker_writes_its_programs_before_its_quick_exit(tmp_path: Path) -> None:
+    # Workers end with os._exit (no interpreter teardown): what they compiled must
+    # already be in the cache directory by then, and a second worker must read it.
+    import numpy as np
+
+    from convviz_check.backends import JAX_CACHE_ENV
+    from convviz_check.crossbackend.pool import WorkerPool
+    from convviz_check.crossbackend.requests import artifact_params, model_spec
+    from convviz_check.examples import model_path
+
+    cache = tmp_path / "jaxcache"
+    images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
+    request = {**artifact_params()["gradcam"], "model": model_spec(model_path("convnet"))}
+    results = []
+    for _ in range(2):
+        with WorkerPool(env={JAX_CACHE_ENV: str(cache)}) as pool:
+            _, artifact = pool.request("jax", "gradcam", request, {"images": images})
+            assert artifact is not None and pool.worker("jax").info["jax_cache"] == str(cache)
+        results.append((artifact, _entries(cache)))  # the worker has exited
+    (first, written), (second, after) = results
+    assert written, "the JAX worker compiled programs but none reached the cache"
+    assert [p.name for p in after] == [p.name for p in written]  # all read back
+    for key, value in first.arrays.items():
+        np.testing.assert_array_equal(second.arrays[key], value, err_msg=key)

@@ -344,5 +344,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     return serve(args.backend, max(1, args.threads), Path(args.workdir), args.ops_module)
 
 
+def _exit_now(code: int) -> None:
+    """End the worker without the interpreter's teardown.
+
+    Every reply has been written and flushed by then, and the worker keeps nothing
+    else: its arrays went to the parent's work directory, JAX writes a persistent
+    compilation-cache entry when it compiles. What the teardown would add is the
+    frameworks' own finalization (TensorFlow, torch and JAX each take about a second
+    on a 2-core machine), which the parent's session end would wait for.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    _exit_now(main())
