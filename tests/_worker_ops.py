@@ -122,3 +122,21 @@ def shared_pool(config: Any) -> WorkerPool:
 
 
 _STASH_KEY: Any = None
+
+
+def require_or_skip(backends: tuple[str, ...] = ("tensorflow", "torch", "jax")) -> None:
+    """Skip naming the missing backend(s) (a per-backend env); fail instead where
+    ``CONVVIZ_REQUIRE_BACKENDS=1`` (the crossbackend env)."""
+    import pytest
+
+    from convviz_check.crossbackend import pool as pool_mod
+
+    missing = pool_mod.missing_backends(backends)
+    if missing:
+        message = (
+            f"cross-backend test needs backend(s) {', '.join(missing)}, not installed in "
+            "this environment"
+        )
+        if os.environ.get("CONVVIZ_REQUIRE_BACKENDS", "") not in ("", "0"):
+            pytest.fail(message + " (CONVVIZ_REQUIRE_BACKENDS=1: all three are required)")
+        pytest.skip(message)

@@ -15,7 +15,6 @@ use a tiny model.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -36,18 +35,7 @@ ALL = ("tensorflow", "torch", "jax")
 IMAGE_SHAPE = (24, 24, 3)
 
 
-def require_or_skip(backends: tuple[str, ...] = ALL) -> None:
-    """Skip with a reason naming the missing backend(s) (a per-backend env); fail
-    instead where ``CONVVIZ_REQUIRE_BACKENDS=1`` (the crossbackend env)."""
-    missing = pool_mod.missing_backends(backends)
-    if missing:
-        message = (
-            f"cross-backend test needs backend(s) {', '.join(missing)}, not installed in "
-            "this environment"
-        )
-        if os.environ.get("CONVVIZ_REQUIRE_BACKENDS", "") not in ("", "0"):
-            pytest.fail(message + " (CONVVIZ_REQUIRE_BACKENDS=1: all three are required)")
-        pytest.skip(message)
+require_or_skip = _worker_ops.require_or_skip
 
 
 def tiny_convnet(seed: int = 0):

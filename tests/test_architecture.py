@@ -9,13 +9,16 @@ The rules:
 - only ``convviz_check.backends`` imports a framework (tensorflow, torch, jax);
 - the core (artifacts, storage, metrics, localization, golden, checks, report, the
   parent side of the cross-backend package...) imports no Keras, no framework and no
-  pytest, and no package module outside the core;
+  pytest, and no package module outside the core (one exception, named in
+  CORE_EXCEPTIONS and checked at run time);
 - only the plugin modules import pytest.
 """
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,6 +50,11 @@ CORE = (
     "convviz_check.crossbackend.requests",
     "convviz_check.cli.golden",
 )
+# The one edge out of the core, by design: a pool computes the backend this process
+# already runs in this process (crossbackend.local), and that module imports the worker
+# side only once Keras is imported here (crossbackend.local.running_backend reads
+# sys.modules). test_the_core_pool_never_imports_keras_itself checks that at run time.
+CORE_EXCEPTIONS = {("convviz_check.crossbackend.pool", "convviz_check.crossbackend.local")}
 PLUGIN = ("convviz_check.plugin", "convviz_check.plugin_session", "convviz_check.plugin_fixture")
 # Test files shipped for users to copy (the gate example): pytest code by design.
 USER_TESTS = ("convviz_check.examples.gate",)
@@ -190,8 +198,33 @@ def test_core_imports_no_keras_no_framework_no_pytest(name):
 
 @pytest.mark.parametrize("name", sorted(n for n in GRAPH if _is(n, CORE)))
 def test_core_imports_only_core_modules(name):
-    outside = sorted(m for m in _internal_edges(name) if not _is(m, CORE) and m != PACKAGE)
+    outside = sorted(
+        m
+        for m in _internal_edges(name)
+        if not _is(m, CORE) and m != PACKAGE and (name, m) not in CORE_EXCEPTIONS
+    )
     assert not outside, f"{name} (core) imports {outside}"
+
+
+def test_the_core_pool_never_imports_keras_itself():
+    # Keras made unimportable: an in-process pool must still build, find no local
+    # backend and never reach the worker side (the `agree` command runs like this).
+    code = (
+        "import sys\n"
+        "for m in ('keras', 'tensorflow', 'torch', 'jax'): sys.modules[m] = None\n"
+        "from convviz_check.crossbackend.pool import WorkerPool, default_pool\n"
+        "pool = WorkerPool(in_process=True)\n"
+        "assert not any(pool.is_local(b) for b in ('tensorflow', 'torch', 'jax'))\n"
+        "assert not default_pool().is_local('tensorflow')\n"
+        "heavy = [m for m in ('convviz_check.crossbackend.worker', 'convviz_check.backends',\n"
+        "                     'convviz_check.models') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "pool.close()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT.parent, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 @pytest.mark.parametrize("name", sorted(GRAPH))

@@ -13,7 +13,6 @@ of the fixture, in every backend env.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -38,18 +37,7 @@ OPTIONS: dict[str, dict[str, int]] = {"scorecam": {"max_channels": 16}}
 SCENES_SEED, N = 8, 3
 
 
-def require_or_skip(backends: tuple[str, ...] = ALL) -> None:
-    """Skip naming the missing backend(s) (a per-backend env); fail instead where
-    ``CONVVIZ_REQUIRE_BACKENDS=1`` (the crossbackend env)."""
-    missing = pool_mod.missing_backends(backends)
-    if missing:
-        message = (
-            f"cross-backend test needs backend(s) {', '.join(missing)}, not installed in "
-            "this environment"
-        )
-        if os.environ.get("CONVVIZ_REQUIRE_BACKENDS", "") not in ("", "0"):
-            pytest.fail(message + " (CONVVIZ_REQUIRE_BACKENDS=1: all three are required)")
-        pytest.skip(message)
+require_or_skip = _worker_ops.require_or_skip
 
 
 @pytest.fixture(scope="module")

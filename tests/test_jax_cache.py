@@ -145,7 +145,9 @@ def test_a_jax_worker_writes_its_programs_before_its_quick_exit(tmp_path: Path) 
     from convviz_check.crossbackend.pool import WorkerPool
     from convviz_check.crossbackend.requests import artifact_params, model_spec
     from convviz_check.examples import model_path
+    from tests._worker_ops import require_or_skip
 
+    require_or_skip(("jax",))
     cache = tmp_path / "jaxcache"
     images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
     request = {**artifact_params()["gradcam"], "model": model_spec(model_path("convnet"))}
