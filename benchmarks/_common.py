@@ -228,6 +228,34 @@ def timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:
     return time.perf_counter() - w0, time.process_time() - c0, result
 
 
+@dataclass(frozen=True)
+class FirstCalls:
+    """Wall and CPU seconds of ours' and the chapter's first call on fresh models."""
+
+    ours: float
+    ours_cpu: float
+    chapter: float
+    chapter_cpu: float
+
+    @property
+    def ok(self) -> bool:
+        """The target: ours' first call is no slower than the chapter's."""
+        return self.ours <= self.chapter
+
+
+def first_calls(
+    fresh: Callable[[], Any], ours: Callable[[Any], Any], chapter: Callable[[Any], Any]
+) -> FirstCalls:
+    """Time ``ours(fresh())`` then ``chapter(fresh())``: each subject gets its own fresh
+    model (``fresh`` is not timed), so neither inherits the other's traces or compiles."""
+    times: list[float] = []
+    for run in (ours, chapter):
+        subject = fresh()
+        wall, cpu, _ = timed(lambda run=run, subject=subject: run(subject))
+        times += [wall, cpu]
+    return FirstCalls(*times)
+
+
 def interleaved_times(
     fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 0
 ) -> dict[str, Timing]:
@@ -354,6 +382,16 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, default=1, help="untimed warm-up runs")
     parser.add_argument("--threads", type=int, default=None, help="threads per pool")
     return parser
+
+
+def add_memory_flags(parser: argparse.ArgumentParser, unit: str = "images") -> None:
+    """``--memory``, ``--memory-<unit>`` (counts, default 8,32), ``--weights`` and the
+    hidden flags of a :func:`child_memory_rows` child (``--memory-child``, ``--batch``)."""
+    parser.add_argument("--memory", action="store_true", help=f"peak RSS at --memory-{unit}")
+    parser.add_argument(f"--memory-{unit}", default="8,32")
+    parser.add_argument("--weights", default=None, help="existing .weights.h5 to load")
+    parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, default=8, help=argparse.SUPPRESS)
 
 
 def child_memory_rows(

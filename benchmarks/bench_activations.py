@@ -63,7 +63,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from _common import base_parser, prepare_process
+from _common import add_memory_flags, base_parser, prepare_process
 
 TARGET_VS_CHAPTER = 1.0
 TARGET_VS_FORWARD = 1.3
@@ -132,11 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", default=None, help="image counts, e.g. 1,8,32 (quick: 8)")
     parser.add_argument("--size", type=int, default=299, help="Xception-41's image side")
     parser.add_argument("--first-images", type=int, default=8, help="images of the first call")
-    parser.add_argument("--memory", action="store_true", help="peak RSS at --memory-images")
-    parser.add_argument("--memory-images", default="8,32")
-    parser.add_argument("--weights", default=None, help="existing .weights.h5 to load")
-    parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--batch", type=int, default=8, help=argparse.SUPPRESS)
+    add_memory_flags(parser)
     args = parser.parse_args(argv)
     counts = [int(c) for c in (args.images or ("8" if args.quick else "1,8,32")).split(",")]
     repeats = args.repeats or (2 if args.quick else 3)
@@ -146,13 +142,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from _common import (
         child_memory_rows,
+        first_calls,
         header,
         interleaved_times,
         load_line,
         pin_framework_threads,
         print_memory_rows,
         random_images,
-        timed,
         verdict,
     )
 
@@ -197,19 +193,11 @@ def main(argv: list[str] | None = None) -> int:
 
     first_images = random_images(args.first_images, side, seed=1)
 
-    def first_call(subject: str) -> tuple[float, float]:
-        fresh, fresh_graph, _, _ = _load(args.model, args.size, args.weights)
-        if subject == "ours":
-            wall, cpu, _ = timed(lambda: cc.activations(fresh, first_images))
-        else:
-            wall, cpu, _ = timed(
-                lambda: chapter_routine(fresh, fresh_graph, classes)[0](first_images)
-            )
-        return wall, cpu
-
-    ours_first, ours_first_cpu = first_call("ours")
-    ch_first, ch_first_cpu = first_call("chapter")
-    first_ok = ours_first <= ch_first
+    first = first_calls(
+        lambda: _load(args.model, args.size, args.weights)[:2],
+        lambda fresh: cc.activations(fresh[0], first_images),
+        lambda fresh: chapter_routine(fresh[0], fresh[1], classes)[0](first_images),
+    )
 
     memory_rows = []
     if args.memory:
@@ -234,9 +222,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{cpu_ratio:.2f}x | {vs_forward:.2f}x {verdict(vs_forward <= TARGET_VS_FORWARD)} |"
         )
     print(
-        f"| first call, {args.first_images} | {ours_first:.2f} | {ch_first:.2f} | "
-        f"{ch_first / ours_first:.2f}x | ours <= chapter {verdict(first_ok)} | "
-        f"{ch_first_cpu / ours_first_cpu:.2f}x | |"
+        f"| first call, {args.first_images} | {first.ours:.2f} | {first.chapter:.2f} | "
+        f"{first.chapter / first.ours:.2f}x | ours <= chapter {verdict(first.ok)} | "
+        f"{first.chapter_cpu / first.ours_cpu:.2f}x | |"
     )
     print_memory_rows(memory_rows)
     for n, _, ratio, vs_forward in rows:
@@ -248,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(
         f"RESULT backend={backend} first call ({args.first_images} images, fresh model): ours "
-        f"{ours_first:.2f}s, chapter {ch_first:.2f}s (target: ours <= chapter) {verdict(first_ok)}"
+        f"{first.ours:.2f}s, chapter {first.chapter:.2f}s (target: ours <= chapter) {verdict(first.ok)}"
     )
     return 0
 

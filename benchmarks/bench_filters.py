@@ -72,7 +72,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from _common import base_parser, prepare_process
+from _common import add_memory_flags, base_parser, prepare_process
 
 LAYER = "block3_sepconv1"
 SIZE = 200
@@ -259,13 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=None, help="ours and floor batch")
     parser.add_argument("--batch-sizes", default=None, help="e.g. 1,4: time ours per batch size")
     parser.add_argument("--no-floor", action="store_true", help="skip the floor")
-    parser.add_argument("--memory", action="store_true", help="peak RSS at --memory-filters")
-    parser.add_argument("--memory-filters", default="8,32")
+    add_memory_flags(parser, "filters")
     parser.add_argument("--memory-steps", type=int, default=2)
     parser.add_argument("--torch-compile", action="store_true", help="also torch.compile'd ours")
-    parser.add_argument("--weights", default=None, help="existing .weights.h5 to load")
-    parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--batch", type=int, default=8, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     threads = prepare_process(args.threads)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -273,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     from _common import (
         build_xception41,
         child_memory_rows,
+        first_calls,
         header,
         interleaved_median_times,
         interleaved_times,
@@ -354,25 +351,16 @@ def main(argv: list[str] | None = None) -> int:
     cpu_speedup = timings["chapter"].median_cpu / timings["ours"].median_cpu
 
     # First calls, a fresh model object each (built from the same file, not timed).
-    def first_call(subject: str) -> tuple[float, float]:
-        fresh, _ = build_xception41(image_size=SIZE, weights_path=weights)
-        filters = next_filters()
-        if subject == "ours":
-            wall, cpu, _ = timed(
-                lambda: cc.filter_patterns(fresh, LAYER, filters=filters, batch_size=batch)
-            )
-        else:
+    def chapter_first(subject: tuple[Any, list[int]]) -> list[np.ndarray]:
+        fresh, filters = subject
+        pattern = chapter_routine(backend, fresh)  # its sub-model is part of it
+        return [pattern(f) for f in filters]
 
-            def chapter_first() -> list[np.ndarray]:
-                pattern = chapter_routine(backend, fresh)  # its sub-model is part of it
-                return [pattern(f) for f in filters]
-
-            wall, cpu, _ = timed(chapter_first)
-        return wall, cpu
-
-    ours_first, ours_first_cpu = first_call("ours")
-    ch_first, ch_first_cpu = first_call("chapter")
-    first_ok = ours_first <= ch_first
+    first = first_calls(
+        lambda: (build_xception41(image_size=SIZE, weights_path=weights)[0], next_filters()),
+        lambda s: cc.filter_patterns(s[0], LAYER, filters=s[1], batch_size=batch),
+        chapter_first,
+    )
 
     memory_rows = []
     if args.memory:
@@ -395,9 +383,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{verdict(speedup >= target)} | {cpu_speedup:.2f}x |"
     )
     print(
-        f"| first call | {ours_first / n_filters:.2f} | {ch_first / n_filters:.2f} | "
-        f"{ch_first / ours_first:.2f}x | ours <= chapter {verdict(first_ok)} | "
-        f"{ch_first_cpu / ours_first_cpu:.2f}x |"
+        f"| first call | {first.ours / n_filters:.2f} | {first.chapter / n_filters:.2f} | "
+        f"{first.chapter / first.ours:.2f}x | ours <= chapter {verdict(first.ok)} | "
+        f"{first.chapter_cpu / first.ours_cpu:.2f}x |"
     )
     if "floor" in timings:
         floor_ratio = timings["ours"].median / timings["floor"].median
@@ -433,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"RESULT backend={backend} first call ({n_filters} filters, fresh model): ours "
-        f"{ours_first:.2f}s, chapter {ch_first:.2f}s (target: ours <= chapter) {verdict(first_ok)}"
+        f"{first.ours:.2f}s, chapter {first.chapter:.2f}s (target: ours <= chapter) {verdict(first.ok)}"
     )
     return 0
 

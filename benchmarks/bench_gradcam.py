@@ -92,7 +92,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 import warnings
@@ -100,7 +99,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from _common import base_parser, prepare_process
+from _common import add_memory_flags, base_parser, prepare_process
 
 TARGET_WARM = {"tensorflow": 2.0, "torch": 1.0, "jax": 1.2}
 # torch's target holds at every image count; TensorFlow's and JAX's are set for batches
@@ -263,11 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=None, help="ours' images per call")
     parser.add_argument("--first-images", type=int, default=8, help="images of the first call")
     parser.add_argument("--floor", action="store_true", help="also time the floor")
-    parser.add_argument("--memory", action="store_true", help="peak RSS at --memory-images")
-    parser.add_argument("--memory-images", default="8,32")
-    parser.add_argument("--weights", default=None, help="existing .weights.h5 to load")
-    parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--batch", type=int, default=8, help=argparse.SUPPRESS)
+    add_memory_flags(parser)
     args = parser.parse_args(argv)
     counts = [int(c) for c in (args.images or ("8" if args.quick else "1,8,32")).split(",")]
     repeats = args.repeats or (2 if args.quick else 3)
@@ -281,13 +276,13 @@ def main(argv: list[str] | None = None) -> int:
     from _common import (
         build_xception41,
         child_memory_rows,
+        first_calls,
         header,
         interleaved_times,
         load_line,
         pin_framework_threads,
         print_memory_rows,
         random_images,
-        timed,
         verdict,
     )
 
@@ -343,17 +338,11 @@ def main(argv: list[str] | None = None) -> int:
     # First calls: a fresh model object each (built from the same file, not timed).
     first_images = random_images(args.first_images, args.size, seed=1)
 
-    def first_call(subject: str) -> tuple[float, float]:
-        fresh, _ = build_xception41(image_size=args.size, weights_path=weights)
-        if subject == "ours":
-            wall, cpu, _ = timed(lambda: cc.gradcam(fresh, first_images, batch_size=chunk))
-        else:
-            wall, cpu, _ = timed(lambda: chapter_routine(fresh, backend)(first_images))
-        return wall, cpu
-
-    ours_first, ours_first_cpu = first_call("ours")
-    ch_first, ch_first_cpu = first_call("chapter")
-    first_ok = ours_first <= ch_first
+    first = first_calls(
+        lambda: build_xception41(image_size=args.size, weights_path=weights)[0],
+        lambda fresh: cc.gradcam(fresh, first_images, batch_size=chunk),
+        lambda fresh: chapter_routine(fresh, backend)(first_images),
+    )
 
     memory_rows = []
     if args.memory:
@@ -374,9 +363,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{ratio:.2f}x | {target_text(backend, n, ratio)} | {cpu_ratio:.2f}x |"
         )
     print(
-        f"| first call, {args.first_images} | {ours_first:.2f} | {ch_first:.2f} | "
-        f"{ch_first / ours_first:.2f}x | ours <= chapter {verdict(first_ok)} | "
-        f"{ch_first_cpu / ours_first_cpu:.2f}x |"
+        f"| first call, {args.first_images} | {first.ours:.2f} | {first.chapter:.2f} | "
+        f"{first.chapter / first.ours:.2f}x | ours <= chapter {verdict(first.ok)} | "
+        f"{first.chapter_cpu / first.ours_cpu:.2f}x |"
     )
     print_memory_rows(memory_rows)
     for n, _, ratio, _ in rows:
@@ -386,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(
         f"RESULT backend={backend} first call ({args.first_images} images, fresh model): ours "
-        f"{ours_first:.2f}s, chapter {ch_first:.2f}s (target: ours <= chapter) {verdict(first_ok)}"
+        f"{first.ours:.2f}s, chapter {first.chapter:.2f}s (target: ours <= chapter) {verdict(first.ok)}"
     )
     return 0
 
