@@ -88,6 +88,7 @@ class SessionState:
     deselected: set[str] = field(default_factory=set)
     skipped: set[str] = field(default_factory=set)
     collected_files: set[str] = field(default_factory=set)
+    collected_tests: set[str] = field(default_factory=set)
     failed: bool = False
     unused: list[str] = field(default_factory=list)
     unused_note: str = ""
@@ -132,6 +133,7 @@ class SessionState:
             "deselected": sorted(self.deselected),
             "skipped": sorted(self.skipped),
             "collected_files": sorted(self.collected_files),
+            "collected_tests": sorted(self.collected_tests),
             "failed": self.failed,
         }
 
@@ -142,6 +144,7 @@ class SessionState:
         self.deselected.update(data.get("deselected", ()))
         self.skipped.update(data.get("skipped", ()))
         self.collected_files.update(data.get("collected_files", ()))
+        self.collected_tests.update(data.get("collected_tests", ()))
         self.failed = self.failed or bool(data.get("failed"))
 
 
@@ -312,6 +315,7 @@ class SessionHooks:
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self.state.collected_files.update(i.nodeid.split("::")[0] for i in session.items)
+        self.state.collected_tests.update(_test_dir(i.nodeid, i.name) for i in session.items)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Any:
@@ -408,12 +412,23 @@ def _complete_args(config: pytest.Config) -> bool:
     return True
 
 
+def _selects_tests(config: pytest.Config) -> bool:
+    """True when an explicit argument names tests inside a file (``file.py::test``).
+
+    Such a run collects only the named tests, and the file's other tests are neither
+    collected nor reported as deselected: their goldens are out of its reach.
+    """
+    return not _complete_args(config) and any("::" in str(a) for a in config.args)
+
+
 def _judge_unused(state: SessionState, session: pytest.Session, exitstatus: int) -> None:
     """Find goldens of the running backend's scope that no test touched.
 
     Judged only for a run that passed and ran its selection completely: a failed test
     may have stopped before its checks. Goldens of skipped or deselected tests do not
-    count; with explicit paths only the collected files' goldens are judged.
+    count; with explicit paths only the collected files' goldens are judged, and where
+    an argument names tests (``file.py::test``) only the collected tests' goldens (a
+    golden of a test the run did not select is never unused, so never deleted).
     """
     config = state.config
     if config.option.collectonly:
@@ -431,6 +446,7 @@ def _judge_unused(state: SessionState, session: pytest.Session, exitstatus: int)
     backend = state.current_backend()
     owned_prefix = f"{golden.OVERRIDE_DIR}/{backend}/"
     complete = _complete_args(config)
+    by_test = _selects_tests(config)
     excluded = state.deselected | state.skipped
     unused = []
     for rel in stored:
@@ -439,7 +455,10 @@ def _judge_unused(state: SessionState, session: pytest.Session, exitstatus: int)
             continue  # judged only by the backend that owns it
         scope = golden.scope_of(rel)
         neutral = text[len(owned_prefix) :] if scope is not None else text
-        if neutral.rsplit("/", 1)[0] in excluded:
+        test_dir = neutral.rsplit("/", 1)[0]
+        if test_dir in excluded:
+            continue
+        if by_test and test_dir not in state.collected_tests:
             continue
         if not complete and not any(
             neutral.startswith(golden.relative_path(f, "_", "_").parent.parent.as_posix() + "/")

@@ -587,6 +587,23 @@ def test_unused_judging_with_explicit_paths_covers_only_collected_files(project)
     assert result.ret == 0  # test_life.py's goldens are out of this run's reach
 
 
+def test_a_run_of_named_tests_judges_only_their_goldens(project):
+    _unused_project(project)
+    # test_life.py::test_cam collects one test of the file: test_other's golden (and
+    # test_gone's) are out of this run's reach, not unused; nothing is deleted.
+    before = _golden_files(project)
+    result = project.runpytest("test_life.py::test_cam", "--convviz-unused=delete")
+    assert result.ret == 0
+    assert "golden(s) unused" not in result.stdout.str()
+    assert "deleted" not in result.stdout.str()
+    assert _golden_files(project) == before
+    # The whole file, named as a path, is judged as a whole: test_gone's golden is unused.
+    result = project.runpytest("test_life.py", "--convviz-unused=fail")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["  test_life.py/test_gone/cam"])
+    assert "test_other/cam" not in result.stdout.str()
+
+
 def test_unused_judges_only_the_running_backends_scope(project, backend):
     before = _unused_project(project)
     _as_non_reference(project)
