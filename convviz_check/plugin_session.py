@@ -265,13 +265,21 @@ def shell_command(
     backend: str | None = None,
     override: bool = False,
 ) -> str:
-    """The exact command line that rewrites a check of ``nodeid``."""
+    """The exact command line that rewrites a check of ``nodeid``.
+
+    It runs from the rootdir (node ids are relative to it) under the backend that must
+    write (``backend``, else the running one), and carries the command-line options that
+    decide what the test computes and how it is judged, so that it can be pasted as is.
+    """
     config = state.config
     parts = []
     if Path(config.invocation_params.dir).resolve() != Path(config.rootpath).resolve():
         parts.append(f"cd {shlex.quote(str(config.rootpath))} &&")
-    if backend is not None:
-        parts.append(f"KERAS_BACKEND={shlex.quote(backend)}")
+    # The running backend is named unless it is Keras' own default: a session started
+    # with `KERAS_BACKEND=torch pytest` would otherwise be rerun under TensorFlow.
+    writer = backend or state.current_backend()
+    if backend is not None or override or writer != "tensorflow":
+        parts.append(f"KERAS_BACKEND={shlex.quote(writer)}")
     parts += ["pytest", f"--convviz-update={mode}"]
     if override:
         parts.append("--convviz-update-override")
@@ -279,8 +287,32 @@ def shell_command(
         parts.append(f"--convviz-golden-dir={shlex.quote(str(state.golden_dir))}")
     if config.getoption("--convviz-profile", default=None):  # so the rewrite records it
         parts.append(f"--convviz-profile={state.profile}")
+    for name in CARRIED_OPTIONS:
+        value = config.getoption(name, default=None)
+        if value:
+            parts.append(f"{name}={shlex.quote(_carried_value(config, name, str(value)))}")
     parts.append(shlex.quote(nodeid))
     return " ".join(parts)
+
+
+# Command-line options an update command repeats (ini keys are read again by the rerun).
+CARRIED_OPTIONS = (
+    "--convviz-golden-backend",
+    "--convviz-model",
+    "--convviz-tolerance-activation",
+    "--convviz-tolerance-heatmap",
+    "--convviz-tolerance-pattern",
+)
+
+
+def _carried_value(config: pytest.Config, name: str, value: str) -> str:
+    """``value`` as the rerun needs it: a model path is made absolute (it was relative to
+    the invocation directory, and the rerun may ``cd`` to the rootdir)."""
+    if name == "--convviz-model":
+        path = Path(config.invocation_params.dir) / value
+        if path.exists():
+            return str(path.resolve())
+    return value
 
 
 def cpu_facts() -> dict[str, Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 from pathlib import Path
 
@@ -104,6 +105,25 @@ def test_benign_retrain_fails_exact_with_the_changed_weights_named(gate):
     assert outcomes["test_first_layer_matches_golden"] == "FAILED"
     assert outcomes["test_gradcam_lands_on_the_objects"] == "PASSED"
     result.stdout.fnmatch_lines(["*model fingerprint changed*"])
+
+
+def test_the_printed_accept_command_runs_as_printed(gate):
+    if cc.backends.current_backend() != "tensorflow":
+        pytest.skip("the gate's goldens are owned by tensorflow: only it may accept here")
+    # The model is named relative to the invocation directory, as a team would.
+    (gate.path / "models").mkdir()
+    shutil.copy(shortcut.model_path("retrain"), gate.path / "models" / "candidate.keras")
+    result = gate.runpytest("--convviz-model=models/candidate.keras", "-k", "gradcam_matches")
+    result.assert_outcomes(failed=1, deselected=3)
+    found = re.search(r"accept the new result: (.+)$", result.stdout.str(), re.M)
+    assert found is not None, result.stdout.str()[-2000:]
+    words = shlex.split(found.group(1))
+    assert words[0] == "pytest", words  # run from the rootdir, under the default backend
+    model_flag = [w for w in words if w.startswith("--convviz-model=")]
+    assert model_flag == [f"--convviz-model={gate.path / 'models' / 'candidate.keras'}"]
+    gate.runpytest(*words[1:]).assert_outcomes(passed=1)  # the golden is rewritten
+    again = gate.runpytest(model_flag[0], "-k", "gradcam_matches")
+    again.assert_outcomes(passed=1, deselected=3)
 
 
 def test_benign_retrain_passes_the_retrain_profile(gate):

@@ -238,7 +238,8 @@ def test_backend_override_is_looked_up_before_the_neutral_golden(project, backen
             "backend: KERAS_BACKEND=reference-backend pytest --convviz-update=failed "
             "test_life.py::test_cam",
             f"*only if {backend} legitimately differs, keep a {backend}-only override: "
-            "pytest --convviz-update=failed --convviz-update-override test_life.py::test_cam",
+            f"KERAS_BACKEND={backend} pytest --convviz-update=failed --convviz-update-override "
+            "test_life.py::test_cam",
         ]
     )
     assert "accept the new result" not in result.stdout.str()

@@ -498,6 +498,14 @@ def test_the_profile_is_the_markers_else_the_flags_else_the_inis(
         outcome.stdout.fnmatch_lines([f"convviz: goldens *{header}"])
 
 
+def _backend_prefix() -> str:
+    """How a printed command names the running backend (Keras' default goes unnamed)."""
+    from convviz_check.backends import current_backend
+
+    backend = current_backend()
+    return "" if backend == "tensorflow" else f"KERAS_BACKEND={backend} "
+
+
 def test_a_shortcut_fails_the_retrain_profile_in_pytest_with_the_plain_cause(project, monkeypatch):
     monkeypatch.setenv("CONVVIZ_TEST_VARIANT", "shortcut")
     results = project.path / "results"
@@ -509,8 +517,8 @@ def test_a_shortcut_fails_the_retrain_profile_in_pytest_with_the_plain_cause(pro
             "*energy in the object box fell from 0.55 to 0.00 (mean over 8 images; bound: "
             "drop <= 0.1)",
             "*peak moved from inside the box to the top-left corner in 8/8 images",
-            "*accept the new result: pytest --convviz-update=failed --convviz-profile=retrain "
-            "test_gate.py::test_cam",
+            f"*accept the new result: {_backend_prefix()}pytest --convviz-update=failed "
+            "--convviz-profile=retrain test_gate.py::test_cam",
         ]
     )
     page = (results / "report.html").read_text()
