@@ -384,6 +384,11 @@ def load(base: str | os.PathLike[str], kind: str | None = None) -> Golden:
     paths = files_of(Path(base))
     npz_path = paths[".npz"]
     if not npz_path.exists():
+        if not paths[".json"].exists():
+            raise GoldenError(
+                f"No golden at {Path(base)}: neither {npz_path.name} nor "
+                f"{paths['.json'].name} exists there."
+            )
         raise GoldenError(f"The golden {npz_path} is missing (its sidecar exists).")
     try:
         arrays = storage.read_npz(npz_path)

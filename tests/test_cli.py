@@ -42,6 +42,23 @@ def test_package_import_is_lazy():
     assert out.returncode == 0, out.stderr
 
 
+def test_no_command_is_a_usage_error_that_prints_the_commands(capsys):
+    from convviz_check.cli import main
+
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert "a COMMAND is required" in err and "explain" in err and "agree" in err
+
+
+def test_prune_says_what_it_did_even_when_there_is_nothing(tmp_path, capsys):
+    from convviz_check.cli import main
+
+    assert main(["golden", "prune", "--dry-run", "--golden-dir", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert f"would delete 0 file(s) in {tmp_path}: orphan and temp files" in err
+    assert "--report" in err  # how to also prune unused goldens
+
+
 # --- errors, --debug, --verbose, quiet logs ---------------------------------------------------
 def test_debug_and_verbose_are_accepted_before_and_after_the_subcommand():
     from convviz_check.cli import build_parser

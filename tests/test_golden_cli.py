@@ -81,6 +81,24 @@ def test_show_reports_a_broken_golden_as_an_error(tmp_path, capsys):
     assert "git lfs pull" in capsys.readouterr().err
 
 
+def test_show_of_a_check_that_is_not_there_names_the_closest_stored_ones(tmp_path, capsys):
+    _store(tmp_path, "t.py/test_a/cam", _peak(1, 1))
+    root = ["--golden-dir", str(tmp_path)]
+    assert main(["golden", "show", "t.py/test_a/cams", *root]) == 2
+    err = capsys.readouterr().err
+    assert "No golden for 't.py/test_a/cams'" in err and "sidecar exists" not in err
+    assert "Did you mean: t.py/test_a/cam?" in err
+    assert main(["golden", "show", "nothing/like/it", *root]) == 2
+    assert "golden list --golden-dir" in capsys.readouterr().err
+    missing = ["--golden-dir", str(tmp_path / "nowhere")]
+    assert main(["golden", "diff", "t.py/test_a/cam", "t.py/test_a/cam", *missing]) == 2
+    assert f"The golden directory {tmp_path / 'nowhere'} does not exist" in capsys.readouterr().err
+    # Only the .json of a check left: the .npz is named as the missing half.
+    golden.files_of(tmp_path / "t.py/test_a/cam")[".npz"].unlink()
+    assert main(["golden", "show", "t.py/test_a/cam", *root]) == 2
+    assert "is missing (its sidecar exists)" in capsys.readouterr().err
+
+
 def test_diff_exits_1_and_names_the_peak_shift(tmp_path, capsys):
     _store(tmp_path, "a/cam", _peak(1, 1))
     _store(tmp_path, "b/cam", _peak(5, 4))

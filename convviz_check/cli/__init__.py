@@ -155,8 +155,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = _parse(parser, argv)
     if not getattr(args, "func", None):
-        parser.print_help()
-        return 0
+        # No command is a usage error (exit 2, as argparse's own): a script that calls
+        # `convviz-check` with an empty variable must not pass.
+        parser.print_help(sys.stderr)
+        print("convviz-check: error: a COMMAND is required (see above)", file=sys.stderr)
+        return 2
     debug = bool(getattr(args, "debug", False))
     verbose = bool(getattr(args, "verbose", False))
     if not verbose:

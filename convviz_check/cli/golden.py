@@ -9,6 +9,7 @@ files, atomic writes. No Keras and no framework are imported.
 from __future__ import annotations
 
 import argparse
+import difflib
 import shutil
 import sys
 from pathlib import Path, PurePosixPath
@@ -89,13 +90,37 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 # --------------------------------------------------------------------------- helpers
 def _base(root: Path, text: str) -> Path:
-    """A check path: golden-dir relative or a filesystem path, with or without suffix."""
+    """A check path: golden-dir relative or a filesystem path, with or without suffix.
+
+    Raises:
+        GoldenError: no golden is there (the message names the closest stored checks).
+    """
     path = Path(text)
     if path.suffix in golden.SUFFIXES:
         path = path.with_suffix("")
     if path.is_absolute() or (path.parent.exists() and not (root / path).parent.exists()):
-        return path
-    return golden.inside(root, PurePosixPath(path.as_posix()))
+        base = path
+    else:
+        base = golden.inside(root, PurePosixPath(path.as_posix()))
+    files = golden.files_of(base)
+    if not files[".npz"].exists() and not files[".json"].exists():
+        stored = [rel.as_posix() for rel in golden.iter_checks(root)] if root.is_dir() else []
+        close = difflib.get_close_matches(path.as_posix(), stored, n=3, cutoff=0.5)
+        if close:
+            hint = f"Did you mean: {', '.join(close)}?"
+        elif root.is_dir():
+            hint = f"`convviz-check golden list --golden-dir {root}` lists its checks."
+        else:
+            hint = (
+                f"The golden directory {root} does not exist here: run from the project "
+                "root or pass --golden-dir."
+            )
+        raise GoldenError(
+            f"No golden for {text!r}: {base}.npz does not exist. Expected a check path "
+            f"relative to the golden directory {root} (test file/test name/check, as "
+            f"`golden list` prints it) or a path to its .npz. {hint}"
+        )
+    return base
 
 
 def _shapes(side: dict[str, Any]) -> str:
@@ -308,6 +333,18 @@ def cmd_prune(args: argparse.Namespace) -> int:
         else:
             path.unlink(missing_ok=True)
             print(f"deleted {path}")
+    # A summary on stderr, also when there is nothing to do (silence reads as a hang or
+    # as a no-op of unknown scope).
+    scope = (
+        "reported unused goldens, orphan and temp files"
+        if args.report
+        else (
+            "orphan and temp files (pass --report REPORT.json of a passing run to also prune "
+            "unused goldens)"
+        )
+    )
+    verb = "would delete" if args.dry_run else "deleted"
+    print(f"{verb} {len(set(doomed))} file(s) in {root}: {scope}", file=sys.stderr)
     if not args.dry_run and root.is_dir():  # drop directories left empty
         for d in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
             if not any(d.iterdir()):
