@@ -124,6 +124,22 @@ def test_framework_deprecation_warnings_are_hidden_unless_verbose(monkeypatch):
         assert sorted(str(w.message) for w in caught) == expected
 
 
+def test_tensorflow_python_warnings_are_hidden_unless_verbose(monkeypatch):
+    import logging
+
+    from convviz_check.cli import explain, main
+
+    tf_logger = logging.getLogger("tensorflow")
+    monkeypatch.setattr(tf_logger, "level", logging.NOTSET)  # restored afterwards
+    seen = []
+    monkeypatch.setattr(
+        explain, "run", lambda args: seen.append(tf_logger.isEnabledFor(logging.WARNING))
+    )
+    assert main(["--verbose", "explain", "m.keras", "x.png", "--out", "o"]) == 0
+    assert main(["explain", "m.keras", "x.png", "--out", "o"]) == 0
+    assert seen == [True, False]
+
+
 def test_native_start_up_log_lines_are_filtered_from_stderr(capfd):
     import os
 

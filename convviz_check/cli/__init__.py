@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import logging
 import os
 import re
 import sys
@@ -80,6 +81,9 @@ def quiet_frameworks() -> None:
     once, when TensorFlow is imported: set before) and absl's Python log. A value the
     user set for ``TF_CPP_MIN_LOG_LEVEL`` is kept."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # TensorFlow's Python warnings (``WARNING:tensorflow:... triggered tf.function
+    # retracing`` when several models predict in one process) go through this logger.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
     try:
         from absl import logging as absl_logging
     except ImportError:
