@@ -347,6 +347,15 @@ def test_an_inverted_map_fails_with_the_three_numbers(convnet, scenes, cam, metr
     assert isinstance(info.value, AssertionError) and isinstance(info.value, ConvvizError)
 
 
+def test_the_default_metric_passes_a_gradcam_on_four_scenes_of_any_seed(convnet):
+    # Four scenes is what a first test file uses; with deletion to black, a genuine
+    # Grad-CAM missed the margin on 7 of 12 seeds here (seed 0 among them).
+    for seed in (0, 1, 2):
+        x = examples.make_scenes(4, seed=seed).floats
+        result = ff.assert_faithful(convnet, x, gradcam(convnet, x))
+        assert result.metric == ff.DEFAULT_ASSERT_METRIC == "insertion"
+
+
 def test_a_map_pointing_at_the_background_fails(convnet):
     scenes = examples.make_scenes(8, seed=11)
     background = np.stack([~m.any(axis=0) for m in scenes.masks]).astype(np.float32)
@@ -445,9 +454,9 @@ def test_fixture_assert_faithful_passes_a_good_map_and_fails_an_inverted_one(pyt
 
         def test_good(convviz):
             model = examples.load_example_model("convnet")
-            x = examples.make_scenes(4, seed=11).floats
+            x = examples.make_scenes(4, seed=0).floats
             cam = convviz.gradcam(model, x)
-            convviz.assert_faithful(model, x, cam, metric="insertion")
+            convviz.assert_faithful(model, x, cam)
 
         def test_bad(convviz):
             model = examples.load_example_model("convnet")
