@@ -42,9 +42,14 @@ def test_parse_backends_keeps_order_and_refuses_unknown_or_single() -> None:
     assert pool_mod.parse_backends("jax, torch") == ("jax", "torch")
     assert pool_mod.parse_backends(["torch", "torch", "jax"]) == ("torch", "jax")
     assert pool_mod.parse_backends(None) == ALL
-    for bad in ("tensorflow", "tensorflow,mxnet", []):
-        with pytest.raises(InputError, match="Received: backends="):
+    for bad in ("tensorflow", []):
+        with pytest.raises(InputError, match="at least two distinct backends.*Received: backends="):
             pool_mod.parse_backends(bad)
+    # A misspelt name is named as such, not counted as a missing second backend.
+    with pytest.raises(InputError, match=r"Unknown backend 'mxnet'\. Received"):
+        pool_mod.parse_backends("tensorflow,mxnet")
+    with pytest.raises(InputError, match=r"Unknown backend 'pytorch' \(did you mean 'torch'\?\)"):
+        pool_mod.parse_backends("tensorflow,pytorch,jax")
 
 
 def test_missing_backend_is_named(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -68,7 +68,17 @@ def parse_backends(value: str | Iterable[str] | None) -> tuple[str, ...]:
     items = value.split(",") if isinstance(value, str) else list(value)
     names = tuple(dict.fromkeys(str(v).strip() for v in items if str(v).strip()))
     unknown = [n for n in names if n not in BACKENDS]
-    if unknown or len(names) < 2:
+    if unknown:
+        hints = {"pytorch": "torch", "tf": "tensorflow", "tensorflow-cpu": "tensorflow"}
+        named = ", ".join(
+            repr(n) + (f" (did you mean {hints[n.lower()]!r}?)" if n.lower() in hints else "")
+            for n in unknown
+        )
+        raise InputError(
+            f"Unknown backend {named}. Received: backends={value!r}. Expected names "
+            f"among {BACKENDS} (Keras' own names), comma-separated."
+        )
+    if len(names) < 2:
         raise InputError(
             "Cross-backend agreement needs at least two distinct backends among "
             f"{BACKENDS}. Received: backends={value!r}."
