@@ -68,6 +68,53 @@ def default_activation_layers(model: Any) -> list[str]:
     return graph_lib.default_activation_layers(model)
 
 
+# A filter pattern's loss leaves out a 2-cell border of the map: a map of more than 8
+# cells keeps a loss window of at least 5x5.
+MIN_FILTER_MAP_CELLS = 9
+
+
+def spatial_side(model: Any, layer: str) -> int | None:
+    """Smallest spatial side of ``layer``'s output, or None when unknown."""
+    record = graph_lib.flatten(model).by_name[layer]
+    shape = tuple(record.output.shape)
+    if len(shape) != 4:
+        return None
+    dims = shape[2:4] if record.data_format == "channels_first" else shape[1:3]
+    known = [d for d in dims if d is not None]
+    return min(known) if len(known) == 2 else None
+
+
+def default_filters_layer(model: Any) -> str:
+    """The default layer of filter patterns (the CLI's ``explain`` and ``agree``): the
+    deepest 2-D conv layer before the head whose output map is wider than 8 cells.
+
+    Why: the filter-pattern loss leaves out a 2-cell border of the map, so the map must
+    be larger than 4 cells, and a 5x5 map leaves a 1x1 loss window that is pure border
+    noise; more than 8 cells keeps at least a 5x5 window. Deeper layers show the most
+    structure (and amplify backend differences the most, the strictest agreement check).
+    A conv after the head's pooling (MobileNetV3's 1x1 ``logits``) is no map. Without
+    a fixed input size the deepest conv layer is used; without conv layers, the deepest
+    map; when every map is small, the first.
+
+    Raises:
+        GraphError: the model has no spatial map before its head.
+    """
+    maps = map_layers(model)
+    in_maps = set(maps)
+    candidates = [c for c in graph_lib.conv_layers(model) if c in in_maps] or maps
+    if not candidates:
+        raise GraphError(
+            f"Model {getattr(model, 'name', '?')!r} has no 2-D convolution layer or other "
+            "spatial map before its head, so filter patterns cannot be computed. "
+            "Expected a model with at least one Conv2D/SeparableConv2D/DepthwiseConv2D."
+        )
+    sides = [(name, spatial_side(model, name)) for name in candidates]
+    if all(side is None for _, side in sides):
+        return candidates[-1]
+    wide = [name for name, side in sides if side is not None and side >= MIN_FILTER_MAP_CELLS]
+    return wide[-1] if wide else candidates[0]
+
+
 def head_pooling_input(model: Any) -> str | None:
     """The map that feeds the head's global pooling (or Flatten): the deepest map read
     by a record after the head's pooling; ``None`` when the model has no such map."""

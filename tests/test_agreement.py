@@ -301,7 +301,7 @@ BUNDLED_SOURCES = {
     "xception": examples.model_path("xception"),
     "xception-preset": examples.preset_dir("xception"),
 }
-# compute.default_filters_layer: the deepest conv layer whose map is wider than 8 cells
+# graph_targets.default_filters_layer: the deepest conv layer whose map is wider than 8 cells
 # (convnet: conv3 16x16; xception: block3_sepconv2 16x16).
 BUNDLED_FILTERS_LAYER = {
     "convnet": "conv3",

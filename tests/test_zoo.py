@@ -505,6 +505,12 @@ def check(case: ZooModel, model: Any, result: ZooResult) -> None:
     # Not degenerate: the class score depends on the map (ratio far above the rule).
     assert not result.degenerate.any() and (result.ratio > DEGENERATE_RTOL).all(), result.ratio
     assert result.input_range == case.expected_range
+    # The CLI's default filter layer (explain, agree): a conv map before the head, wide
+    # enough for the pattern loss (stock models at 64 px end in 2x2 maps that are not).
+    default = graph_targets.default_filters_layer(model)
+    assert default in graph_targets.map_layers(model), default
+    side = graph_targets.spatial_side(model, default)
+    assert side is not None and side >= graph_targets.MIN_FILTER_MAP_CELLS, (default, side)
     patterns = result.patterns
     assert patterns.shape == (len(FILTERS), case.size, case.size, 3)
     assert np.isfinite(patterns).all()

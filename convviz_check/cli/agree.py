@@ -100,7 +100,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="an option of the --cam method, e.g. max_channels=64 (Score-CAM) or "
         "center=false (Eigen-CAM); VALUE is read as JSON, else kept as text; repeatable",
     )
-    p.add_argument("--filters-layer", default=None, help="layer of the filter patterns")
+    p.add_argument(
+        "--filters-layer",
+        default=None,
+        help="layer of the filter patterns (default: the deepest conv map wider than 8 cells)",
+    )
     p.add_argument("--filters", type=int, default=8, help="number of filters (the first N)")
     p.add_argument("--filter-steps", type=int, default=30, help="gradient-ascent steps")
     p.add_argument("--custom-objects", default=None, help="comma-separated importable modules")

@@ -130,17 +130,15 @@ def resolve_class(text: str | None, num_classes: int, names: list[str] | None) -
 
 # --------------------------------------------------------------------------- layers
 def filters_plan(model: Any, layer: str | None, wanted: int) -> tuple[str, int, int]:
-    """``(layer, channels, count)``: the filter layer (default: the last conv layer
-    that is a spatial map), its channel count, and how many filters to draw."""
+    """``(layer, channels, count)``: the filter layer (default:
+    :func:`~convviz_check.graph_targets.default_filters_layer`, the deepest conv map
+    wider than 8 cells), its channel count, and how many filters to draw."""
     from .. import graph as graph_lib
-    from ..graph_targets import map_layers, short_list
+    from ..graph_targets import default_filters_layer, map_layers, short_list
 
     maps = map_layers(model)
     if layer is None:
-        convs = [c for c in graph_lib.conv_layers(model) if c in set(maps)]
-        if not convs and not maps:
-            raise GraphError("The model has no spatial map for filter patterns.")
-        layer = (convs or maps)[-1]
+        layer = default_filters_layer(model)
     elif layer not in maps:
         known = graph_lib.flatten(model).by_name
         what = "Unknown layer" if layer not in known else "Not a spatial map before the head"

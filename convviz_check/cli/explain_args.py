@@ -94,7 +94,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "a 1000-class model (default: each image's top class)",
     )
     parser.add_argument(
-        "--filters-layer", metavar="LAYER", help="filter patterns: layer (default: last conv)"
+        "--filters-layer",
+        metavar="LAYER",
+        help="filter patterns: layer (default: the deepest conv map wider than 8 cells)",
     )
     parser.add_argument(
         "--filters",

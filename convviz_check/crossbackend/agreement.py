@@ -423,7 +423,8 @@ def agreement(
             (JSON-ready, e.g. ``{"max_channels": 64}`` for Score-CAM); every backend
             computes the same method, compared with the same heatmap bounds.
         filters_layer: layer of the filter patterns (default: the deepest conv layer
-            whose map is wider than 8 cells, :func:`~.compute.default_filters_layer`).
+            before the head whose map is wider than 8 cells,
+            :func:`~convviz_check.graph_targets.default_filters_layer`).
         filters: how many filters (the first ``n``) or which ones.
         filter_steps, filter_size, learning_rate, seed, input_range: passed to
             :func:`convviz_check.filter_patterns`.

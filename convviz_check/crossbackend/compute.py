@@ -24,54 +24,11 @@ from typing import Any
 import numpy as np
 
 from ..artifacts import Artifact
-from ..errors import GraphError, InputError
+from ..errors import InputError
+from ..graph_targets import default_filters_layer
 from ..types import TECHNIQUES
 
 Params = dict[str, Any]
-# Fewer cells than this on the smaller side of a conv layer's output, and the filter
-# loss window (the map without its 2-cell border) is too small to carry a pattern.
-MIN_FILTER_MAP_CELLS = 9
-
-
-def _spatial_side(model: Any, layer: str) -> int | None:
-    """Smallest spatial side of ``layer``'s output, or None when unknown."""
-    from ..graph import flatten
-
-    record = flatten(model).by_name[layer]
-    shape = tuple(record.output.shape)
-    if len(shape) != 4:
-        return None
-    dims = shape[2:4] if record.data_format == "channels_first" else shape[1:3]
-    known = [d for d in dims if d is not None]
-    return min(known) if len(known) == 2 else None
-
-
-def default_filters_layer(model: Any) -> str:
-    """The deepest 2-D conv layer whose output map is wider than 8 cells.
-
-    Why: the filter-pattern loss leaves out a 2-cell border of the map, so the map must
-    be larger than 4 cells; deeper layers amplify backend differences the most, which
-    makes them the strictest agreement check, but a 5x5 map leaves a 1x1 loss window
-    that is pure border noise. More than 8 cells keeps at least a 5x5 window. When no
-    size is known (no fixed input size), the deepest conv layer is used.
-
-    Raises:
-        GraphError: the model has no 2-D convolution layer.
-    """
-    from ..graph import conv_layers
-
-    names = conv_layers(model)
-    if not names:
-        raise GraphError(
-            f"Model {getattr(model, 'name', '?')!r} has no 2-D convolution layer, so "
-            "filter patterns cannot be computed. Received: conv_layers(model)=[]. "
-            "Expected a model with at least one Conv2D/SeparableConv2D/DepthwiseConv2D."
-        )
-    sides = [(name, _spatial_side(model, name)) for name in names]
-    if all(side is None for _, side in sides):
-        return names[-1]
-    wide = [name for name, side in sides if side is not None and side >= MIN_FILTER_MAP_CELLS]
-    return wide[-1] if wide else names[0]
 
 
 def top_classes(model: Any, images: np.ndarray) -> np.ndarray | None:
