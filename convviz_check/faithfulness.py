@@ -371,14 +371,27 @@ def _to_probability(out: np.ndarray, score_kind: str) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def _prepare(model: Any, images: Any, batch_size: Any) -> tuple[_Model, np.ndarray]:
+def _cam_output(heatmap: Any) -> str | None:
+    """The output a GradCAM explains (``"@<name>"`` of its target on a multi-output
+    model), else ``None``."""
+    target = getattr(heatmap, "target", "") if isinstance(heatmap, GradCAM) else ""
+    return target.rsplit("@", 1)[1] if target and "@" in target else None
+
+
+def _prepare(
+    model: Any, images: Any, batch_size: Any, output: str | int | None = None
+) -> tuple[_Model, np.ndarray]:
     from . import backends
     from . import graph as graph_lib
     from .explain.inputs import as_image_batch, check_batch_size
 
-    flat = graph_lib.flatten(model)  # refuses subclassed / unbuilt models first
+    graph_lib.flatten(model)  # refuses subclassed / unbuilt models first
     check_batch_size(batch_size)
     batch = as_image_batch(images, model)
+    from .explain.cam import single_output_model
+
+    model = single_output_model(model, output)
+    flat = graph_lib.flatten(model)
     shape = tuple(flat.outputs[0].shape)
     if len(shape) != 2 or shape[-1] is None:
         raise InputError(
@@ -436,9 +449,10 @@ def _curves(
     steps: Any,
     baseline: Any,
     batch_size: Any,
+    output: str | int | None,
 ) -> Curves:
     n_steps = _steps(steps)
-    net, batch = _prepare(model, images, batch_size)
+    net, batch = _prepare(model, images, batch_size, _tracked(heatmap, output))
     n, h, w, _ = batch.shape
     maps = _maps(heatmap, n, (h, w))
     wanted = _given_classes(class_index, maps, n, net.num_classes)
@@ -485,6 +499,7 @@ def deletion(
     steps: int = DEFAULT_STEPS,
     baseline: Any = "zero",
     batch_size: int | None = None,
+    output: str | int | None = None,
 ) -> Curves:
     """Deletion curves: remove the pixels the map ranks highest first, watch the class
     probability fall (Petsiuk et al., RISE, 2018). Lower AUC is better.
@@ -504,6 +519,9 @@ def deletion(
             images), ``"mean"`` (the image's mean per channel), ``"blur"`` (a Gaussian
             blur, sigma 5 px), a number, or an array of the images' shape.
         batch_size: perturbed images per forward call (``None``: 32).
+        output: on a model with several outputs, the one whose class probabilities
+            are tracked (a name or index): default the output the GradCAM explains,
+            else the first.
 
     Returns:
         :class:`Curves` (``auc`` per image, ``curves``, ``fractions``, ``baseline``...).
@@ -516,7 +534,9 @@ def deletion(
         >>> cam = cc.gradcam(model, images)
         >>> deletion(model, images, cam).auc          # (N,), lower is better
     """
-    return _curves("deletion", model, images, heatmap, class_index, steps, baseline, batch_size)
+    return _curves(
+        "deletion", model, images, heatmap, class_index, steps, baseline, batch_size, output
+    )
 
 
 def insertion(
@@ -527,13 +547,15 @@ def insertion(
     steps: int = DEFAULT_STEPS,
     baseline: Any = "blur",
     batch_size: int | None = None,
+    output: str | int | None = None,
 ) -> Curves:
     """Insertion curves: start from a baseline, put back the pixels the map ranks
     highest first, watch the class probability rise (Petsiuk et al., RISE, 2018).
     Higher AUC is better.
 
     Args:
-        model, images, heatmap, class_index, steps, batch_size: as in :func:`deletion`.
+        model, images, heatmap, class_index, steps, batch_size, output: as in
+            :func:`deletion`.
         baseline: what insertion starts from: ``"blur"`` (default: a Gaussian blur of
             the image, sigma 5 px, see :func:`blurred`), ``"zero"``, ``"mean"``, a
             number, or an array of the images' shape.
@@ -544,7 +566,9 @@ def insertion(
     Example:
         >>> insertion(model, images, cc.gradcam(model, images)).mean_auc
     """
-    return _curves("insertion", model, images, heatmap, class_index, steps, baseline, batch_size)
+    return _curves(
+        "insertion", model, images, heatmap, class_index, steps, baseline, batch_size, output
+    )
 
 
 # --------------------------------------------------------------------------- average drop
@@ -554,6 +578,7 @@ def confidence(
     heatmap: Any,
     class_index: int | Sequence[int] | np.ndarray | None = None,
     batch_size: int | None = None,
+    output: str | int | None = None,
 ) -> Confidence:
     """``Y_c`` on each image and ``O_c`` on the image multiplied by its map (upsampled
     bilinearly to the image; values must lie in ``[0, 1]``, as a GradCAM's do).
@@ -565,7 +590,7 @@ def confidence(
     Raises:
         InputError: bad images, maps or classes, or a map outside ``[0, 1]``.
     """
-    net, batch = _prepare(model, images, batch_size)
+    net, batch = _prepare(model, images, batch_size, _tracked(heatmap, output))
     n, h, w, _ = batch.shape
     maps = _maps(heatmap, n, (h, w))
     wanted = _given_classes(class_index, maps, n, net.num_classes)
@@ -595,6 +620,7 @@ def average_drop(
     heatmap: Any,
     class_index: int | Sequence[int] | np.ndarray | None = None,
     batch_size: int | None = None,
+    output: str | int | None = None,
 ) -> float:
     """Average drop in percent, ``mean(max(0, Y_c - O_c) / Y_c) * 100`` (Chattopadhyay
     et al., Grad-CAM++, 2018): how much of the class probability is lost when only what
@@ -606,7 +632,7 @@ def average_drop(
         >>> average_drop(model, images, cc.gradcam(model, images))
         12.5
     """
-    return confidence(model, images, heatmap, class_index, batch_size).average_drop
+    return confidence(model, images, heatmap, class_index, batch_size, output).average_drop
 
 
 def increase_in_confidence(
@@ -615,6 +641,7 @@ def increase_in_confidence(
     heatmap: Any,
     class_index: int | Sequence[int] | np.ndarray | None = None,
     batch_size: int | None = None,
+    output: str | int | None = None,
 ) -> float:
     """Percentage of images whose class probability rises (``O_c > Y_c``) when only
     what the map shows is kept (Chattopadhyay et al., Grad-CAM++, 2018). Higher is
@@ -622,10 +649,16 @@ def increase_in_confidence(
 
     Args: as :func:`confidence`.
     """
-    return confidence(model, images, heatmap, class_index, batch_size).increase_in_confidence
+    conf = confidence(model, images, heatmap, class_index, batch_size, output)
+    return conf.increase_in_confidence
 
 
 # --------------------------------------------------------------------------- assertion
+def _tracked(heatmap: Any, output: str | int | None) -> str | int | None:
+    """The output whose probabilities are tracked: ``output``, else the GradCAM's."""
+    return output if output is not None else _cam_output(heatmap)
+
+
 def _margin(margin: Any) -> float:
     if (
         isinstance(margin, bool)
@@ -637,12 +670,12 @@ def _margin(margin: Any) -> float:
 
 
 def _least_likely(
-    model: Any, batch: np.ndarray, batch_size: Any, explained: np.ndarray
+    model: Any, batch: np.ndarray, batch_size: Any, explained: np.ndarray, output: Any
 ) -> np.ndarray:
     """Each image's least likely class other than the explained one (a model that
     gives every class the same probability would otherwise name the explained class;
     ties go to the lowest index)."""
-    net, _ = _prepare(model, batch, batch_size)
+    net, _ = _prepare(model, batch, batch_size, output)
     probs = net.probabilities(batch)
     if probs.shape[1] < 2:
         raise InputError(
@@ -654,15 +687,26 @@ def _least_likely(
     return np.argmin(probs, axis=1).astype(np.int64)
 
 
-def _explain_again(model: Any, batch: np.ndarray, cam: GradCAM | None, classes: np.ndarray) -> Any:
-    """The same CAM method's maps for ``classes`` (Grad-CAM for a plain array)."""
+def _explain_again(
+    model: Any, batch: np.ndarray, cam: GradCAM | None, classes: np.ndarray, output: Any
+) -> Any:
+    """The same CAM method's maps for ``classes`` (Grad-CAM for a plain array), of the
+    same output."""
     from .explain.cam import cam as explain
 
     if cam is None:
-        return explain(model, batch, class_index=classes)
+        return explain(model, batch, class_index=classes, output=output)
     score = cam.score_kind if cam.score_kind in ("logit", "output") else "auto"
     method = str(getattr(cam, "method", "") or "gradcam")
-    return explain(model, batch, method=method, class_index=classes, layer=cam.layer, score=score)
+    return explain(
+        model,
+        batch,
+        method=method,
+        class_index=classes,
+        layer=cam.layer,
+        score=score,
+        output=output,
+    )
 
 
 def _against(against: Any) -> tuple[str, ...]:
@@ -689,6 +733,7 @@ def assert_faithful(
     against: str | Sequence[str] = COMPETITORS,
     wrong_map: Any = None,
     batch_size: int | None = None,
+    output: str | int | None = None,
 ) -> Curves:
     """Assert that a map explains the model better than chance and better than the
     map of another class.
@@ -728,6 +773,8 @@ def assert_faithful(
             can only beat ``"random"``.
         wrong_map: the maps to use instead of the least likely class's.
         batch_size: images per forward call.
+        output: as in :func:`deletion` (default: the output the GradCAM explains);
+            every map is scored on it, and the wrong-class map explains it.
 
     Returns:
         The map's :class:`Curves` (when it passes).
@@ -755,7 +802,13 @@ def assert_faithful(
     batch = as_image_batch(images, model)
     n, h, w, _ = batch.shape
     score = deletion if metric == "deletion" else insertion
-    kwargs: dict[str, Any] = {"steps": steps, "baseline": baseline, "batch_size": batch_size}
+    tracked = _tracked(cam, output)
+    kwargs: dict[str, Any] = {
+        "steps": steps,
+        "baseline": baseline,
+        "batch_size": batch_size,
+        "output": tracked,
+    }
     ours = score(model, batch, cam, class_index, **kwargs)
     source = _maps(cam, n, (h, w)).source
     more = " ..." if n > 8 else ""
@@ -771,8 +824,8 @@ def assert_faithful(
         )
     if "wrong_class" in rivals:
         if wrong_map is None:
-            least = _least_likely(model, batch, batch_size, ours.class_index)
-            wrong_map = _explain_again(model, batch, source, least)
+            least = _least_likely(model, batch, batch_size, ours.class_index, tracked)
+            wrong_map = _explain_again(model, batch, source, least, tracked)
             text = (
                 f"{_method_name(source)} of each image's least likely class: "
                 f"{least.tolist()[:8]}{more}"

@@ -112,6 +112,26 @@ def _check_page(out: Path) -> dict:
 
 
 # --------------------------------------------------------------------------- end to end
+def test_a_model_with_a_dict_of_outputs_is_explained_on_its_first_output(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    import keras
+    from keras import layers
+
+    x_in = keras.Input((32, 32, 3))
+    g = layers.GlobalAveragePooling2D()(layers.Conv2D(6, 3, activation="relu", name="c")(x_in))
+    heads = {"cls": layers.Dense(4, activation="softmax", name="cls")(g)}
+    heads["reg"] = layers.Dense(1, name="reg")(g)
+    model = keras.Model(x_in, heads)
+    seeded_weights(model, 0)
+    path = tmp_path / "heads.keras"
+    model.save(path)
+    out = tmp_path / "out"
+    assert _explain(path, files["chelsea_png"], "--out", out, "--steps", "2") == 0
+    summary = _check_page(out)
+    assert summary["gradcam"]["target"].endswith("@cls"), summary["gradcam"]
+
+
 def test_grayscale_model_in_minus_one_to_one_from_rgb_png_and_jpeg_of_other_sizes(
     files: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -310,6 +310,53 @@ def test_a_gradcam_of_other_images_is_refused():
         ff.insertion(_tiny(), _images(2), cam)
 
 
+# --------------------------------------------------------------------------- outputs
+def _two_headed(as_dict: bool):
+    """conv -> GAP -> two heads: softmax ``cls`` (3 classes) and linear ``aux`` (4)."""
+    x_in = keras.Input((10, 12, 3))
+    g = keras.layers.GlobalAveragePooling2D()(
+        keras.layers.Conv2D(5, 3, padding="same", activation="tanh", name="conv")(x_in)
+    )
+    cls = keras.layers.Dense(3, activation="softmax", name="cls")(g)
+    aux = keras.layers.Dense(4, name="aux")(g)
+    model = keras.Model(x_in, {"cls": cls, "aux": aux} if as_dict else [cls, aux])
+    seeded_weights(model, 0, scale=0.8)
+    return model
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("as_dict", [False, True], ids=["list", "dict"])
+def test_a_multi_output_model_is_scored_on_the_output_the_map_explains(as_dict):
+    model, x = _two_headed(as_dict), _images(2)
+    raw = model.predict(x, verbose=0)
+    cls, aux = (raw["cls"], raw["aux"]) if as_dict else raw
+    cam = gradcam(model, x, output="aux")
+    assert cam.target.endswith("@aux")
+    curves = ff.deletion(model, x, cam, steps=2)
+    # Fraction 0 is the untouched image: the tracked probability is aux's softmax.
+    expected = _softmax(np.asarray(aux, np.float64))[np.arange(2), cam.class_index]
+    np.testing.assert_allclose(curves.curves[:, 0], expected, rtol=1e-5)
+    assert curves.score_kind == "softmax of the logits"
+    # A plain array follows output=; by default the first output, the one Grad-CAM
+    # explains by default (Keras orders a dict's outputs by key: aux before cls).
+    first_name = gradcam(model, x).target.rsplit("@", 1)[1]
+    assert first_name == ("aux" if as_dict else "cls")
+    first = ff.insertion(model, x, cam.heatmap, class_index=0, steps=2)
+    first_probs = _softmax(np.asarray(aux, np.float64)) if as_dict else np.asarray(cls)
+    np.testing.assert_allclose(first.curves[:, -1], first_probs[:, 0], rtol=1e-5)
+    named = ff.insertion(model, x, cam.heatmap, class_index=0, steps=2, output="aux")
+    np.testing.assert_allclose(
+        named.curves[:, -1], _softmax(np.asarray(aux, np.float64))[:, 0], rtol=1e-5
+    )
+    assert ff.average_drop(model, x, cam) >= 0.0
+    with pytest.raises(InputError, match="Unknown output. Received: output='nope'"):
+        ff.deletion(model, x, cam.heatmap, steps=2, output="nope")
+
+
 # --------------------------------------------------------------------------- assert_faithful
 @pytest.fixture(scope="module")
 def convnet():

@@ -71,10 +71,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 # --------------------------------------------------------------------------- classes
 def predict(model: Any, x: np.ndarray) -> np.ndarray:
-    """The model's first output ``(N, classes)`` for channels-last ``x``."""
+    """The model's first output ``(N, classes)`` for channels-last ``x`` (of a list or
+    dict of outputs, the first tensor)."""
     from .. import backends
+    from ..explain.cam import single_output_model
     from ..explain.inputs import to_model_layout
 
+    model = single_output_model(model)
     forward = backends.make_forward(model)
     xs = to_model_layout(x, model)
     parts = [np.asarray(forward([xs[i : i + 32]])[0], np.float32) for i in range(0, len(xs), 32)]
@@ -315,6 +318,8 @@ def run_cams(
         "options": {m: options_for(m, cam_options or {}) for m in methods},
         "layer": first.layer,
         "score_kind": first.score_kind,
+        # what was explained, with "@<output>" on a model of several outputs
+        "target": first.target,
         "class": "top predicted" if class_index is None else class_index,
         "note": getattr(first, "note", None) or None,
         "seconds": seconds,

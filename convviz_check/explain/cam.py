@@ -409,6 +409,29 @@ def _select_output(model: Any, output: Any) -> tuple[Any, str | None]:
     return views[index], label(index)
 
 
+def single_output_model(model: Any, output: str | int | None = None) -> Any:
+    """``model`` itself when it has one plain output, else a functional view whose one
+    output is ``output`` (a name or index; ``None``: the first), sharing its layers
+    (cached with the model). For code that reads one ``(N, classes)`` array per call
+    from a model whose outputs may be a list or a dict.
+
+    Raises:
+        InputError: an unknown output name or index.
+    """
+    view, _ = _select_output(model, output)
+    if view is not model:
+        return view
+    fn = graph_lib.functional_of(model)
+    if len(fn.outputs) == 1 and not isinstance(fn.output, list | tuple | dict):
+        return model
+    views = graph_lib.model_cache(model, "cam_outputs")
+    if "first" not in views:  # a list or dict of outputs: the first tensor alone
+        import keras
+
+        views["first"] = keras.Model(fn.inputs, fn.outputs[0], name=f"{model.name}_output_0")
+    return views["first"]
+
+
 # --------------------------------------------------------------------------- compiled
 def _loss_fn(num_classes: int) -> Any:
     """``sum_n y[n, c_n]`` with ``c_n = aux[n]``, or the top class where ``aux[n] < 0``."""
