@@ -362,6 +362,18 @@ def test_non_finite_pixels_are_refused(bad):
         activations(small_convnet(), x)
 
 
+def test_non_finite_activations_from_finite_images_warn_and_are_returned():
+    x_in = keras.Input((8, 8, 3))
+    c1 = keras.layers.Conv2D(2, 3, padding="same", name="c1")(x_in)
+    logged = keras.layers.Lambda(lambda t: keras.ops.log(t), name="log")(c1)  # NaN where < 0
+    c2 = keras.layers.Conv2D(2, 3, padding="same", name="c2")(logged)
+    model = keras.Model(x_in, c2)
+    x = np.random.default_rng(0).random((1, 8, 8, 3)).astype(np.float32)
+    with pytest.warns(cc.ConvvizWarning, match=r"non-finite activations.*'c2' \(\d+% of its"):
+        acts = cc.activations(model, x, layers=["c1", "c2"])
+    assert np.isfinite(acts["c1"]).all() and not np.isfinite(acts["c2"]).all()
+
+
 def test_errors_are_convviz_errors():
     assert issubclass(InputError, ConvvizError) and issubclass(GraphError, ConvvizError)
 

@@ -13,6 +13,7 @@ rescaled or normalized here; a model that expects ``[0, 1]`` must be given ``[0,
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import numpy as np
 
 from .. import backends
 from .. import graph as graph_lib
-from ..errors import GraphError, InputError, describe_array
+from ..errors import ConvvizWarning, GraphError, InputError, describe_array
 from ..graph_targets import short_list
 from ..render import activation_grid
 from ..storage import write_png
@@ -132,7 +133,29 @@ def activations(
         joined = chunks[0] if len(chunks) == 1 else np.concatenate(chunks, axis=0)
         # astype copies only when needed (mixed-precision models return float16).
         result[name] = joined.astype(np.float32, copy=False)
+    _warn_non_finite(result)
     return result
+
+
+def _warn_non_finite(result: dict[str, np.ndarray]) -> None:
+    """Warn (:class:`ConvvizWarning`) when a layer's activations hold NaN or inf: the
+    images were finite, so the model made them (a log or a division of a value it
+    cannot take), and a picture of them is blank. Returned as they are, to debug."""
+    bad = {n: float(np.mean(~np.isfinite(a))) for n, a in result.items()}
+    bad = {n: f for n, f in bad.items() if f > 0}
+    if not bad:
+        return
+    listed = ", ".join(f"{n!r} ({f:.0%} of its values)" for n, f in list(bad.items())[:5])
+    more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+    warnings.warn(
+        ConvvizWarning(
+            f"The model produced non-finite activations (NaN or inf) from finite images "
+            f"in layer(s) {listed}{more}. Expected finite activations: "
+            "look for an operation such as a log or a division in the layers before "
+            "the first one named."
+        ),
+        stacklevel=3,
+    )
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
