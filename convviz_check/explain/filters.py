@@ -427,7 +427,10 @@ def filter_patterns(
             (nested models included); layers after the head's global pooling and the
             1x1 tensors of squeeze-and-excitation branches are refused
             (``graph_targets.map_layers`` lists the valid ones).
-        filters: filter (channel) indices; ``None`` means every filter of the layer.
+        filters: filter (channel) indices: one index (``filters=3`` is filter 3
+            alone, a batch of one) or several (``range(8)`` for the first eight);
+            ``None`` means every filter of the layer. (The CLI's ``--filters N`` and
+            ``agreement(filters=N)`` count filters instead: the first ``N``.)
         steps: ascent steps (>= 0; the chapter's 30 by default).
         learning_rate: step length; ``None`` means 10.0 at 200x200x3 and
             ``10 * sqrt(H*W*C / 120000)`` at other sizes, times the width of
