@@ -279,6 +279,29 @@ def test_fingerprint_difference_is_a_note() -> None:
     ]
 
 
+def test_a_mixed_precision_model_is_named_with_how_to_widen_the_bounds() -> None:
+    import keras
+
+    from convviz_check.crossbackend.compute import describe_model
+
+    base, _ = synthetic_results()
+    plain = {"tensorflow": {}, "jax": {"reduced_precision": []}}
+    results = {"tensorflow": base, "jax": base}
+    report = ag.build_report("m", ("tensorflow", "jax"), ("activations",), results, info=plain)
+    assert not [n for n in report.notes if "mixed precision" in n]
+    mixed = {"tensorflow": {"reduced_precision": ["float16"]}, "jax": {}}
+    report = ag.build_report("m", ("tensorflow", "jax"), ("activations",), results, info=mixed)
+    assert [n for n in report.notes if n.startswith("the model computes in float16 (mixed")]
+    # What a worker reports of a model built under the mixed_float16 policy.
+    x_in = keras.Input((8, 8, 3))
+    conv = keras.layers.Conv2D(2, 3, dtype="mixed_float16", name="c")(x_in)
+    out = keras.layers.Dense(2, dtype="float32")(keras.layers.GlobalAveragePooling2D()(conv))
+    assert describe_model(keras.Model(x_in, out))["reduced_precision"] == ["float16"]
+    x_in = keras.Input((8, 8, 3))
+    plain_model = keras.Model(x_in, keras.layers.Conv2D(2, 3)(x_in))
+    assert describe_model(plain_model)["reduced_precision"] == []
+
+
 def test_tolerance_objects_pass_through_to_compare() -> None:
     base, changed = synthetic_results(shift=1e-3)
     results = {"tensorflow": base, "jax": changed}

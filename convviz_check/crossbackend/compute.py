@@ -158,7 +158,17 @@ def describe_model(model: Any) -> dict[str, Any]:
         "conv_layers": conv_layers(model),
         "input_shape": _shape_json(getattr(model, "input_shape", None)),
         "output_shape": _shape_json(getattr(model, "output_shape", None)),
+        "reduced_precision": reduced_precision(model),
     }
+
+
+def reduced_precision(model: Any) -> list[str]:
+    """The 16-bit compute dtypes among the model's layers (a ``mixed_float16`` or
+    ``mixed_bfloat16`` policy), sorted; empty for a float32 model."""
+    from ..graph import flatten
+
+    found = {str(getattr(r.operation, "compute_dtype", "") or "") for r in flatten(model).records}
+    return sorted(found & {"float16", "bfloat16"})
 
 
 def _shape_json(shape: Any) -> Any:

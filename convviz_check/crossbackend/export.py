@@ -257,7 +257,7 @@ def export_current_backend(
     """
     from ..backends import current_backend, framework_versions
     from ..models import load_model, model_fingerprint
-    from .compute import compute_artifacts
+    from .compute import compute_artifacts, reduced_precision
 
     what = check_techniques(what)
     for ignored in ("pool", "timeout"):
@@ -278,5 +278,6 @@ def export_current_backend(
         "model": str(model_source),
         "fingerprint": model_fingerprint(model),
         "versions": framework_versions(),
+        "reduced_precision": reduced_precision(model),
     }
     return export_artifacts(directory, current_backend(), name, artifacts, info=info)
