@@ -112,6 +112,32 @@ def _check_page(out: Path) -> dict:
 
 
 # --------------------------------------------------------------------------- end to end
+@pytest.mark.filterwarnings("default::convviz_check.errors.ConvvizWarning")
+def test_a_float_array_off_the_models_range_is_warned_about_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import keras
+    from keras import layers
+
+    x_in = keras.Input((16, 16, 3))
+    x = layers.Rescaling(1 / 255.0)(x_in)  # the model takes [0, 255]
+    x = layers.GlobalAveragePooling2D()(layers.Conv2D(4, 3, activation="relu", name="c")(x))
+    model = keras.Model(x_in, layers.Dense(3, activation="softmax")(x))
+    seeded_weights(model, 0)
+    path = tmp_path / "scaled.keras"
+    model.save(path)
+    image = np.random.default_rng(0).uniform(0, 1, (16, 16, 3)).astype(np.float32)
+    np.save(tmp_path / "unit.npy", image)  # [0, 1]: near black to this model
+    np.save(tmp_path / "pixels.npy", image * 255)
+    args = ["--out", tmp_path / "out", "--what", "activations"]
+    assert _explain(path, tmp_path / "unit.npy", *args) == 0
+    err = capsys.readouterr().err
+    assert "convviz-check: warning: unit.npy: values in [0" in err, err
+    assert "but the model takes [0, 255]" in err and "Traceback" not in err
+    assert _explain(path, tmp_path / "pixels.npy", *args) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_a_model_with_a_dict_of_outputs_is_explained_on_its_first_output(
     files: dict[str, Path], tmp_path: Path
 ) -> None:

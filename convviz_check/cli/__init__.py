@@ -21,6 +21,7 @@ import threading
 import traceback
 import warnings
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 # Each module defines add_parser(subparsers).
 SUBCOMMANDS: list[str] = [
@@ -170,6 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         quiet_frameworks()
     quiet = contextlib.nullcontext() if verbose else native_logs_filtered()
     with quiet, warnings.catch_warnings():
+        warnings.showwarning = _show_warning  # restored when the block ends
         if not verbose and not sys.warnoptions:
             warnings.filterwarnings(
                 "ignore", category=DeprecationWarning, module=_FRAMEWORK_MODULES
@@ -187,6 +189,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                 line += " (--debug shows the traceback)"
             print(line, file=sys.stderr)
             return 2
+
+
+_PYTHON_SHOWWARNING = warnings.showwarning
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """Our warnings as one line, like the errors; the frameworks' as Python shows them."""
+    from ..errors import ConvvizWarning
+
+    if issubclass(category, ConvvizWarning):
+        print(f"convviz-check: warning: {message}", file=sys.stderr)
+        return
+    _PYTHON_SHOWWARNING(message, category, filename, lineno, file, line)
 
 
 def _is_expected(error: BaseException) -> bool:

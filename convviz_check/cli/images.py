@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import math
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import ConvvizWarning, InputError
 from ..render import resize_bilinear
 
 # ITU-R 601-2 luma weights (what Pillow's convert("L") uses).
@@ -425,4 +426,33 @@ def prepare(
     steps.append(f"values: [0, 255] pixels mapped linearly to [{lo:g}, {hi:g}] ({source})")
     if not pixels.all():
         steps.append("float .npy arrays passed as given (already in the model's range)")
+        _warn_off_range(sources, fitted, pixels, value_range, source)
     return Prepared(sources, fitted, model_input, model_input, False, value_range, source, steps)
+
+
+def _warn_off_range(
+    sources: Sequence[SourceImage],
+    fitted: np.ndarray,
+    pixels: np.ndarray,
+    value_range: tuple[float, float],
+    source: str,
+) -> None:
+    """Warn when a float array passed as given does not look like values in the model's
+    range: values well outside it, or values that fill under 2% of a wide range (data
+    in [0, 1] given to a model that takes [0, 255] is a near-black image to it)."""
+    lo, hi = value_range
+    width = hi - lo
+    for i in (int(k) for k in np.flatnonzero(~pixels)):
+        a_lo, a_hi = float(fitted[i].min()), float(fitted[i].max())
+        outside = a_lo < lo - 0.01 * width or a_hi > hi + 0.01 * width
+        narrow = width >= 10 and (a_hi - a_lo) < 0.02 * width
+        if outside or narrow:
+            warnings.warn(
+                ConvvizWarning(
+                    f"{sources[i].name}: values in [{a_lo:.3g}, {a_hi:.3g}], but the model "
+                    f"takes [{lo:g}, {hi:g}] ({source}). Float arrays are passed as given: "
+                    "scale them to the model's range, or pass --input-range if the "
+                    "model's range is another."
+                ),
+                stacklevel=2,
+            )
