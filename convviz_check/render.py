@@ -261,8 +261,9 @@ def overlay(
         ``(H, W, 3)`` uint8.
 
     Raises:
-        InputError: bad shapes, a bad ``value_range``, or an image value outside the
-            stated ``value_range`` (never clipped silently).
+        InputError: bad shapes, a bad ``value_range``, an image value outside the
+            stated ``value_range``, or a heatmap value outside ``[0, 1]`` or not
+            finite (never clipped silently).
     """
     from .types import GradCAM
 
@@ -278,6 +279,20 @@ def overlay(
     if hm.ndim != 2:
         raise InputError(
             f"overlay expects a heatmap (h, w). Received: {describe_array('heatmap', hm)}"
+        )
+    if not np.isfinite(hm).all():
+        raise InputError(
+            "overlay expects a finite heatmap. Received: "
+            f"{describe_array('heatmap', hm)} with {int((~np.isfinite(hm)).sum())} NaN or "
+            "inf value(s). Expected values in [0, 1], as a GradCAM's heatmap."
+        )
+    # Float rounding may leave a hair outside [0, 1]; anything more is another scale,
+    # which clipping would hide (as an image outside value_range, it is refused).
+    if hm.size and (float(hm.min()) < -1e-3 or float(hm.max()) > 1 + 1e-3):
+        raise InputError(
+            f"overlay expects a heatmap in [0, 1]. Received: values in "
+            f"[{float(hm.min()):.4g}, {float(hm.max()):.4g}]. Expected [0, 1], as a "
+            "GradCAM's heatmap (divide a raw map by its maximum)."
         )
     base = as_rgb(image, "overlay", value_range)
     heat = colorize(resize_bilinear(hm, base.shape[:2]).clip(0, 1), colormap).astype(np.float32)

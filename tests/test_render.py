@@ -247,6 +247,20 @@ def test_overlay_clips_instead_of_wrapping():
     assert out[..., 0].min() == 255  # 250 + red would wrap to a small number in uint8
 
 
+@pytest.mark.parametrize(
+    ("heatmap", "pattern"),
+    [
+        (np.full((4, 4), 5.0), r"heatmap in \[0, 1\]. Received: values in \[5, 5\]"),
+        (np.full((4, 4), -0.5), r"Received: values in \[-0.5, -0.5\]"),
+        (np.full((4, 4), np.nan), r"finite heatmap.*16 NaN or inf"),
+    ],
+)
+def test_overlay_refuses_a_heatmap_off_the_unit_range_instead_of_clipping(heatmap, pattern):
+    with pytest.raises(InputError, match=pattern):
+        overlay(np.zeros((8, 8, 3), np.uint8), heatmap)
+    overlay(np.zeros((8, 8, 3), np.uint8), np.full((4, 4), 1.0 + 1e-6))  # rounding passes
+
+
 def test_overlay_takes_one_image_gradcam_and_refuses_several():
     heat = np.zeros((2, 3, 3), np.float32)
     heat[:, 1, 1] = 1.0
