@@ -392,8 +392,9 @@ def test_a_callable_target_receives_probabilities_under_score_output():
     "bad", [lambda y: y, lambda y: keras.ops.sum(y), lambda y: y[:1, 0]], ids=["2d", "0d", "rows"]
 )
 def test_a_callable_of_the_wrong_shape_is_refused(bad):
-    with pytest.raises(InputError, match=r"one score per image, shape \(N,\).*Received: "):
+    with pytest.raises(InputError, match=r"one score per image, shape \(N,\).*Received: ") as e:
         _cam(_skip_model(), _images(), class_index=bad)
+    assert "probe batch" in str(e.value) and "not your image count" in str(e.value)
 
 
 def test_class_targets_are_described():

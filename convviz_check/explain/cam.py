@@ -322,7 +322,12 @@ def _check_callable_shape(fn: Callable[[Any], Any], model: Any) -> None:
     if any(d is None for d in dims):
         return  # checked on the real outputs instead
     rows = max((int(d) for d in dims), default=1) + 1
-    _call_target(fn, np.zeros((rows, *dims), np.float32), f" (a check on {rows} zero rows)")
+    probe = (
+        f" (checked before anything runs, on a probe batch of {rows} zero rows whose row "
+        "count differs from every output dimension: N is that row count here, not your "
+        "image count)"
+    )
+    _call_target(fn, np.zeros((rows, *dims), np.float32), probe)
 
 
 def _target(model: Any, class_index: Any, n: int, output_label: str | None) -> _Target:
