@@ -509,6 +509,35 @@ def test_cli_scenes_pass_the_seeded_bundled_scenes_to_agreement(monkeypatch, cap
     assert "1 check(s) agree across backends" in capsys.readouterr().out
 
 
+def test_cli_takes_image_files_after_the_model_as_explain_does(
+    monkeypatch, tmp_path, capsys
+) -> None:
+    calls = []
+
+    def fake_agreement(model, images, **kwargs):
+        calls.append((images, kwargs))
+        return ag.AgreementReport(model=model, backends=ALL, what=kwargs["what"])
+
+    monkeypatch.setattr(ag, "agreement", fake_agreement)
+    a, b = tmp_path / "a.npy", tmp_path / "b.npy"
+    np.save(a, np.zeros((8, 8, 3), np.float32))
+    np.save(b, np.ones((8, 8, 3), np.float32))
+    tail = ["--what", "gradcam", "--class", "2", "--steps", "3"]
+    assert cli.main(["agree", "m.keras", str(a), str(b), *tail]) == 0
+    assert cli.main(["agree", "m.keras", "--images", str(a), str(b), *tail]) == 0
+    (first, kw1), (second, kw2) = calls
+    np.testing.assert_array_equal(first, second)
+    assert first.shape == (2, 8, 8, 3) and first[1].min() == 1.0
+    assert kw1["class_index"] == kw2["class_index"] == 2
+    assert kw1["filter_steps"] == kw2["filter_steps"] == 3
+    # Files and --scenes together are refused, naming both routes.
+    capsys.readouterr()
+    assert cli.main(["agree", "m.keras", str(a), "--scenes", "2"]) == 2
+    assert "exactly one of IMAGE files (or --images FILE...) or --scenes N" in (
+        capsys.readouterr().err
+    )
+
+
 def test_cli_cam_method_and_options_reach_every_backend(monkeypatch, capsys) -> None:
     calls = []
 
@@ -531,8 +560,11 @@ def test_cli_cam_method_and_options_reach_every_backend(monkeypatch, capsys) -> 
     [
         (["--scenes", "2", "--cam", "nosuch"], "Unknown CAM method. Received: --cam 'nosuch'"),
         (["--scenes", "2", "--cam-option", "max_channels"], "A CAM option is NAME=VALUE"),
-        (["--scenes", "2", "--images", "x.npy"], "exactly one of --images FILE... or --scenes N"),
-        ([], "exactly one of --images FILE... or --scenes N"),
+        (
+            ["--scenes", "2", "--images", "x.npy"],
+            "exactly one of IMAGE files (or --images FILE...) or --scenes N",
+        ),
+        ([], "exactly one of IMAGE files (or --images FILE...) or --scenes N"),
         (["--scenes", "0"], "n must be a positive int. Received: n=0"),
         (["--scenes", "2", "--rescale", "0.5"], "--rescale applies to --images only"),
     ],

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from convviz_check.cli import images as img_lib
-from convviz_check.errors import InputError
+from convviz_check.errors import ConvvizWarning, InputError
 from tests._models import seeded_weights
 
 
@@ -177,12 +177,20 @@ def _model(shape: tuple, rescale: bool = False) -> Any:
 def test_prepare_maps_pixels_to_the_inferred_range_and_passes_float_arrays() -> None:
     model = _model((8, 8, 3), rescale=True)  # a Rescaling layer: takes 0-255 pixels
     pixels = img_lib.SourceImage("p", "p", np.full((16, 16, 3), 255, np.uint8), True)
-    floats = img_lib.SourceImage("f", "f", np.full((8, 8, 3), 7.0, np.float32), False)
+    spread = np.linspace(3.0, 250.0, 8 * 8 * 3, dtype=np.float32).reshape(8, 8, 3)
+    floats = img_lib.SourceImage("f", "f", spread, False)
     prep = img_lib.prepare(model, [pixels, floats])
     assert prep.value_range == (0.0, 255.0) and "inferred" in prep.range_source
     assert prep.model_input.shape == (2, 8, 8, 3)
     np.testing.assert_allclose(prep.model_input[0], 255.0)
-    np.testing.assert_allclose(prep.model_input[1], 7.0)
+    np.testing.assert_allclose(prep.model_input[1], spread)
+    # Passed as given even when they do not look like the model's range, with a warning.
+    unit = img_lib.SourceImage("u.npy", "u.npy", spread / 255.0, False)
+    with pytest.warns(
+        ConvvizWarning, match=r"u.npy: values in \[0.0118, 0.98\], but the model takes \[0, 255\]"
+    ):
+        prep = img_lib.prepare(model, [unit])
+    np.testing.assert_allclose(prep.model_input[0], spread / 255.0)
 
 
 def test_prepare_with_a_stated_range_and_a_variable_size_model() -> None:

@@ -37,13 +37,20 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "agree",
         help="check that TensorFlow, PyTorch and JAX agree on a model",
         description="Compare activations, Grad-CAM and filter patterns of one model across "
-        "backends: run the workers here (MODEL --images ...), or compare what each "
-        "backend env exported (--exported DIR). Exit 1 on disagreement.",
+        "backends: run the workers here (MODEL IMAGE... or MODEL --scenes N), or compare "
+        "what each backend env exported (--exported DIR). Exit 1 on disagreement.",
     )
     p.add_argument(
         "model",
         nargs="?",
         help="model source: .keras/.h5 path, keras-hub preset dir, hub:<preset>, pkg.module:factory",
+    )
+    # IMAGE files follow MODEL, as in `explain`; `--images FILE...` says the same.
+    p.add_argument(
+        "image_files",
+        nargs="*",
+        metavar="IMAGE",
+        help="image files or .npy/.npz arrays (the same as --images)",
     )
     p.add_argument("--exported", metavar="DIR", help="compare the artifacts exported to DIR")
     p.add_argument(
@@ -83,7 +90,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--tolerance", metavar="JSON", help='Tolerance fields, e.g. {"heatmap_rms": 0.01}'
     )
     p.add_argument("--layers", default=None, help="comma-separated activation layers")
-    p.add_argument("--class-index", type=int, default=None, help="Grad-CAM class for every image")
+    p.add_argument(
+        "--class-index",
+        "--class",
+        dest="class_index",
+        type=int,
+        default=None,
+        help="Grad-CAM class for every image (--class as in explain)",
+    )
     p.add_argument("--gradcam-layer", default=None, help="Grad-CAM target layer")
     p.add_argument(
         "--cam",
@@ -106,7 +120,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="layer of the filter patterns (default: the deepest conv map wider than 8 cells)",
     )
     p.add_argument("--filters", type=int, default=8, help="number of filters (the first N)")
-    p.add_argument("--filter-steps", type=int, default=30, help="gradient-ascent steps")
+    p.add_argument(
+        "--filter-steps",
+        "--steps",
+        dest="filter_steps",
+        type=int,
+        default=30,
+        help="gradient-ascent steps (--steps as in explain)",
+    )
     p.add_argument("--custom-objects", default=None, help="comma-separated importable modules")
     p.add_argument(
         "--unsafe",
@@ -143,10 +164,14 @@ def _check_cam(method: str) -> str:
 
 
 def _images_from_args(args: argparse.Namespace) -> np.ndarray:
-    """The input batch of the worker route: ``--images`` files or ``--scenes N``."""
+    """The input batch of the worker route: IMAGE files (or ``--images``), or
+    ``--scenes N``."""
+    if args.image_files:
+        args.images = [*args.image_files, *(args.images or [])]
     if not args.model or (args.images is None) == (args.scenes is None):
         raise InputError(
-            "agree needs MODEL and exactly one of --images FILE... or --scenes N (or "
+            "agree needs MODEL and exactly one of IMAGE files (or --images FILE...) or "
+            "--scenes N (or "
             f"--exported DIR). Received: model={args.model!r}, images={args.images!r}, "
             f"scenes={args.scenes!r}."
         )
@@ -191,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
 
     tolerance = json.loads(args.tolerance) if args.tolerance else None
     if args.exported:
-        if args.model or args.images or args.scenes is not None:
+        if args.model or args.images or args.image_files or args.scenes is not None:
             raise InputError(
                 "--exported compares exported artifacts; it takes no MODEL, --images or "
                 f"--scenes. Received: model={args.model!r}, images={args.images!r}, "
