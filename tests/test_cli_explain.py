@@ -77,6 +77,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     Image.fromarray(skimage.data.astronaut()).save(paths["astronaut_jpg"], quality=95)
     paths["gray_model"] = _convnet((32, 32, 1), 4, d / "gray.keras")  # expects [-1, 1]
     paths["rgb_model"] = _convnet((40, 48, 3), 3, d / "rgb.keras", seed=1)  # H != W
+    paths["small_model"] = _convnet((10, 10, 1), 2, d / "small.keras")  # conv_b: 4x4
     paths["text_png"] = d / "notes.png"
     paths["text_png"].write_text("this is not an image\n")
     return paths
@@ -391,6 +392,7 @@ def _error_case(files: dict[str, Path], name: str, tmp_path: Path) -> list[str]:
         "unreadable image": [files["gray_model"], files["text_png"]],
         "unknown gradcam layer": [files["gray_model"], photo, "--gradcam-layer", "nope"],
         "unknown filters layer": [files["gray_model"], photo, "--filters-layer", "nope"],
+        "filters layer too small": [files["small_model"], photo, "--filters-layer", "conv_b"],
         "LO >= HI": [files["gray_model"], photo, "--input-range", "1", "1"],
         "class name on a 4-class model": [files["gray_model"], photo, "--class", "tabby"],
         "removed flag": [files["gray_model"], "--images", photo],
@@ -415,6 +417,12 @@ def _error_case(files: dict[str, Path], name: str, tmp_path: Path) -> list[str]:
         ("unreadable image", "Cannot read image file"),
         ("unknown gradcam layer", "Unknown layer"),
         ("unknown filters layer", "Unknown layer for --filters-layer"),
+        (
+            "filters layer too small",
+            "is 4 cells on its smaller side, too small for the 2-cell border the "
+            "filter-pattern loss leaves out. Received: --filters-layer conv_b. Expected a "
+            "layer whose map is larger than 4x4, e.g. --filters-layer conv_a.",
+        ),
         ("LO >= HI", "--input-range needs finite LO < HI"),
         ("class name on a 4-class model", "--class must be a class index in [0, 4)"),
         ("removed flag", "--images was removed"),

@@ -148,6 +148,17 @@ def filters_plan(model: Any, layer: str | None, wanted: int) -> tuple[str, int, 
         raise GraphError(
             f"{what} for --filters-layer. Received: {layer!r}. Expected one of: {short_list(maps)}"
         )
+    from ..explain.filters import BORDER
+    from ..graph_targets import spatial_side
+
+    side = spatial_side(model, layer)
+    if side is not None and side <= 2 * BORDER:  # refused here, before anything is written
+        raise InputError(
+            f"The map of --filters-layer {layer!r} is {side} cells on its smaller side, too "
+            f"small for the {BORDER}-cell border the filter-pattern loss leaves out. "
+            f"Received: --filters-layer {layer}. Expected a layer whose map is larger than "
+            f"{2 * BORDER}x{2 * BORDER}, e.g. --filters-layer {default_filters_layer(model)}."
+        )
     record = graph_lib.flatten(model).record(layer)
     shape = record.output_shape
     channels = int(shape[1] if record.data_format == "channels_first" else shape[3])
