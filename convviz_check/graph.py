@@ -325,7 +325,13 @@ def flatten(model: Any) -> FlatGraph:
 
 def conv_layers(model: Any) -> list[str]:
     """2-D convolution layers (Conv2D, SeparableConv2D, DepthwiseConv2D), depth order,
-    nested models included, named as :func:`flatten` names them."""
+    nested models included, named as :func:`flatten` names them.
+
+    Every one of them, including a 1x1 convolution that acts as a dense layer after the
+    head's global pooling (MobileNetV3's ``logits``) and squeeze-and-excitation convs:
+    filter patterns refuse those (no spatial map before the head). For a layer that
+    fits filter patterns, see ``convviz_check.graph_targets.default_filters_layer``.
+    """
     return [r.name for r in flatten(model).records if r.is_conv and r.is_spatial]
 
 
