@@ -335,8 +335,11 @@ class _Run:
         results = self.settings.results_dir
         if results is not None and outcome.status in ("failed", "missing") and self.request.label:
             label = f"{self.request.label} :: {self.request.name}"
+            # A non-reference backend's result can only be kept as its own override.
+            fork = " --override" if self.request.backend != self.settings.reference else ""
             entry["commands"].append(
-                f"convviz-check golden accept {shlex.quote(str(results))} -k {shlex.quote(label)}"
+                f"convviz-check golden accept {shlex.quote(str(results))} -k "
+                f"{shlex.quote(label)}{fork}"
             )
         return entry
 

@@ -171,11 +171,7 @@ def configure(config: pytest.Config) -> None:
             "needs an update mode. Received: no --convviz-update. Expected e.g. "
             "`pytest --convviz-update=failed --convviz-update-override`."
         )
-    if (
-        update is not None
-        and os.environ.get("CI")
-        and not _bool_option(config, "convviz_allow_ci_update")
-    ):
+    if update is not None and in_ci() and not _bool_option(config, "convviz_allow_ci_update"):
         raise pytest.UsageError(
             f"--convviz-update={update} is refused because the CI environment variable is set "
             f"(CI={os.environ['CI']!r}): goldens must not be rewritten silently in CI. Review "
@@ -242,7 +238,7 @@ class PytestCommands:
         return shell_command(self.state, self.nodeid, mode=mode, backend=backend, override=override)
 
     def ci_route(self) -> str | None:
-        if not os.environ.get("CI") or _bool_option(self.state.config, "convviz_allow_ci_update"):
+        if not in_ci() or _bool_option(self.state.config, "convviz_allow_ci_update"):
             return None
         results = self.state.results_dir
         where = (
@@ -253,7 +249,8 @@ class PytestCommands:
         return (
             f"CI is set, so --convviz-update is refused here. Download {where} (e.g. as a "
             "CI artifact), review report.html, then accept with `convviz-check golden "
-            "accept DIR` and commit the goldens."
+            "accept DIR` (DIR: where you put it; run from the project root) and commit the "
+            "goldens."
         )
 
 
@@ -398,6 +395,9 @@ class SessionHooks:
                     "backend": state.backend,
                     "golden_backend": state.reference,
                     "golden_dir": str(state.golden_dir),
+                    # where the goldens are in the project, for an artifact accepted on
+                    # another machine (None: outside the rootdir)
+                    "golden_dir_in_project": _inside_root(state.golden_dir, state.config),
                     "written": sorted(state.written),
                     "unused": {
                         "action": state.unused_mode,
@@ -432,6 +432,19 @@ class SessionHooks:
             tr.write_line(f"convviz: unused goldens not judged: {state.unused_note}")
         if state.report_paths:
             tr.write_line(f"convviz: report {state.report_paths['html']}")
+
+
+def in_ci() -> bool:
+    """The ``CI`` environment variable is set to something other than an explicit no
+    (``""``, ``0``, ``false``, ``no``, ``off``, any case), as CI services set it."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def _inside_root(path: Path, config: pytest.Config) -> str | None:
+    try:
+        return Path(path).resolve().relative_to(Path(config.rootpath).resolve()).as_posix()
+    except ValueError:
+        return None
 
 
 def _complete_args(config: pytest.Config) -> bool:

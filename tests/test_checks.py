@@ -394,6 +394,10 @@ def test_the_entry_lists_the_commands_that_accept_the_result(tmp_path):
     assert commands[-1] == (
         f"convviz-check golden accept {results} -k 'tests/test_x.py::test_cam :: cam'"
     )
+    # A non-reference backend's result is accepted as its override, never silently not.
+    torch = _request(_heat(5, 5), label="tests/test_x.py::test_cam", backend="torch")
+    forked = run_check(_settings(tmp_path, results_dir=results), torch, FakeCommands())
+    assert forked.entry["commands"][-1].endswith(" --override")
     # no commands and no label: nothing to suggest
     bare = run_check(_settings(tmp_path, results_dir=results), _request(_heat(5, 5)), None)
     assert bare.status == "failed" and bare.entry["commands"] == []

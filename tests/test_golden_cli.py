@@ -157,7 +157,8 @@ def test_accept_of_a_non_reference_backend_skips_with_the_ownership_reason(tmp_p
     gdir = tmp_path / "golden"
     res = _results_dir(tmp_path, [_entry("test_a", "failed", _peak(4, 4), backend="torch")])
     for dry in ([], ["--dry-run"]):
-        assert main(["golden", "accept", str(res), "--golden-dir", str(gdir), *dry]) == 0
+        # Nothing it was asked to accept could be: exit 1, not a silent success.
+        assert main(["golden", "accept", str(res), "--golden-dir", str(gdir), *dry]) == 1
         err = capsys.readouterr().err
         skipped = [ln for ln in err.splitlines() if ln.startswith("skipped ")]
         assert len(skipped) == 1, err
@@ -194,13 +195,50 @@ def test_accept_over_a_broken_golden_names_the_problem_and_rewrites_nothing(tmp_
     golden.files_of(base)[".json"].write_text("{ broken")
     before = _tree(gdir)
     res = _results_dir(tmp_path, [_entry("test_a", "failed", _peak(4, 4))])
-    assert main(["golden", "accept", str(res), "--golden-dir", str(gdir)]) == 0
+    assert main(["golden", "accept", str(res), "--golden-dir", str(gdir)]) == 1
     err = capsys.readouterr().err
     skipped = next(ln for ln in err.splitlines() if ln.startswith("skipped "))
     assert "not valid JSON" in skipped
     # --override changes nothing under the reference backend: not the advice to give.
     assert "--override" not in skipped
     assert _tree(gdir) == before
+
+
+def test_accept_writes_into_the_golden_dir_the_run_used_not_a_new_tree(
+    tmp_path, capsys, monkeypatch
+):
+    res = _results_dir(tmp_path, [_entry("test_a", "failed", _peak(4, 4))])
+    report = json.loads((res / "report.json").read_text())
+    # A CI artifact: the run's absolute golden dir is not on this machine.
+    report |= {
+        "golden_dir": "/ci/work/proj/tests/goldens",
+        "golden_dir_in_project": "tests/goldens",
+    }
+    (res / "report.json").write_text(json.dumps(report))
+    project = tmp_path / "proj"
+    gdir = project / "tests" / "goldens"
+    _store(gdir, "t.py/test_a/cam", _peak(1, 1))
+    monkeypatch.chdir(project)
+    assert main(["golden", "accept", str(res)]) == 0
+    assert _value(gdir / "t.py/test_a/cam")[4, 4] == 1.0
+    assert not (project / "golden").exists()  # no stray ./golden tree
+    assert f"into {Path('tests/goldens')}" in capsys.readouterr().err
+    # From a subfolder on the machine that ran it: the recorded absolute path.
+    report |= {"golden_dir": str(gdir)}
+    (res / "report.json").write_text(json.dumps(report))
+    monkeypatch.chdir(project / "tests")
+    assert main(["golden", "accept", str(res), "--all"]) == 0
+    assert not (project / "tests" / "golden").exists()
+    # Nowhere to write: refused, naming what was looked for, and nothing is created.
+    report |= {"golden_dir": "/ci/work/proj/tests/goldens"}
+    (res / "report.json").write_text(json.dumps(report))
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main(["golden", "accept", str(res)]) == 2
+    err = capsys.readouterr().err
+    assert "No golden directory to accept into" in err and "tests/goldens" in err
+    assert "run from the project root, or pass --golden-dir" in err
+    assert not (tmp_path / "golden").exists() and not (tmp_path / "tests").exists()
 
 
 def test_accept_without_a_report_says_what_it_expected(tmp_path, capsys):

@@ -163,6 +163,13 @@ def test_update_is_refused_when_ci_is_set(project, monkeypatch):
     assert _npz(project).exists()
 
 
+@pytest.mark.parametrize("value", ["false", "0", "No", ""])
+def test_ci_set_to_an_explicit_no_is_not_ci(project, monkeypatch, value):
+    _cam_test(project)
+    monkeypatch.setenv("CI", value)
+    project.runpytest("--convviz-update=missing").assert_outcomes(passed=1)
+
+
 def test_override_flag_needs_an_update_mode(project):
     _cam_test(project)
     result = project.runpytest("--convviz-update-override")

@@ -36,8 +36,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     def with_dir(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument(
             "--golden-dir",
-            default=DEFAULT_GOLDEN_DIR,
-            help=f"root of the golden files (default: ./{DEFAULT_GOLDEN_DIR})",
+            default=None,
+            help=f"root of the golden files (default: ./{DEFAULT_GOLDEN_DIR}; for accept, "
+            "the one the results' run used)",
         )
         return p
 
@@ -89,6 +90,34 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 # --------------------------------------------------------------------------- helpers
+def _root(args: argparse.Namespace) -> Path:
+    return Path(args.golden_dir or DEFAULT_GOLDEN_DIR)
+
+
+def _accept_root(args: argparse.Namespace, report: dict[str, Any]) -> Path:
+    """The golden directory ``accept`` writes to: ``--golden-dir``; else the one the
+    results' run used, found here as the project-relative path from the current
+    directory or as the recorded absolute path; else ``./golden``. A directory that
+    does not exist is refused (a new tree would be written where no test reads it)."""
+    if args.golden_dir:
+        return Path(args.golden_dir)
+    recorded = str(report.get("golden_dir") or "")
+    relative = report.get("golden_dir_in_project")
+    candidates = [Path(relative)] if relative else []
+    candidates += [Path(recorded)] if recorded else []
+    candidates.append(Path(DEFAULT_GOLDEN_DIR))
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    raise GoldenError(
+        "No golden directory to accept into. Received: the results' run used "
+        f"{recorded or '(not recorded)'}"
+        + (f" ({relative} in its project)" if relative else "")
+        + f", and none of {', '.join(str(c) for c in dict.fromkeys(candidates))} is a "
+        "directory here. Expected: run from the project root, or pass --golden-dir."
+    )
+
+
 def _base(root: Path, text: str) -> Path:
     """A check path: golden-dir relative or a filesystem path, with or without suffix.
 
@@ -134,7 +163,7 @@ def _shapes(side: dict[str, Any]) -> str:
 
 # --------------------------------------------------------------------------- commands
 def cmd_list(args: argparse.Namespace) -> int:
-    root = Path(args.golden_dir)
+    root = _root(args)
     rows = []
     for rel in golden.iter_checks(root):
         scope = golden.scope_of(rel) or "neutral"
@@ -159,7 +188,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    base = _base(Path(args.golden_dir), args.check)
+    base = _base(_root(args), args.check)
     g = golden.load(base)
     side = dict(g.sidecar)
     print(f"{base}.npz")
@@ -177,7 +206,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    root = Path(args.golden_dir)
+    root = _root(args)
     expected = golden.load(_base(root, args.expected))
     obtained = golden.load(_base(root, args.obtained), kind=expected.artifact.kind)
     result = compare(
@@ -243,7 +272,7 @@ def cmd_accept(args: argparse.Namespace) -> int:
     results = Path(args.results_dir)
     report = _read_report(results)
     settings = Settings(
-        golden_dir=Path(args.golden_dir),
+        golden_dir=_accept_root(args, report),
         reference=str(report.get("golden_backend") or "tensorflow"),
         update="all",
         allow_override=bool(args.override),
@@ -288,8 +317,13 @@ def cmd_accept(args: argparse.Namespace) -> int:
         accepted += 1
     for line in skipped:
         print(f"skipped {line}", file=sys.stderr)
-    print(f"{accepted} check(s) {'to accept' if args.dry_run else 'accepted'}", file=sys.stderr)
-    return 0
+    print(
+        f"{accepted} check(s) {'to accept' if args.dry_run else 'accepted'} into "
+        f"{settings.golden_dir}",
+        file=sys.stderr,
+    )
+    # Checks were chosen but none could be accepted: not a success a script may ignore.
+    return 1 if skipped and not accepted else 0
 
 
 def _orphan(path: Path) -> bool:
@@ -303,7 +337,7 @@ def _orphan(path: Path) -> bool:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    root = Path(args.golden_dir)
+    root = _root(args)
     doomed: list[Path] = []
     if args.report:
         try:
