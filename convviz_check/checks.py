@@ -101,10 +101,15 @@ class CheckRequest:
     inputs: np.ndarray | None = None
     label: str = ""
     profile: str | None = None
+    # An inputs thumbnail already made (a results dir's ``.inputs.png``), used when the
+    # images themselves are not at hand: ``golden accept`` writes the same preview.
+    thumbnail_strip: np.ndarray | None = None
 
     def thumbnail(self) -> np.ndarray | None:
-        if self.inputs is None or self.obtained.kind != "heatmap":
+        if self.obtained.kind != "heatmap":
             return None
+        if self.inputs is None:
+            return self.thumbnail_strip
         try:
             return inputs_thumbnail(self.inputs)
         except Exception:  # noqa: BLE001 - a thumbnail is only a picture

@@ -47,6 +47,12 @@ def test_list_shows_every_check_with_kind_and_flags_invalid_ones(tmp_path, capsy
     assert "INVALID" in out[2] and out[2].startswith("t.py/test_b/acts")
     assert main(["golden", "list", "--golden-dir", str(tmp_path), "--backend", "torch"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 1
+    # A truncated .npz with a valid sidecar is flagged too (show would refuse it).
+    npz = golden.files_of(tmp_path / "t.py/test_a/cam")[".npz"]
+    npz.write_bytes(npz.read_bytes()[:100])
+    assert main(["golden", "list", "--golden-dir", str(tmp_path)]) == 0
+    row = capsys.readouterr().out.splitlines()[1]
+    assert row.startswith("t.py/test_a/cam  INVALID: the .npz is not a readable archive"), row
 
 
 def test_show_prints_the_sidecar_and_verifies_the_content(tmp_path, capsys):
@@ -151,6 +157,26 @@ def test_accept_promotes_failed_and_missing_obtained_files(tmp_path, capsys):
     assert _value(gdir / "t.py/test_b/cam")[2, 2] == 1.0
     assert not (gdir / "t.py/test_c").exists()  # passed checks only with --all
     assert golden.files_of(gdir / "t.py/test_b/cam")[".png"].exists()
+
+
+def test_accept_writes_the_same_preview_as_a_pytest_update(tmp_path):
+    from convviz_check.report.pictures import inputs_thumbnail
+
+    thumb = inputs_thumbnail(np.full((1, 7, 7, 3), 0.8, np.float32))
+    res = _results_dir(tmp_path, [_entry("test_a", "missing", _peak(3, 3))])
+    obtained = res / "obtained/t.py/test_a/cam"
+    for path in golden.files_of(obtained).values():
+        path.unlink(missing_ok=True)
+    golden.save(obtained, Artifact.from_value(_peak(3, 3)), {"backend": "tensorflow"}, inputs=thumb)
+    gdir = tmp_path / "golden"
+    gdir.mkdir()
+    assert main(["golden", "accept", str(res), "--golden-dir", str(gdir)]) == 0
+    files = golden.files_of(gdir / "t.py/test_a/cam")
+    # The heatmap over its images, as the obtained preview (not a bare colour map).
+    assert (
+        files[".inputs.png"].read_bytes() == golden.files_of(obtained)[".inputs.png"].read_bytes()
+    )
+    assert files[".png"].read_bytes() == golden.files_of(obtained)[".png"].read_bytes()
 
 
 def test_accept_of_a_non_reference_backend_skips_with_the_ownership_reason(tmp_path, capsys):

@@ -12,6 +12,7 @@ import argparse
 import difflib
 import shutil
 import sys
+import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -177,6 +178,9 @@ def cmd_list(args: argparse.Namespace) -> int:
                 f"{','.join(sorted(set(side['dtype'].values())))}"
             )
             writer = side.get("backend") or "?"
+            problem = _archive_problem(files[".npz"])
+            if problem:
+                desc = f"INVALID: {problem} ({desc.strip()})"
         except GoldenError as e:
             desc, writer = f"INVALID: {str(e).splitlines()[0]}", "?"
         size = files[".npz"].stat().st_size if files[".npz"].exists() else 0
@@ -185,6 +189,23 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(row)
     print(f"{len(rows)} check(s) in {root}", file=sys.stderr)
     return 0
+
+
+def _archive_problem(npz: Path) -> str:
+    """Why the ``.npz`` cannot be read as an archive (missing, truncated, not a zip,
+    a Git LFS pointer), or ``""``: a cheap check of its directory and CRCs, not of the
+    content (``golden show`` verifies that)."""
+    if not npz.exists():
+        return "the .npz is missing"
+    try:
+        with zipfile.ZipFile(npz) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError):
+        head = npz.read_bytes()[:40]
+        if head.startswith(b"version https://git-lfs"):
+            return "the .npz is a Git LFS pointer (git lfs pull)"
+        return "the .npz is not a readable archive (truncated or corrupt)"
+    return f"the .npz entry {bad} is corrupt" if bad else ""
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -285,7 +306,8 @@ def cmd_accept(args: argparse.Namespace) -> int:
         label = f"{entry.get('nodeid')} :: {entry.get('check')}"
         if args.match and args.match not in label:
             continue
-        stored = golden.load(golden.inside(results, entry["obtained"]), kind=entry.get("kind"))
+        obtained_base = golden.inside(results, entry["obtained"])
+        stored = golden.load(obtained_base, kind=entry.get("kind"))
         rel = PurePosixPath(entry.get("rel") or entry["golden"])
         request = CheckRequest(
             name=str(entry.get("check")),
@@ -293,6 +315,7 @@ def cmd_accept(args: argparse.Namespace) -> int:
             obtained=stored.artifact,
             backend=str(entry.get("backend") or settings.reference),
             meta={k: v for k, v in stored.sidecar.items() if k not in _ARRAY_KEYS},
+            thumbnail_strip=golden.read_inputs(obtained_base),
         )
         place = golden.place(
             settings.golden_dir, rel, request.backend, settings.reference, args.override
