@@ -89,6 +89,17 @@ def test_diff_image_is_dark_for_equal_maps_and_bright_where_they_differ():
     assert (same_scale, moved_scale) == (0.0, 1.0)
 
 
+def test_diff_tiles_of_several_images_are_parted_by_white_gaps():
+    maps = np.zeros((3, 4, 4), np.float32)
+    img, _ = pictures.diff_image(
+        Artifact.from_value(maps, "heatmap"), Artifact.from_value(maps, "heatmap")
+    )
+    tile, gap = pictures.MIN_TILE, pictures._GAP
+    assert img.shape[1] == 3 * tile + 2 * gap
+    assert (img[:, tile : tile + gap] == 255).all()  # visible between near-black tiles
+    assert img[:, :tile].max() < 20
+
+
 def test_diff_image_is_scaled_to_its_own_maximum():
     small = Artifact.from_value(_heat(2, 3).arrays["value"] * 0.98, "heatmap")
     img, scale = pictures.diff_image(_heat(2, 3), small)

@@ -362,6 +362,7 @@ td.bad, tr.bad {{ color: #c00; font-weight: bold; }}
 pre {{ background: #f6f6f6; padding: .5em; white-space: pre-wrap; }}
 pre.cmd {{ background: #eef3ff; }}
 .scroll {{ overflow-x: auto; }} table.items {{ font-size: .9em; }}
+table.items td:first-child {{ white-space: nowrap; }}
 .begins {{ color: #c00; }}
 .facts, .paths {{ color: #555; font-size: .9em; }}
 </style></head><body>

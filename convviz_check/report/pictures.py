@@ -50,12 +50,12 @@ def _upscale(img: np.ndarray, min_side: int = MIN_TILE) -> np.ndarray:
     return np.repeat(np.repeat(img, k, axis=0), k, axis=1) if k > 1 else img
 
 
-def _hstack(tiles: list[np.ndarray]) -> np.ndarray:
-    """Tiles (uint8) side by side with black gaps."""
+def _hstack(tiles: list[np.ndarray], gap: int = 0) -> np.ndarray:
+    """Tiles (uint8) side by side with gaps of grey level ``gap`` (black by default)."""
     rgb = [t if t.ndim == 3 else np.stack([t] * 3, axis=-1) for t in tiles]
     h = max(t.shape[0] for t in rgb)
     w = sum(t.shape[1] for t in rgb) + _GAP * (len(rgb) - 1)
-    out = np.zeros((h, w, 3), np.uint8)
+    out = np.full((h, w, 3), gap, np.uint8)
     x = 0
     for t in rgb:
         out[: t.shape[0], x : x + t.shape[1]] = t[..., :3]
@@ -151,7 +151,11 @@ def thumbnail_tiles(strip: np.ndarray | None) -> list[np.ndarray]:
 
 
 def _heat_tiles(
-    maps: np.ndarray, scale: float, colormap: str, under: list[np.ndarray] | None = None
+    maps: np.ndarray,
+    scale: float,
+    colormap: str,
+    under: list[np.ndarray] | None = None,
+    gap: int = 0,
 ) -> np.ndarray:
     tiles = []
     for i, m in enumerate(maps[:MAX_TILES]):
@@ -163,7 +167,7 @@ def _heat_tiles(
             tiles.append(overlay(base, unit, colormap=colormap))
         else:
             tiles.append(_upscale(colorize(unit, colormap)))
-    return _hstack(tiles)
+    return _hstack(tiles, gap)
 
 
 # --------------------------------------------------------------------------- pictures
@@ -212,7 +216,8 @@ def diff_image(
             return None
         d = np.abs(e - o)
         scale = float(d.max()) if d.size else 0.0
-        return _heat_tiles(d, scale, "magma"), scale
+        # White gaps: a diff is mostly near-black, where black gaps would not show.
+        return _heat_tiles(d, scale, "magma", gap=255), scale
     if expected.kind == "pattern":
         ep, op = _patterns(expected), _patterns(obtained)
         if len(ep) != len(op) or any(a.shape != b.shape for a, b in zip(ep, op, strict=True)):
