@@ -333,6 +333,14 @@ def cpu_facts() -> dict[str, Any]:
     return {"instruction_set": isa, "threads": threads}
 
 
+@dataclass
+class _UnusedGolden:
+    """One entry of pytest's terminal stats (other plugins read their ``__dict__``)."""
+
+    rel: str
+    count_towards_summary: bool = True
+
+
 class SessionHooks:
     """Session-level hooks (registered at configure; state lives in ``config.stash``)."""
 
@@ -427,6 +435,12 @@ class SessionHooks:
                 tr.write_line(
                     "  no test in this complete run used them; delete them with "
                     "--convviz-unused=delete, or fail on them with --convviz-unused=fail"
+                )
+            elif state.unused_mode == "fail":
+                # Counted in pytest's closing line ("3 passed, 1 unused golden"), which
+                # otherwise reads as a success while the run exits 1.
+                tr.stats.setdefault("unused golden", []).extend(
+                    _UnusedGolden(rel) for rel in state.unused
                 )
         elif state.unused_note and state.config.option.verbose > 0:
             tr.write_line(f"convviz: unused goldens not judged: {state.unused_note}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -563,6 +564,8 @@ def test_unused_golden_fails_the_run_with_fail(project):
     result.stdout.fnmatch_lines(
         ["*1 golden(s) unused (failing the run)*", "  test_life.py/test_gone/cam"]
     )
+    # The closing line says why the run failed.
+    assert re.search(r"=+ 2 passed, 1 skipped, (.+, )?1 unused golden in ", result.stdout.str())
 
 
 def test_unused_golden_is_deleted_with_delete(project):
