@@ -383,14 +383,13 @@ def _prepare(
 ) -> tuple[_Model, np.ndarray]:
     from . import backends
     from . import graph as graph_lib
+    from .explain.cam import single_output_model
     from .explain.inputs import as_image_batch, check_batch_size
 
     graph_lib.flatten(model)  # refuses subclassed / unbuilt models first
     check_batch_size(batch_size)
     batch = as_image_batch(images, model)
-    from .explain.cam import single_output_model
-
-    model = single_output_model(model, output)
+    model = single_output_model(model, output)  # the tracked output alone
     flat = graph_lib.flatten(model)
     shape = tuple(flat.outputs[0].shape)
     if len(shape) != 2 or shape[-1] is None:

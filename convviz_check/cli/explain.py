@@ -137,7 +137,8 @@ def filters_plan(model: Any, layer: str | None, wanted: int) -> tuple[str, int, 
     :func:`~convviz_check.graph_targets.default_filters_layer`, the deepest conv map
     wider than 8 cells), its channel count, and how many filters to draw."""
     from .. import graph as graph_lib
-    from ..graph_targets import default_filters_layer, map_layers, short_list
+    from ..explain.filters import BORDER
+    from ..graph_targets import default_filters_layer, map_layers, short_list, spatial_side
 
     maps = map_layers(model)
     if layer is None:
@@ -148,9 +149,6 @@ def filters_plan(model: Any, layer: str | None, wanted: int) -> tuple[str, int, 
         raise GraphError(
             f"{what} for --filters-layer. Received: {layer!r}. Expected one of: {short_list(maps)}"
         )
-    from ..explain.filters import BORDER
-    from ..graph_targets import spatial_side
-
     side = spatial_side(model, layer)
     if side is not None and side <= 2 * BORDER:  # refused here, before anything is written
         raise InputError(

@@ -141,7 +141,10 @@ def _warn_non_finite(result: dict[str, np.ndarray]) -> None:
     """Warn (:class:`ConvvizWarning`) when a layer's activations hold NaN or inf: the
     images were finite, so the model made them (a log or a division of a value it
     cannot take), and a picture of them is blank. Returned as they are, to debug."""
-    bad = {n: float(np.mean(~np.isfinite(a))) for n, a in result.items()}
+    # A sum is NaN or inf when any value is (one fast pass, no boolean copy); only then
+    # count them (a finite sum that overflowed counts none, and warns of nothing).
+    suspects = [n for n, a in result.items() if not np.isfinite(a.sum())]
+    bad = {n: float(np.mean(~np.isfinite(result[n]))) for n in suspects}
     bad = {n: f for n, f in bad.items() if f > 0}
     if not bad:
         return
