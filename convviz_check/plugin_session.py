@@ -90,6 +90,9 @@ class SessionState:
     collected_files: set[str] = field(default_factory=set)
     collected_tests: set[str] = field(default_factory=set)
     failed: bool = False
+    # pytest's test loop ran (not --fixtures, --fixtures-per-test or another command
+    # that collects and stops): only such a run may find goldens unused.
+    ran_tests: bool = False
     unused: list[str] = field(default_factory=list)
     unused_note: str = ""
     deleted: list[str] = field(default_factory=list)
@@ -355,6 +358,13 @@ class SessionHooks:
         self.state.collected_tests.update(_test_dir(i.nodeid, i.name) for i in session.items)
 
     @pytest.hookimpl(wrapper=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> Any:
+        # Entered by a run that executes its selection; `pytest --fixtures` and
+        # `--fixtures-per-test` collect, print and finish the session without it.
+        self.state.ran_tests = True
+        return (yield)
+
+    @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Any:
         # A test whose golden checks the gate profile does not judge (activations or
         # filter patterns under "retrain") ran them to the end (a later heatmap check
@@ -483,8 +493,10 @@ def _selects_tests(config: pytest.Config) -> bool:
 def _judge_unused(state: SessionState, session: pytest.Session, exitstatus: int) -> None:
     """Find goldens of the running backend's scope that no test touched.
 
-    Judged only for a run that passed and ran its selection completely: a failed test
-    may have stopped before its checks. Goldens of skipped or deselected tests do not
+    Judged only for a run that executed its tests (not ``--collect-only``,
+    ``--fixtures``, ``--fixtures-per-test``, ``--setup-only`` or ``--setup-plan``),
+    passed and ran its selection completely: a failed test may have stopped before its
+    checks. Goldens of skipped or deselected tests do not
     count; with explicit paths only the collected files' goldens are judged, and where
     an argument names tests (``file.py::test``) only the collected tests' goldens (a
     golden of a test the run did not select is never unused, so never deleted).
@@ -492,6 +504,12 @@ def _judge_unused(state: SessionState, session: pytest.Session, exitstatus: int)
     config = state.config
     if config.option.collectonly:
         state.unused_note = "collect-only run"
+        return
+    if not state.ran_tests:
+        state.unused_note = "no test was run (e.g. --fixtures or --fixtures-per-test)"
+        return
+    if getattr(config.option, "setuponly", False) or getattr(config.option, "setupplan", False):
+        state.unused_note = "--setup-only / --setup-plan run no test bodies"
         return
     if state.failed or exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
         state.unused_note = "the run failed or was interrupted"

@@ -666,3 +666,19 @@ def test_xdist_update_then_verify_writes_each_file_once_and_merges(project):
         "test_x.py/test_many[9]/acts",
         "test_x.py/test_many[9]/cam",
     ]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("--fixtures",), ("--fixtures", "-q"), ("--fixtures-per-test",), ("--setup-only",)],
+)
+def test_commands_that_run_no_test_never_judge_unused_goldens(project, args):
+    before = _unused_project(project)
+    result = project.runpytest(*args, "--convviz-unused=delete")
+    assert "golden(s) unused" not in result.stdout.str()
+    assert "golden(s) deleted" not in result.stdout.str()
+    assert _golden_files(project) == before
+    # the ini key says the same as the flag
+    project.makeini(project.path.joinpath("tox.ini").read_text() + "convviz_unused = delete\n")
+    project.runpytest(*args)
+    assert _golden_files(project) == before
