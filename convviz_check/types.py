@@ -221,6 +221,24 @@ class MetricResult:
     direction: str = "max"
     note: str = ""
 
+    @classmethod
+    def judge(
+        cls, name: str, value: float, bound: float | None, direction: str = "max", note: str = ""
+    ) -> MetricResult:
+        """The one pass rule: an error (``"max"``) passes at or below its bound, a
+        similarity (``"min"``) at or above it; NaN never passes a bound; no bound
+        (``None``): reported, not judged (always ok)."""
+        if direction not in ("max", "min"):
+            raise InputError(f"direction must be 'max' or 'min'. Received: direction={direction!r}")
+        value = float(value)
+        if bound is None:
+            ok = True
+        elif direction == "max":
+            ok = value <= bound
+        else:
+            ok = value >= bound
+        return cls(name, value, None if bound is None else float(bound), bool(ok), direction, note)
+
     @property
     def distance(self) -> float:
         """Distance to the bound (see :func:`bound_distance`); a failed metric with
