@@ -85,18 +85,26 @@ def _reference_curves(model, images, maps, classes, steps, baseline, metric, log
     return np.array(aucs), np.array(curves)
 
 
+def _rise_kernel(sigma: float = 5.0) -> np.ndarray:
+    """The RISE evaluation code's ``gkern(11, sigma)``, line for line: scipy's
+    gaussian_filter (its defaults) of an 11 x 11 Dirac."""
+    from scipy.ndimage import gaussian_filter
+
+    dirac = np.zeros((11, 11))
+    dirac[5, 5] = 1
+    return gaussian_filter(dirac, sigma)
+
+
 def _reference_blur(images: np.ndarray, sigma: float = 5.0) -> np.ndarray:
-    """Separable Gaussian, 11 taps (radius 5), edges mirrored (d c b a | a b c d)."""
-    x = np.arange(-5, 6, dtype=np.float64)
-    kernel = np.exp(-(x**2) / (2 * sigma**2))
-    kernel /= kernel.sum()
-    out = images.astype(np.float64)
-    for axis in (1, 2):
-        pad = [(0, 0)] * 4
-        pad[axis] = (5, 5)
-        padded = np.pad(out, pad, mode="symmetric")
-        size = out.shape[axis]
-        out = sum(kernel[t] * np.take(padded, range(t, t + size), axis=axis) for t in range(11))
+    """RISE's ``conv2d(x, kern, padding=5)``: each channel alone, zeros outside the
+    image, the 121 taps summed one by one."""
+    kern = _rise_kernel(sigma)
+    n, h, w, c = images.shape
+    padded = np.pad(images.astype(np.float64), [(0, 0), (5, 5), (5, 5), (0, 0)])
+    out = np.zeros((n, h, w, c))
+    for dy in range(11):
+        for dx in range(11):
+            out += kern[dy, dx] * padded[:, dy : dy + h, dx : dx + w]
     return out
 
 
@@ -123,16 +131,26 @@ def test_deletion_default_baseline_is_zero_and_insertion_default_is_the_blur():
     deleted = ff.deletion(model, x, maps, classes, steps=4)
     inserted = ff.insertion(model, x, maps, classes, steps=4)
     assert deleted.baseline == "zero"
-    assert inserted.baseline == "blur (Gaussian, sigma 5 px)"
+    assert inserted.baseline == "blur (RISE's 11-px kernel, sigma 5, zero padding)"
     ref_del, _ = _reference_curves(model, x, maps, classes, 4, np.zeros_like(x), "deletion")
     ref_ins, _ = _reference_curves(model, x, maps, classes, 4, _reference_blur(x), "insertion")
     np.testing.assert_allclose(deleted.auc, ref_del, atol=AUC_ATOL)
     np.testing.assert_allclose(inserted.auc, ref_ins, atol=AUC_ATOL)
 
 
-def test_blur_matches_an_11_tap_gaussian_with_mirrored_edges():
+def test_blur_is_the_rise_evaluation_codes_kernel_with_zero_padding():
     x = _images(2, (9, 14, 3))
     np.testing.assert_allclose(ff.blurred(x), _reference_blur(x), atol=1e-6)
+    np.testing.assert_allclose(ff.blurred(x, sigma=2.0), _reference_blur(x, sigma=2.0), atol=1e-6)
+    np.testing.assert_allclose(np.outer(ff.blur_kernel(), ff.blur_kernel()), _rise_kernel())
+
+
+def test_the_blur_darkens_the_edges_as_zero_padding_does():
+    ones = np.ones((1, 30, 30, 1), np.float32)
+    got = ff.blurred(ones)[0, ..., 0]
+    assert got[15, 15] == pytest.approx(1.0, abs=1e-6)  # every tap inside the image
+    half = _rise_kernel()[5:, 5:].sum()  # a corner sees a quarter of the kernel
+    assert got[0, 0] == pytest.approx(half, abs=1e-6) and half < 0.4
 
 
 def test_mean_and_array_baselines():
