@@ -37,7 +37,7 @@ import numpy as np
 from . import storage
 from .errors import InputError, LocalizationError, describe_array
 from .report.localization import failure_text, overlay_figure
-from .types import Box, GradCAM, Localization
+from .types import Box, GradCAM, Heatmaps, Localization, MetricResult, Outcome
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -46,6 +46,7 @@ __all__ = [
     "energy_in_box",
     "heatmap_box",
     "iou",
+    "judge_localized",
     "measure",
     "pointing_game",
 ]
@@ -72,39 +73,18 @@ class _Map:
 
 
 def _as_map(heatmap: Any) -> _Map:
+    """One heatmap, by the one heatmap rule (:meth:`Heatmaps.of`): a constant map,
+    all zeros included, is degenerate and measured as all zeros."""
+    maps = Heatmaps.of(heatmap, role="heatmap")
+    if len(maps) != 1:
+        raise InputError(
+            "Localization metrics take one heatmap. Received "
+            f"{describe_array('heatmap', maps.maps)}: {len(maps)} maps. Index a GradCAM "
+            "(cam[i]) or pass one (h, w) map."
+        )
     if isinstance(heatmap, GradCAM):
-        if len(heatmap) != 1:
-            raise InputError(
-                "Localization metrics take one heatmap; the GradCAM holds "
-                f"{len(heatmap)} images. Index it: cam[i]. Received: "
-                f"{describe_array('cam.heatmap', heatmap.heatmap)}"
-            )
-        degenerate = bool(np.asarray(heatmap.degenerate).reshape(-1)[0])
-        values = np.asarray(heatmap.heatmap[0], dtype=np.float32)
-        if degenerate:
-            values = np.zeros_like(values)
-        return _Map(values, _shape2(heatmap.image_shape, "cam.image_shape"), degenerate)
-    try:
-        values = np.asarray(heatmap)
-    except Exception as exc:  # noqa: BLE001 - say what was received
-        raise InputError(
-            f"heatmap must be an array (h, w) or a GradCAM. Received: {type(heatmap).__name__}"
-        ) from exc
-    if values.ndim == 3 and values.shape[0] == 1:
-        values = values[0]
-    if values.ndim != 2 or values.size == 0 or not np.issubdtype(values.dtype, np.number):
-        raise InputError(
-            "heatmap must be a non-empty numeric array of shape (h, w) (or (1, h, w)), or a "
-            f"one-image GradCAM. Received: {describe_array('heatmap', values)}"
-        )
-    values = values.astype(np.float32)
-    if not np.all(np.isfinite(values)):
-        raise InputError(
-            "heatmap contains NaN or inf; a map with no finite meaning cannot be measured. "
-            f"Received: {describe_array('heatmap', values)} with "
-            f"{int(np.sum(~np.isfinite(values)))} non-finite values"
-        )
-    return _Map(values, None, False)
+        _shape2(heatmap.image_shape, "cam.image_shape")
+    return _Map(maps.maps[0], maps.image_shape, bool(maps.degenerate[0]))
 
 
 def _shape2(shape: Any, name: str) -> tuple[int, int]:
@@ -447,6 +427,97 @@ def _bound(value: Any, name: str) -> float | None:
     return float(value)
 
 
+def judge_localized(
+    cam_or_heatmap: Any,
+    target: Box | np.ndarray,
+    pointing: bool = True,
+    min_energy: float | None = None,
+    min_iou: float | None = None,
+    *,
+    image: np.ndarray | None = None,
+    image_shape: Any = None,
+    tolerance_px: float = 0,
+    threshold: float = DEFAULT_THRESHOLD,
+) -> Outcome:
+    """Judge whether a heatmap lands on ``target``; :func:`assert_localized` is this
+    judgment, raised when it fails. Same arguments as :func:`assert_localized`.
+
+    Returns:
+        An :class:`~convviz_check.types.Outcome` (judgment ``"localization"``): the
+        metrics ``pointing`` (1 for a hit), ``energy`` and ``iou`` against the bounds
+        asked for (a metric not asked for is reported without a bound), the facts of
+        the one image, and the overlay picture (heatmap over ``image`` or grey, target
+        in green, the heatmap's box in cyan, the peak in magenta).
+    """
+    e_min = _bound(min_energy, "min_energy")
+    i_min = _bound(min_iou, "min_iou")
+    if not pointing and e_min is None and i_min is None:
+        raise InputError(
+            "assert_localized has nothing to assert. Received: pointing=False, "
+            "min_energy=None, min_iou=None. Expected pointing=True or a bound."
+        )
+    if image_shape is None and image is not None and not isinstance(cam_or_heatmap, GradCAM):
+        if isinstance(target, Box):
+            image_shape = np.shape(image)[:2]
+    result = measure(
+        cam_or_heatmap, target, image_shape, tolerance_px=tolerance_px, threshold=threshold
+    )
+    hm = _as_map(cam_or_heatmap)
+    failures = []
+    if result.degenerate and isinstance(cam_or_heatmap, GradCAM):
+        failures.append(
+            "the Grad-CAM map is degenerate (the class score barely depends on the "
+            "layer; the map is all zeros): it cannot localize anything"
+        )
+    elif result.degenerate:
+        failures.append("the heatmap is constant (all zero or flat): it points nowhere")
+    metrics = {
+        "pointing": MetricResult.judge(
+            "pointing", float(result.pointing), 1.0 if pointing else None, "min"
+        ),
+        "energy": MetricResult.judge("energy", result.energy, e_min, "min"),
+        "iou": MetricResult.judge("iou", result.iou, i_min, "min"),
+    }
+    if pointing and not result.pointing and not failures:
+        failures.append("pointing game missed: the peak is outside the target")
+    if e_min is not None and not metrics["energy"].ok:
+        failures.append(f"energy in target {result.energy:.3f} < min_energy {e_min:.3f}")
+    if i_min is not None and not metrics["iou"].ok:
+        failures.append(f"IoU {result.iou:.3f} < min_iou {i_min:.3f} (threshold {threshold})")
+    box_target = isinstance(target, Box)
+    mask = None if box_target else _mask_of(target)
+    picture = overlay_figure(hm.values, result, mask, image)
+    facts = _facts(result, tolerance_px, threshold)
+    if failures:
+        lead = "Heatmap is not localized on the target: " + "; ".join(failures) + "."
+        message = failure_text(result, failures, tolerance_px, box_target)
+        return Outcome(
+            "localization", "failed", lead, message, metrics, {"image": facts}, {"overlay": picture}
+        )
+    lead = (
+        f"the heatmap lands on the target (pointing {'hit' if result.pointing else 'not asked'}"
+        f", energy {result.energy:.3f}, IoU {result.iou:.3f})"
+    )
+    return Outcome(
+        "localization", "passed", lead, "", metrics, {"image": facts}, {"overlay": picture}
+    )
+
+
+def _facts(result: Localization, tolerance_px: float, threshold: float) -> dict[str, Any]:
+    return {
+        "pointing": result.pointing,
+        "energy": result.energy,
+        "iou": result.iou,
+        "peak": [[int(r), int(c)] for r, c in result.peaks[:5]],
+        "target_box": list(result.target_box.to_tuple()),
+        "heatmap_box": None if result.heatmap_box is None else list(result.heatmap_box.to_tuple()),
+        "image_shape": list(result.image_shape),
+        "degenerate": result.degenerate,
+        "tolerance_px": tolerance_px,
+        "threshold": threshold,
+    }
+
+
 def assert_localized(
     cam_or_heatmap: Any,
     target: Box | np.ndarray,
@@ -464,12 +535,13 @@ def assert_localized(
     """Assert that a heatmap lands on ``target``.
 
     Checks the pointing game (``pointing=True``), a minimum energy in the target and a
-    minimum IoU, as requested; a degenerate GradCAM always fails (its map says
-    nothing). On failure, the ``AssertionError`` gives the peak vs the target box, the
-    energy, the IoU and the heatmap's own box, and, when ``results_dir`` is given, an
-    overlay PNG (heatmap on ``image``, or on grey, with the target drawn in green, the
-    heatmap box in cyan and the peak in magenta) is saved there as ``<name>.png`` and
-    its path is named in the message.
+    minimum IoU, as requested; a degenerate map (a degenerate GradCAM, or a constant
+    map) always fails (it says nothing). On failure, the ``AssertionError`` gives the
+    peak vs the target box, the energy, the IoU and the heatmap's own box, and, when
+    ``results_dir`` is given, an overlay PNG (heatmap on ``image``, or on grey, with
+    the target drawn in green, the heatmap box in cyan and the peak in magenta) is
+    saved there as ``<name>.png`` and its path is named in the message. In a test, the
+    fixture's ``convviz.assert_localized`` also records the result in the report.
 
     Args:
         cam_or_heatmap: one-image ``GradCAM`` or ``(h, w)`` array.
@@ -494,54 +566,29 @@ def assert_localized(
         >>> assert_localized(hm, Box(0, 0, 4, 4), min_energy=0.9)  # passes silently
     """
     __tracebackhide__ = True
-    e_min = _bound(min_energy, "min_energy")
-    i_min = _bound(min_iou, "min_iou")
-    if not pointing and e_min is None and i_min is None:
-        raise InputError(
-            "assert_localized has nothing to assert. Received: pointing=False, "
-            "min_energy=None, min_iou=None. Expected pointing=True or a bound."
-        )
-    if image_shape is None and image is not None and not isinstance(cam_or_heatmap, GradCAM):
-        if isinstance(target, Box):
-            image_shape = np.shape(image)[:2]
-    result = measure(
-        cam_or_heatmap, target, image_shape, tolerance_px=tolerance_px, threshold=threshold
+    outcome = judge_localized(
+        cam_or_heatmap,
+        target,
+        pointing,
+        min_energy,
+        min_iou,
+        image=image,
+        image_shape=image_shape,
+        tolerance_px=tolerance_px,
+        threshold=threshold,
     )
-    failures = []
-    if result.degenerate:
-        failures.append(
-            "the Grad-CAM map is degenerate (the class score barely depends on the "
-            "layer; the map is all zeros): it cannot localize anything"
-        )
-    elif float(_as_map(cam_or_heatmap).values.max()) <= 0.0:
-        failures.append("the heatmap is all zero (no positive value): it points nowhere")
-    if pointing and not result.pointing and not failures:
-        failures.append("pointing game missed: the peak is outside the target")
-    if e_min is not None and not result.energy >= e_min:
-        failures.append(f"energy in target {result.energy:.3f} < min_energy {e_min:.3f}")
-    if i_min is not None and not result.iou >= i_min:
-        failures.append(f"IoU {result.iou:.3f} < min_iou {i_min:.3f} (threshold {threshold})")
-    if not failures:
+    if outcome.ok:
         return
-    message = failure_text(result, failures, tolerance_px, isinstance(target, Box))
+    message = outcome.message
     if results_dir is not None:
-        path = _save_overlay(cam_or_heatmap, result, target, image, Path(results_dir), name)
+        path = save_picture(Path(results_dir), name, outcome.pictures["overlay"])
         message += f"\n  overlay: {path}"
     raise AssertionError(message)
 
 
-def _save_overlay(
-    cam_or_heatmap: Any,
-    result: Localization,
-    target: Box | np.ndarray,
-    image: np.ndarray | None,
-    results_dir: Path,
-    name: str,
-) -> Path:
-    """Draw the failure's overlay into ``results_dir`` as ``<name>.png`` (each part of
-    ``name`` sanitized; ``/`` makes subfolders)."""
-    mask = None if isinstance(target, Box) else _mask_of(target)
-    picture = overlay_figure(_as_map(cam_or_heatmap).values, result, mask, image)
+def save_picture(results_dir: Path, name: str, picture: np.ndarray) -> Path:
+    """Write ``picture`` into ``results_dir`` as ``<name>.png`` (each part of ``name``
+    sanitized; ``/`` makes subfolders)."""
     parts = [storage.sanitize_part(p) for p in str(name).replace("\\", "/").split("/") if p]
     rel = Path(*parts) if parts else Path("localization")
     return storage.write_png(results_dir / rel.parent / f"{rel.name}.png", picture)

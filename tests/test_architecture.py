@@ -45,6 +45,7 @@ CORE = (
     "convviz_check.golden",
     "convviz_check.checks",
     "convviz_check.report",
+    "convviz_check.judge",
     "convviz_check.crossbackend.pool",
     "convviz_check.crossbackend.agreement",
     "convviz_check.crossbackend.requests",

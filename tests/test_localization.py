@@ -100,9 +100,15 @@ def test_pointing_game_tie_within_tolerance_counts_every_tied_pixel():
     assert not pointing_game(hm, box, tolerance_px=2)
 
 
-def test_flat_positive_map_points_only_at_a_box_covering_the_image():
+def test_a_flat_map_is_degenerate_and_points_nowhere_even_at_a_box_covering_the_image():
+    # One degenerate rule for every judgment: a constant map ranks no pixel.
     flat = np.full((4, 4), 0.5, np.float32)
     assert not pointing_game(flat, Box(0, 0, 4, 3))
+    assert not pointing_game(flat, Box(0, 0, 4, 4))
+    result = measure(flat, Box(0, 0, 4, 4))
+    assert result.degenerate and result.energy == 0.0 and result.heatmap_box is None
+    # one cell above the rest is no longer flat: it points
+    flat[1, 2] = 0.6
     assert pointing_game(flat, Box(0, 0, 4, 4))
 
 
@@ -174,7 +180,7 @@ def test_gradcam_input_is_resized_to_its_image_shape():
 
 
 def test_gradcam_holding_several_images_is_refused():
-    cam = make_cam(np.ones((2, 2)))
+    cam = make_cam(np.array([[1.0, 0.5], [0.5, 0.5]]))
     two = GradCAM(
         **{
             **{f: getattr(cam, f) for f in ("score_kind", "layer", "image_shape")},
@@ -258,7 +264,7 @@ def test_box_outside_the_image_is_refused(box):
 
 
 def test_box_outside_the_image_shape_is_refused_not_the_heatmap_shape():
-    assert pointing_game(np.ones((2, 2)), Box(0, 0, 8, 8), image_shape=(8, 8))
+    assert pointing_game(np.eye(2), Box(0, 0, 8, 8), image_shape=(8, 8))
     with pytest.raises(LocalizationError, match="8x8"):
         energy_in_box(np.ones((2, 2)), Box(0, 0, 9, 8), image_shape=(8, 8))
 
@@ -531,7 +537,13 @@ def test_fixture_assert_localized_saves_the_overlay_under_the_results_dir(pytest
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*pointing game missed*", "*peak: (y=1, x=1)*", "*overlay:*"])
     written = sorted(p.relative_to(pytester.path) for p in pytester.path.rglob("*.png"))
-    assert [str(p) for p in written] == ["out/test_loc.py/test_points/localized-2.png"]
+    # every judgment's picture is recorded (the report shows passed ones too); the
+    # failure names its own
+    assert [str(p) for p in written] == [
+        "out/images/test_loc.py/test_points/localized-1.overlay.png",
+        "out/images/test_loc.py/test_points/localized-2.overlay.png",
+    ]
+    result.stdout.fnmatch_lines(["*overlay: *localized-2.overlay.png"])
 
 
 # --------------------------------------------------------------------- layering

@@ -12,6 +12,7 @@ import pytest
 from convviz_check.artifacts import Artifact
 from convviz_check.crossbackend import agreement as ag
 from convviz_check.report import agreement as text
+from convviz_check.report.comparison import exact
 from convviz_check.types import TECHNIQUES, Comparison, MetricResult, Tolerance
 from tests.test_agreement import synthetic_results
 
@@ -71,7 +72,7 @@ def test_bounds_are_printed_exactly_as_set() -> None:
     [(0.99999, "0.99999"), (5e-06, "5e-06"), (1e-4, "0.0001"), (0.0, "0"), (2.0, "2"), (None, "")],
 )
 def test_exact_is_the_shortest_text_that_reads_back(bound, expected) -> None:
-    assert text.exact(bound) == expected
+    assert exact(bound) == expected
     if bound is not None:
         assert float(expected) == bound
 

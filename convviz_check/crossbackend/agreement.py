@@ -17,180 +17,20 @@ from __future__ import annotations
 import concurrent.futures
 import itertools
 import json
-import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ..artifacts import Artifact
 from ..errors import ConvvizError, InputError
+from ..judge.agreement import AgreementReport, PairComparison, Results
 from ..metrics import compare
 from ..render import deprocess_image
-from ..types import BACKENDS, ITEM_UNIT, KIND_OF, TECHNIQUES, Comparison, MetricResult, Tolerance
+from ..types import BACKENDS, ITEM_UNIT, KIND_OF, TECHNIQUES, Tolerance
 from .pool import WorkerPool, default_pool, parse_backends, require_backends
 from .requests import artifact_params, as_images, check_techniques, model_spec
-
-# One backend's results: technique -> artifact.
-Results = dict[str, Artifact]
-
-
-# --------------------------------------------------------------------------------------
-# The report
-# --------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class PairComparison:
-    """One technique compared between two backends (``expected`` is the earlier one in
-    the backend order)."""
-
-    artifact: str
-    expected: str
-    obtained: str
-    comparison: Comparison | None
-    error: str = ""
-
-    @property
-    def passed(self) -> bool:
-        return self.comparison is not None and self.comparison.passed and not self.error
-
-    @property
-    def worst_item(self) -> str:
-        if self.comparison is None:
-            return ""
-        return str(self.comparison.details.get("worst_item", ""))
-
-    @property
-    def pair(self) -> str:
-        return f"{self.expected}|{self.obtained}"
-
-    @property
-    def distance(self) -> float:
-        """How far the pair is from its bounds (the largest
-        :attr:`~convviz_check.types.MetricResult.distance`): <= 1 passes; a failing
-        pair is always beyond 1, a pair that could not be compared infinitely far."""
-        if self.comparison is None:
-            return math.inf
-        worst = max((m.distance for m in self.comparison.metrics.values()), default=0.0)
-        return worst if self.comparison.passed else max(worst, 1.0 + 1e-9)
-
-    def to_dict(self) -> dict[str, Any]:
-        metrics = self.comparison.metrics if self.comparison is not None else {}
-        return {
-            "artifact": self.artifact,
-            "expected": self.expected,
-            "obtained": self.obtained,
-            "passed": self.passed,
-            "error": self.error,
-            "worst_item": self.worst_item,
-            "metrics": {name: m.to_dict() for name, m in metrics.items()},
-            "text": self.comparison.text if self.comparison is not None else "",
-        }
-
-
-@dataclass
-class AgreementReport:
-    """Outcome of :func:`agreement` (or :func:`~.export.compare_exported`).
-
-    Attributes:
-        model: the model source.
-        backends: the backends compared, in order (the first is the reference).
-        what: the techniques compared.
-        pairs: one :class:`PairComparison` per technique and backend pair.
-        notes: plain facts that lead the report (top class differs, fingerprint
-            differs, degenerate maps).
-        problems: failures that are not a metric (missing result, heatmaps of
-            different classes on the export route); any problem fails the report.
-        info: per backend: versions, threads, model fingerprint.
-        subjects: per technique, what was compared (layers, classes, filters).
-        results: backend -> technique -> :class:`~convviz_check.artifacts.Artifact`,
-            the arrays each backend computed (Grad-CAM after the class alignment), for
-            the pictures (:func:`convviz_check.report.agreement.write_pictures`,
-            ``convviz-check agree --out DIR``). They are kept as long as the report:
-            every compared layer's activations for every image, the heatmaps and the
-            filter patterns, once per backend (measured: 3 x 2.8 MB for the bundled
-            convnet's 7 layers on 4 scenes of 64x64 with 8 filter patterns; 3 x 0.9 MB
-            for MobileNetV3Small's 34 layers on 2 images of 64x64, without patterns);
-            ``report.results.clear()`` frees them (the table and :meth:`to_dict` need
-            none of it). Not part of :meth:`to_dict`, equality or ``repr``.
-        inputs: a thumbnail strip of the first input images (uint8, at most 8 tiles
-            of 64x64: :func:`convviz_check.report.pictures.inputs_thumbnail`), to draw
-            heatmaps over; None where the images are not known (the export route).
-    """
-
-    model: str
-    backends: tuple[str, ...]
-    what: tuple[str, ...]
-    pairs: list[PairComparison] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-    info: dict[str, dict[str, Any]] = field(default_factory=dict)
-    subjects: dict[str, str] = field(default_factory=dict)
-    results: dict[str, Results] = field(default_factory=dict, compare=False, repr=False)
-    inputs: np.ndarray | None = field(default=None, compare=False, repr=False)
-
-    @property
-    def reference(self) -> str:
-        return self.backends[0]
-
-    @property
-    def passed(self) -> bool:
-        return not self.problems and all(p.passed for p in self.pairs)
-
-    def __bool__(self) -> bool:
-        return self.passed
-
-    def failures(self) -> list[PairComparison]:
-        return [p for p in self.pairs if not p.passed]
-
-    def metric_names(self, artifact: str) -> list[str]:
-        names: dict[str, None] = {}
-        for p in self.pairs:
-            if p.artifact == artifact and p.comparison is not None:
-                names.update(dict.fromkeys(p.comparison.metrics))
-        return list(names)
-
-    def matrix(self, artifact: str, metric: str) -> dict[str, dict[str, MetricResult | None]]:
-        """Backend x backend matrix of one metric of one technique (the worst item of
-        each pair; symmetric, None on the diagonal and where not measured)."""
-        out: dict[str, dict[str, MetricResult | None]] = {
-            a: {b: None for b in self.backends} for a in self.backends
-        }
-        for p in self.pairs:
-            if p.artifact == artifact and p.comparison is not None:
-                m = p.comparison.metrics.get(metric)
-                out[p.expected][p.obtained] = m
-                out[p.obtained][p.expected] = m
-        return out
-
-    def worst(self, artifact: str) -> tuple[PairComparison, str] | None:
-        """The pair and item (layer, image or filter) farthest from their bounds for
-        ``artifact`` (:attr:`PairComparison.distance`; a failing pair first)."""
-        pairs = [p for p in self.pairs if p.artifact == artifact]
-        if not pairs:
-            return None
-        worst = max(pairs, key=lambda p: p.distance)  # the first of equals
-        return worst, worst.worst_item
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready summary (for ``report.json`` and ``convviz-check agree --json``)."""
-        return {
-            "passed": self.passed,
-            "model": self.model,
-            "backends": list(self.backends),
-            "what": list(self.what),
-            "notes": list(self.notes),
-            "problems": list(self.problems),
-            "subjects": dict(self.subjects),
-            "info": self.info,
-            "pairs": [p.to_dict() for p in self.pairs],
-        }
-
-    def __str__(self) -> str:
-        from ..report.agreement import render
-
-        return render(self)
 
 
 # --------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from typing import Any
 from .. import storage
 from ..types import ITEM_UNIT, MetricResult
 from .comparison import distinct_format, exact, field_name, first_out_of_bounds
+from .outcomes import is_judgment, judgment_card
 
 REPORT_VERSION = 1
 PARTS_DIR = ".convviz-parts"
@@ -260,6 +261,8 @@ def _images(entry: Mapping[str, Any], results_dir: Path) -> str:
 
 
 def _card(entry: Mapping[str, Any], results_dir: Path) -> str:
+    if is_judgment(entry):
+        return judgment_card(entry, results_dir, _anchor(entry))
     status = str(entry.get("status", "?"))
     commands = "".join(f"<pre class=cmd>{_e(c)}</pre>" for c in entry.get("commands") or [])
     return (
@@ -298,6 +301,15 @@ def _worst(entry: Mapping[str, Any]) -> float:
     return max(distances, default=float("inf"))
 
 
+def _headline(entry: Mapping[str, Any]) -> str:
+    """The line a summary shows after a failing entry's status: a judgment's lead, a
+    golden check's first line after its title."""
+    if is_judgment(entry):
+        return f" ({_e(entry.get('judgment'))}), {_e(entry.get('lead', ''))}"
+    lines = str(entry.get("message", "")).splitlines()
+    return f", {_e(lines[1])}" if len(lines) > 1 else ""
+
+
 def _summary(data: Mapping[str, Any], entries: list[Mapping[str, Any]]) -> str:
     counts = data.get("summary", {})
     badges = " ".join(
@@ -313,7 +325,7 @@ def _summary(data: Mapping[str, Any], entries: list[Mapping[str, Any]]) -> str:
     worst = sorted(bad, key=_worst, reverse=True)[:10]
     links = "".join(
         f"<li><a href='#{_anchor(e)}'>{_e(e.get('nodeid'))} :: {_e(e.get('check'))}</a> "
-        f"<small>{_e(e.get('status'))}{', ' + _e(str(e.get('message', '')).splitlines()[1]) if len(str(e.get('message', '')).splitlines()) > 1 else ''}</small></li>"
+        f"<small>{_e(e.get('status'))}{_headline(e)}</small></li>"
         for e in worst
     )
     listing = f"<h2>Worst checks</h2><ol>{links}</ol>" if links else "<p>Every check passed.</p>"
@@ -365,6 +377,7 @@ pre.cmd {{ background: #eef3ff; }}
 table.items td:first-child {{ white-space: nowrap; }}
 .begins {{ color: #c00; }}
 .facts, .paths {{ color: #555; font-size: .9em; }}
+.lead {{ font-weight: 600; }}
 </style></head><body>
 <h1>convviz_check report</h1>
 {_summary(data, entries)}
