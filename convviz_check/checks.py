@@ -34,6 +34,7 @@ from . import golden, tolerances
 from .artifacts import BOXES, Artifact
 from .errors import ComparisonError, GoldenError, LocalizationError
 from .metrics import check_boxes, compare, not_judged
+from .report.causes import cause_first
 from .report.pictures import inputs_thumbnail, write_check_images
 from .types import Comparison, Tolerance
 
@@ -90,6 +91,11 @@ class CheckRequest:
         label: who asked (a pytest node id), for the accept command of a report.
         profile: the gate profile; None: the ``profile`` of ``meta`` (a result being
             accepted keeps the profile it was checked under), else ``exact``.
+        note: a remark on how the value was computed (a GradCAM's ``note``), repeated
+            in a failure message; never stored.
+
+    A ``class_names`` list in ``meta`` (stored in the sidecar) names the classes in
+    the messages; without one, the golden's sidecar's.
     """
 
     name: str
@@ -104,6 +110,7 @@ class CheckRequest:
     # An inputs thumbnail already made (a results dir's ``.inputs.png``), used when the
     # images themselves are not at hand: ``golden accept`` writes the same preview.
     thumbnail_strip: np.ndarray | None = None
+    note: str = ""
 
     def thumbnail(self) -> np.ndarray | None:
         if self.obtained.kind != "heatmap":
@@ -430,9 +437,11 @@ class _Run:
         retrain = self.profile != tolerances.DEFAULT_PROFILE
         what = f"{r.obtained.kind}, profile {self.profile}" if retrain else r.obtained.kind
         lines = [f"convviz check {r.name!r} ({what}) does not match its golden."]
-        lines += self.plain
-        if self.comparison is not None:
-            lines += self.comparison.text.splitlines()
+        text = self.comparison.text.splitlines() if self.comparison is not None else []
+        names = r.meta.get("class_names") or expected.sidecar.get("class_names")
+        lines += cause_first(expected.artifact, r.obtained, self.plain + text, names)
+        if r.note and r.obtained.kind == "heatmap":
+            lines.append(f"note: {r.note}")
         bounds = "cross-backend" if cross else "same-backend"
         lines.append(
             f"golden: {self.place.target}.npz (written by {writer}; compared with "

@@ -65,6 +65,13 @@ class ConvvizWarning(UserWarning):
     """Warnings convviz_check emits (large goldens, skipped metrics...)."""
 
 
+class ClassScoreLayerWarning(ConvvizWarning):
+    """The automatic Grad-CAM layer is a class-score map (an all-convolutional head: a
+    convolution with one channel per class feeding the global pooling), so the heatmap
+    is that class's channel, not a weighting of features. Choose the layer: ``layer=``,
+    or for a whole test suite the ini key ``convviz_gradcam_layer``."""
+
+
 def describe_array(name: str, value: object) -> str:
     """Short ``name.shape=... dtype=...`` description for error messages."""
     shape = getattr(value, "shape", None)

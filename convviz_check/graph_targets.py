@@ -15,11 +15,16 @@ Models without any map (keras-hub ViT/DeiT/Swin, an MLP) have no Grad-CAM layer:
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
 from typing import Any
 
 from . import graph as graph_lib
-from .errors import GraphError
+from .errors import ClassScoreLayerWarning, GraphError
 from .graph_structure import Structure
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 # Single-input operations between a class-score convolution and the head's pooling
 # that keep its channels one per class.
@@ -162,6 +167,58 @@ def class_score_conv(model: Any, layer: str) -> tuple[str, str | None] | None:
     return conv.name, (records[max(maps)].name if maps else None)
 
 
+def check_chosen_layer(model: Any, layer: Any, source: str) -> str:
+    """``layer``, a Grad-CAM layer chosen for a whole project or test (``source`` says
+    where: the ini key, the flag or the marker), when ``model`` has it as a Grad-CAM
+    layer.
+
+    Raises:
+        GraphError: not a layer name, no layer of that name, or a layer Grad-CAM cannot
+            use; the message names the setting and the layers that would fit.
+    """
+    valid = gradcam_layers(model)
+    if isinstance(layer, str) and layer in valid:
+        return layer
+    names = graph_lib.flatten(model).names
+    if not isinstance(layer, str) or not layer.strip():
+        why = f"a layer name is expected (received type {type(layer).__name__})"
+    elif layer not in names:
+        why = "the model has no layer of that name"
+    else:
+        why = "that layer is no spatial map before the head that the output depends on"
+    auto = head_pooling_input(model)
+    return_hint = f" (the automatic layer is {auto!r})" if auto else ""
+    raise GraphError(
+        f"The Grad-CAM layer set by {source} does not fit model "
+        f"{getattr(model, 'name', '?')!r}: {why}. Received: {layer!r}. Expected one of the "
+        f"layers that would fit{return_hint}: {short_list(valid)}. Change the setting, "
+        "or pass layer= to this call."
+    )
+
+
+def warn_class_score_layer(note: str) -> None:
+    """Warn that the *automatic* Grad-CAM layer is a class-score map (``note``: the
+    :func:`~convviz_check.explain.cam.gradcam_note` of it), with how to choose another.
+
+    Why a warning and not only the note: in a test nobody reads ``cam.note``, and a
+    class-score map's peak is where the class's own channel peaks, which can miss the
+    object entirely; pytest lists the warning in its summary. A layer passed on purpose
+    (``layer=``, or the project's ``convviz_gradcam_layer``) warns nowhere.
+    """
+    # Point at the caller's line (a test, a script), not at a frame of this package.
+    frame: Any = sys._getframe(1)
+    stacklevel = 2
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame, stacklevel = frame.f_back, stacklevel + 1
+    warnings.warn(
+        f"{note} In pytest, choose the layer for every Grad-CAM of the fixture with the ini "
+        "key convviz_gradcam_layer (or --convviz-gradcam-layer, or the marker "
+        "convviz(gradcam_layer=...)).",
+        ClassScoreLayerWarning,
+        stacklevel=stacklevel,
+    )
+
+
 def short_list(names: list[str], limit: int = 40) -> str:
     """``names`` for an error message: all of them up to ``limit``, else the first and
     last ones with the count."""
@@ -194,6 +251,7 @@ def no_map_error(model: Any, purpose: str) -> GraphError:
 
 __all__ = [
     "Structure",
+    "check_chosen_layer",
     "class_score_conv",
     "default_activation_layers",
     "gradcam_layers",
@@ -202,4 +260,5 @@ __all__ = [
     "no_map_error",
     "short_list",
     "structure",
+    "warn_class_score_layer",
 ]

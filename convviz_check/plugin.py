@@ -45,6 +45,14 @@ OPTIONS: list[tuple[str, str, Any, tuple[str, ...] | None]] = [
         ("exact", "retrain"),  # convviz_check.types.PROFILES (not imported at collection)
     ),
     (
+        "convviz-gradcam-layer",
+        "the Grad-CAM layer of the fixture's gradcam / cam when a call passes no layer= "
+        "(e.g. the map before an all-convolutional head's class-score convolution); a "
+        "marker convviz(gradcam_layer=...) overrides it",
+        None,
+        None,
+    ),
+    (
         "convviz-model",
         "the model a gate checks (a .keras path or another cc.load_model source; "
         "read by the gate's conftest through convviz_check.plugin.gate_model)",
@@ -102,9 +110,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "convviz(tolerance=None, backends=None, profile=None): per-test convviz_check "
-        "settings (a Tolerance or dict of bounds; the backends of cross-backend checks; "
-        "the gate profile of golden checks, 'exact' or 'retrain')",
+        "convviz(tolerance=None, backends=None, profile=None, gradcam_layer=None): per-test "
+        "convviz_check settings (a Tolerance or dict of bounds; the backends of "
+        "cross-backend checks; the gate profile of golden checks, 'exact' or 'retrain'; "
+        "the layer of the fixture's gradcam / cam when a call passes no layer=)",
     )
     config.addinivalue_line(
         "markers",

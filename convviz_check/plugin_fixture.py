@@ -63,6 +63,11 @@ class _Shortcut:
         @functools.wraps(fn)
         def call(*args: Any, **kwargs: Any) -> Any:
             bound = signature.bind(*args, **kwargs)
+            if self.name in ("gradcam", "cam") and bound.arguments.get("layer") is None:
+                layer = _Shortcut.chosen_layer(fixture, bound.arguments.get("model"))
+                if layer is not None:
+                    bound.arguments["layer"] = layer
+                    args, kwargs = bound.args, bound.kwargs
             fixture._last_model = bound.arguments.get("model")
             images = bound.arguments.get("images")
             fixture._last_images = None if images is None else _input_fingerprint(images)
@@ -70,6 +75,25 @@ class _Shortcut:
             return fn(*args, **kwargs)
 
         return call
+
+    @staticmethod
+    def chosen_layer(fixture: ConvvizFixture, model: Any) -> str | None:
+        """The test's Grad-CAM layer: marker ``convviz(gradcam_layer=...)`` >
+        ``--convviz-gradcam-layer`` > ini ``convviz_gradcam_layer``, checked on
+        ``model``; None when none is set."""
+        from .graph_targets import check_chosen_layer
+
+        marker = fixture.node.get_closest_marker("convviz")
+        if marker is not None and marker.kwargs.get("gradcam_layer") is not None:
+            return check_chosen_layer(
+                model, marker.kwargs["gradcam_layer"], "the marker convviz(gradcam_layer=...)"
+            )
+        cli = fixture.config.getoption("--convviz-gradcam-layer", default=None)
+        ini = None if cli else (fixture.config.getini("convviz_gradcam_layer") or None)
+        if cli is None and ini is None:
+            return None
+        source = "--convviz-gradcam-layer" if cli else "the ini key convviz_gradcam_layer"
+        return check_chosen_layer(model, cli or ini, source)
 
 
 def _input_fingerprint(images: Any) -> str:
@@ -195,6 +219,7 @@ class ConvvizFixture:
             inputs=self._last_inputs if model is None else None,
             label=self.node.nodeid,
             profile=profile,
+            note=str(getattr(value, "note", "") or ""),
         )
         outcome = run_check(state.settings, request, PytestCommands(state, self.node.nodeid))
         if outcome.status == "skipped":  # the test is reported skipped once it has run

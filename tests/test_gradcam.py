@@ -14,7 +14,7 @@ import pytest
 
 from convviz_check import ConvvizError, GraphError, InputError
 from convviz_check import graph as cc_graph
-from convviz_check.errors import ConvvizWarning
+from convviz_check.errors import ClassScoreLayerWarning, ConvvizWarning
 from convviz_check.explain import gradcam as gradcam_module
 from convviz_check.explain.gradcam import DEGENERATE_RTOL, gradcam
 
@@ -528,7 +528,8 @@ def _all_conv(classes=3, seed=4):
 def test_gradcam_note_names_a_class_score_map_and_the_alternative():
     model = _all_conv()
     x = _images(2, (12, 12, 3))
-    cam = gradcam(model, x)
+    with pytest.warns(ClassScoreLayerWarning):  # the automatic layer is this map
+        cam = gradcam(model, x)
     assert cam.layer == "class_relu"
     note = gradcam_module.gradcam_note(model)
     assert "class-score map" in note and "'class_conv'" in note

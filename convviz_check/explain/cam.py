@@ -693,6 +693,11 @@ def cam(
     heatmap, raw32, degenerate = normalise(raw, reference)
     if rule.scale == "score":
         _warn_if_saturated(view, kind, y, degenerate, method)
+    note = gradcam_note(view, name)
+    if note and layer is None:  # only the automatic choice: a layer passed was chosen
+        from ..graph_targets import warn_class_score_layer
+
+        warn_class_score_layer(note)
     return GradCAM(
         heatmap=heatmap,
         raw=raw32,
@@ -702,7 +707,7 @@ def cam(
         layer=name,
         degenerate=degenerate,
         image_shape=image_shape,
-        note=gradcam_note(view, name),
+        note=note,
         method=method,
         target=target.description,
     )
