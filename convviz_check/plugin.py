@@ -105,6 +105,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--convviz-jax-cache", metavar="DIR", default=None, help=jax_cache_help)
     parser.addini("convviz_jax_cache_dir", help=jax_cache_help, default=None)
+    parser.addini(
+        "convviz_class_names",
+        help="a file of the model's class names (one per line, or a JSON list) that golden "
+        "failure messages print next to class indices (relative to the ini file)",
+        default=None,
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -121,6 +127,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     from . import plugin_session
 
+    plugin_session.check_bool_options(config, [name.replace("-", "_") for name, _ in FLAGS])
     plugin_session.configure(config)
     _configure_jax_cache(config)
 

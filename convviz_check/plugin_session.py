@@ -20,7 +20,7 @@ from . import golden, tolerances
 from .checks import UPDATE_MODES, Settings
 from .errors import ConvvizError
 from .report.checks import clear_parts, merge_parts, write_part, write_report
-from .types import KINDS, Tolerance
+from .types import BACKENDS, KINDS, Tolerance
 
 UNUSED_MODES = ("warn", "fail", "delete")
 
@@ -160,8 +160,85 @@ def session_state(config: pytest.Config) -> SessionState:
     return config.stash[SESSION]
 
 
+# Names Keras itself accepts in KERAS_BACKEND (convviz_check runs under BACKENDS only;
+# the others are refused when a check needs the backend, not at start-up).
+KERAS_NAMES = (*BACKENDS, "numpy", "openvino")
+_BACKEND_HINTS = {"pytorch": "torch", "tf": "tensorflow", "tensorflow-cpu": "tensorflow"}
+
+
+def _backend_usage(key: str, value: Any) -> pytest.UsageError:
+    hint = _BACKEND_HINTS.get(str(value).strip().lower())
+    return pytest.UsageError(
+        f"{key} names an unknown backend. Received: {value!r}"
+        + (f" (did you mean {hint!r}?)" if hint else "")
+        + f". Expected one of {BACKENDS} (Keras' own names)."
+    )
+
+
+def check_backend_options(config: pytest.Config) -> None:
+    """Every backend name of the configuration, checked once at start-up: a misspelt
+    reference backend would make every backend "not the reference" and compare every
+    golden with the far looser cross-backend bounds.
+
+    Raises:
+        pytest.UsageError: naming the key, the value and the valid names.
+    """
+    reference = _str_option(config, "convviz_golden_backend")
+    if reference is not None and reference not in BACKENDS:
+        raise _backend_usage("--convviz-golden-backend / ini convviz_golden_backend", reference)
+    backends = _str_option(config, "convviz_backends")
+    if backends is not None:
+        from .crossbackend.pool import parse_backends
+
+        try:
+            parse_backends(backends)
+        except ConvvizError as e:
+            raise pytest.UsageError(f"--convviz-backends / ini convviz_backends: {e}") from None
+    env = os.environ.get("KERAS_BACKEND")
+    if env is not None and env.strip() and env.strip() not in KERAS_NAMES:
+        raise _backend_usage("The environment variable KERAS_BACKEND", env)
+
+
+def check_bool_options(config: pytest.Config, keys: list[str]) -> None:
+    """An ini boolean (``keys``) that is neither true nor false (``maybe``) is refused
+    with its key (pytest's own reader raises a ValueError naming no key; read quietly,
+    it was taken as false)."""
+    for key in keys:
+        try:
+            config.getini(key)
+        except (ValueError, pytest.UsageError) as e:  # pytest 9.1+ raises the latter
+            raise pytest.UsageError(
+                f"ini key {key} must be a boolean. Received: {e}. Expected true or false "
+                "(also yes/no, on/off, 1/0)."
+            ) from None
+
+
+def check_markers(items: list[pytest.Item]) -> None:
+    """The ``backends=`` names of the selected tests' ``convviz`` markers, checked when
+    collection ends (a bad ``profile=`` or ``tolerance=`` fails its test, naming it).
+
+    Raises:
+        pytest.UsageError: naming the test, the marker argument and the value.
+    """
+    from .crossbackend.pool import parse_backends
+
+    for item in items:
+        marker = item.get_closest_marker("convviz")
+        if marker is None:
+            continue
+        if marker.kwargs.get("backends") is None:
+            continue
+        try:
+            parse_backends(marker.kwargs["backends"])
+        except ConvvizError as e:
+            raise pytest.UsageError(
+                f"The marker convviz(...) of {item.nodeid} is invalid: {e}"
+            ) from None
+
+
 def configure(config: pytest.Config) -> None:
     """Read the options once, refuse contradictory ones, register the session hooks."""
+    check_backend_options(config)
     update = _str_option(config, "convviz_update")
     if update is not None and update not in UPDATE_MODES:
         raise pytest.UsageError(
@@ -191,6 +268,9 @@ def configure(config: pytest.Config) -> None:
         raise pytest.UsageError(
             f"convviz_unused must be one of {UNUSED_MODES}. Received: {unused!r}"
         )
+    prestart = _str_option(config, "convviz_prestart")
+    if prestart is not None and prestart not in ("auto", "no"):
+        raise pytest.UsageError(f"convviz_prestart must be 'auto' or 'no'. Received: {prestart!r}")
     for kind in KINDS:  # a malformed project tolerance is a usage error, found at once
         text = _str_option(config, f"convviz_tolerance_{kind}")
         if text is not None:
@@ -354,6 +434,7 @@ class SessionHooks:
         self.state.deselected.update(_test_dir(i.nodeid, i.name) for i in items)
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
+        check_markers(session.items)
         self.state.collected_files.update(i.nodeid.split("::")[0] for i in session.items)
         self.state.collected_tests.update(_test_dir(i.nodeid, i.name) for i in session.items)
 

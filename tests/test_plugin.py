@@ -2,8 +2,8 @@
 
 Inner tests check plain NumPy arrays (no model), so each inner run is quick; the
 running backend is whatever KERAS_BACKEND says, and the reference backend is set with
-the ``convviz_golden_backend`` ini key (to it, or to another name to act as a
-non-reference backend) so that no test needs a second framework.
+the ``convviz_golden_backend`` ini key (to it, or to another backend's name to act
+as a non-reference backend) so that no test needs a second framework.
 """
 
 from __future__ import annotations
@@ -179,8 +179,16 @@ def test_override_flag_needs_an_update_mode(project):
 
 
 # ------------------------------------------------------------ golden ownership
+def _other(backend: str) -> str:
+    """A real backend name that is not the running one (the reference of a project
+    checked under a non-reference backend; names are checked at start-up)."""
+    return next(b for b in ("tensorflow", "torch", "jax") if b != backend)
+
+
 def _as_non_reference(p: pytest.Pytester) -> None:
-    p.makeini("[pytest]\nconvviz_golden_backend = reference-backend\n")
+    from convviz_check.backends import current_backend
+
+    p.makeini(f"[pytest]\nconvviz_golden_backend = {_other(current_backend())}\n")
 
 
 def test_non_reference_backend_refuses_updates_and_writes_overrides_only_with_the_flag(
@@ -193,8 +201,8 @@ def test_non_reference_backend_refuses_updates_and_writes_overrides_only_with_th
     result.stdout.fnmatch_lines(
         [
             f"*refusing to write the golden under backend '{backend}'*",
-            "*owned by the reference backend 'reference-backend'*",
-            "*KERAS_BACKEND=reference-backend pytest --convviz-update=missing test_life.py::test_cam",
+            f"*owned by the reference backend '{_other(backend)}'*",
+            f"*KERAS_BACKEND={_other(backend)} pytest --convviz-update=missing test_life.py::test_cam",
             "*--convviz-update-override test_life.py::test_cam",
         ]
     )
@@ -207,13 +215,13 @@ def test_non_reference_backend_refuses_updates_and_writes_overrides_only_with_th
     project.runpytest().assert_outcomes(passed=1)
 
 
-def test_missing_golden_under_non_reference_backend_names_the_reference(project):
+def test_missing_golden_under_non_reference_backend_names_the_reference(project, backend):
     _cam_test(project)
     _as_non_reference(project)
     result = project.runpytest()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
-        ["*KERAS_BACKEND=reference-backend pytest --convviz-update=missing test_life.py::test_cam"]
+        [f"*KERAS_BACKEND={_other(backend)} pytest --convviz-update=missing test_life.py::test_cam"]
     )
 
 
@@ -243,7 +251,7 @@ def test_backend_override_is_looked_up_before_the_neutral_golden(project, backen
         [
             "*(written by *; compared with cross-backend bounds)",
             "*if the model or the code changed, regenerate the golden under the reference "
-            "backend: KERAS_BACKEND=reference-backend pytest --convviz-update=failed "
+            f"backend: KERAS_BACKEND={_other(backend)} pytest --convviz-update=failed "
             "test_life.py::test_cam",
             f"*only if {backend} legitimately differs, keep a {backend}-only override: "
             f"KERAS_BACKEND={backend} pytest --convviz-update=failed --convviz-update-override "

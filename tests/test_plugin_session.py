@@ -138,3 +138,67 @@ def test_missing_golden_outside_ci_gives_no_ci_route(project):
     result = project.runpytest()
     result.assert_outcomes(failed=1)
     assert "CI is set" not in result.stdout.str()
+
+
+# -------------------------------------------------------------------- start-up checks
+@pytest.mark.parametrize(
+    "args, ini, problem",
+    [
+        (
+            ["--convviz-golden-backend=tensorflw"],
+            "",
+            "*convviz_golden_backend names an unknown backend. Received: 'tensorflw'*"
+            "Expected one of ('tensorflow', 'torch', 'jax')*",
+        ),
+        ([], "convviz_golden_backend = pytorch", "*convviz_golden_backend*'pytorch'*'torch'?*"),
+        (["--convviz-backends=tensorflow,jaxx"], "", "*convviz_backends*'jaxx'*"),
+        ([], "convviz_backends = torch,tf", "*convviz_backends*'tf'*'tensorflow'*"),
+        ([], "convviz_update_override = maybe", "*convviz_update_override*'maybe'*true or false*"),
+        ([], "convviz_allow_ci_update = maybe", "*convviz_allow_ci_update*'maybe'*"),
+        ([], "convviz_require_backends = perhaps", "*convviz_require_backends*'perhaps'*"),
+        ([], "convviz_profile = retrained", "*convviz_profile*'retrained'*"),
+        ([], "convviz_unused = remove", "*convviz_unused*'remove'*"),
+        ([], "convviz_update = some", "*convviz_update*'some'*"),
+        ([], "convviz_prestart = yes", "*convviz_prestart*'yes'*"),
+    ],
+)
+def test_bad_option_values_are_usage_errors_naming_key_and_value(project, args, ini, problem):
+    backend = project.path.joinpath("tox.ini").read_text().split("=")[1].split()[0]
+    project.makeini(
+        f"[pytest]\n{ini}\n"
+        if "golden_backend" in ini
+        else f"[pytest]\nconvviz_golden_backend = {backend}\n{ini}\n"
+    )
+    project.makepyfile(test_cam=CAM_TEST.format(shift=0, marked=""))
+    update = [] if "convviz_update " in ini else ["--convviz-update=missing"]
+    result = project.runpytest(*update, *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([problem])
+    assert not (project.path / "golden").exists()
+
+
+def test_a_bad_keras_backend_variable_is_a_usage_error(project, monkeypatch):
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflw")
+    project.makepyfile(test_cam=CAM_TEST.format(shift=0, marked=""))
+    result = project.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*KERAS_BACKEND names an unknown backend*'tensorflw'*"])
+
+
+@pytest.mark.parametrize(
+    "marker, problem",
+    [
+        ("backends=('tensorflow', 'pytorch')", "*test_marked*'pytorch'*'torch'?*"),
+        ("backends='tensorflow,jaxx'", "*test_marked*'jaxx'*"),
+    ],
+)
+def test_a_bad_marker_backend_is_a_usage_error_before_any_test_runs(project, marker, problem):
+    project.makepyfile(
+        test_cam=CAM_TEST.format(shift=0, marked="")
+        + f"\n@pytest.mark.convviz({marker})\ndef test_marked(convviz):\n"
+        "    convviz.check('cam', _map(0))\n"
+    )
+    result = project.runpytest("--convviz-update=missing")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([problem])
+    assert not (project.path / "golden").exists()
