@@ -7,6 +7,7 @@ compute functions), never at collection.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import importlib
@@ -34,6 +35,7 @@ from .plugin_session import (
     session_state,
 )
 from .storage import sanitize_part
+from .types import Outcome
 
 if TYPE_CHECKING:
     from .explain.activations import activations as _activations
@@ -96,6 +98,23 @@ class _Shortcut:
         return check_chosen_layer(model, cli or ini, source)
 
 
+def _class_names_meta(fixture: ConvvizFixture, given: Any) -> dict[str, Any]:
+    """``{"class_names": [...]}`` for a check's sidecar: ``check(class_names=)`` >
+    ``convviz.class_names`` > ini ``convviz_class_names`` (a file, relative to the ini
+    file); ``{}`` when none is set."""
+    from .class_names import check_class_names, read_class_names
+
+    if given is not None:
+        return {"class_names": check_class_names(given, "check(class_names=...)")}
+    if fixture.class_names is not None:
+        return {"class_names": check_class_names(fixture.class_names, "convviz.class_names")}
+    ini = fixture.config.getini("convviz_class_names") or None
+    if ini is None:
+        return {}
+    base = fixture.config.inipath.parent if fixture.config.inipath else fixture.config.rootpath
+    return {"class_names": read_class_names(base / str(ini))}
+
+
 def _input_fingerprint(images: Any) -> str:
     arr = np.ascontiguousarray(np.asarray(images))
     h = hashlib.sha256(f"{arr.dtype.str}{arr.shape}".encode())
@@ -130,6 +149,11 @@ class ConvvizFixture:
         self._last_images: str | None = None
         self._last_inputs: np.ndarray | None = None
         self._localized_calls = 0
+        self._agreement_calls = 0
+        self._faithful_calls = 0
+
+    # The model's class names for failure messages (a list, one per class); see check().
+    class_names: list[str] | None = None
 
     if TYPE_CHECKING:  # the real signatures, for type checkers and IDEs
         activations = staticmethod(_activations)
@@ -161,6 +185,7 @@ class ConvvizFixture:
         layers: Any = None,
         model: Any = None,
         boxes: Any = None,
+        class_names: Any = None,
     ) -> None:
         """Compare ``value`` with its golden file (or write it in an update run).
 
@@ -182,6 +207,10 @@ class ConvvizFixture:
                 ``(N, 4)`` int array y0, x0, y1, x1 in input-image pixels), stored with
                 the golden; the ``retrain`` profile judges the energy in them and the
                 pointing game. Later runs may omit them (the golden's are used).
+            class_names: the model's class names (a list, one per class) that the
+                failure message prints next to class indices, stored in the sidecar;
+                default ``convviz.class_names``, else the ini key
+                ``convviz_class_names`` (a file), else the golden's.
 
         The gate profile: the marker ``convviz(profile=...)`` >
         ``--convviz-profile`` > ini ``convviz_profile`` > ``"exact"``.
@@ -215,7 +244,7 @@ class ConvvizFixture:
                 ),
                 tolerances.as_tolerance(tolerance),
             ),
-            meta=self._meta(model),
+            meta={**self._meta(model), **_class_names_meta(self, class_names)},
             inputs=self._last_inputs if model is None else None,
             label=self.node.nodeid,
             profile=profile,
@@ -274,28 +303,71 @@ class ConvvizFixture:
         state = session_state(self.config)
         return str(state.results_dir) if state.results_dir is not None else None
 
-    def assert_localized(self, cam_or_heatmap: Any, target: Any, **kwargs: Any) -> None:
-        """Assert a heatmap lands on ``target`` (a ``Box`` or a mask); see
-        :func:`convviz_check.localization.assert_localized` for the keyword arguments.
-        With a results dir, each call draws its overlay there."""
+    def assert_localized(self, cam_or_heatmap: Any, target: Any, **kwargs: Any) -> Outcome:
+        """Assert a heatmap lands on ``target`` (a ``Box`` or a mask); keyword arguments
+        as :func:`convviz_check.localization.assert_localized` (``pointing``,
+        ``min_energy``, ``min_iou``, ``image``, ``image_shape``, ``tolerance_px``,
+        ``threshold``; ``name`` names the result in the report, default
+        ``localized-<n>``). The result (metrics, overlay) is recorded in the report,
+        passed or failed; a failure's message names the overlay's path.
+
+        Returns:
+            The :class:`~convviz_check.types.Outcome` (when it passes).
+        """
         __tracebackhide__ = True
-        from .localization import assert_localized
+        from .localization import judge_localized
 
         self._localized_calls += 1
-        kwargs.setdefault("results_dir", self.results_dir)
-        kwargs.setdefault(
-            "name", f"{self.node.nodeid.replace('::', '/')}/localized-{self._localized_calls}"
-        )
-        assert_localized(cam_or_heatmap, target, **kwargs)
+        name = kwargs.pop("name", None) or f"localized-{self._localized_calls}"
+        if "results_dir" in kwargs:
+            raise InputError(
+                "convviz.assert_localized writes its overlay to --convviz-results-dir. "
+                "Received: results_dir= (use convviz_check.localization.assert_localized "
+                "for another directory)."
+            )
+        return self._record(judge_localized(cam_or_heatmap, target, **kwargs), name)
 
-    def assert_faithful(self, model: Any, images: Any, cam: Any, **kwargs: Any) -> Any:
-        """Assert the map explains the model better than a seeded random map and the
-        map of the least likely class (deletion or insertion AUC); see
-        :func:`convviz_check.faithfulness.assert_faithful` for the keyword arguments."""
+    def _record(self, outcome: Outcome, name: str) -> Outcome:
+        """Record ``outcome`` for the report (its pictures written with a results dir),
+        then fail the test when it is not ok."""
         __tracebackhide__ = True
-        from .faithfulness import assert_faithful
+        from .report.outcomes import entry_of
 
-        return assert_faithful(model, images, cam, **kwargs)
+        state = session_state(self.config)
+        test_file, test_name = nodeid_parts(self.node.nodeid, self.node.name)
+        entry = entry_of(
+            outcome,
+            nodeid=self.node.nodeid,
+            name=name,
+            rel=golden.relative_path(test_file, test_name, name),
+            results_dir=state.results_dir,
+        )
+        state.entries.append(entry)
+        if outcome.ok:
+            return outcome
+        message = outcome.text
+        for role, path in (entry.get("images") or {}).items():
+            message += f"\n  {role}: {path}"
+        pytest.fail(message, pytrace=False)
+
+    def assert_faithful(self, model: Any, images: Any, cam: Any, **kwargs: Any) -> Outcome:
+        """Assert the map explains the model better than seeded random maps and the
+        map of the least likely class (deletion or insertion AUC); keyword arguments
+        as :func:`convviz_check.faithfulness.assert_faithful` (``metric``, ``margin``,
+        ``seed``, ``baseline``, ``steps``, ``class_index``, ``against``,
+        ``wrong_map``, ``batch_size``, ``output``; ``name`` names the result in the
+        report, default ``faithful-<n>``). The result (the leads against their margin,
+        the per-image AUCs) is recorded in the report, passed or failed.
+
+        Returns:
+            The :class:`~convviz_check.types.Outcome` (when it passes).
+        """
+        __tracebackhide__ = True
+        from .faithfulness import check_faithful
+
+        self._faithful_calls += 1
+        name = kwargs.pop("name", None) or f"faithful-{self._faithful_calls}"
+        return self._record(check_faithful(model, images, cam, **kwargs), name)
 
     def assert_backends_agree(self, model_source: Any, images: Any, **kwargs: Any) -> Any:
         """Assert the backends agree on ``model_source`` for ``images``; keyword
@@ -308,11 +380,17 @@ class ConvvizFixture:
         ``--convviz-export DIR`` nothing is compared here: the running backend's results
         are written to ``DIR`` for ``convviz-check agree --exported DIR``.
 
+        The verdict (the table of every backend pair, the pictures of the backends side
+        by side) is recorded in the report, passed or failed; ``name=`` names it there
+        (default ``backends-agree-<n>``).
+
         Returns:
             The ``AgreementReport`` (None when exporting).
         """
         __tracebackhide__ = True
         from .crossbackend.agreement import agreement
+
+        name = kwargs.pop("name", None)
         from .crossbackend.pool import parse_backends, require_backends
 
         marker = self.node.get_closest_marker("convviz")
@@ -346,8 +424,14 @@ class ConvvizFixture:
         report = agreement(
             model_source, images, backends=backends, tolerance=tolerance, pool=pool, **kwargs
         )
-        if not report.passed:
-            raise AssertionError(str(report))
+        from .judge.agreement import judge_agreement
+        from .report.agreement import pictures
+
+        outcome = judge_agreement(report)
+        if self.results_dir is not None:
+            outcome = dataclasses.replace(outcome, pictures=pictures(report))
+        self._agreement_calls += 1
+        self._record(outcome, name or f"backends-agree-{self._agreement_calls}")
         return report
 
     def _backends_required(self) -> bool:

@@ -321,7 +321,9 @@ def judge_agreement(report: AgreementReport) -> Outcome:
         first = failing[0]
         lead = f"{_headline(report)}: {first.artifact} differs between {first.expected} and {first.obtained}"
         out = [
-            m for m in (first.comparison.metrics.values() if first.comparison else []) if not m.ok
+            m
+            for m in (first.comparison.metrics.values() if first.comparison is not None else [])
+            if not m.ok
         ]
         if out:
             m = out[0]

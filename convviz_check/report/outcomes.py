@@ -107,6 +107,7 @@ def _number(value: Any, bound: Any = None) -> str:
 def _metrics_table(metrics: Mapping[str, Mapping[str, Any]]) -> str:
     if not metrics:
         return ""
+    notes = any(m.get("note") for m in metrics.values())
     rows = []
     for name, m in metrics.items():
         bound = m.get("bound")
@@ -116,9 +117,13 @@ def _metrics_table(metrics: Mapping[str, Mapping[str, Any]]) -> str:
         rows.append(
             f"<tr class={'ok' if m.get('ok') else 'bad'}><td>{_e(name)}</td>"
             f"<td>{_e(_number(m.get('value'), bound))}</td><td>{_e(shown_bound)}</td>"
-            f"<td>{verdict if bound is not None else ''}</td></tr>"
+            f"<td>{verdict if bound is not None else ''}</td>"
+            + (f"<td>{_e(m.get('note', ''))}</td>" if notes else "")
+            + "</tr>"
         )
-    head = "<tr><th>metric</th><th>value</th><th>bound</th><th></th></tr>"
+    head = "<tr><th>metric</th><th>value</th><th>bound</th><th></th>" + (
+        "<th>where</th></tr>" if notes else "</tr>"
+    )
     return f"<table class=metrics>{head}{''.join(rows)}</table>"
 
 
