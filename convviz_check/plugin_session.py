@@ -497,6 +497,15 @@ class SessionHooks:
                     # where the goldens are in the project, for an artifact accepted on
                     # another machine (None: outside the rootdir)
                     "golden_dir_in_project": _inside_root(state.golden_dir, state.config),
+                    # the project itself: `golden accept` writes only into it, found
+                    # here or, from a CI artifact, relative to where pytest was invoked
+                    "rootdir": str(Path(state.config.rootpath).resolve()),
+                    "rootdir_from_invocation": Path(
+                        os.path.relpath(
+                            Path(state.config.rootpath).resolve(),
+                            Path(state.config.invocation_params.dir).resolve(),
+                        )
+                    ).as_posix(),
                     "written": sorted(state.written),
                     "unused": {
                         "action": state.unused_mode,

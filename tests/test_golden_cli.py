@@ -235,36 +235,69 @@ def test_accept_writes_into_the_golden_dir_the_run_used_not_a_new_tree(
 ):
     res = _results_dir(tmp_path, [_entry("test_a", "failed", _peak(4, 4))])
     report = json.loads((res / "report.json").read_text())
-    # A CI artifact: the run's absolute golden dir is not on this machine.
+    # A CI artifact: the run's rootdir and absolute golden dir are not on this machine.
     report |= {
         "golden_dir": "/ci/work/proj/tests/goldens",
         "golden_dir_in_project": "tests/goldens",
+        "rootdir": "/ci/work/proj",
+        "rootdir_from_invocation": ".",
     }
     (res / "report.json").write_text(json.dumps(report))
     project = tmp_path / "proj"
     gdir = project / "tests" / "goldens"
     _store(gdir, "t.py/test_a/cam", _peak(1, 1))
+    (project / "t.py").write_text("")
     monkeypatch.chdir(project)
     assert main(["golden", "accept", str(res)]) == 0
     assert _value(gdir / "t.py/test_a/cam")[4, 4] == 1.0
     assert not (project / "golden").exists()  # no stray ./golden tree
-    assert f"into {Path('tests/goldens')}" in capsys.readouterr().err
-    # From a subfolder on the machine that ran it: the recorded absolute path.
-    report |= {"golden_dir": str(gdir)}
+    assert f"into {project / 'tests' / 'goldens'}" in capsys.readouterr().err
+    # From a subfolder on the machine that ran it: the recorded rootdir.
+    report |= {"golden_dir": str(gdir), "rootdir": str(project)}
     (res / "report.json").write_text(json.dumps(report))
     monkeypatch.chdir(project / "tests")
     assert main(["golden", "accept", str(res), "--all"]) == 0
     assert not (project / "tests" / "golden").exists()
-    # Nowhere to write: refused, naming what was looked for, and nothing is created.
-    report |= {"golden_dir": "/ci/work/proj/tests/goldens"}
+    # Not the project (its test file is not here): refused, naming the run's rootdir and
+    # golden dir, and nothing is created.
+    report |= {"golden_dir": "/ci/work/proj/tests/goldens", "rootdir": "/ci/work/proj"}
     (res / "report.json").write_text(json.dumps(report))
     monkeypatch.chdir(tmp_path)
     capsys.readouterr()
     assert main(["golden", "accept", str(res)]) == 2
     err = capsys.readouterr().err
-    assert "No golden directory to accept into" in err and "tests/goldens" in err
-    assert "run from the project root, or pass --golden-dir" in err
+    assert "this is not the project the results come from" in err
+    assert "/ci/work/proj" in err and "/ci/work/proj/tests/goldens" in err
+    assert "t.py" in err and "--golden-dir" in err
     assert not (tmp_path / "golden").exists() and not (tmp_path / "tests").exists()
+
+
+def test_accept_from_another_project_is_refused_naming_both(tmp_path, capsys, monkeypatch):
+    """The run's project is on this machine, but the current directory is another
+    project: its goldens must not land in the other project's golden/."""
+    project_a, other = tmp_path / "projectA", tmp_path / "other_project"
+    (project_a / "golden").mkdir(parents=True)
+    (project_a / "t.py").write_text("")
+    (other / "golden").mkdir(parents=True)
+    (other / "t.py").write_text("")  # even a test file of the same name
+    res = _results_dir(project_a, [_entry("test_a", "missing", _peak(4, 4))])
+    report = json.loads((res / "report.json").read_text())
+    report |= {
+        "golden_dir": str(project_a / "golden"),
+        "golden_dir_in_project": "golden",
+        "rootdir": str(project_a),
+        "rootdir_from_invocation": ".",
+    }
+    (res / "report.json").write_text(json.dumps(report))
+    monkeypatch.chdir(other)
+    assert main(["golden", "accept", "../projectA/res"]) == 2
+    err = capsys.readouterr().err
+    assert str(project_a) in err and str(other) in err
+    assert _tree(other / "golden") == {} and _tree(project_a / "golden") == {}
+    # From inside projectA it goes exactly into projectA's golden dir.
+    monkeypatch.chdir(project_a)
+    assert main(["golden", "accept", "res"]) == 0
+    assert _value(project_a / "golden" / "t.py/test_a/cam")[4, 4] == 1.0
 
 
 def test_accept_without_a_report_says_what_it_expected(tmp_path, capsys):
@@ -360,3 +393,42 @@ def test_every_action_has_help(action, capsys):
         main(["golden", action, "--help"])
     assert exc.value.code == 0
     assert "--golden-dir" in capsys.readouterr().out
+
+
+GATE_TEST = (
+    "import numpy as np\n\ndef test_cam(convviz):\n    hm = np.zeros((6, 6), np.float32)\n"
+    "    hm[{}] = 1.0\n    convviz.check('cam', hm)\n"
+)
+
+
+def test_accept_of_a_gate_with_its_own_ini_writes_into_the_gate_goldens(
+    pytester, monkeypatch, capsys
+):
+    """A gate copied to tests/convviz_gate/ with its own pytest.ini, run and accepted
+    from the repository root: its goldens are tests/convviz_gate/golden, never ./golden."""
+    from convviz_check.backends import current_backend
+
+    monkeypatch.delenv("CI", raising=False)
+    gate = pytester.path / "tests" / "convviz_gate"
+    gate.mkdir(parents=True)
+    (gate / "pytest.ini").write_text(f"[pytest]\nconvviz_golden_backend = {current_backend()}\n")
+    (gate / "test_gate.py").write_text(GATE_TEST.format("1, 1"))
+    pytester.runpytest("tests/convviz_gate", "--convviz-results-dir=convviz-results")
+    report = json.loads((pytester.path / "convviz-results" / "report.json").read_text())
+    assert report["rootdir"] == str(gate.resolve())
+    assert report["rootdir_from_invocation"] == "tests/convviz_gate"
+    monkeypatch.chdir(pytester.path)
+    assert main(["golden", "accept", "convviz-results"]) == 0
+    assert (gate / "golden" / "test_gate.py" / "test_cam" / "cam.npz").exists()
+    assert not (pytester.path / "golden").exists()
+    pytester.runpytest("tests/convviz_gate").assert_outcomes(passed=1)
+    # The same artifact from CI (the rootdir is not on this machine): found from where
+    # pytest was invoked.
+    (gate / "test_gate.py").write_text(GATE_TEST.format("4, 4"))
+    pytester.runpytest("tests/convviz_gate", "--convviz-results-dir=convviz-results")
+    report = json.loads((pytester.path / "convviz-results" / "report.json").read_text())
+    report |= {"rootdir": "/ci/work/repo/tests/convviz_gate"}
+    (pytester.path / "convviz-results" / "report.json").write_text(json.dumps(report))
+    assert main(["golden", "accept", "convviz-results"]) == 0
+    assert not (pytester.path / "golden").exists()
+    pytester.runpytest("tests/convviz_gate").assert_outcomes(passed=1)

@@ -96,26 +96,86 @@ def _root(args: argparse.Namespace) -> Path:
 
 
 def _accept_root(args: argparse.Namespace, report: dict[str, Any]) -> Path:
-    """The golden directory ``accept`` writes to: ``--golden-dir``; else the one the
-    results' run used, found here as the project-relative path from the current
-    directory or as the recorded absolute path; else ``./golden``. A directory that
-    does not exist is refused (a new tree would be written where no test reads it)."""
+    """The golden directory ``accept`` writes to: ``--golden-dir``; else exactly the one
+    the results' run used: its project-relative path (``golden_dir_in_project``) inside
+    the run's project as found here (:func:`_project_here`), or its recorded absolute
+    path when it lay outside the project (and exists here).
+
+    Raises:
+        GoldenError: the run's project is not here (naming both), or its golden
+            directory lay outside the project and is not on this machine.
+    """
     if args.golden_dir:
         return Path(args.golden_dir)
-    recorded = str(report.get("golden_dir") or "")
+    project = _project_here(report)
     relative = report.get("golden_dir_in_project")
-    candidates = [Path(relative)] if relative else []
-    candidates += [Path(recorded)] if recorded else []
-    candidates.append(Path(DEFAULT_GOLDEN_DIR))
-    for candidate in candidates:
-        if candidate.is_dir():
-            return candidate
+    if relative:
+        return project / str(relative)
+    recorded = str(report.get("golden_dir") or "")
+    if recorded and Path(recorded).is_dir():
+        return Path(recorded)
+    if not recorded:  # a report of a version that recorded neither: the default
+        return project / DEFAULT_GOLDEN_DIR
     raise GoldenError(
         "No golden directory to accept into. Received: the results' run used "
-        f"{recorded or '(not recorded)'}"
-        + (f" ({relative} in its project)" if relative else "")
-        + f", and none of {', '.join(str(c) for c in dict.fromkeys(candidates))} is a "
-        "directory here. Expected: run from the project root, or pass --golden-dir."
+        f"{recorded}, outside its project {report.get('rootdir') or '(not recorded)'}, "
+        "and it is not a directory here. Expected: pass --golden-dir."
+    )
+
+
+def _test_files(report: dict[str, Any]) -> list[str]:
+    """The test files of the report's entries, relative to the run's rootdir."""
+    files = []
+    for entry in report.get("entries", []):
+        nodeid = entry.get("nodeid") if isinstance(entry, dict) else None
+        if isinstance(nodeid, str) and nodeid:
+            files.append(nodeid.split("::")[0])
+    return list(dict.fromkeys(files))
+
+
+def _project_here(report: dict[str, Any]) -> Path:
+    """The run's project (its rootdir) on this machine.
+
+    On the machine that ran it, the recorded rootdir, provided the current directory
+    is inside it or above it (a gate with its own ini file in a subfolder). From a CI
+    artifact (the recorded rootdir is not here): the rootdir as seen from where pytest
+    was invoked (``rootdir_from_invocation``) relative to the current directory, else
+    the current directory. In every case the report's test files must exist there:
+    goldens are written only where the tests that read them are.
+
+    Raises:
+        GoldenError: naming the run's rootdir and golden directory, and the current
+            directory, when none of these is the run's project.
+    """
+    cwd = Path.cwd().resolve()
+    recorded = str(report.get("rootdir") or "")
+    candidates: list[Path] = []
+    unrelated = ""
+    if recorded and Path(recorded).is_dir():
+        root = Path(recorded).resolve()
+        if root == cwd or root in cwd.parents or cwd in root.parents:
+            candidates.append(root)
+        else:
+            unrelated = f"the current directory {cwd} is neither inside nor above it"
+    else:
+        seen = report.get("rootdir_from_invocation")
+        if seen:
+            candidates.append((cwd / str(seen)).resolve())
+        candidates.append(cwd)
+    files = _test_files(report)
+    for candidate in dict.fromkeys(candidates):
+        if all((candidate / f).exists() for f in files):
+            return candidate
+    if not unrelated:
+        looked = ", ".join(str(c) for c in dict.fromkeys(candidates))
+        shown = ", ".join(files[:3]) + (", ..." if len(files) > 3 else "")
+        unrelated = f"its test files ({shown}) do not exist in {looked}"
+    raise GoldenError(
+        "Refusing to accept: this is not the project the results come from. Received: "
+        f"results of a run in {recorded or '(rootdir not recorded)'} with goldens in "
+        f"{report.get('golden_dir') or '(not recorded)'}; {unrelated}. Expected: run "
+        "`convviz-check golden accept` from that project (where pytest ran, or its "
+        "rootdir), or pass --golden-dir to choose the golden directory yourself."
     )
 
 
