@@ -28,14 +28,14 @@ from typing import Any
 
 import numpy as np
 
+from . import keras_private
+
 _LOCK = threading.Lock()
 
 
 def _numpy_dtype(dtype: Any) -> np.dtype | None:
     try:
-        from keras.src.backend.common.variables import standardize_dtype
-
-        return np.dtype(standardize_dtype(dtype))
+        return np.dtype(keras_private.standardize_dtype(dtype))
     except (TypeError, ValueError):  # bfloat16 and friends: NumPy has no such dtype
         return None
 
@@ -45,9 +45,13 @@ def initializers_deferred() -> Iterator[None]:
     """Within the block, variables this thread creates start as zeros; see the module
     docstring. Not re-entrant across threads (a lock): a second thread's block waits."""
     try:
-        from keras.src.backend.common import variables
-        from keras.src.backend.common.stateless_scope import in_stateless_scope
-    except ImportError:  # pragma: no cover - a Keras that moved these: load as usual
+        variables = keras_private.variables_module()
+        in_stateless_scope = keras_private.in_stateless_scope
+        keras_private.in_stateless_scope()  # resolves the private symbol now
+    except (
+        ImportError,
+        AttributeError,
+    ):  # pragma: no cover - a Keras that moved these: load as usual
         yield
         return
     cls = variables.Variable

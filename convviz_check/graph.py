@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import graph_structure
+from . import graph_structure, keras_private
 from .errors import GraphError
 from .graph_structure import Structure
 
@@ -132,14 +132,10 @@ class FlatGraph:
         raise GraphError("The model output is not produced by any layer (an input-only model?).")
 
 
-# Keras exports no public name for the class of functional models
-# (``keras.Model(inputs, outputs)`` returns a ``keras.src.models.functional.Functional``),
-# and telling a graph model from a subclassed one needs it. This module is the only one
-# that imports private Keras API.
+# Keras exports no public name for the class of functional models, and telling a graph
+# model from a subclassed one needs it (see keras_private).
 def _functional_class() -> type:
-    from keras.src.models.functional import Functional
-
-    return Functional
+    return keras_private.functional_class()
 
 
 def is_plain_functional(model: Any) -> bool:

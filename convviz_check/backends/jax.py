@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import keras_private
 from ._patch import ScopedPatch
 
 
@@ -78,7 +79,9 @@ def _depthwise_by_taps(original: Callable[..., Any]) -> Callable[..., Any]:
     return depthwise_conv
 
 
-DEPTHWISE_BY_TAPS = ScopedPatch("keras.src.backend.jax.nn", "depthwise_conv", _depthwise_by_taps)
+DEPTHWISE_BY_TAPS = ScopedPatch(
+    keras_private.JAX_NN_MODULE, keras_private.JAX_DEPTHWISE, _depthwise_by_taps
+)
 
 
 def _state(model: Any) -> tuple[list[jax.Array], list[jax.Array]]:
@@ -130,6 +133,10 @@ def make_value_and_grad(model: Any, loss_fn: Any, wrt: int) -> Any:
         return float(loss), [np.asarray(o) for o in outputs], np.asarray(grad)
 
     return fn
+
+
+def whole_batches() -> bool:
+    return False  # one trace/compile per input shape: callers chunk and pad
 
 
 def make_forward(model: Any) -> Any:
