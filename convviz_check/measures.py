@@ -1,15 +1,20 @@
 """Measures of one array or one pair of arrays: Pearson r, Spearman rank correlation,
-SSIM, peak cell, top-k regions. Pure NumPy, SciPy and scikit-image;
-:mod:`convviz_check.metrics` builds comparisons from them.
+SSIM, peak cell and where it lies, top-k regions; and the check of object boxes.
+Pure NumPy, SciPy and scikit-image; :mod:`convviz_check.metrics` builds comparisons
+from them.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from .errors import ComparisonError
+from .errors import ComparisonError, LocalizationError, describe_array
+from .types import Box, GradCAM
 
 # Relative resolution below which values are treated as equal when ranking cells
 # (peak, top-k) and when deciding that a map is constant: 1e-6 of the map's largest
@@ -191,6 +196,180 @@ def is_constant(x: np.ndarray) -> bool:
     return bool(q.max() == q.min())
 
 
+_ROWS = ("top", "middle", "bottom")
+_COLS = ("left", "middle", "right")
+
+
+def region_name(peak: tuple[int, int] | None, shape: tuple[int, ...]) -> str:
+    """Where a peak cell lies, in words: the image cut in thirds each way gives four
+    corners, four edges and the centre.
+
+    Example:
+        >>> region_name((0, 0), (8, 8)), region_name((4, 7), (8, 8)), region_name((3, 4), (8, 8))
+        ('the top-left corner', 'the right edge', 'the centre')
+    """
+    if peak is None:
+        return "nowhere"
+    third = [min(2, int(3 * (p + 0.5) / n)) for p, n in zip(peak, shape[:2], strict=True)]
+    row, col = _ROWS[third[0]], _COLS[third[1]]
+    if row == col == "middle":
+        return "the centre"
+    if row == "middle":
+        return f"the {col} edge"
+    if col == "middle":
+        return f"the {row} edge"
+    return f"the {row}-{col} corner"
+
+
 # --------------------------------------------------------------------------------------
 # Input validation
 # --------------------------------------------------------------------------------------
+
+
+def check_boxes(boxes: Any, n: int, image_shape: Any, source: str = "boxes") -> np.ndarray:
+    """One object box per heatmap as an ``(n, 4)`` int64 array (y0, x0, y1, x1, half-open,
+    input-image pixels), checked.
+
+    Args:
+        boxes: a sequence of :class:`~convviz_check.types.Box` (or of 4 ints), one per
+            image, or an ``(n, 4)`` integer array.
+        n: the number of heatmaps.
+        image_shape: ``(H, W)`` the boxes refer to (a GradCAM's ``image_shape``; for
+            bare maps their own ``(h, w)``: such maps are taken to be at image
+            resolution, as :mod:`convviz_check.localization` does).
+        source: how the caller names the argument, for messages.
+
+    Raises:
+        LocalizationError: not one box per image, not integers, an empty box, or a box
+            (partly) outside the image.
+
+    Example:
+        >>> check_boxes([Box(0, 0, 4, 4)], 1, (8, 8)).tolist()
+        [[0, 0, 4, 4]]
+    """
+    rows: Any = boxes
+    if isinstance(boxes, Box):
+        raise LocalizationError(
+            f"{source} takes one box per image ({n}): a list of Box or an ({n}, 4) array. "
+            f"Received: one {boxes}."
+        )
+    if isinstance(boxes, list | tuple):
+        rows = [b.to_tuple() if isinstance(b, Box) else b for b in boxes]
+    try:
+        arr = np.asarray(rows)
+    except ValueError:
+        arr = np.asarray(rows, dtype=object)
+    if arr.ndim != 2 or arr.shape[1:] != (4,) or arr.dtype.kind not in "iu":
+        raise LocalizationError(
+            f"{source} must be a list of Box or an (N, 4) integer array y0, x0, y1, x1 in "
+            f"input-image pixels. Received: {describe_array(source, arr)}"
+        )
+    if arr.shape[0] != n:
+        raise LocalizationError(
+            f"{source} needs one box per image: {n} heatmap(s), {arr.shape[0]} box(es). "
+            f"Received: {describe_array(source, arr)}"
+        )
+    height, width = (int(v) for v in tuple(image_shape)[:2])
+    for i, (y0, x0, y1, x1) in enumerate(arr.tolist()):
+        if not (0 <= y0 < y1 <= height and 0 <= x0 < x1 <= width):
+            raise LocalizationError(
+                f"{source}[{i}] must be a non-empty box inside the {height}x{width} image "
+                f"(0 <= y0 < y1 <= {height}, 0 <= x0 < x1 <= {width}; half-open, input-image "
+                f"pixels). Received: (y0={y0}, x0={x0}, y1={y1}, x1={x1})"
+            )
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def paired_arrays(expected: Any, obtained: Any, kind: str) -> dict[str, Pair]:
+    """Key -> expected/obtained float arrays of an activation or pattern comparison,
+    after every structural check (a single array has the key ``""``)."""
+    if isinstance(expected, GradCAM) or isinstance(obtained, GradCAM):
+        raise ComparisonError(
+            f"A GradCAM result can only be compared as kind='heatmap'. Received: kind={kind!r}"
+        )
+    e_is_map, o_is_map = isinstance(expected, Mapping), isinstance(obtained, Mapping)
+    if e_is_map != o_is_map:
+        raise ComparisonError(
+            f"Cannot compare a dict of arrays with a single array ({kind}). Received: "
+            f"expected type {type(expected).__name__}, obtained type {type(obtained).__name__}"
+        )
+    if not e_is_map:
+        return {"": checked_pair(expected, obtained, kind, "expected", "obtained")}
+    e_keys, o_keys = [str(k) for k in expected], [str(k) for k in obtained]
+    if set(e_keys) != set(o_keys):
+        missing = sorted(set(e_keys) - set(o_keys))
+        extra = sorted(set(o_keys) - set(e_keys))
+        raise ComparisonError(
+            f"Cannot compare {kind}s: the keys differ. Missing from obtained: {missing}; "
+            f"not in expected: {extra}. Received: expected keys={sorted(e_keys)}, "
+            f"obtained keys={sorted(o_keys)}"
+        )
+    if not e_keys:
+        raise ComparisonError(f"Nothing to compare: both {kind} dicts are empty.")
+    return {
+        str(k): checked_pair(expected[k], obtained[k], kind, f"expected[{k!r}]", f"obtained[{k!r}]")
+        for k in expected
+    }
+
+
+@dataclass
+class Pair:
+    """Expected and obtained values of one key as float64, after every check."""
+
+    e: np.ndarray
+    o: np.ndarray
+    uint8: bool = False
+    float16: bool = False
+
+
+def checked_pair(e: Any, o: Any, kind: str, e_name: str, o_name: str) -> Pair:
+    e_raw, o_raw = np.asarray(e), np.asarray(o)
+    check_same_shape(e_raw, o_raw, kind, e_name, o_name)
+    fe, fo = dtype_family(e_raw, e_name), dtype_family(o_raw, o_name)
+    if fe != fo:
+        raise ComparisonError(
+            f"Cannot compare {kind}: dtype families differ ({fe} vs {fo}). Received: "
+            f"{describe_array(e_name, e_raw)}; {describe_array(o_name, o_raw)}"
+        )
+    ef, of = as_float_array(e_raw, e_name), as_float_array(o_raw, o_name)
+    return Pair(
+        ef,
+        of,
+        uint8=e_raw.dtype == np.uint8 and o_raw.dtype == np.uint8,
+        float16=np.float16 in (e_raw.dtype, o_raw.dtype),
+    )
+
+
+def check_same_shape(e: np.ndarray, o: np.ndarray, kind: str, e_name: str, o_name: str) -> None:
+    if np.shape(e) != np.shape(o):
+        raise ComparisonError(
+            f"Cannot compare {kind}: shapes differ. Received: {e_name}.shape="
+            f"{tuple(np.shape(e))}, {o_name}.shape={tuple(np.shape(o))}"
+        )
+
+
+def dtype_family(arr: np.ndarray, name: str) -> str:
+    families = {"f": "float", "i": "integer", "u": "integer", "b": "bool"}
+    if arr.dtype.kind not in families:
+        raise ComparisonError(
+            f"Only numeric arrays can be compared. Received: {describe_array(name, arr)}"
+        )
+    return families[arr.dtype.kind]
+
+
+def as_float_array(value: Any, name: str) -> np.ndarray:
+    arr = np.asarray(value)
+    dtype_family(arr, name)
+    if arr.size == 0:
+        raise ComparisonError(
+            f"Nothing to compare: the array is empty. Received: {describe_array(name, arr)}"
+        )
+    out = arr.astype(np.float64)
+    if not np.all(np.isfinite(out)):
+        n_nan = int(np.count_nonzero(np.isnan(out)))
+        n_inf = int(np.count_nonzero(np.isinf(out)))
+        raise ComparisonError(
+            f"Cannot compare arrays holding NaN or infinite values: {n_nan} NaN and {n_inf} "
+            f"infinite value(s) in {name}. Received: {describe_array(name, arr)}"
+        )
+    return out

@@ -27,7 +27,9 @@ heatmaps: their [0, 1] range; patterns: 255 for uint8 images, else the pair's ra
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import ComparisonError, ConvvizError
@@ -232,6 +234,72 @@ RETRAIN_MEASURED: dict[str, tuple[float, float, float, float]] = {
 }
 
 
+# --------------------------------------------------------------------------------------
+# The profiles as data: how each metric is computed from the compared items
+# --------------------------------------------------------------------------------------
+# A comparison measures each item (a layer, an image, a filter), then combines the
+# items' measures into the profile's metrics. How they combine:
+#   "worst"      the worst item's value (the largest error, the smallest similarity);
+#   "mean"       the mean over the items that have the measure (a degenerate image has
+#                none);
+#   "mean_drop"  mean expected - mean obtained of an (expected, obtained) fact of
+#                every item (energy in the box; a pointing hit counts 1);
+#   "share_same" the share of items whose (expected, obtained) fact is equal;
+#   "count"      the number of items whose (expected, obtained) fact differs (bound 0).
+AGGREGATIONS = ("worst", "mean", "mean_drop", "share_same", "count")
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric of a profile: its name in ``Comparison.metrics``, the Tolerance field
+    that bounds it (None: a count bounded by 0), its direction, the per-item measure it
+    combines and how (one of :data:`AGGREGATIONS`)."""
+
+    name: str
+    field: str | None
+    direction: str
+    measure: str
+    aggregate: str
+
+
+# Counts every heatmap comparison reports: an image whose map became (or stopped
+# being) degenerate, an image that explains another class than its golden. Under
+# retrain the class is judged as a share (class_agreement) instead.
+_COUNTS = {
+    "degenerate_changed": MetricSpec("degenerate_changed", None, "max", "degenerate", "count"),
+    "class_changed": MetricSpec("class_changed", None, "max", "class_index", "count"),
+}
+# retrain metric -> (per-item measure, aggregation); names, fields and directions are
+# types.RETRAIN_METRICS'.
+_RETRAIN_MEASURES = {
+    "spearman_mean": ("spearman", "mean"),
+    "topk_iou_mean": ("topk_iou", "mean"),
+    "class_agreement": ("class_index", "share_same"),
+    "box_energy_drop_mean": ("box_energy", "mean_drop"),
+    "box_energy_drop": ("box_energy_drop", "worst"),
+    "pointing_drop": ("pointing", "mean_drop"),
+}
+
+
+def _profile_specs() -> dict[str, dict[str, tuple[MetricSpec, ...]]]:
+    exact = {
+        kind: tuple(MetricSpec(n, f, d, n, "worst") for n, f, d in metrics)
+        for kind, metrics in PROFILE_METRICS["exact"].items()
+    }
+    retrain = {
+        kind: tuple(MetricSpec(n, f, d, *_RETRAIN_MEASURES[n]) for n, f, d in metrics)
+        for kind, metrics in PROFILE_METRICS["retrain"].items()
+    }
+    exact["heatmap"] += (_COUNTS["degenerate_changed"], _COUNTS["class_changed"])
+    retrain["heatmap"] += (_COUNTS["degenerate_changed"],)
+    return {"exact": exact, "retrain": retrain}
+
+
+# profile -> kind -> its metrics, in report order (empty: the profile does not judge
+# the kind).
+PROFILE_SPECS: dict[str, dict[str, tuple[MetricSpec, ...]]] = _profile_specs()
+
+
 def check_profile(profile: Any, source: str = "profile") -> str:
     """``profile`` when it names a gate profile (:data:`PROFILES`).
 
@@ -286,17 +354,52 @@ def as_tolerance(value: Any, source: str = "tolerance") -> Tolerance | None:
         ComparisonError: another type, or a dict with unknown fields (``source`` names
             where the value came from, e.g. ``"convviz(tolerance=...)"``).
     """
-    if value is None or isinstance(value, Tolerance):
+    if value is None:
         return value
+    if isinstance(value, Tolerance):
+        return check_bounds(value, source)
     if isinstance(value, Mapping):
         try:
-            return Tolerance.from_dict(dict(value))
+            tol = Tolerance.from_dict(dict(value))
         except (ConvvizError, TypeError, ValueError) as err:
             raise ComparisonError(f"Invalid {source}: {err} Received: {value!r}") from None
+        return check_bounds(tol, source)
     raise ComparisonError(
         f"{source} must be a Tolerance, a dict of its fields or None. Received: {value!r} "
         f"(type {type(value).__name__})"
     )
+
+
+def check_bounds(tol: Tolerance, source: str = "tolerance") -> Tolerance:
+    """``tol`` when every field it sets is a bound some comparison can pass: a finite
+    number; an error bound (``max``), ``pixel_atol`` >= 0; a similarity bound
+    (``min``) <= 1 (identical arrays score 1); ``activation_scale_floor`` > 0.
+
+    Raises:
+        ComparisonError: naming ``source``, the field, its value and what it must be
+            (a golden written with such a bound would fail every later run).
+    """
+    directions = {
+        name: direction
+        for kinds in PROFILE_METRICS.values()
+        for metrics in kinds.values()
+        for _metric, name, direction in metrics
+    }
+    for name, value in tol.to_dict().items():
+        bad = ""
+        if not math.isfinite(value):
+            bad = "a finite number"
+        elif name == "activation_scale_floor" and value <= 0:
+            bad = "> 0"
+        elif directions.get(name, "max") == "max" and value < 0:
+            bad = ">= 0 (an error bound: identical arrays have error 0)"
+        elif directions.get(name) == "min" and value > 1:
+            bad = "<= 1 (a similarity bound: identical arrays score 1)"
+        if bad:
+            raise ComparisonError(
+                f"Invalid {source}: the bound {name} must be {bad}. Received: {name}={value!r}"
+            )
+    return tol
 
 
 def merge(*overrides: Any) -> Tolerance | None:

@@ -241,11 +241,14 @@ class MetricResult:
 
     @property
     def distance(self) -> float:
-        """Distance to the bound (see :func:`bound_distance`); a failed metric with
-        no bound is infinitely far."""
+        """Distance to the bound (see :func:`bound_distance`): <= 1 exactly when the
+        metric passed, > 1 when it failed (``bound_distance`` rounds, so a value one ulp
+        past its bound may compute as 1: it is reported just beyond); a failed metric
+        with no bound is infinitely far."""
         if self.bound is None or not math.isfinite(self.value):
             return 0.0 if self.ok else math.inf
-        return bound_distance(self.value, self.bound, self.direction)
+        d = bound_distance(self.value, self.bound, self.direction)
+        return min(d, 1.0) if self.ok else max(d, math.nextafter(1.0, math.inf))
 
     def to_dict(self) -> dict[str, Any]:
         return {

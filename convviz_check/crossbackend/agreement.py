@@ -30,7 +30,15 @@ from ..metrics import compare
 from ..render import deprocess_image
 from ..types import BACKENDS, ITEM_UNIT, KIND_OF, TECHNIQUES, Tolerance
 from .pool import WorkerPool, default_pool, parse_backends, require_backends
-from .requests import artifact_params, as_images, check_techniques, model_spec
+from .requests import (
+    ActivationsParams,
+    CamParams,
+    FiltersParams,
+    artifact_params,
+    as_images,
+    check_techniques,
+    model_spec,
+)
 
 
 # --------------------------------------------------------------------------------------
@@ -241,20 +249,20 @@ def agreement(
     tolerance: Tolerance | Mapping[str, float] | None = None,
     *,
     pool: WorkerPool | None = None,
-    layers: Sequence[str] | None = None,
-    class_index: int | Sequence[int] | np.ndarray | None = None,
-    gradcam_layer: str | None = None,
-    score: str = "auto",
-    preprocess: bool = False,
-    cam_method: str = "gradcam",
+    layers: Sequence[str] | None = ActivationsParams.layers,
+    class_index: int | Sequence[int] | np.ndarray | None = CamParams.class_index,
+    gradcam_layer: str | None = CamParams.layer,
+    score: str = CamParams.score,
+    preprocess: bool = CamParams.preprocess,
+    cam_method: str = CamParams.method,
     cam_options: Mapping[str, Any] | None = None,
-    filters_layer: str | None = None,
-    filters: int | Sequence[int] = 8,
-    filter_steps: int = 30,
-    filter_size: tuple[int, int] | None = None,
-    learning_rate: float | None = None,
-    seed: int = 0,
-    input_range: tuple[float, float] | None = None,
+    filters_layer: str | None = FiltersParams.layer,
+    filters: int | Sequence[int] = FiltersParams.filters,
+    filter_steps: int = FiltersParams.steps,
+    filter_size: tuple[int, int] | None = FiltersParams.size,
+    learning_rate: float | None = FiltersParams.learning_rate,
+    seed: int = FiltersParams.seed,
+    input_range: tuple[float, float] | None = FiltersParams.input_range,
     safe_mode: bool = True,
     custom_objects: Sequence[str] | None = None,
     timeout: float | None = None,

@@ -21,22 +21,29 @@ MAX_LISTED = 5
 def comparison_text(
     kind: str, metrics: Mapping[str, MetricResult], details: Mapping[str, Any], passed: bool
 ) -> str:
-    """The human-readable summary of one comparison (see the module docstring)."""
-    if details.get("profile") == "retrain":
-        return retrain_text(metrics, details, passed)
+    """The human-readable summary of one comparison, under any profile (see the module
+    docstring): the plain causes first (the explained class, degeneracy, the peak, the
+    energy in the object box), then the verdict and each metric against its bound."""
     items: dict[str, dict[str, Any]] = dict(details["per_item"])
-    batch = len(items) > 1
+    n = len(items)
+    batch = n > 1
     worst_name = str(details["worst_item"])
-    worst = items[worst_name]
+    worst = items.get(worst_name, {})
+    profile = details.get("profile")
 
     def where(name: str) -> str:
         return f" ({name})" if batch else ""
 
-    lines = plain_changes(items, metrics, where)
+    lines = _class_agreement(metrics, n)
+    lines += plain_changes(items, metrics, where)
+    lines += _box_lines(items, metrics)
     unit = ITEM_UNIT[kind]
     summary = f"{kind} comparison {'passed' if passed else 'FAILED'}"
-    summary += f" ({len(items)} {unit}{'s' if len(items) != 1 else ''}"
-    summary += f", worst {worst_name})" if batch and not passed else ")"
+    summary += f" ({n} {unit}{'s' if n != 1 else ''}"
+    if profile is not None:
+        summary += f", profile {profile})"
+    else:
+        summary += f", worst {worst_name})" if batch and not passed else ")"
     lines.append(summary)
     first = first_out_of_bounds(items, metrics)
     if batch and first is not None and not passed:
@@ -46,16 +53,22 @@ def comparison_text(
     names = {m.name: field_name(kind, m.name) for m in metrics.values()}
     width = max((len(name) for name in names.values()), default=0)
     lines += ["  " + metric_line(m, width, names[m.name]) for m in metrics.values()]
-    if kind == "heatmap" and worst.get("peak_expected") is not None:
+    if "peak_shift" in metrics and worst.get("peak_expected") is not None:
         lines.append(
             f"peak expected {cell(worst['peak_expected'])}, obtained "
             f"{cell(worst['peak_obtained'])}{where(worst_name)}"
         )
-    scale = {"activation": " x scale", "pattern": " x range"}.get(kind, "")
-    lines.append(
-        f"share of values out of pixel_atol={details['pixel_atol']:g}{scale}: "
-        f"{100 * details['share_out']:.2f}% ({details['n_out']} of {details['n_total']})"
-    )
+    if profile is None:  # the retrain profile bounds what a retrain keeps, not values
+        scale = {"activation": " x scale", "pattern": " x range"}.get(kind, "")
+        lines.append(
+            f"share of values out of pixel_atol={details['pixel_atol']:g}{scale}: "
+            f"{100 * details['share_out']:.2f}% ({details['n_out']} of {details['n_total']})"
+        )
+    if details.get("boxes") is False:
+        lines.append(
+            "no object boxes: energy in the box and the pointing game not judged (pass "
+            "boxes= to convviz.check)"
+        )
     before, after = details.get("layer_expected"), details.get("layer_obtained")
     if before is not None and before != after:
         lines.append(f"target layer changed: {before!r} -> {after!r}")
@@ -73,8 +86,7 @@ def first_out_of_bounds(
             value = facts.get(metric.name)
             if metric.bound is None or not isinstance(value, int | float):
                 continue
-            beyond = value > metric.bound if metric.direction == "max" else value < metric.bound
-            if beyond:
+            if not MetricResult.judge(metric.name, value, metric.bound, metric.direction).ok:
                 return name
     return None
 
@@ -149,41 +161,46 @@ def field_name(kind: str, metric: str) -> str:
     return metric
 
 
-def retrain_text(
-    metrics: Mapping[str, MetricResult], details: Mapping[str, Any], passed: bool
-) -> str:
-    """The summary of a heatmap comparison under the retrain profile: the plain cause
-    first (the explained class, the energy in the object box, where the peak went,
-    the pointing game), then each metric against its bound."""
-    items: dict[str, dict[str, Any]] = dict(details["per_item"])
-    summary: Mapping[str, Any] = details.get("retrain") or {}
-    n = int(summary.get("n", len(items)))
-    batch = n > 1
-
-    def where(name: str) -> str:
-        return f" ({name})" if batch else ""
-
-    lines = []
+def _class_agreement(metrics: Mapping[str, MetricResult], n: int) -> list[str]:
     agreement = metrics.get("class_agreement")
-    if agreement is not None and not agreement.ok:
-        lines.append(
-            f"the explained class changed in {round(n * (1 - agreement.value))}/{n} images "
-            f"(agreement {agreement.value:.3g}; bound >= {exact(agreement.bound)})"
-        )
-    lines += plain_changes(items, {}, where)
+    if agreement is None or agreement.ok:
+        return []
+    return [
+        f"the explained class changed in {round(n * (1 - agreement.value))}/{n} images "
+        f"(agreement {agreement.value:.3g}; bound >= {exact(agreement.bound)})"
+    ]
+
+
+def _box_lines(
+    items: Mapping[str, Mapping[str, Any]], metrics: Mapping[str, MetricResult]
+) -> list[str]:
+    """Where the mass went, from the images' box facts: the energy in the object box
+    (golden, now), where the peaks that left the box went, the pointing game, the
+    largest drop of one image."""
+    boxed = [f for f in items.values() if f.get("box_energy") is not None]
+    if not boxed:
+        return []
+    n = len(boxed)
+    lines = []
     drop = metrics.get("box_energy_drop_mean")
-    if drop is not None and summary.get("box_energy"):
-        before, after = summary["box_energy"]
+    if drop is not None:
+        before = sum(f["box_energy"][0] for f in boxed) / n
+        after = sum(f["box_energy"][1] for f in boxed) / n
         change = (
-            f"fell from {before:.2f} to {after:.2f}"
+            f" fell from {before:.2f} to {after:.2f}"
             if not drop.ok
             else f": {before:.2f} in the golden, {after:.2f} now"
         )
         lines.append(
-            f"energy in the object box{'' if drop.ok else ' '}{change} (mean over {n} images; bound: drop <= "
+            f"energy in the object box{change} (mean over {n} images; bound: drop <= "
             f"{exact(drop.bound)})"
         )
-    left: Mapping[str, int] = summary.get("peak_left_box") or {}
+    moved: dict[str, int] = {}
+    for f in boxed:
+        if list(f.get("pointing", ())) == [True, False]:
+            place = str(f["peak_where"][1])
+            moved[place] = moved.get(place, 0) + 1
+    left = dict(sorted(moved.items(), key=lambda kv: (-kv[1], kv[0])))  # most first
     if left:
         count = sum(left.values())
         if len(left) == 1:
@@ -193,30 +210,15 @@ def retrain_text(
         else:
             parts = ", ".join(f"{place} {k}" for place, k in left.items())
             lines.append(f"peak moved from inside the box in {count}/{n} images: to {parts}")
-    hits = summary.get("hits")
-    if hits is not None:
-        lines.append(f"pointing game: {hits[0]}/{n} hits in the golden, {hits[1]}/{n} now")
+    hits = [sum(bool(f["pointing"][side]) for f in boxed) for side in (0, 1)]
+    lines.append(f"pointing game: {hits[0]}/{n} hits in the golden, {hits[1]}/{n} now")
     worst_drop = metrics.get("box_energy_drop")
     if worst_drop is not None and not worst_drop.ok:
         lines.append(
             f"largest energy drop of one image: {worst_drop.value:.2f} ({worst_drop.note}; "
             f"bound: drop <= {exact(worst_drop.bound)})"
         )
-    status = "passed" if passed else "FAILED"
-    lines.append(f"heatmap comparison {status} ({n} image{'s' if n != 1 else ''}, profile retrain)")
-    names = {m.name: field_name("heatmap", m.name) for m in metrics.values()}
-    width = max((len(name) for name in names.values()), default=0)
-    lines += ["  " + metric_line(m, width, names[m.name]) for m in metrics.values()]
-    if not summary.get("boxes"):
-        lines.append(
-            "no object boxes: energy in the box and the pointing game not judged (pass "
-            "boxes= to convviz.check)"
-        )
-    before, after = details.get("layer_expected"), details.get("layer_obtained")
-    if before is not None and before != after:
-        lines.append(f"target layer changed: {before!r} -> {after!r}")
-    lines += list(details.get("notes", []))
-    return "\n".join(lines)
+    return lines
 
 
 def metric_line(m: MetricResult, width: int, name: str | None = None) -> str:
