@@ -31,11 +31,14 @@ from typing import Any
 import numpy as np
 
 from .errors import GraphError, InputError
+from .types import MetricResult, Outcome
 
 __all__ = [
     "DEFAULT_MAX_CORRELATION",
     "DEFAULT_REPEATS",
     "RandomizationResult",
+    "check_randomization",
+    "judge_randomization",
     "randomization_correlation",
     "sanity_check_randomization",
 ]
@@ -312,6 +315,107 @@ def randomization_correlation(
     )
 
 
+def judge_randomization(result: RandomizationResult) -> Outcome:
+    """The verdict on a measured :class:`RandomizationResult`, as an
+    :class:`~convviz_check.types.Outcome` (judgment ``"randomization"``);
+    :func:`sanity_check_randomization` raises when it is not ok. Pure NumPy.
+
+    Passes when the mean correlation is strictly below its bound (a map that does not
+    change at all correlates 1). Metrics: ``mean_correlation`` (bound
+    ``max_correlation``, ``"max"``); per image its correlation, class and whether a
+    randomized map was degenerate; facts: the method, the target layer, the layers
+    re-initialized, the re-initializations and their seeds, each one's mean.
+    """
+    mean, bound = float(result.mean_correlation), float(result.max_correlation)
+    passed = mean < bound  # NaN never passes
+    repeats = len(result.per_repeat)
+    metric = MetricResult(
+        "mean_correlation",
+        mean,
+        bound,
+        passed,
+        "max",
+        f"Spearman, trained vs re-initialized maps; mean of {repeats} re-initialization(s), "
+        "strictly below the bound",
+    )
+    items = {
+        f"image {i}": {
+            "correlation": float(result.correlations[i]),
+            "class_index": int(result.class_index[i]),
+            "randomized_degenerate": bool(result.randomized_degenerate[i]),
+        }
+        for i in range(len(result.correlations))
+    }
+    facts = {
+        "method": result.method,
+        "target_layer": result.target_layer,
+        "layers": list(result.layers),
+        "repeats": repeats,
+        "per_repeat": [float(v) for v in result.per_repeat],
+        "images": len(result.correlations),
+        "randomized_degenerate": int(np.count_nonzero(result.randomized_degenerate)),
+    }
+    if passed:
+        lead = (
+            f"The {result.method} map changes when the model's top layers "
+            f"{list(result.layers)} are re-initialized: mean Spearman correlation {mean:.3f} "
+            f"< {bound:.3f} over {repeats} re-initialization(s)."
+        )
+        return Outcome("randomization", "passed", lead, "", {metric.name: metric}, items, {}, facts)
+    lead = (
+        f"The {result.method} map barely changes when the model's top layers are "
+        "re-initialized: it explains the input rather than what the model learned."
+    )
+    return Outcome(
+        "randomization",
+        "failed",
+        lead,
+        f"{lead}\n  {result.text}",
+        {metric.name: metric},
+        items,
+        {},
+        facts,
+    )
+
+
+def check_randomization(
+    model: Any,
+    images: Any,
+    layers_to_reinit: int | Sequence[str] | None = None,
+    *,
+    max_correlation: float = DEFAULT_MAX_CORRELATION,
+    class_index: Any = None,
+    layer: str | None = None,
+    score: str = "auto",
+    seed: int = 0,
+    repeats: int = DEFAULT_REPEATS,
+    method: str = "gradcam",
+    method_options: Mapping[str, Any] | None = None,
+) -> Outcome:
+    """:func:`sanity_check_randomization`'s judgment without raising: measure
+    (:func:`randomization_correlation`) and judge (:func:`judge_randomization`). Same
+    arguments.
+
+    Raises:
+        InputError: degenerate trained maps or bad arguments (a map that does not
+            change is a failed Outcome).
+    """
+    result = randomization_correlation(
+        model,
+        images,
+        layers_to_reinit,
+        class_index=class_index,
+        layer=layer,
+        score=score,
+        seed=seed,
+        repeats=repeats,
+        max_correlation=max_correlation,
+        method=method,
+        method_options=method_options,
+    )
+    return judge_randomization(result)
+
+
 def sanity_check_randomization(
     model: Any,
     images: Any,
@@ -383,10 +487,7 @@ def sanity_check_randomization(
         method=method,
         method_options=method_options,
     )
-    if not result.passed:
-        raise AssertionError(
-            f"The {method} map barely changes when the model's top layers are "
-            "re-initialized: it explains the input rather than what the model "
-            "learned.\n  " + result.text
-        )
+    outcome = judge_randomization(result)
+    if not outcome.ok:
+        raise AssertionError(outcome.message)
     return result

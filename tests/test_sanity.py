@@ -211,3 +211,63 @@ def test_randomization_check_refuses_an_unknown_method_or_option(seq, method, op
         sanity.randomization_correlation(
             seq, np.zeros((1, 16, 16, 3), np.float32), method=method, method_options=options
         )
+
+
+# --------------------------------------------------------------------------- outcomes
+def _result(correlations, bound=0.5, per_repeat=(0.2, 0.4)) -> sanity.RandomizationResult:
+    rhos = np.asarray(correlations, np.float64)
+    return sanity.RandomizationResult(
+        correlations=rhos,
+        mean_correlation=float(rhos.mean()),
+        max_correlation=bound,
+        passed=bool(rhos.mean() < bound),
+        layers=("head",),
+        target_layer="c2",
+        class_index=np.arange(len(rhos)),
+        randomized_degenerate=np.array([False] * (len(rhos) - 1) + [True]),
+        per_repeat=np.asarray(per_repeat),
+        text="Model-randomization check (details)",
+    )
+
+
+@pytest.mark.parametrize(
+    "correlations, status",
+    [
+        ([0.1, 0.3], "passed"),
+        ([0.6, 0.8], "failed"),
+        ([0.5, 0.5], "failed"),
+        ([0.2, np.nan], "failed"),
+    ],
+    ids=["below", "above", "at-the-bound", "nan"],
+)
+def test_judge_randomization_passes_strictly_below_the_bound(correlations, status):
+    outcome = sanity.judge_randomization(_result(correlations))
+    assert outcome.judgment == "randomization" and outcome.status == status
+    metric = outcome.metrics["mean_correlation"]
+    assert metric.bound == 0.5 and metric.direction == "max" and metric.ok == (status == "passed")
+    assert outcome.items["image 1"]["randomized_degenerate"] is True
+    assert outcome.items["image 0"] == {
+        "correlation": pytest.approx(correlations[0]),
+        "class_index": 0,
+        "randomized_degenerate": False,
+    }
+    assert outcome.facts["layers"] == ["head"] and outcome.facts["repeats"] == 2
+    assert outcome.facts["per_repeat"] == [0.2, 0.4]
+    if status == "failed":
+        assert outcome.lead.startswith("The gradcam map barely changes")
+        assert outcome.message == outcome.lead + "\n  Model-randomization check (details)"
+    else:
+        assert "0.200 < 0.500" in outcome.lead and outcome.message == ""
+
+
+def test_check_randomization_returns_the_outcome_the_assertion_raises(seq):
+    images = np.random.default_rng(2).uniform(0, 1, (3, 16, 16, 3)).astype(np.float32)
+    outcome = sanity.check_randomization(seq, images, seed=1, repeats=2, max_correlation=-1.0)
+    assert outcome.status == "failed" and not outcome.ok
+    measured = sanity.randomization_correlation(seq, images, seed=1, repeats=2)
+    assert outcome.metrics["mean_correlation"].value == pytest.approx(measured.mean_correlation)
+    with pytest.raises(AssertionError) as info:
+        sanity.sanity_check_randomization(seq, images, seed=1, repeats=2, max_correlation=-1.0)
+    assert str(info.value) == outcome.message
+    passed = sanity.check_randomization(seq, images, seed=1, repeats=2, max_correlation=1.0)
+    assert passed.ok and passed.to_entry()["status"] == "passed"
