@@ -185,6 +185,42 @@ class Artifact:
         return cls(kind, layout, dict(arrays), dict(attrs))
 
 
+def comparable(artifact: Artifact) -> Value:
+    """The value every comparison of ``artifact`` reads, the same on every route
+    (golden checks, ``convviz-check golden diff``, cross-backend agreement), so one
+    table of bounds means one thing.
+
+    Activations and heatmaps: :meth:`Artifact.to_value`. Filter patterns: as they are
+    shown, and as their bounds were calibrated (``tolerances.TABLE``): each pattern
+    standardized to uint8 with its borders cropped (:func:`convviz_check.render.deprocess_image`);
+    raw float patterns have no fixed range and gradient ascent scales them freely. A uint8
+    pattern is an image already and is compared as it is.
+
+    Example:
+        >>> a = Artifact.from_value(np.linspace(0, 1, 2 * 8 * 8 * 3).reshape(2, 8, 8, 3), "pattern")
+        >>> comparable(a).dtype, comparable(a).shape
+        (dtype('uint8'), (2, 6, 6, 3))
+    """
+    value = artifact.to_value()
+    if artifact.kind != "pattern" or artifact.layout != "array":
+        return value
+    return _as_shown(artifact.arrays["value"])
+
+
+def _as_shown(patterns: np.ndarray) -> np.ndarray:
+    from .render import deprocess_image
+
+    if patterns.dtype == np.uint8 or patterns.size == 0:
+        return patterns
+    if patterns.ndim == 4:  # (F, H, W, C)
+        return np.stack([deprocess_image(p) for p in patterns])
+    if patterns.ndim == 3:  # one (H, W, C)
+        return deprocess_image(patterns)
+    if patterns.ndim == 2:  # one (H, W)
+        return deprocess_image(patterns[..., None])[..., 0]
+    return patterns  # compare refuses other ranks, naming them
+
+
 def _check_gradcam_attrs(attrs: Mapping[str, Any]) -> None:
     shape = attrs.get("image_shape", (0, 0))
     ok = (

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from . import golden, tolerances
-from .artifacts import BOXES, Artifact
+from .artifacts import BOXES, Artifact, comparable
 from .errors import ComparisonError, GoldenError, LocalizationError
 from .metrics import check_boxes, compare, not_judged
 from .report.causes import cause_first
@@ -569,8 +569,8 @@ def _compare(
         )
     try:
         comparison = compare(
-            expected.to_value(),
-            obtained.to_value(),
+            comparable(expected),
+            comparable(obtained),
             obtained.kind,
             run.tolerance,
             cross_backend=run.place.cross,

@@ -433,6 +433,64 @@ def test_grid_image_of_patterns_compares_as_one_item():
     assert list(result.details["per_item"]) == ["pattern"]
 
 
+def _float_patterns(seed: int = 11) -> np.ndarray:
+    """Four 16x16 RGB filter patterns as gradient ascent leaves them (raw floats)."""
+    return np.random.default_rng(seed).normal(size=(4, 16, 16, 3)).astype(np.float32)
+
+
+def test_comparable_deprocesses_float_patterns_and_keeps_images_and_other_kinds():
+    from convviz_check.artifacts import Artifact, comparable
+    from convviz_check.render import deprocess_image
+
+    raw = _float_patterns()
+    shown = comparable(Artifact.from_value(raw, "pattern"))
+    assert shown.dtype == np.uint8 and shown.shape == (4, 12, 12, 3)  # borders cropped
+    assert np.array_equal(shown[2], deprocess_image(raw[2]))
+    one = comparable(Artifact.from_value(raw[0, :, :, 0], "pattern"))
+    assert one.dtype == np.uint8 and one.shape == (12, 12)
+    image = np.random.default_rng(1).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    assert np.array_equal(comparable(Artifact.from_value(image, "pattern")), image)
+    acts = {"conv": np.ones((1, 4, 4, 2), np.float32)}
+    assert np.array_equal(comparable(Artifact.from_value(acts))["conv"], acts["conv"])
+    cam = make_cam(hot_spot((5, 5), (2, 2)))
+    assert np.array_equal(comparable(Artifact.from_value(cam)).heatmap, cam.heatmap)
+
+
+def test_a_golden_check_compares_float_patterns_as_they_are_shown(tmp_path):
+    """Golden checks read patterns deprocessed (uint8), like cross-backend agreement,
+    where the pattern bounds were calibrated: gradient ascent's free scale and offset
+    are no change, a changed pattern still fails."""
+    from pathlib import PurePosixPath
+
+    from convviz_check.artifacts import Artifact, comparable
+    from convviz_check.checks import CheckRequest, Settings, run_check
+
+    raw = _float_patterns()
+    rel = PurePosixPath("tests/test_x.py/test_p/patterns")
+
+    def check(value, update=None):
+        request = CheckRequest("patterns", rel, Artifact.from_value(value, "pattern"), "tensorflow")
+        return run_check(Settings(tmp_path / "golden", update=update), request, None)
+
+    assert check(raw, "missing").status == "written"
+    rescaled = check(3.0 * raw + 0.5)
+    assert rescaled.status == "passed", rescaled.message
+    assert rescaled.comparison.metrics["ssim"].value == 1.0
+    # the raw floats, compared in their own joint range, would have failed
+    assert not compare(raw, 3.0 * raw + 0.5, "pattern").passed
+    changed = raw.copy()
+    changed[1] = _float_patterns(seed=12)[1]
+    failed = check(changed)
+    assert failed.status == "failed" and failed.comparison.details["worst_item"] == "filter 1"
+    # the same comparison as the agreement route's
+    direct = compare(
+        comparable(Artifact.from_value(raw, "pattern")),
+        comparable(Artifact.from_value(changed, "pattern")),
+        "pattern",
+    )
+    assert direct.metrics == failed.comparison.metrics
+
+
 # --------------------------------------------------------------------------------------
 # errors
 # --------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .. import golden, storage
+from ..artifacts import comparable
 from ..checks import CheckRequest, Settings, run_check
 from ..errors import GoldenError, StorageError
 from ..metrics import compare
@@ -291,8 +292,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
     expected = golden.load(_base(root, args.expected))
     obtained = golden.load(_base(root, args.obtained), kind=expected.artifact.kind)
     result = compare(
-        expected.artifact.to_value(),
-        obtained.artifact.to_value(),
+        comparable(expected.artifact),
+        comparable(obtained.artifact),
         expected.artifact.kind,
         cross_backend=args.cross_backend,
     )

@@ -23,11 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from ..artifacts import Artifact
+from ..artifacts import Artifact, comparable
 from ..errors import ConvvizError, InputError
 from ..judge.agreement import AgreementReport, PairComparison, Results
 from ..metrics import compare
-from ..render import deprocess_image
 from ..types import BACKENDS, ITEM_UNIT, KIND_OF, TECHNIQUES, Tolerance
 from .pool import WorkerPool, default_pool, parse_backends, require_backends
 from .requests import (
@@ -45,13 +44,8 @@ from .requests import (
 # Comparing per-backend results (shared by the worker route and the export route)
 # --------------------------------------------------------------------------------------
 def _comparable(technique: str, artifact: Artifact) -> Any:
-    if technique == "activations":
-        return artifact.arrays
-    if technique == "gradcam":
-        return {k: artifact.arrays[k] for k in ("heatmap", "class_index", "degenerate")}
-    # Patterns are compared as they are shown: standardized, uint8, borders cropped.
-    patterns = artifact.arrays["value"]
-    return np.stack([deprocess_image(p) for p in patterns]) if len(patterns) else patterns
+    # One representation on every route (patterns deprocessed to uint8, as calibrated).
+    return comparable(artifact)
 
 
 def _describe_subject(technique: str, artifact: Artifact) -> str:
