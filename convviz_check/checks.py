@@ -304,6 +304,17 @@ class _Run:
         return {**self.request.meta, "profile": self.profile}
 
     def write(self, base: Path) -> Outcome:
+        # A golden no later run could pass is refused before anything is written.
+        problem = golden.unwritable(
+            self.request.obtained,
+            self.tolerance,
+            profile=tolerances.DEFAULT_PROFILE if self.unjudged else self.profile,
+        )
+        if problem:
+            name = self.request.name
+            return self.finish(
+                "error", lambda: f"convviz check {name!r}: refusing to write its golden: {problem}."
+            )
         meta = {**self._meta, "tolerance": self.tolerance.to_dict()}
         paths = golden.save(base, self.request.obtained, meta, inputs=self.request.thumbnail())
         self.golden_rel = self._rel(base)

@@ -354,6 +354,37 @@ def save(
     return written
 
 
+def unwritable(artifact: Artifact, tolerance: Any = None, *, profile: str = "exact") -> str:
+    """Why ``artifact`` must not become a golden under ``tolerance``, or ``""``.
+
+    A golden that no later run can pass is worse than none: every run after the update
+    fails. So the value is compared with itself, by the same :func:`~convviz_check.
+    metrics.compare` every later run uses, before anything is written: whatever that
+    comparison refuses (NaN or infinite values, an empty batch, a heatmap of the wrong
+    rank, a bound that is not a finite number) is refused here, and so is a bound that
+    fails even identical arrays (a negative error bound, a similarity above 1).
+    """
+    from .errors import ComparisonError, LocalizationError
+    from .metrics import compare
+
+    value = artifact.to_value()
+    try:
+        result = compare(
+            value, value, artifact.kind, tolerance, profile=profile, boxes=artifact.boxes
+        )
+    except (ComparisonError, LocalizationError) as e:
+        return f"no later run could compare with it: {e}"
+    if result.passed:
+        return ""
+    failing = ", ".join(
+        f"{name} {m.value:g} vs bound {m.bound}" for name, m in result.metrics.items() if not m.ok
+    )
+    return (
+        f"its bounds fail even the value compared with itself ({failing}): error bounds "
+        "must be >= 0 and similarity bounds <= 1"
+    )
+
+
 def sidecar_bytes(sidecar: Mapping[str, Any]) -> bytes:
     return (json.dumps(sidecar, sort_keys=True, indent=2, allow_nan=True) + "\n").encode()
 
