@@ -400,10 +400,12 @@ def curves_chart(
             yy = y1 - (ys[ok] - lo) / (hi - lo) * (y1 - y0)
             if xs.size > 1:
                 draw.line(list(zip(xs.tolist(), yy.tolist(), strict=True)), _COLOURS[name], 2)
-    x = pad
-    for name, colour in _COLOURS.items():
-        if any(s == name for s, _ in series):
-            label = f"{name} (mean of {len(random)})" if name == "random" else name
-            draw.text((x, _PANEL + 1), label, fill=colour)
-            x += 8 * len(label) + 12
+    changed = "deleted" if curves.metric == "deletion" else "inserted"
+    legend = [(n, c) for n, c in _COLOURS.items() if any(s == n for s, _ in series)]
+    legend.append((f"(x: fraction of pixels {changed}, y: probability)", (90, 90, 90)))
+    x = float(pad)
+    for name, colour in legend:
+        label = f"{name} (mean of {len(random)})" if name == "random" else name
+        draw.text((x, _PANEL + 1), label, fill=colour)
+        x += draw.textlength(label) + 12
     return np.asarray(canvas, np.uint8)

@@ -15,9 +15,12 @@ import textwrap
 import keras
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from convviz_check import examples
 from convviz_check import faithfulness as ff
+from convviz_check import faithfulness_judge as fj
 from convviz_check.errors import ConvvizError, FaithfulnessError, InputError
 from convviz_check.explain.gradcam import gradcam
 from convviz_check.render import resize_bilinear
@@ -557,6 +560,204 @@ def test_fixture_assert_faithful_passes_a_good_map_and_fails_an_inverted_one(pyt
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*The map is not faithful*", "*random map:*"])
+
+
+# --------------------------------------------------------------------------- random draws
+def _single_draw_leads(convnet, x, cam, margin, monkeypatch, draws, seeds=range(8)):
+    monkeypatch.setattr(ff, "RANDOM_DRAWS", draws)
+    outcomes = [
+        ff.check_faithful(convnet, x, cam, steps=8, against="random", seed=s, margin=margin)
+        for s in seeds
+    ]
+    return outcomes
+
+
+def test_the_verdict_does_not_hang_on_one_random_draw(convnet, monkeypatch):
+    x = examples.make_scenes(2, seed=2).floats
+    cam = gradcam(convnet, x)
+    one = _single_draw_leads(convnet, x, cam, 0.05, monkeypatch, draws=1)
+    leads = np.array([o.metrics["lead_over_random"].value for o in one])
+    assert {o.facts["random_draws"] for o in one} == {1}
+    # A margin that the unluckiest single draw misses (as seed 0 did on a pretrained
+    # model), and one that only the luckiest single draw passes.
+    low, high = np.sort(leads)[0] + 1e-3, np.sort(leads)[-1] - 1e-3
+    for margin, expected in ((low, "passed"), (high, "failed")):
+        single = {o.status for o in _single_draw_leads(convnet, x, cam, margin, monkeypatch, 1)}
+        assert single == {"passed", "failed"}  # one draw: the seed decides
+        many = _single_draw_leads(convnet, x, cam, margin, monkeypatch, fj.RANDOM_DRAWS)
+        assert {o.status for o in many} == {expected}, [
+            o.metrics["lead_over_random"].value for o in many
+        ]
+        assert all(o.facts["random_draws"] == fj.RANDOM_DRAWS for o in many)
+        assert f"mean of {fj.RANDOM_DRAWS} random draws" in many[0].metrics["lead_over_random"].note
+
+
+def test_the_random_draws_are_scored_in_one_run_like_separate_maps(convnet):
+    x = examples.make_scenes(2, seed=3).floats
+    cam = gradcam(convnet, x)
+    outcome = ff.check_faithful(convnet, x, cam, steps=4, against="random", seed=5)
+    draws = np.random.default_rng(5).random((fj.RANDOM_DRAWS * 2, *cam.heatmap.shape[1:]))
+    ours = ff.insertion(convnet, x, cam, steps=4)
+    each = [
+        ff.insertion(convnet, x, draws[2 * k : 2 * k + 2], cam.class_index, steps=4).auc
+        for k in range(fj.RANDOM_DRAWS)
+    ]
+    lead = ours.mean_auc - float(np.mean(each))  # insertion: higher is better
+    assert outcome.metrics["lead_over_random"].value == pytest.approx(lead, abs=AUC_ATOL)
+    np.testing.assert_allclose(
+        [outcome.items[f"image {i}"]["random_auc"] for i in range(2)],
+        np.mean(each, axis=0),
+        atol=AUC_ATOL,
+    )
+    assert outcome.facts["seed"] == 5 and outcome.facts["steps"] == 4
+
+
+# --------------------------------------------------------------------------- the judgment
+def _curves_of(aucs, metric="insertion", classes=None, degenerate=None) -> fj.Curves:
+    """Curves whose AUCs are ``aucs``: a flat curve at each value (steps 4)."""
+    aucs = np.asarray(aucs, np.float64)
+    n = len(aucs)
+    return fj.Curves(
+        metric=metric,
+        auc=aucs,
+        curves=np.repeat(aucs[:, None], 5, axis=1),
+        fractions=np.linspace(0, 1, 5),
+        class_index=np.zeros(n, np.int64) if classes is None else np.asarray(classes),
+        baseline="zero",
+        score_kind="softmax output",
+        degenerate=np.zeros(n, bool) if degenerate is None else np.asarray(degenerate),
+    )
+
+
+_auc = st.floats(0.0, 1.0, allow_nan=False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 5),
+    draws=st.integers(1, 6),
+    metric=st.sampled_from(fj.METRICS),
+    margin=st.floats(-0.5, 0.5, allow_nan=False),
+    data=st.data(),
+)
+def test_judge_faithful_verdict_is_the_lead_over_the_mean_of_the_draws(
+    n, draws, metric, margin, data
+):
+    ours = np.array(data.draw(st.lists(_auc, min_size=n, max_size=n)))
+    rand = np.array(data.draw(st.lists(_auc, min_size=n * draws, max_size=n * draws)))
+    rand = rand.reshape(draws, n)
+    wrong = np.array(data.draw(st.lists(_auc, min_size=n, max_size=n)))
+    outcome = fj.judge_faithful(
+        _curves_of(ours, metric),
+        [_curves_of(r, metric) for r in rand],
+        _curves_of(wrong, metric),
+        margin=margin,
+        seed=3,
+    )
+    sign = 1.0 if metric == "deletion" else -1.0
+    lead_random = sign * (rand.mean() - ours.mean())
+    lead_wrong = sign * (wrong.mean() - ours.mean())
+    assert outcome.metrics["lead_over_random"].value == pytest.approx(lead_random, abs=1e-12)
+    assert outcome.metrics["lead_over_wrong_class"].value == pytest.approx(lead_wrong, abs=1e-12)
+    tol = 1e-12  # float rounding of two means: a verdict within it could go either way
+    if min(lead_random, lead_wrong) >= margin + tol:
+        assert outcome.status == "passed"
+    elif min(lead_random, lead_wrong) < margin - tol:
+        assert outcome.status == "failed" and "not faithful" in outcome.message
+    # the order of the draws does not matter, nor does any one draw alone
+    shuffled = fj.judge_faithful(
+        _curves_of(ours, metric),
+        [_curves_of(r, metric) for r in rand[::-1]],
+        _curves_of(wrong, metric),
+        margin=margin,
+    )
+    assert shuffled.metrics["lead_over_random"].value == pytest.approx(lead_random, abs=1e-12)
+    assert outcome.facts["random_draws"] == draws and outcome.facts["seed"] == 3
+
+
+@pytest.mark.parametrize("metric", fj.METRICS)
+def test_one_bad_draw_among_many_does_not_decide(metric):
+    good, chance = (0.9, 0.5) if metric == "insertion" else (0.1, 0.5)
+    lucky = 0.88 if metric == "insertion" else 0.12  # a draw as good as the map
+    draws = [_curves_of([chance, chance], metric) for _ in range(15)]
+    draws.append(_curves_of([lucky, lucky], metric))
+    outcome = fj.judge_faithful(_curves_of([good, good], metric), draws, margin=0.05)
+    assert outcome.ok, outcome.message
+    alone = fj.judge_faithful(_curves_of([good, good], metric), draws[-1:], margin=0.05)
+    assert not alone.ok and "beats the random map by 0.0200 < margin 0.05" in alone.lead
+
+
+def test_judge_faithful_outcome_records_items_facts_and_the_curves_picture():
+    ours = _curves_of([0.9, 0.8, 0.7, 0.6, 0.5], classes=[1, 2, 3, 0, 1])
+    rand = [_curves_of([0.4] * 5, classes=[1, 2, 3, 0, 1]) for _ in range(4)]
+    wrong = _curves_of([0.3] * 5, classes=[1, 2, 3, 0, 1], degenerate=[0, 0, 0, 0, 1])
+    outcome = fj.judge_faithful(ours, rand, wrong, margin=0.05, seed=7, wrong_class_source="w")
+    assert outcome.judgment == "faithfulness" and outcome.status == "passed"
+    assert outcome.metrics["lead_over_random"].bound == 0.05
+    assert outcome.metrics["lead_over_random"].direction == "min"
+    assert outcome.metrics["degenerate_maps"].value == 0
+    assert outcome.items["image 1"] == {
+        "class_index": 2,
+        "auc": 0.8,
+        "random_auc": pytest.approx(0.4),
+        "wrong_class_auc": 0.3,
+        "degenerate": False,
+    }
+    assert outcome.facts["random_draws"] == 4 and outcome.facts["seed"] == 7
+    assert outcome.facts["metric"] == "insertion" and outcome.facts["steps"] == 4
+    assert "mean of 4 draws" in outcome.lead
+    picture = outcome.pictures["curves"]
+    assert picture.dtype == np.uint8 and picture.ndim == 3 and picture.shape[2] == 3
+    assert picture.shape == (160 + 14, 4 * 160, 3)  # mean + 3 images, a legend row
+    red = (picture[..., 0] > 180) & (picture[..., 1] < 80) & (picture[..., 2] < 80)
+    blue = (picture[..., 2] > 150) & (picture[..., 0] < 80)
+    assert red.any() and blue.any()
+    # the map's curve in the "image 0" panel is drawn at 0.9, above the grey one at 0.4
+    rows = np.flatnonzero(red[:, 160 + 80])
+    grey = np.flatnonzero((picture[:, 160 + 80] == 127).all(axis=-1))
+    assert rows.size and grey.size and rows.mean() < grey.mean()
+    entry = outcome.to_entry()
+    assert entry["per_item"]["image 4"]["auc"] == 0.5 and entry["metrics"]["lead_over_random"]
+
+
+def test_judge_faithful_fails_a_degenerate_map_and_says_so():
+    ours = _curves_of([0.9, 0.9], degenerate=[False, True])
+    outcome = fj.judge_faithful(ours, [_curves_of([0.1, 0.1])], margin=0.05)
+    assert outcome.status == "failed" and not outcome.metrics["degenerate_maps"].ok
+    assert "1 map(s) are degenerate or constant (images [1])" in outcome.lead
+
+
+@pytest.mark.parametrize(
+    ("rivals", "pattern"),
+    [
+        ({}, "Nothing to judge the map against"),
+        ({"random": [_curves_of([0.1])]}, r"random\[0\] must be scored like the map"),
+        ({"wrong_class": _curves_of([0.1, 0.2], "deletion")}, "wrong_class must be scored"),
+        ({"wrong_class": _curves_of([0.1, 0.2], classes=[0, 1])}, r"classes \[0, 1\]"),
+        ({"random": ["a"]}, r"random\[0\] must be Curves. Received: str"),
+        (
+            {"random": [_curves_of([0.1, 0.2])], "margin": float("inf")},
+            "margin must be a finite number",
+        ),
+    ],
+)
+def test_judge_faithful_refuses_rivals_not_scored_like_the_map(rivals, pattern):
+    with pytest.raises(InputError, match=pattern):
+        fj.judge_faithful(_curves_of([0.5, 0.5]), **rivals)
+
+
+def test_check_faithful_returns_the_outcome_that_assert_faithful_raises(convnet, scenes, cam):
+    inverted = 1.0 - cam.heatmap
+    outcome = ff.check_faithful(convnet, scenes, inverted, class_index=cam.class_index)
+    assert outcome.status == "failed" and outcome.judgment == "faithfulness"
+    with pytest.raises(FaithfulnessError) as info:
+        ff.assert_faithful(convnet, scenes, inverted, class_index=cam.class_index)
+    assert str(info.value) == outcome.message
+    assert outcome.facts["random_draws"] == fj.RANDOM_DRAWS and outcome.facts["seed"] == 0
+    assert f"mean of {fj.RANDOM_DRAWS} draws" in outcome.message
+    assert set(outcome.items) == {f"image {i}" for i in range(8)}
+    assert outcome.pictures["curves"].dtype == np.uint8
+    assert ff.check_faithful(convnet, scenes, cam).ok
 
 
 # --------------------------------------------------------------------------- layering
