@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from . import storage
-from .artifacts import Artifact
+from .artifacts import Artifact, comparable
 from .errors import ConvvizWarning, GoldenError, InputError, StorageError
 from .types import KINDS, LAYOUTS
 
@@ -367,7 +367,7 @@ def unwritable(artifact: Artifact, tolerance: Any = None, *, profile: str = "exa
     from .errors import ComparisonError, LocalizationError
     from .metrics import compare
 
-    value = artifact.to_value()
+    value = comparable(artifact)  # what every comparison of it reads
     try:
         result = compare(
             value, value, artifact.kind, tolerance, profile=profile, boxes=artifact.boxes
