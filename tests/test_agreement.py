@@ -519,15 +519,17 @@ def test_cli_takes_image_files_after_the_model_as_explain_does(
         return ag.AgreementReport(model=model, backends=ALL, what=kwargs["what"])
 
     monkeypatch.setattr(ag, "agreement", fake_agreement)
+    model = str(tmp_path / "m.keras")  # the files are read for the model, as explain does
+    tiny_convnet().save(model)
     a, b = tmp_path / "a.npy", tmp_path / "b.npy"
-    np.save(a, np.zeros((8, 8, 3), np.float32))
-    np.save(b, np.ones((8, 8, 3), np.float32))
+    np.save(a, np.zeros(IMAGE_SHAPE, np.float32))
+    np.save(b, np.ones(IMAGE_SHAPE, np.float32))
     tail = ["--what", "gradcam", "--class", "2", "--steps", "3"]
-    assert cli.main(["agree", "m.keras", str(a), str(b), *tail]) == 0
-    assert cli.main(["agree", "m.keras", "--images", str(a), str(b), *tail]) == 0
+    assert cli.main(["agree", model, str(a), str(b), *tail]) == 0
+    assert cli.main(["agree", model, "--images", str(a), str(b), *tail]) == 0
     (first, kw1), (second, kw2) = calls
     np.testing.assert_array_equal(first, second)
-    assert first.shape == (2, 8, 8, 3) and first[1].min() == 1.0
+    assert first.shape == (2, *IMAGE_SHAPE) and first[1].min() == 1.0
     assert kw1["class_index"] == kw2["class_index"] == 2
     assert kw1["filter_steps"] == kw2["filter_steps"] == 3
     # Files and --scenes together are refused, naming both routes.

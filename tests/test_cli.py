@@ -243,3 +243,94 @@ def test_agree_out_draws_the_three_backends_of_a_model_run_here(
     assert "heatmaps over the input images" in html
     # the table comes first, at full precision, as the text prints it
     assert html.index("&lt;= 0.0001") < html.index("<h2>Pictures</h2>")
+
+
+# ------------------------------------------------------------------ agree reads photos
+def _gray_model_and_photo(tmp_path):
+    """A 16x16x1 model that takes [-1, 1] (nothing in it says so) and a 20x20
+    grayscale PNG: what a team with its own legacy model has."""
+    import numpy as np
+    from PIL import Image
+
+    from tests import _models
+
+    model = tmp_path / "gray.keras"
+    _models.sequential((16, 16, 1), seed=3, name="gray").save(model)
+    pixels = (np.arange(400, dtype=np.uint16).reshape(20, 20) % 256).astype(np.uint8)
+    photo = tmp_path / "face.png"
+    Image.fromarray(pixels, mode="L").save(photo)
+    return model, photo
+
+
+def _fake_agreement(monkeypatch):
+    from convviz_check.crossbackend import agreement as ag
+
+    calls = []
+
+    def fake(model, images, **kwargs):
+        calls.append((images, kwargs))
+        return ag.AgreementReport(model=model, backends=("tensorflow", "jax"), what=kwargs["what"])
+
+    monkeypatch.setattr(ag, "agreement", fake)
+    return calls
+
+
+def test_agree_reads_a_grayscale_photo_for_a_minus_one_to_one_model_as_explain_does(
+    tmp_path, monkeypatch, capsys
+):
+    import numpy as np
+
+    import convviz_check as cc
+    from convviz_check import cli
+    from convviz_check.cli import images as img_lib
+
+    model, photo = _gray_model_and_photo(tmp_path)
+    calls = _fake_agreement(monkeypatch)
+    argv = ["agree", str(model), str(photo), "--input-range", "-1", "1", "--what", "gradcam"]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    ((images, kwargs),) = calls
+    assert images.shape == (1, 16, 16, 1)  # fitted to the model: size and one channel
+    assert images.min() >= -1.0 and images.max() <= 1.0 and images.min() < -0.5
+    assert kwargs["input_range"] == (-1.0, 1.0)  # the filter patterns' range too
+    # exactly what explain gives the model for the same file and flags
+    expected = img_lib.read_for_model(cc.load_model(str(model)), [str(photo)], stated=(-1, 1))
+    np.testing.assert_array_equal(images, expected.model_input)
+    out = capsys.readouterr().out
+    assert "values: [0, 255] pixels mapped linearly to [-1, 1] (--input-range)" in out
+    # The deprecated --rescale still reads as before (as given, times the factor), saying so.
+    assert cli.main(["agree", str(model), "--images", str(photo), "--rescale", "0.5"]) == 0
+    assert calls[-1][0].shape == (1, 20, 20, 1) and float(calls[-1][0].max()) == 127.5
+    assert "--rescale is deprecated" in capsys.readouterr().err
+    assert cli.main([*argv, "--rescale", "0.5"]) == 2
+    assert "cannot be combined" in capsys.readouterr().err
+
+
+def test_agree_and_explain_share_one_image_argument_module():
+    from convviz_check.cli import build_parser
+
+    parser = build_parser()
+    actions = {
+        name: {a.dest for a in parser._subparsers._group_actions[0].choices[name]._actions}
+        for name in ("agree", "explain")
+    }
+    for dest in ("input_range", "preprocess", "class_names", "image_files"):
+        assert dest in actions["agree"] and dest in actions["explain"], dest
+
+
+@pytest.mark.crossbackend
+def test_agree_runs_the_backends_on_a_grayscale_photo_of_a_minus_one_to_one_model(
+    tmp_path, capsys, monkeypatch, request
+):
+    from convviz_check import cli
+    from convviz_check.crossbackend import agreement as ag
+    from tests import _worker_ops
+    from tests.test_agreement import require_or_skip
+
+    require_or_skip(("tensorflow", "jax"))
+    pool = _worker_ops.shared_pool(request.config)
+    monkeypatch.setattr(ag, "default_pool", lambda: pool)
+    model, photo = _gray_model_and_photo(tmp_path)
+    argv = ["agree", str(model), str(photo), "--input-range", "-1", "1"]
+    argv += ["--backends", "tensorflow,jax", "--filters", "2", "--steps", "3"]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    assert "cross-backend agreement passed" in capsys.readouterr().out

@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 import warnings
 
-import numpy as np
 import pytest
 
 from convviz_check.errors import ClassScoreLayerWarning, ConvvizWarning, GraphError
@@ -16,7 +15,7 @@ from convviz_check.explain.gradcam import gradcam
 
 # An all-convolutional head as people ship it: features -> a conv with one channel per
 # class -> ReLU -> global pooling -> softmax; and the same features under a Dense head.
-MODELS = '''
+MODELS = """
 import keras
 import numpy as np
 
@@ -49,7 +48,7 @@ def dense_head(seed=5):
 
 def images(n=2):
     return np.random.default_rng(0).uniform(-1, 1, (n, 12, 12, 1)).astype("float32")
-'''
+"""
 
 
 def _models():

@@ -2,8 +2,10 @@
 
 Two routes, one report (:class:`convviz_check.crossbackend.agreement.AgreementReport`):
 
-- ``convviz-check agree MODEL --images FILE...`` (or ``--scenes N``: the bundled synthetic
-  scenes, e.g. for the bundled models) runs one worker per backend here;
+- ``convviz-check agree MODEL IMAGE...`` (or ``--scenes N``: the bundled synthetic
+  scenes, e.g. for the bundled models) runs one worker per backend here; image files are
+  read exactly as ``explain`` reads them (fitted to the model's size and channels, mapped
+  to its value range: ``--input-range``, ``--preprocess``; :mod:`.explain_args`);
 - ``convviz-check agree --exported DIR`` compares what each backend environment wrote
   with ``pytest --convviz-export DIR`` (teams whose backends cannot share one env).
 
@@ -11,7 +13,8 @@ Two routes, one report (:class:`convviz_check.crossbackend.agreement.AgreementRe
 (:func:`convviz_check.report.agreement.write_pictures`).
 
 Exit status: 0 when every check agrees, 1 on a disagreement, 2 on an error. Light to
-import (no Keras, no framework): the workers import them.
+import (no Keras, no framework): the workers import them, and the parent loads the model
+only to read image files for it.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import numpy as np
 from .. import storage
 from ..errors import InputError
 from ..types import BACKENDS, TECHNIQUES
-from .explain_args import cam_methods, parse_cam_options
+from .explain_args import add_input_arguments, cam_methods, input_settings, parse_cam_options
 from .images import load_images
 
 
@@ -50,16 +53,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "image_files",
         nargs="*",
         metavar="IMAGE",
-        help="image files or .npy/.npz arrays (the same as --images)",
+        help="PNG/JPEG files or .npy/.npz arrays, read as explain reads them: fitted to the "
+        "model's size and channels, pixels mapped to its value range (float arrays as given)",
     )
     p.add_argument("--exported", metavar="DIR", help="compare the artifacts exported to DIR")
     p.add_argument(
         "--images",
         nargs="+",
         metavar="FILE",
-        help=".npy/.npz arrays (N,H,W,C) or (H,W,C), or image files (PNG, JPEG: a grayscale "
-        "file is one channel), passed as given (no resizing)",
+        help="deprecated: the same as IMAGE files after MODEL",
     )
+    add_input_arguments(p)
     p.add_argument(
         "--scenes",
         type=int,
@@ -78,7 +82,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--rescale",
         type=float,
         default=None,
-        help="multiply the loaded images by this (e.g. 0.00392156862745098 for /255)",
+        help="deprecated (use --input-range LO HI): multiply the loaded files by this, "
+        "passed as given (no fitting to the model)",
     )
     p.add_argument("--backends", default=None, help="comma-separated (default: all three)")
     p.add_argument(
@@ -94,9 +99,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--class-index",
         "--class",
         dest="class_index",
-        type=int,
         default=None,
-        help="Grad-CAM class for every image (--class as in explain)",
+        help="Grad-CAM class for every image: an index, or a name of --class-names "
+        "(--class as in explain)",
     )
     p.add_argument("--gradcam-layer", default=None, help="Grad-CAM target layer")
     p.add_argument(
@@ -163,9 +168,46 @@ def _check_cam(method: str) -> str:
     return method
 
 
-def _images_from_args(args: argparse.Namespace) -> np.ndarray:
+def _class_index(text: str | None, names: list[str] | None) -> int | None:
+    """``--class`` as an index: an int, or a name of ``--class-names``."""
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    if names is None or text.strip() not in names:
+        raise InputError(
+            f"--class takes a class index, or a class name of --class-names FILE. Received: "
+            f"--class {text!r}"
+            + (f" (not among the {len(names)} names given)." if names else " without names.")
+        )
+    return names.index(text.strip())
+
+
+def _read_like_explain(
+    args: argparse.Namespace, stated: tuple[float, float] | None
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Image files as ``explain`` reads them (the one reader, :mod:`.images`): the model
+    is loaded here for its size, channels and value range. Returns the model input and
+    the filter patterns' input range."""
+    from ..models import load_model
+    from .images import read_for_model
+
+    model = load_model(
+        args.model, safe_mode=not args.unsafe, custom_objects=_split(args.custom_objects)
+    )
+    prep = read_for_model(model, args.images, stated=stated, preprocess=args.preprocess)
+    for step in prep.steps:
+        print(f"images: {step}")
+    return prep.model_input, {"input_range": tuple(prep.value_range)}
+
+
+def _images_from_args(
+    args: argparse.Namespace, stated: tuple[float, float] | None = None
+) -> tuple[np.ndarray, dict[str, Any]]:
     """The input batch of the worker route: IMAGE files (or ``--images``), or
-    ``--scenes N``."""
+    ``--scenes N``; and what else the workers need to know of it."""
     if args.image_files:
         args.images = [*args.image_files, *(args.images or [])]
     if not args.model or (args.images is None) == (args.scenes is None):
@@ -175,8 +217,22 @@ def _images_from_args(args: argparse.Namespace) -> np.ndarray:
             f"--exported DIR). Received: model={args.model!r}, images={args.images!r}, "
             f"scenes={args.scenes!r}."
         )
+    if args.scenes is None and args.rescale is None:
+        return _read_like_explain(args, stated)
+    if stated is not None or args.preprocess:
+        used = "--rescale" if args.scenes is None else "--scenes (floats in [0, 1])"
+        raise InputError(
+            f"--input-range and --preprocess map image files to the model; {used} cannot be "
+            f"combined with them. Received: input_range={stated!r}, "
+            f"preprocess={args.preprocess!r}."
+        )
     if args.scenes is None:
-        return load_images(args.images, args.rescale)
+        print(
+            "convviz-check: warning: --rescale is deprecated: give the model's range with "
+            "--input-range LO HI (files are then read as explain reads them)",
+            file=sys.stderr,
+        )
+        return load_images(args.images, args.rescale), {}
     if args.rescale is not None:
         raise InputError(
             "--rescale applies to --images only: --scenes are already floats in [0, 1]. "
@@ -185,7 +241,7 @@ def _images_from_args(args: argparse.Namespace) -> np.ndarray:
     # NumPy only: the scenes generator imports no Keras, so the parent stays light.
     from ..examples import make_scenes
 
-    return make_scenes(args.scenes, seed=args.scene_seed).floats
+    return make_scenes(args.scenes, seed=args.scene_seed).floats, {}
 
 
 def _write_pictures(reports: dict[str, Any], out: str) -> None:
@@ -224,7 +280,9 @@ def run(args: argparse.Namespace) -> int:
             )
         reports = compare_exported(args.exported, backends=args.backends, tolerance=tolerance)
     else:
-        images = _images_from_args(args)
+        stated, names = input_settings(args)
+        class_index = _class_index(args.class_index, names)
+        images, image_params = _images_from_args(args, stated)
         report = ag.agreement(
             args.model,
             images,
@@ -232,7 +290,7 @@ def run(args: argparse.Namespace) -> int:
             backends=args.backends or BACKENDS,
             tolerance=tolerance,
             layers=_split(args.layers),
-            class_index=args.class_index,
+            class_index=class_index,
             gradcam_layer=args.gradcam_layer,
             cam_method=_check_cam(args.cam),
             cam_options=parse_cam_options(args.cam_option),
@@ -242,6 +300,7 @@ def run(args: argparse.Namespace) -> int:
             safe_mode=not args.unsafe,
             custom_objects=_split(args.custom_objects),
             timeout=args.timeout,
+            **image_params,
         )
         reports = {str(args.model): report}
     for name, report in reports.items():

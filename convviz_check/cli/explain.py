@@ -85,8 +85,17 @@ def predict(model: Any, x: np.ndarray) -> np.ndarray:
     return out.reshape(len(xs), -1)
 
 
-def class_names(num_classes: int) -> list[str] | None:
-    """ImageNet class names for a 1000-class model (from keras-hub), else ``None``."""
+def class_names(num_classes: int, given: list[str] | None = None) -> list[str] | None:
+    """The class names: ``given`` (``--class-names``, checked against the model's
+    class count), else ImageNet's for a 1000-class model (from keras-hub), else ``None``.
+
+    Raises:
+        InputError: fewer names given than the model has classes.
+    """
+    if given is not None:
+        from ..class_names import check_class_names
+
+        return check_class_names(given, "--class-names", num_classes)
     if num_classes != 1000:
         return None
     try:
@@ -101,7 +110,8 @@ def _norm(name: str) -> str:
 
 
 def resolve_class(text: str | None, num_classes: int, names: list[str] | None) -> int | None:
-    """``--class`` as an index: an int in range, or an ImageNet name."""
+    """``--class`` as an index: an int in range, or a class name (``--class-names``, or
+    ImageNet's for a 1000-class model)."""
     if text is None:
         return None
     try:
@@ -111,7 +121,7 @@ def resolve_class(text: str | None, num_classes: int, names: list[str] | None) -
             raise InputError(
                 f"--class must be a class index in [0, {num_classes}) for this "
                 f"{num_classes}-class model (class names are known for 1000-class ImageNet "
-                f"models). Received: --class {text!r}."
+                f"models, or given with --class-names FILE). Received: --class {text!r}."
             ) from None
         table = {_norm(n): i for i, n in enumerate(names)}
         if _norm(text) in table:
@@ -120,9 +130,7 @@ def resolve_class(text: str | None, num_classes: int, names: list[str] | None) -
 
         close = difflib.get_close_matches(_norm(text), list(table), n=3)
         hint = f" Close: {', '.join(close)}." if close else ""
-        raise InputError(
-            f"Unknown ImageNet class name. Received: --class {text!r}.{hint}"
-        ) from None
+        raise InputError(f"Unknown class name. Received: --class {text!r}.{hint}") from None
     if not 0 <= index < num_classes:
         raise InputError(
             f"--class out of range. Received: --class {index}. Expected an index in "
@@ -406,10 +414,10 @@ def _model_info(model: Any, source: str, prep: img_lib.Prepared, num_classes: in
 
 
 def run(args: argparse.Namespace) -> int:
-    stated = check_args(args)
+    stated, given_names = check_args(args)
     progress = Progress(sys.stdout.isatty())
     try:
-        summary = _explain(args, stated, progress)
+        summary = _explain(args, stated, progress, given_names)
     finally:
         progress.close()
     _print_summary(summary, args.out)
@@ -417,7 +425,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _explain(
-    args: argparse.Namespace, stated: tuple[float, float] | None, progress: Progress
+    args: argparse.Namespace,
+    stated: tuple[float, float] | None,
+    progress: Progress,
+    given_names: list[str] | None = None,
 ) -> dict:
     import convviz_check as cc
 
@@ -428,14 +439,12 @@ def _explain(
     with _timed(timings, "load_model"), progress.step("loading model"):
         model = cc.load_model(args.model)
     with _timed(timings, "read_images"), progress.step("reading images"):
-        if args.scenes is not None:
-            sources = img_lib.scene_sources(args.scenes, args.seed)
-        else:
-            sources = img_lib.read_sources(args.image_files)
-        prep = img_lib.prepare(model, sources, stated, args.preprocess)
+        prep = img_lib.read_for_model(
+            model, args.image_files, args.scenes, args.seed, stated, args.preprocess
+        )
     with _timed(timings, "predict"), progress.step("predicting"):
         preds = predict(model, prep.model_input)
-    names = class_names(preds.shape[-1])
+    names = class_names(preds.shape[-1], given_names)
     # Everything is checked before anything is written.
     class_index = resolve_class(args.class_, preds.shape[-1], names)
     cam_layer = gradcam_plan(model, args.gradcam_layer) if "gradcam" in args.what else None

@@ -34,16 +34,9 @@ def cam_methods() -> list[str]:
     return list(METHODS)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Every argument of ``explain`` on ``parser``."""
-    parser.add_argument(
-        "model", metavar="MODEL", help="a .keras/.h5 file, preset dir, hub:NAME or pkg.mod:factory"
-    )
-    parser.add_argument(
-        "image_files", nargs="*", metavar="IMAGE", help="PNG/JPEG files or .npy/.npz arrays"
-    )
-    parser.add_argument("--scenes", type=int, metavar="N", help="N bundled synthetic scenes")
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
+def add_input_arguments(parser: argparse.ArgumentParser) -> None:
+    """How image files become model input, and what the classes are called: the
+    arguments ``explain`` and ``agree`` share (read by :func:`input_settings`)."""
     parser.add_argument(
         "--input-range",
         nargs=2,
@@ -58,6 +51,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="an importable function taking and returning a float32 (N, H, W, C) batch "
         "(pixels in [0, 255] in, model input out), instead of the linear mapping",
     )
+    parser.add_argument(
+        "--class-names",
+        type=Path,
+        metavar="FILE",
+        help="the model's class names: one per line, or a JSON list (default: the ImageNet "
+        "names for a 1000-class model); shown next to class indices, and --class may name one",
+    )
+
+
+def input_settings(args: argparse.Namespace) -> tuple[tuple[float, float] | None, list[str] | None]:
+    """``(stated --input-range or None, --class-names or None)``, checked before any model
+    is loaded.
+
+    Raises:
+        InputError: a bad range, or an unreadable or malformed names file.
+    """
+    from ..class_names import read_class_names
+
+    names = read_class_names(args.class_names) if args.class_names is not None else None
+    return img_lib.parse_range(args.input_range), names
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every argument of ``explain`` on ``parser``."""
+    parser.add_argument(
+        "model", metavar="MODEL", help="a .keras/.h5 file, preset dir, hub:NAME or pkg.mod:factory"
+    )
+    parser.add_argument(
+        "image_files", nargs="*", metavar="IMAGE", help="PNG/JPEG files or .npy/.npz arrays"
+    )
+    parser.add_argument("--scenes", type=int, metavar="N", help="N bundled synthetic scenes")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
+    add_input_arguments(parser)
     parser.add_argument(
         "--what",
         default=",".join(WHAT),
@@ -197,9 +223,11 @@ def _check_cam(args: argparse.Namespace) -> list[str]:
     return list(dict.fromkeys(methods))
 
 
-def check_args(args: argparse.Namespace) -> tuple[float, float] | None:
+def check_args(
+    args: argparse.Namespace,
+) -> tuple[tuple[float, float] | None, list[str] | None]:
     """Check the arguments, normalise ``args.what`` and ``args.cam`` to lists, and return
-    the stated ``--input-range`` (``None`` when not given).
+    the stated ``--input-range`` and ``--class-names`` (``None`` when not given).
 
     Raises:
         InputError: a removed flag, no images or two kinds, an unknown technique or CAM
@@ -239,7 +267,15 @@ def check_args(args: argparse.Namespace) -> tuple[float, float] | None:
         raise InputError(f"--filters must be >= 1. Received: --filters {args.filters}.")
     if args.steps < 0:
         raise InputError(f"--steps must be >= 0. Received: --steps {args.steps}.")
-    return img_lib.parse_range(args.input_range)
+    return input_settings(args)
 
 
-__all__ = ["DEFAULT_CAM", "WHAT", "add_arguments", "cam_methods", "check_args"]
+__all__ = [
+    "DEFAULT_CAM",
+    "WHAT",
+    "add_arguments",
+    "add_input_arguments",
+    "cam_methods",
+    "check_args",
+    "input_settings",
+]

@@ -430,6 +430,21 @@ def prepare(
     return Prepared(sources, fitted, model_input, model_input, False, value_range, source, steps)
 
 
+def read_for_model(
+    model: Any,
+    image_files: Sequence[str],
+    scenes: int | None = None,
+    seed: int = 0,
+    stated: tuple[float, float] | None = None,
+    preprocess: str | None = None,
+) -> Prepared:
+    """The one way the CLI reads images for a model (``explain`` and ``agree``): the
+    files (or ``scenes`` bundled scenes) fitted to the model's size and channels and
+    mapped to its value range (:func:`prepare`)."""
+    sources = scene_sources(scenes, seed) if scenes is not None else read_sources(image_files)
+    return prepare(model, sources, stated, preprocess)
+
+
 def _warn_off_range(
     sources: Sequence[SourceImage],
     fitted: np.ndarray,
