@@ -79,3 +79,61 @@ def test_the_package_calls_on_the_bundled_models_emit_no_deprecation_warning(tmp
         np.asarray(cc.overlay(make_scenes(1, seed=1).images[0], cam[0]))
 
     assert _run_with_deprecations_recorded(work) == []
+
+
+NOISY_TEST = """
+import logging
+
+import numpy as np
+
+
+def test_noisy():
+    import keras  # TensorFlow's start-up logs land in this test's capture
+
+    import convviz_check as cc
+
+    model = keras.Sequential(
+        [keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3), keras.layers.GlobalAveragePooling2D(),
+         keras.layers.Dense(3)]
+    )
+    for n, k in ((1, 0), (2, 1), (3, 2)):
+        cc.gradcam(model, np.random.default_rng(n).random((n, 8, 8, 1), np.float32), class_index=k)
+    # what tf.function prints on a retrace (planted: it depends on the call pattern)
+    # (the text is built here: pytest prints this source with the failure)
+    logging.getLogger("tensorflow").warning("5 calls " + "triggered tf." + "function retracing")
+    import sys
+    print("the test's own line", file=sys.stderr)
+    assert False
+"""
+
+
+def test_a_failing_test_shows_no_tensorflow_start_up_logs_nor_retracing_warnings(pytester):
+    import os
+    import subprocess
+    import sys
+
+    pytester.makepyfile(test_noisy=NOISY_TEST)
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["KERAS_BACKEND"] = "tensorflow"
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "test_noisy.py"],
+        cwd=pytester.path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    out = run.stdout + run.stderr
+    assert "1 failed" in out, out[-3000:]
+    assert "the test's own line" in out  # the test's own stderr is kept
+    noises = ("absl::InitializeLog", "oneDNN custom operations", "cuda_", "triggered tf.function")
+    for noise in noises:
+        assert noise not in out, (noise, out[-3000:])
+    # a user's own level is kept: the plugin sets a default only
+    env["TF_CPP_MIN_LOG_LEVEL"] = "0"
+    code = "import os, convviz_check.plugin; print(os.environ['TF_CPP_MIN_LOG_LEVEL'])"
+    shown = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert shown.stdout.strip() == "0"
+    del env["TF_CPP_MIN_LOG_LEVEL"]
+    shown = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert shown.stdout.strip() == "2"
