@@ -227,7 +227,15 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     """Start the cross-backend workers in the background when a selected test will need
     them (see ``--convviz-prestart``). Not in pytest-xdist workers (each would start its
     own three) nor with ``--convviz-export`` (no workers then). A worker that fails to
-    start is started again, with its error, by the check that needs it."""
+    start is started again, with its error, by the check that needs it.
+
+    Only workers that will be used: the backends a test's marker names, else those of
+    ``--convviz-backends`` / ini ``convviz_backends`` for a test whose code calls
+    ``assert_backends_agree`` without ``backends=`` (a call that passes them is left to
+    start its own on first use: its names are not known here). Never the backend this
+    session runs (read the way Keras reads it, before any test imports Keras): it is
+    computed in this process.
+    """
     from .plugin_session import option
 
     config = session.config
@@ -235,68 +243,34 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         option(config, "convviz_prestart") == "no"
         or option(config, "convviz_export")
         or hasattr(config, "workerinput")
+        or not any(_runs_cross_backend(item) for item in session.items)
     ):
         return
-    from .crossbackend.pool import expected_backend, parse_backends
+    from .crossbackend.pool import parse_backends
     from .errors import InputError
-    from .types import BACKENDS
-
-    default = option(config, "convviz_backends")
-    wanted: set[str] = set()
-    try:
-        for item in session.items:
-            for names in _prestart_backends(item, default):
-                wanted.update(parse_backends(names))
-    except InputError:
-        return  # the check itself reports the bad value
-    running = expected_backend()
-    others = [b for b in BACKENDS if b in wanted and b != running]
-    if not others:
-        return
     from .plugin_fixture import session_pool
 
+    try:
+        backends = parse_backends(option(config, "convviz_backends"))
+    except InputError:
+        return  # the check itself reports the bad value
     pool = session_pool(config)
-    pool.prestart([b for b in others if not pool.is_local(b)])
+    pool.prestart([b for b in backends if not pool.is_local(b)])
 
 
-def _prestart_backends(item: pytest.Item, default: Any) -> list[Any]:
-    """The backend lists ``item`` will run cross-backend checks on, as far as they are
-    known before it runs: ``[]`` when it runs none or passes ``backends=`` to its call."""
+def _runs_cross_backend(item: pytest.Item) -> bool:
     marker = item.get_closest_marker("convviz")
-    marked = marker.kwargs.get("backends") if marker is not None else None
-    calls = _agreement_calls(item)
-    if calls is None:  # its code names other backends than the configured ones
-        return []
-    if marked:
-        return [marked]
-    return [default] if calls and default else []
-
-
-def _agreement_calls(item: pytest.Item) -> int | None:
-    """How many ``assert_backends_agree`` calls the test function's code makes; None
-    when one of them passes ``backends=`` (or ``**kwargs``, which may hold it)."""
+    if marker is not None and marker.kwargs.get("backends"):
+        return True
     function = getattr(item, "function", None)
     if function is None:
-        return 0
-    import ast
+        return False
     import inspect
-    import textwrap
 
     try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
-    except (OSError, TypeError, SyntaxError):
-        return 0
-    count = 0
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.Call):
-            continue
-        name = getattr(node.func, "attr", None) or getattr(node.func, "id", None)
-        if name != "assert_backends_agree":
-            continue
-        if any(k.arg in ("backends", None) for k in node.keywords):
-            return None
-        count += 1
-    return count
+        return "assert_backends_agree" in inspect.getsource(function)
+    except (OSError, TypeError):
+        return False
 
 
 def gate_model(config: pytest.Config) -> str:

@@ -268,3 +268,90 @@ def test_requests_record_the_workers_own_op_and_model_load_seconds(pool: WorkerP
     last = pool.timings()[BACKEND][-1]
     assert last["op"] == "ping" and last["load_s"] == 0.0
     assert 0.0 <= last["op_s"] <= last["seconds"]
+
+
+# -- what the plugin prestarts -----------------------------------------------------------
+# Records what the session's pool is asked to prestart (and whether Keras was imported
+# by then) instead of starting workers; a subprocess, so that no test imported Keras.
+RECORDING_CONFTEST = """
+import json
+import sys
+
+from convviz_check.crossbackend import pool as pool_mod
+
+def _record(self, backends):
+    with open("prestarted.json", "w") as f:
+        json.dump({"backends": list(backends), "keras": "keras" in sys.modules}, f)
+    return list(backends)
+
+pool_mod.WorkerPool.prestart = _record
+"""
+AGREEING_TESTS = """
+import pytest
+
+def test_named_in_the_call(convviz):
+    if False:  # never runs: collection reads the source
+        convviz.assert_backends_agree("m.keras", None, backends=("tensorflow", "torch"))
+
+def test_configured(convviz):
+    if False:
+        convviz.assert_backends_agree("m.keras", None)
+
+@pytest.mark.convviz(backends="tensorflow,torch")
+def test_marked(convviz):
+    if False:
+        convviz.assert_backends_agree("m.keras", None)
+"""
+
+
+@pytest.mark.parametrize(
+    ("select", "env", "ini", "expected"),
+    [
+        # the call names its backends: nothing is prestarted (no jax nobody asked for)
+        ("named_in_the_call", {"KERAS_BACKEND": "tensorflow"}, "", None),
+        # the configured backends, less the running one (KERAS_BACKEND, Keras not
+        # imported yet): it is computed in the session's process
+        ("configured", {"KERAS_BACKEND": "tensorflow"}, "", ["torch", "jax"]),
+        ("marked", {"KERAS_BACKEND": "torch"}, "", ["tensorflow"]),
+        # no KERAS_BACKEND: keras.json in KERAS_HOME, as Keras reads it
+        ("configured", {"KERAS_HOME": "home"}, "tensorflow,jax", ["tensorflow"]),
+    ],
+)
+def test_prestart_starts_only_the_workers_that_will_be_used(
+    pytester, monkeypatch, select, env, ini, expected
+) -> None:
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    monkeypatch.delenv("KERAS_HOME", raising=False)
+    home = pytester.path / "home"
+    home.mkdir()
+    (home / "keras.json").write_text('{"backend": "jax"}')
+    for key, value in env.items():
+        monkeypatch.setenv(key, str(pytester.path / value) if key == "KERAS_HOME" else value)
+    pytester.makeini("[pytest]\n" + (f"convviz_backends = {ini}\n" if ini else ""))
+    pytester.makeconftest(RECORDING_CONFTEST)
+    pytester.makepyfile(test_agree=AGREEING_TESTS)
+    result = pytester.runpytest_subprocess("-k", select, "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    record = pytester.path / "prestarted.json"
+    if expected is None:
+        assert not record.exists()
+        return
+    import json
+
+    data = json.loads(record.read_text())
+    assert data == {"backends": expected, "keras": False}
+
+
+def test_expected_backend_reads_what_keras_would(monkeypatch, tmp_path) -> None:
+    import json
+
+    monkeypatch.setattr(pool_mod, "running_backend", lambda: None)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    assert pool_mod.expected_backend() == "tensorflow"  # no keras.json: Keras' default
+    (tmp_path / "keras.json").write_text(json.dumps({"backend": "torch"}))
+    assert pool_mod.expected_backend() == "torch"
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    assert pool_mod.expected_backend() == "jax"  # the variable beats the file
+    monkeypatch.setattr(pool_mod, "running_backend", lambda: "tensorflow")
+    assert pool_mod.expected_backend() == "tensorflow"  # an imported Keras beats both

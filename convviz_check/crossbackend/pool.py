@@ -110,6 +110,35 @@ def require_backends(backends: Iterable[str]) -> None:
 # --------------------------------------------------------------------------------------
 # One worker
 # --------------------------------------------------------------------------------------
+def expected_backend() -> str:
+    """The backend this process's Keras runs, or will run once imported: the imported
+    Keras's, else what Keras will read at import (``KERAS_BACKEND``, else the
+    ``backend`` of ``keras.json`` in ``KERAS_HOME`` or ``~/.keras``, else
+    ``tensorflow``), read the way Keras reads it and without importing it.
+
+    Prestarting uses it before any test has imported Keras: the running backend is
+    computed in this process, never in a worker.
+    """
+    running = running_backend()
+    if running is not None:
+        return running
+    env = os.environ.get("KERAS_BACKEND")
+    if env:
+        return env
+    if "KERAS_HOME" in os.environ:
+        home = os.environ["KERAS_HOME"]
+    else:
+        base = os.path.expanduser("~")
+        home = os.path.join(base if os.access(base, os.W_OK) else "/tmp", ".keras")
+    try:
+        with open(os.path.join(os.path.expanduser(home), "keras.json"), encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, ValueError):
+        config = {}
+    backend = config.get("backend") if isinstance(config, dict) else None
+    return str(backend) if backend else "tensorflow"
+
+
 def _signal_name(returncode: int | None) -> str:
     if returncode is None:
         return "still running"
