@@ -243,34 +243,68 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         option(config, "convviz_prestart") == "no"
         or option(config, "convviz_export")
         or hasattr(config, "workerinput")
-        or not any(_runs_cross_backend(item) for item in session.items)
     ):
         return
-    from .crossbackend.pool import parse_backends
+    from .crossbackend.pool import expected_backend, parse_backends
     from .errors import InputError
-    from .plugin_fixture import session_pool
+    from .types import BACKENDS
 
+    default = option(config, "convviz_backends")
+    wanted: set[str] = set()
     try:
-        backends = parse_backends(option(config, "convviz_backends"))
+        for item in session.items:
+            for names in _prestart_backends(item, default):
+                wanted.update(parse_backends(names))
     except InputError:
         return  # the check itself reports the bad value
+    running = expected_backend()
+    others = [b for b in BACKENDS if b in wanted and b != running]
+    if not others:
+        return
+    from .plugin_fixture import session_pool
+
     pool = session_pool(config)
-    pool.prestart([b for b in backends if not pool.is_local(b)])
+    pool.prestart([b for b in others if not pool.is_local(b)])
 
 
-def _runs_cross_backend(item: pytest.Item) -> bool:
+def _prestart_backends(item: pytest.Item, default: Any) -> list[Any]:
+    """The backend lists ``item`` will run cross-backend checks on, as far as they are
+    known before it runs: ``[]`` when it runs none or passes ``backends=`` to its call."""
     marker = item.get_closest_marker("convviz")
-    if marker is not None and marker.kwargs.get("backends"):
-        return True
+    marked = marker.kwargs.get("backends") if marker is not None else None
+    calls = _agreement_calls(item)
+    if calls is None:  # its code names other backends than the configured ones
+        return []
+    if marked:
+        return [marked]
+    return [default] if calls and default else []
+
+
+def _agreement_calls(item: pytest.Item) -> int | None:
+    """How many ``assert_backends_agree`` calls the test function's code makes; None
+    when one of them passes ``backends=`` (or ``**kwargs``, which may hold it)."""
     function = getattr(item, "function", None)
     if function is None:
-        return False
+        return 0
+    import ast
     import inspect
+    import textwrap
 
     try:
-        return "assert_backends_agree" in inspect.getsource(function)
-    except (OSError, TypeError):
-        return False
+        tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    except (OSError, TypeError, SyntaxError):
+        return 0
+    count = 0
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        name = getattr(node.func, "attr", None) or getattr(node.func, "id", None)
+        if name != "assert_backends_agree":
+            continue
+        if any(k.arg in ("backends", None) for k in node.keywords):
+            return None
+        count += 1
+    return count
 
 
 def gate_model(config: pytest.Config) -> str:
