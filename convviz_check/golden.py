@@ -64,7 +64,58 @@ def relative_path(test_file: str, test_name: str, check: str) -> PurePosixPath:
     safe = [storage.sanitize_part(p) for p in parts]
     if safe[0] == OVERRIDE_DIR:  # never collide with the override tree
         safe[0] = OVERRIDE_DIR + "_"
-    return PurePosixPath(*safe, storage.sanitize_part(test_name), storage.sanitize_part(check))
+    return PurePosixPath(*safe, storage.sanitize_part(test_name), check_file_name(check))
+
+
+# What a check's own files end with (``cam.inputs.png`` is the thumbnail of ``cam``):
+# a check name ending with one of them would share or shadow another check's files.
+_RESERVED_ENDINGS = (".inputs", ".npz", ".json", ".png")
+
+
+def check_file_name(check: str) -> str:
+    """The file name (without suffix) a check called ``check`` is stored under: its
+    :func:`storage.sanitize_part`, refused when it could collide with or hide from
+    other checks.
+
+    Refused: a name starting with ``.`` (a dot-file, which ``golden list``, unused
+    judging and pruning skip as hidden or temporary), and a name ending with a golden
+    file's suffix, ``.inputs``, ``.npz``, ``.json`` or ``.png`` in any case
+    (``check("cam.inputs")`` would write ``cam.inputs.png``, the inputs thumbnail of
+    ``check("cam")``). Within one test, two names that give the same file name up to
+    case are one check (see the fixture), so case-insensitive file systems agree.
+
+    Raises:
+        InputError: naming the received name, why, and a name that works.
+
+    Example:
+        >>> check_file_name("cam/left")
+        'cam_left'
+    """
+    safe = storage.sanitize_part(check)
+    lowered = safe.lower()
+    why = ""
+    if safe.startswith("."):
+        why = (
+            "it starts with '.', so its files would be hidden dot-files that `golden list`, "
+            "unused judging and pruning never see"
+        )
+    else:
+        ending = next((e for e in _RESERVED_ENDINGS if lowered.endswith(e)), "")
+        if ending:
+            stem = safe[: -len(ending)]
+            shared = stem + safe[-len(ending) :] + (".png" if ending == ".inputs" else "")
+            why = (
+                f"it ends with {ending!r}, as the files of other checks do (the check "
+                f"{stem!r} stores {shared})"
+            )
+    if why:
+        fixed = safe.lstrip(".").replace(".", "_") or "check"
+        raise InputError(
+            f"A check name becomes the name of its golden files. Received: name={check!r}; "
+            f"{why}. Expected a name that does not start with '.' and does not end with "
+            f"{', '.join(_RESERVED_ENDINGS)}, e.g. {fixed!r}."
+        )
+    return safe
 
 
 def scoped(rel: PurePosixPath, backend: str | None) -> PurePosixPath:

@@ -261,16 +261,22 @@ class ConvvizFixture:
             pytest.fail(outcome.message)
 
     def _claim_name(self, name: str) -> None:
+        """Refuse a name that is empty, cannot be a check's file name
+        (:func:`golden.check_file_name`: no leading '.', no golden suffix at the end)
+        or is already used in this test, also up to case (one file on a
+        case-insensitive file system)."""
         if not isinstance(name, str) or not name.strip():
             raise InputError(f"convviz.check needs a non-empty name. Received: name={name!r}")
-        safe = sanitize_part(name)
-        if safe in self._names:
+        safe = golden.check_file_name(name)  # raises for a name that cannot be one
+        assert safe == sanitize_part(name)  # the one sanitizer decides the stored name
+        if safe.casefold() in self._names:
             raise InputError(
-                f"Check names must be unique within a test. Received: name={name!r} twice"
-                + (f" (it is stored as {safe!r})" if safe != name else "")
-                + f" in {self.node.nodeid}."
+                f"Check names must be unique within a test (compared as stored, up to case: "
+                f"one file on a case-insensitive file system). Received: name={name!r}"
+                + (f", stored as {safe!r}," if safe != name else "")
+                + f" after a check stored the same way in {self.node.nodeid}."
             )
-        self._names.add(safe)
+        self._names.add(safe.casefold())
 
     def _fingerprint(self, model: Any) -> str | None:
         if model is None:

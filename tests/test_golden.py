@@ -490,3 +490,28 @@ def test_storage_modules_import_without_keras_or_a_framework():
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize(
+    "name, problem",
+    [
+        (".hidden", "starts with '.'"),
+        (".x/y", "starts with '.'"),
+        ("cam.inputs", "ends with '.inputs'"),
+        ("cam.Inputs", "ends with '.inputs'"),
+        ("cam.npz", "ends with '.npz'"),
+        ("cam.json", "ends with '.json'"),
+        ("cam.png", "ends with '.png'"),
+    ],
+)
+def test_check_names_that_would_collide_or_hide_are_refused(name, problem):
+    with pytest.raises(InputError, match=problem) as info:
+        golden.relative_path("tests/test_x.py", "test_a", name)
+    assert repr(name) in str(info.value) and "Expected" in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["cam", "cam.v2", "layer/conv", "a..b", "cam.inputs2"])
+def test_other_check_names_keep_their_sanitized_file_name(name):
+    rel = golden.relative_path("tests/test_x.py", "test_a", name)
+    assert rel.name == golden.check_file_name(name)
+    assert not rel.name.startswith(".")

@@ -431,6 +431,46 @@ def test_check_arguments_are_validated(project):
     project.runpytest("--convviz-update=missing").assert_outcomes(passed=3)
 
 
+def test_names_that_collide_or_hide_are_refused_before_anything_is_written(project):
+    project.makepyfile(
+        test_names="""
+        import numpy as np
+        import pytest
+        from convviz_check.errors import InputError
+
+        def test_thumbnail_clash(convviz):
+            convviz.check("cam", np.eye(3, dtype=np.float32))
+            with pytest.raises(InputError, match=r"ends with '.inputs'.*cam.inputs.png"):
+                convviz.check("cam.inputs", np.eye(3, dtype=np.float32))
+
+        def test_hidden(convviz):
+            with pytest.raises(InputError, match="starts with '.'.*never see"):
+                convviz.check(".hidden", np.eye(3, dtype=np.float32))
+
+        def test_suffix(convviz):
+            with pytest.raises(InputError, match="ends with '.json'"):
+                convviz.check("cam.JSON", np.eye(3, dtype=np.float32))
+
+        def test_case(convviz):
+            convviz.check("Cam", np.eye(3, dtype=np.float32))
+            with pytest.raises(InputError, match="unique within a test.*up to case"):
+                convviz.check("cam", np.eye(3, dtype=np.float32))
+        """
+    )
+    project.runpytest("--convviz-update=missing").assert_outcomes(passed=4)
+    files = sorted(_golden_files(project))
+    assert files == [
+        f"test_names.py/{test}/{name}{s}"
+        for test, name in (("test_case", "Cam"), ("test_thumbnail_clash", "cam"))
+        for s in (".json", ".npz", ".png")
+    ]
+    # every stored check is listed (no dot-file hides from golden list or unused judging)
+    assert [r.as_posix() for r in golden.iter_checks(project.path / "golden")] == [
+        "test_names.py/test_case/Cam",
+        "test_names.py/test_thumbnail_clash/cam",
+    ]
+
+
 def test_activation_dict_with_float16_and_layer_subset(project):
     project.makepyfile(
         test_acts="""
@@ -690,3 +730,77 @@ def test_commands_that_run_no_test_never_judge_unused_goldens(project, args):
     project.makeini(project.path.joinpath("tox.ini").read_text() + "convviz_unused = delete\n")
     project.runpytest(*args)
     assert _golden_files(project) == before
+
+
+# ------------------------------------------------------------------ the fixture's documentation
+def _documented_calls() -> dict[str, list[str]]:
+    """Each public name of the fixture, and the parameters its documentation must list:
+    a shortcut's are the library function's; an assertion's are those of the function
+    it passes its keyword arguments to, plus ``name``."""
+    import inspect
+
+    from convviz_check.crossbackend.agreement import agreement
+    from convviz_check.faithfulness import assert_faithful
+    from convviz_check.localization import assert_localized
+    from convviz_check.plugin_fixture import ConvvizFixture
+
+    forwarded = {
+        "assert_localized": (assert_localized, {"results_dir"}),
+        "assert_faithful": (assert_faithful, set()),
+        "assert_backends_agree": (agreement, {"model_source"}),
+    }
+    calls: dict[str, list[str]] = {}
+    for name in (n for n in dir(ConvvizFixture) if not n.startswith("_")):
+        member = getattr(ConvvizFixture, name)
+        if not callable(member):
+            calls[name] = []
+            continue
+        fn, skip = forwarded.get(name, (member, set()))
+        params = [
+            p.name
+            for p in inspect.signature(fn).parameters.values()
+            if p.name not in ("self", *skip) and p.kind is not p.VAR_KEYWORD
+        ]
+        if name in forwarded:
+            params += ["name"] + (["backends", "pool"] if name == "assert_backends_agree" else [])
+        if name == "cam":
+            params.append("**method_options")
+        calls[name] = params
+    return calls
+
+
+def _entry(doc: str, name: str) -> str:
+    """The documented signature of ``name``: from ``name(`` to the closing ``)``."""
+    start = doc.index(f"{name}(")
+    depth, i = 0, start + len(name)
+    while True:
+        depth += {"(": 1, ")": -1}.get(doc[i], 0)
+        if depth == 0:
+            return doc[start : i + 1]
+        i += 1
+
+
+@pytest.mark.parametrize("where", ["class", "fixture"])
+def test_the_fixture_documentation_lists_every_public_method_with_its_keywords(where):
+    from convviz_check import plugin
+    from convviz_check.plugin_fixture import ConvvizFixture
+
+    doc = ConvvizFixture.__doc__ if where == "class" else plugin.convviz.__doc__
+    assert doc
+    calls = _documented_calls()
+    assert {"check", "cam", "gradcam", "assert_faithful", "class_names"} <= set(calls)
+    for name, params in calls.items():
+        if not params:  # a fact or an attribute: named
+            assert re.search(rf"\b{name}\b", doc), f"{name} is not in the {where} docstring"
+            continue
+        entry = _entry(doc, name)
+        missing = [p for p in params if not re.search(rf"(?<![\w.]){re.escape(p)}\b", entry)]
+        assert not missing, f"{where} docstring: {name} lacks {missing}: {entry}"
+
+
+def test_pytest_fixtures_shows_cam_assert_faithful_and_check_boxes(pytester):
+    pytester.makepyfile(test_x="def test_x(convviz):\n    pass\n")
+    result = pytester.runpytest("--fixtures")  # not verbose: what people see first
+    text = result.stdout.str()
+    for shown in ("convviz.cam(", "convviz.assert_faithful(", "boxes=None", "class_names=None"):
+        assert shown in text, shown
