@@ -340,19 +340,45 @@ def gate_model(config: pytest.Config) -> str:
 
 @pytest.fixture
 def convviz(request: pytest.FixtureRequest) -> Any:
-    """convviz_check for this test: convviz.check(name, value, kind=None,
-    tolerance=None, *, dtype=None, layers=None, model=None) compares with the golden
-    file; convviz.assert_localized(cam_or_heatmap, target, ...) and
-    convviz.assert_backends_agree(model_source, images, ...) assert;
-    convviz.gradcam(model, images, ...), convviz.activations(model, images, ...),
-    convviz.filter_patterns(model, layer, ...) and convviz.load_model(source) compute
-    under the running backend (the model and images they see are fingerprinted into
-    the next check's sidecar); convviz.backend and convviz.results_dir are facts.
-
-    Values: a GradCAM (kind "heatmap"), a dict of activations (kind "activation"), or
-    an array (a bare 4-D array needs kind=, e.g. kind="pattern" for filter patterns).
-    ``--convviz-update=missing|failed|all`` writes goldens. The reference:
-    docs/reference.md in the project's repository.
+    """convviz_check for this test: compute under the running backend, golden checks,
+    assertions (the ``ConvvizFixture`` object; one paragraph, so that plain
+    ``pytest --fixtures`` shows all of it).
+    Compute (the library's functions; the model and images they see are fingerprinted
+    into the next check's sidecar):
+      convviz.gradcam(model, images, class_index=None, layer=None, score="auto",
+        preprocess=False, batch_size=None, output=None)
+      convviz.cam(model, images, method="gradcam", class_index=None, layer=None,
+        score="auto", preprocess=False, batch_size=None, output=None, **method_options)
+        (without layer=: marker convviz(gradcam_layer=...) > --convviz-gradcam-layer >
+        ini convviz_gradcam_layer > the automatic layer)
+      convviz.activations(model, images, layers=None, batch_size=32)
+      convviz.filter_patterns(model, layer, filters=None, steps=30, learning_rate=None,
+        size=None, seed=0, batch_size=None, input_range=None, progress=None)
+      convviz.load_model(source, safe_mode=True, custom_objects=None)
+    Golden checks:
+      convviz.check(name, value, kind=None, tolerance=None, *, dtype=None, layers=None,
+        model=None, boxes=None, class_names=None): a GradCAM (kind "heatmap"), a dict
+        of activations (kind "activation") or an array (a bare 4-D array needs kind=,
+        e.g. kind="pattern"); --convviz-update=missing|failed|all writes goldens.
+      convviz.class_names = [...]: class names for the test's failure messages
+        (default: ini convviz_class_names, a file).
+    Assertions (recorded in the report; name= names each):
+      convviz.assert_localized(cam_or_heatmap, target, pointing=True, min_energy=None,
+        min_iou=None, *, image=None, image_shape=None, tolerance_px=0, threshold=0.15,
+        name=None)
+      convviz.assert_faithful(model, images, cam, *, metric="insertion", margin=0.05,
+        seed=0, baseline=None, steps=32, class_index=None,
+        against=("random", "wrong_class"), wrong_map=None, batch_size=None,
+        output=None, name=None)
+      convviz.assert_backends_agree(model_source, images, *, backends=None,
+        tolerance=None, what=("activations", "gradcam", "filters"), layers=None,
+        class_index=None, gradcam_layer=None, score="auto", preprocess=False,
+        cam_method="gradcam", cam_options=None, filters_layer=None, filters=8,
+        filter_steps=30, filter_size=None, learning_rate=None, seed=0,
+        input_range=None, safe_mode=True, custom_objects=None, timeout=None,
+        pool=None, name=None)
+    Facts: convviz.backend (the running Keras backend), convviz.results_dir.
+    The reference: docs/reference.md in the project's repository.
     """
     from .plugin_fixture import ConvvizFixture
 

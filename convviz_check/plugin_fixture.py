@@ -123,20 +123,55 @@ def _input_fingerprint(images: Any) -> str:
 
 
 class ConvvizFixture:
-    """Compute shortcuts bound to the running backend, golden checks and assertions.
+    """Compute shortcuts bound to the running backend, golden checks and assertions:
+    what the ``convviz`` fixture returns.
 
-    Methods:
-        activations, filter_patterns, gradcam, cam, load_model: the library functions
-            (same signatures); the fixture remembers the model and images they saw,
-            so the next ``check`` records their fingerprints.
+    Compute (the library's functions, same signatures; the model and images they see
+    are fingerprinted into the next check's sidecar):
+        gradcam(model, images, class_index=None, layer=None, score="auto",
+            preprocess=False, batch_size=None, output=None): Grad-CAM; without
+            ``layer=`` the marker ``convviz(gradcam_layer=...)`` >
+            ``--convviz-gradcam-layer`` > ini ``convviz_gradcam_layer`` > the automatic
+            layer (a class-score map of an all-convolutional head warns).
+        cam(model, images, method="gradcam", class_index=None, layer=None,
+            score="auto", preprocess=False, batch_size=None, output=None,
+            **method_options): the CAM family (same layer rule).
+        activations(model, images, layers=None, batch_size=32): per-layer maps.
+        filter_patterns(model, layer, filters=None, steps=30, learning_rate=None,
+            size=None, seed=0, batch_size=None, input_range=None, progress=None):
+            the input each filter responds to most (gradient ascent).
+        load_model(source, safe_mode=True, custom_objects=None): a Keras model.
+
+    Golden checks:
         check(name, value, kind=None, tolerance=None, *, dtype=None, layers=None,
-            model=None): compare with the golden file (or write it in an update run).
-        assert_localized(cam_or_heatmap, target, **kwargs): the heatmap lands on the
-            object (a ``Box`` or a mask).
-        assert_faithful(model, images, cam, **kwargs): the map beats a random map and
-            the wrong class's map at deletion or insertion.
-        assert_backends_agree(model_source, images, **kwargs): the backends agree.
-        backend: the running Keras backend; results_dir: ``--convviz-results-dir``.
+            model=None, boxes=None, class_names=None): compare with the golden file
+            (or write it in an update run); ``boxes`` are the object boxes a heatmap
+            golden keeps, ``class_names`` name the classes in its failure message.
+        class_names: the model's class names for every check of the test (a list;
+            default: ini ``convviz_class_names``, a file).
+
+    Assertions (each recorded in the report, passed or failed; ``name=`` names it):
+        assert_localized(cam_or_heatmap, target, pointing=True, min_energy=None,
+            min_iou=None, *, image=None, image_shape=None, tolerance_px=0,
+            threshold=0.15, name=None): the heatmap lands on ``target`` (a ``Box`` or
+            a mask).
+        assert_faithful(model, images, cam, *, metric="insertion", margin=0.05,
+            seed=0, baseline=None, steps=32, class_index=None,
+            against=("random", "wrong_class"), wrong_map=None, batch_size=None,
+            output=None, name=None): the map beats a random map and the wrong class's
+            map at insertion (or deletion).
+        assert_backends_agree(model_source, images, *, backends=None, tolerance=None,
+            what=("activations", "gradcam", "filters"), layers=None, class_index=None,
+            gradcam_layer=None, score="auto", preprocess=False, cam_method="gradcam",
+            cam_options=None, filters_layer=None, filters=8, filter_steps=30,
+            filter_size=None, learning_rate=None, seed=0, input_range=None,
+            safe_mode=True, custom_objects=None, timeout=None, pool=None, name=None):
+            the backends agree (``cc.agreement``); backends: the argument > marker
+            ``convviz(backends=...)`` > ``--convviz-backends`` > ini.
+
+    Facts:
+        backend: the running Keras backend.
+        results_dir: ``--convviz-results-dir`` (CLI > ini), resolved, or None.
     """
 
     def __init__(self, request: pytest.FixtureRequest) -> None:

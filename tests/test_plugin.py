@@ -731,3 +731,78 @@ def test_commands_that_run_no_test_never_judge_unused_goldens(project, args):
     project.runpytest(*args)
     assert _golden_files(project) == before
 
+
+# ------------------------------------------------------------------ the fixture's documentation
+def _documented_calls() -> dict[str, list[str]]:
+    """Each public name of the fixture, and the parameters its documentation must list:
+    a shortcut's are the library function's; an assertion's are those of the function
+    it passes its keyword arguments to, plus ``name``."""
+    import inspect
+
+    from convviz_check.crossbackend.agreement import agreement
+    from convviz_check.faithfulness import assert_faithful
+    from convviz_check.localization import assert_localized
+    from convviz_check.plugin_fixture import ConvvizFixture
+
+    forwarded = {
+        "assert_localized": (assert_localized, {"results_dir"}),
+        "assert_faithful": (assert_faithful, set()),
+        "assert_backends_agree": (agreement, {"model_source"}),
+    }
+    calls: dict[str, list[str]] = {}
+    for name in (n for n in dir(ConvvizFixture) if not n.startswith("_")):
+        member = getattr(ConvvizFixture, name)
+        if not callable(member):
+            calls[name] = []
+            continue
+        fn, skip = forwarded.get(name, (member, set()))
+        params = [
+            p.name
+            for p in inspect.signature(fn).parameters.values()
+            if p.name not in ("self", *skip) and p.kind is not p.VAR_KEYWORD
+        ]
+        if name in forwarded:
+            params += ["name"] + (["backends", "pool"] if name == "assert_backends_agree" else [])
+        if name == "cam":
+            params.append("**method_options")
+        calls[name] = params
+    return calls
+
+
+def _entry(doc: str, name: str) -> str:
+    """The documented signature of ``name``: from ``name(`` to the closing ``)``."""
+    found = re.search(rf"(?<!\w){name}\(", doc)
+    assert found, f"{name}( is not in the docstring"
+    start = found.start()
+    depth, i = 0, start + len(name)
+    while True:
+        depth += {"(": 1, ")": -1}.get(doc[i], 0)
+        if depth == 0:
+            return doc[start : i + 1]
+        i += 1
+
+
+@pytest.mark.parametrize("where", ["class", "fixture"])
+def test_the_fixture_documentation_lists_every_public_method_with_its_keywords(where):
+    from convviz_check import plugin
+    from convviz_check.plugin_fixture import ConvvizFixture
+
+    doc = ConvvizFixture.__doc__ if where == "class" else plugin.convviz.__doc__
+    assert doc
+    calls = _documented_calls()
+    assert {"check", "cam", "gradcam", "assert_faithful", "class_names"} <= set(calls)
+    for name, params in calls.items():
+        if not params:  # a fact or an attribute: named
+            assert re.search(rf"\b{name}\b", doc), f"{name} is not in the {where} docstring"
+            continue
+        entry = _entry(doc, name)
+        missing = [p for p in params if not re.search(rf"(?<![\w.]){re.escape(p)}\b", entry)]
+        assert not missing, f"{where} docstring: {name} lacks {missing}: {entry}"
+
+
+def test_pytest_fixtures_shows_cam_assert_faithful_and_check_boxes(pytester):
+    pytester.makepyfile(test_x="def test_x(convviz):\n    pass\n")
+    result = pytester.runpytest("--fixtures")  # not verbose: what people see first
+    text = result.stdout.str()
+    for shown in ("convviz.cam(", "convviz.assert_faithful(", "boxes=None", "class_names=None"):
+        assert shown in text, shown
