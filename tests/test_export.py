@@ -223,3 +223,36 @@ def test_export_route_end_to_end(tiny_path, tmp_path, capsys) -> None:
     assert "activations disagree: worst layer c2" in captured.out
     assert "model fingerprint differs" in captured.out
     assert "1 of 1 check(s) disagree" in captured.err
+
+
+# --------------------------------------------------------------------- typed parameters
+def test_technique_parameters_have_their_defaults_written_once():
+    import inspect
+
+    from convviz_check.crossbackend import agreement as agreement_mod
+    from convviz_check.crossbackend import requests as req
+
+    # agreement() and artifact_params() take their defaults from the parameter classes
+    for fn in (agreement_mod.agreement, req.artifact_params):
+        signature = inspect.signature(fn).parameters
+        assert signature["filters"].default == req.FiltersParams.filters
+        assert signature["filter_steps"].default == req.FiltersParams.steps
+        assert signature["batch_size" if fn is req.artifact_params else "layers"].default == (
+            req.ActivationsParams.batch_size
+            if fn is req.artifact_params
+            else req.ActivationsParams.layers
+        )
+    # the JSON a worker receives reads back as the same parameters
+    params = req.artifact_params(class_index=[3, 1], filters=[0, 2], filter_size=(20, 20))
+    for technique, data in params.items():
+        typed = req.from_json(technique, json.loads(json.dumps(data)))
+        assert req.to_json(typed) == data
+    assert req.from_json("gradcam", params["gradcam"]).class_index == (3, 1)
+    assert req.from_json("filters", {}) == req.FiltersParams()
+
+
+def test_a_misspelt_technique_parameter_is_refused_not_ignored():
+    from convviz_check.crossbackend import requests as req
+
+    with pytest.raises(InputError, match=r"Unknown filters parameter\(s\) \['step'\]"):
+        req.from_json("filters", {"step": 5})

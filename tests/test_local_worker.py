@@ -48,7 +48,8 @@ def test_an_in_process_pool_computes_its_own_backend_here(tiny_path) -> None:
         assert worker.info["in_process"] is True and worker.info["backend"] == BACKEND
         assert [t["op"] for t in worker.timings] == ["gradcam"] and worker.timings[0]["load_s"] > 0
     # The same op on a model loaded here gives the same heatmaps.
-    expected = compute_gradcam(load_model(tiny_path), IMAGES, _gradcam_request(tiny_path))
+    request = {k: v for k, v in _gradcam_request(tiny_path).items() if k != "model"}
+    expected = compute_gradcam(load_model(tiny_path), IMAGES, request)
     assert artifact is not None and artifact.kind == expected.kind
     assert sorted(artifact.arrays) == sorted(expected.arrays)
     for key, value in expected.arrays.items():

@@ -27,6 +27,7 @@ from ..artifacts import Artifact
 from ..errors import InputError
 from ..graph_targets import default_filters_layer
 from ..types import TECHNIQUES
+from .requests import ActivationsParams, CamParams, FiltersParams, from_json
 
 Params = dict[str, Any]
 
@@ -53,37 +54,41 @@ def _need_images(images: np.ndarray | None, technique: str) -> np.ndarray:
 
 
 def compute_activations(model: Any, images: np.ndarray | None, params: Params) -> Artifact:
-    """Activations of ``params["layers"]`` (default: every conv/pool layer)."""
+    """Activations of the requested layers (default: every conv/pool layer)."""
     from ..explain.activations import activations
 
+    p = from_json("activations", params)
+    assert isinstance(p, ActivationsParams)
     acts = activations(
         model,
         _need_images(images, "activations"),
-        layers=params.get("layers"),
-        batch_size=int(params.get("batch_size", 32)),
+        layers=list(p.layers) if p.layers else None,
+        batch_size=p.batch_size,
     )
     return Artifact.from_value(acts, "activation")
 
 
 def compute_gradcam(model: Any, images: np.ndarray | None, params: Params) -> Artifact:
-    """Grad-CAM (or the CAM method ``params["method"]`` with ``params["method_options"]``)
-    for ``params["class_index"]`` (default: each image's top class); the model's own
-    top classes are kept in ``attrs["top_class"]``."""
+    """Grad-CAM (or the requested CAM method with its options) for the requested class
+    (default: each image's top class); the model's own top classes are kept in
+    ``attrs["top_class"]``."""
     from ..explain.cam import cam
 
     images = _need_images(images, "gradcam")
-    class_index = params.get("class_index")
-    if isinstance(class_index, list):
+    p = from_json("gradcam", params)
+    assert isinstance(p, CamParams)
+    class_index: Any = p.class_index
+    if isinstance(class_index, tuple):
         class_index = np.asarray(class_index, np.int64)
     result = cam(
         model,
         images,
-        method=str(params.get("method", "gradcam")),
+        method=p.method,
         class_index=class_index,
-        layer=params.get("layer"),
-        score=params.get("score", "auto"),
-        preprocess=bool(params.get("preprocess", False)),
-        **dict(params.get("method_options") or {}),
+        layer=p.layer,
+        score=p.score,
+        preprocess=p.preprocess,
+        **dict(p.method_options),
     )
     top = top_classes(model, images)
     attrs = {"top_class": [int(c) for c in top]} if top is not None else {}
@@ -91,24 +96,24 @@ def compute_gradcam(model: Any, images: np.ndarray | None, params: Params) -> Ar
 
 
 def compute_filters(model: Any, images: np.ndarray | None, params: Params) -> Artifact:
-    """Filter patterns of ``params["layer"]`` (default: :func:`default_filters_layer`);
+    """Filter patterns of the requested layer (default: :func:`default_filters_layer`);
     ``images`` are not used."""
     from ..explain.filters import filter_patterns
 
-    layer = params.get("layer") or default_filters_layer(model)
-    filters = params.get("filters", 8)
-    if isinstance(filters, int):
-        filters = list(range(filters))
+    p = from_json("filters", params)
+    assert isinstance(p, FiltersParams)
+    layer = p.layer or default_filters_layer(model)
+    filters = list(range(p.filters)) if isinstance(p.filters, int) else list(p.filters)
     patterns = filter_patterns(
         model,
         layer,
         filters=filters,
-        steps=int(params.get("steps", 30)),
-        learning_rate=params.get("learning_rate"),
-        size=tuple(params["size"]) if params.get("size") else None,
-        seed=int(params.get("seed", 0)),
-        batch_size=params.get("batch_size"),
-        input_range=_range(params.get("input_range")),
+        steps=p.steps,
+        learning_rate=p.learning_rate,
+        size=p.size,
+        seed=p.seed,
+        batch_size=p.batch_size,
+        input_range=_range(p.input_range),
     )
     attrs = {"layer": layer, "filters": [int(f) for f in filters]}
     return Artifact.from_value(np.asarray(patterns, np.float32), "pattern", attrs=attrs)

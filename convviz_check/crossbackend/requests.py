@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -16,57 +17,166 @@ from ..errors import InputError, describe_array
 from ..types import TECHNIQUES
 
 
+# --------------------------------------------------------------------------- parameters
+# One frozen dataclass per technique: every default is written here once, and the
+# agreement API, the workers (compute.py), the export route and the CLI build from it.
+@dataclass(frozen=True)
+class ActivationsParams:
+    """What the ``"activations"`` technique computes (:func:`convviz_check.activations`).
+
+    Attributes:
+        layers: the layers (None: every conv / pooling layer).
+        batch_size: images per forward call.
+    """
+
+    layers: tuple[str, ...] | None = None
+    batch_size: int = 32
+
+
+@dataclass(frozen=True)
+class CamParams:
+    """What the ``"gradcam"`` technique computes (:func:`convviz_check.cam`).
+
+    Attributes:
+        class_index: one class, one per image, or None (each image's top class; the
+            agreement passes the reference backend's to the others).
+        layer: the target layer (None: the automatic one).
+        score: ``"auto"``, ``"logit"`` or ``"output"``.
+        preprocess: apply a keras-hub task model's own preprocessor.
+        method: the CAM method (``"gradcam"``...).
+        method_options: the method's options, JSON-ready (``{"max_channels": 64}``).
+    """
+
+    class_index: int | tuple[int, ...] | None = None
+    layer: str | None = None
+    score: str = "auto"
+    preprocess: bool = False
+    method: str = "gradcam"
+    method_options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FiltersParams:
+    """What the ``"filters"`` technique computes (:func:`convviz_check.filter_patterns`).
+
+    Attributes:
+        layer: the layer (None: the deepest conv map before the head wider than 8
+            cells, :func:`convviz_check.graph_targets.default_filters_layer`).
+        filters: how many (the first ``n``) or which ones.
+        steps, size, learning_rate, seed, batch_size: the ascent's.
+        input_range: the model's input range (None: inferred from a leading
+            Rescaling / Normalization layer, else ``(0, 1)``).
+    """
+
+    layer: str | None = None
+    filters: int | tuple[int, ...] = 8
+    steps: int = 30
+    size: tuple[int, int] | None = None
+    learning_rate: float | None = None
+    seed: int = 0
+    batch_size: int | None = None
+    input_range: tuple[float, float] | None = None
+
+
+TechniqueParams = ActivationsParams | CamParams | FiltersParams
+PARAMS: dict[str, type[ActivationsParams] | type[CamParams] | type[FiltersParams]] = {
+    "activations": ActivationsParams,
+    "gradcam": CamParams,
+    "filters": FiltersParams,
+}
+
+
+def _json_ready(value: Any) -> Any:
+    if isinstance(value, tuple | list):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return value
+
+
+def to_json(params: TechniqueParams) -> dict[str, Any]:
+    """The JSON-ready form a request carries to a worker or an export."""
+    return {f.name: _json_ready(getattr(params, f.name)) for f in fields(params)}
+
+
+def from_json(technique: str, data: Mapping[str, Any] | None) -> TechniqueParams:
+    """The parameters of ``technique`` from their JSON form (missing keys take their
+    defaults; an unknown key is refused, so a misspelt one never goes unnoticed)."""
+    cls = PARAMS[technique]
+    known = {f.name for f in fields(cls)}
+    given = dict(data or {})
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise InputError(
+            f"Unknown {technique} parameter(s) {unknown}. Expected some of {sorted(known)}."
+        )
+    for name in ("layers", "class_index", "filters", "size", "input_range"):
+        if isinstance(given.get(name), list):
+            given[name] = tuple(given[name])
+    return cls(**given)
+
+
 def artifact_params(
     *,
-    layers: Sequence[str] | None = None,
-    batch_size: int = 32,
-    class_index: int | Sequence[int] | np.ndarray | None = None,
-    gradcam_layer: str | None = None,
-    score: str = "auto",
-    preprocess: bool = False,
-    filters_layer: str | None = None,
-    filters: int | Sequence[int] = 8,
-    filter_steps: int = 30,
-    filter_size: tuple[int, int] | None = None,
-    learning_rate: float | None = None,
-    seed: int = 0,
-    input_range: tuple[float, float] | None = None,
-    cam_method: str = "gradcam",
+    layers: Sequence[str] | None = ActivationsParams.layers,
+    batch_size: int = ActivationsParams.batch_size,
+    class_index: int | Sequence[int] | np.ndarray | None = CamParams.class_index,
+    gradcam_layer: str | None = CamParams.layer,
+    score: str = CamParams.score,
+    preprocess: bool = CamParams.preprocess,
+    filters_layer: str | None = FiltersParams.layer,
+    filters: int | Sequence[int] = FiltersParams.filters,
+    filter_steps: int = FiltersParams.steps,
+    filter_size: tuple[int, int] | None = FiltersParams.size,
+    learning_rate: float | None = FiltersParams.learning_rate,
+    seed: int = FiltersParams.seed,
+    input_range: tuple[float, float] | None = FiltersParams.input_range,
+    cam_method: str = CamParams.method,
     cam_options: Mapping[str, Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """JSON-ready per-technique parameters for the workers (and for export).
+    """JSON-ready per-technique parameters for the workers (and for export), from the
+    keyword arguments of :func:`convviz_check.agreement` (their defaults are the
+    parameter classes' own).
 
     The ``"gradcam"`` technique computes ``cc.cam(method=cam_method, **cam_options)``
     (Grad-CAM by default); ``cam_options`` must be JSON-ready (e.g. ``max_channels``).
     """
-    classes: int | list[int] | None
+    classes: int | tuple[int, ...] | None
     if class_index is None:
         classes = None
     elif isinstance(class_index, int | np.integer):
         classes = int(class_index)
     else:
-        classes = [int(c) for c in np.asarray(class_index).reshape(-1)]
-    return {
-        "activations": {"layers": list(layers) if layers else None, "batch_size": int(batch_size)},
-        "gradcam": {
-            "class_index": classes,
-            "layer": gradcam_layer,
-            "score": score,
-            "preprocess": bool(preprocess),
-            "method": str(cam_method),
-            "method_options": dict(cam_options or {}),
-        },
-        "filters": {
-            "layer": filters_layer,
-            "filters": filters if isinstance(filters, int) else [int(f) for f in filters],
-            "steps": int(filter_steps),
-            "size": list(filter_size) if filter_size else None,
-            "learning_rate": learning_rate,
-            "seed": int(seed),
-            # None: inferred from the model's leading Rescaling/Normalization, else (0, 1)
-            "input_range": None if input_range is None else [float(v) for v in input_range],
-        },
+        classes = tuple(int(c) for c in np.asarray(class_index).reshape(-1))
+    requests: dict[str, TechniqueParams] = {
+        "activations": ActivationsParams(
+            layers=tuple(layers) if layers else None, batch_size=int(batch_size)
+        ),
+        "gradcam": CamParams(
+            class_index=classes,
+            layer=gradcam_layer,
+            score=score,
+            preprocess=bool(preprocess),
+            method=str(cam_method),
+            method_options=dict(cam_options or {}),
+        ),
+        "filters": FiltersParams(
+            layer=filters_layer,
+            filters=filters if isinstance(filters, int) else tuple(int(f) for f in filters),
+            steps=int(filter_steps),
+            size=(int(filter_size[0]), int(filter_size[1])) if filter_size else None,
+            learning_rate=learning_rate,
+            seed=int(seed),
+            input_range=(
+                None if input_range is None else (float(input_range[0]), float(input_range[1]))
+            ),
+        ),
     }
+    return {name: to_json(params) for name, params in requests.items()}
 
 
 def model_spec(

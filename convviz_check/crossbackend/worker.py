@@ -128,7 +128,9 @@ def _compute_op(technique: str) -> Op:
     compute = COMPUTE[technique]
 
     def op(worker: Worker, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> Reply:
-        artifact = compute(worker.model(params), arrays.get("images"), params)
+        # The request carries the model spec beside the technique's parameters.
+        technique_params = {k: v for k, v in params.items() if k != "model"}
+        artifact = compute(worker.model(params), arrays.get("images"), technique_params)
         return Reply(artifact=artifact)
 
     op.__name__ = f"compute_{technique}"
