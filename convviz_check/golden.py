@@ -393,10 +393,11 @@ def save(
     from .report.pictures import preview
 
     picture = preview(artifact, inputs)
-    # The data first, its description second: an interrupted save leaves a pair whose
-    # sha256 disagree, which load() reports as half-written instead of trusting it.
-    storage.write_bytes(paths[".npz"], artifact.encode())
-    storage.write_bytes(paths[".json"], sidecar_bytes(sidecar))
+    # Both files complete (and synced) before either replaces its old one: a full disk
+    # or a read-only directory leaves the old golden and sidecar as they were. Renamed
+    # data first, its description second: a crash between the two renames leaves a pair
+    # whose sha256 disagree, which load() reports as half-written instead of trusting it.
+    storage.write_files({paths[".npz"]: artifact.encode(), paths[".json"]: sidecar_bytes(sidecar)})
     written = {".npz": paths[".npz"], ".json": paths[".json"]}
     if picture is not None:
         written[".png"] = storage.write_png(paths[".png"], picture)

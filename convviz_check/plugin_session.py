@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from . import golden, tolerances
+from . import golden, storage, tolerances
 from .checks import UPDATE_MODES, Settings
 from .errors import ConvvizError
 from .report.checks import clear_parts, merge_parts, write_part, write_report
@@ -291,6 +291,17 @@ def configure(config: pytest.Config) -> None:
         worker=str(workerinput["workerid"]) if workerinput else "main",
         profile=profile,
     )
+    for key, path in (
+        ("convviz_golden_dir", state.golden_dir),
+        ("convviz_results_dir", state.results_dir),
+    ):
+        blocker = None if path is None else storage.file_in_the_way(path / "_")
+        if blocker is not None:  # found now, not as a raw OSError at the first write
+            raise pytest.UsageError(
+                f"--{key.replace('_', '-')} / ini {key}: {blocker} is a file, not a "
+                f"directory. Received: {path}. Expected a directory (created when missing): "
+                "move the file away or choose another directory."
+            )
     config.stash[SESSION] = state
     if state.results_dir is not None and workerinput is None:
         clear_parts(state.results_dir)  # parts of an earlier run must not be merged

@@ -10,9 +10,11 @@
   ``<name>.npy`` member names (no directories, no ``..``), numeric dtypes only (object
   arrays would need unpickling: never), and the sizes the headers declare within
   :data:`LIMITS`. Every problem is a :class:`~convviz_check.errors.StorageError`.
-- **One atomic writer** (:func:`write_bytes`): a temporary file in the target's
-  directory, then ``os.replace``; readers see the old file or the new one, never half
-  of one. Files get the mode ``0666 & ~umask`` like any file the process creates
+- **One atomic writer** (:func:`write_bytes`, :func:`write_files` for files that go
+  together): a temporary file in the target's directory, then ``os.replace``; readers
+  see the old file or the new one, never half of one, and a failed write (a full disk,
+  a read-only directory) is a :class:`StorageError` naming the target and what to do,
+  with the old file left as it was. Files get the mode ``0666 & ~umask`` like any file the process creates
   (``tempfile`` alone would leave them ``0600``, unreadable for a CI artifact reader or
   a shared cache running as another user).
 - **One name sanitizer** (:func:`sanitize_part`) and one containment check
@@ -23,6 +25,7 @@ NumPy, Pillow and the standard library only.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -135,21 +138,98 @@ def _write_chunks(f: Any, data: bytes) -> None:
 
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (temp file + ``os.replace``), creating the
-    parent directories; the file's mode honours the umask."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    parent directories; the file's mode honours the umask.
+
+    Raises:
+        StorageError: the file cannot be written (a full disk, a read-only directory,
+            a part of the path that is a file...), naming the path, the reason and what
+            to do; the file that was there is left as it was.
+    """
+    return write_files({Path(path): data})[0]
+
+
+def write_files(files: Mapping[Path, bytes]) -> list[Path]:
+    """Write several files as one step: every temporary file is written and synced
+    first, and only when all of them are complete are they renamed over their targets
+    (in the given order). A failure while writing (a full disk) leaves every target as
+    it was; only a crash between the renames (no space or data is needed there) can
+    leave some renamed and some not.
+
+    Raises:
+        StorageError: see :func:`write_bytes`.
+    """
+    staged: list[tuple[str, Path]] = []
+    try:
+        for path, data in files.items():
+            staged.append((_stage(Path(path), data), Path(path)))
+        for tmp, path in staged:
+            try:
+                os.replace(tmp, path)
+            except OSError as e:
+                raise write_error(path, e) from None
+    except BaseException:
+        for tmp, _path in staged:
+            Path(tmp).unlink(missing_ok=True)
+        raise
+    return [path for _tmp, path in staged]
+
+
+def _stage(path: Path, data: bytes) -> str:
+    """A complete, synced temporary copy of ``data`` next to ``path``; its name."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise write_error(path, e) from None
     try:
         with os.fdopen(fd, "wb") as f:
             _write_chunks(f, data)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise write_error(path, e) from None
         raise
-    return path
+    return tmp
+
+
+def write_error(path: Path, e: OSError) -> StorageError:
+    """A :class:`StorageError` for a failed write of ``path``: the target (an OS error
+    names a temporary file or no file at all), the reason, and what to do."""
+    reason = f"{e.strerror or e} (errno {e.errno})" if e.errno else str(e)
+    blocker = file_in_the_way(path)
+    if blocker is not None:
+        hint = (
+            f"{blocker} is a file, not a directory. Expected a directory there: move the "
+            "file away, or write elsewhere (e.g. --convviz-golden-dir / --golden-dir)."
+        )
+    elif e.errno in (errno.ENOSPC, errno.EDQUOT):
+        hint = (
+            f"The disk holding {path.parent} is full (or over quota). Free space there and "
+            "run again."
+        )
+    elif e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        hint = (
+            f"The directory {path.parent} is not writable (a read-only file system, or no "
+            "permission). Make it writable, or write elsewhere (e.g. --convviz-golden-dir "
+            "/ --golden-dir)."
+        )
+    else:
+        hint = "Check the path and the file system, then run again."
+    return StorageError(
+        f"Cannot write {path}: {reason}. Nothing there was replaced: the file that was there "
+        f"is as it was. {hint}"
+    )
+
+
+def file_in_the_way(path: Path) -> Path | None:
+    """The first ancestor of ``path`` that exists and is not a directory, if any."""
+    for parent in reversed(path.parents):
+        if parent.exists() and not parent.is_dir():
+            return parent
+    return None
 
 
 def json_bytes(data: Any) -> bytes:

@@ -152,3 +152,33 @@ def test_bounds_no_comparison_could_pass_are_refused(bounds, problem):
 def test_bounds_that_pass_identical_arrays_are_kept():
     tol = Tolerance(heatmap_rms=0.0, heatmap_pearson_min=-1.0, heatmap_ssim_min=1.0)
     assert check_bounds(tol) is tol
+
+
+# ------------------------------------------------------------------ agree --tolerance
+def test_agree_tolerance_takes_field_value_pairs_or_json():
+    from convviz_check.cli.agree import parse_tolerance
+
+    assert parse_tolerance(None) is None
+    assert parse_tolerance("heatmap_rms=1e-3").heatmap_rms == 1e-3
+    both = parse_tolerance("heatmap_rms=1e-3, heatmap_max_abs=0.01")
+    assert (both.heatmap_rms, both.heatmap_max_abs) == (1e-3, 0.01)
+    assert parse_tolerance('{"heatmap_rms": 0.001}').heatmap_rms == 1e-3
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ('{"heatmap_rms": 0.001', "--tolerance is not valid JSON"),
+        ("heatmap_rms", "--tolerance takes field=value pairs"),
+        ("heatmap_rms=abc", "--tolerance: heatmap_rms must be a number"),
+        ("heatmap_rmss=1", "Unknown tolerance field"),
+        ("heatmap_rms=-1", "heatmap_rms must be >= 0"),
+    ],
+)
+def test_a_bad_agree_tolerance_names_the_flag_and_what_it_takes(tmp_path, capsys, text, problem):
+    from convviz_check.cli import main
+
+    assert main(["agree", "--exported", str(tmp_path), "--tolerance", text]) == 2
+    err = capsys.readouterr().err
+    assert problem in err and "--tolerance" in err
+    assert "JSONDecodeError" not in err and "Traceback" not in err

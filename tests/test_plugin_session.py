@@ -202,3 +202,13 @@ def test_a_bad_marker_backend_is_a_usage_error_before_any_test_runs(project, mar
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([problem])
     assert not (project.path / "golden").exists()
+
+
+@pytest.mark.parametrize("option", ["--convviz-golden-dir", "--convviz-results-dir"])
+def test_a_directory_option_naming_a_file_is_a_usage_error(project, option):
+    (project.path / "taken").write_text("a file")
+    project.makepyfile(test_cam=CAM_TEST.format(shift=0, marked=""))
+    result = project.runpytest("--convviz-update=missing", f"{option}=taken")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*{option}*taken is a file, not a directory*"])
+    assert (project.path / "taken").read_text() == "a file"

@@ -4,6 +4,7 @@ and the golden loader fuzzed with random and mutated files."""
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -142,8 +143,10 @@ def test_an_interrupted_write_leaves_the_old_golden_intact_and_no_temp_file(tmp_
 
     monkeypatch.setattr(storage, "_write_chunks", half_then_fail)
     new = Artifact.from_value(np.ones((5, 5), np.float32), "heatmap")
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(StorageError, match="No space left") as info:
         golden.save(base, new, {"backend": "tensorflow"})
+    # the target named (the OS error named no file), why, and what to do
+    assert f"Cannot write {base}.npz" in str(info.value) and "Free space" in str(info.value)
     assert {p: p.read_bytes() for p in golden.files_of(base).values() if p.exists()} == before
     assert _no_temp_files(tmp_path)
     monkeypatch.undo()
@@ -667,3 +670,56 @@ def test_a_deeply_nested_sidecar_is_a_golden_error(tmp_path):
     golden.files_of(base)[".json"].write_text("[" * 100_000)
     with pytest.raises(GoldenError):
         golden.load(base)
+
+
+def _files(base):
+    return {p: p.read_bytes() for p in golden.files_of(base).values() if p.exists()}
+
+
+def test_a_full_disk_while_writing_the_sidecar_keeps_the_old_pair(tmp_path, monkeypatch):
+    """The data and its sidecar are both complete before either replaces the old one:
+    a write that fails on the second file loses nothing stored."""
+    base = tmp_path / "g" / "cam"
+    golden.save(base, Artifact.from_value(np.eye(5, dtype=np.float32), "heatmap"))
+    before = _files(base)
+    calls = []
+    real = storage._write_chunks
+
+    def second_fails(f, data):
+        calls.append(len(data))
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(f, data)
+
+    monkeypatch.setattr(storage, "_write_chunks", second_fails)
+    with pytest.raises(StorageError, match=r"cam\.json: No space left on device \(errno 28\)"):
+        golden.save(base, Artifact.from_value(np.ones((5, 5), np.float32), "heatmap"))
+    assert len(calls) == 2 and _files(base) == before and _no_temp_files(tmp_path)
+    monkeypatch.undo()
+    assert np.array_equal(golden.load(base).artifact.to_value(), np.eye(5))
+
+
+def test_a_read_only_golden_dir_names_the_target_not_a_temp_file(tmp_path, monkeypatch):
+    base = tmp_path / "g" / "cam"
+    golden.save(base, Artifact.from_value(np.eye(5, dtype=np.float32), "heatmap"))
+    before = _files(base)
+
+    def read_only(prefix, suffix, dir):  # noqa: A002 - tempfile's own keyword
+        raise OSError(errno.EROFS, "Read-only file system", f"{dir}/{prefix}x1y2{suffix}")
+
+    monkeypatch.setattr(storage.tempfile, "mkstemp", read_only)
+    with pytest.raises(StorageError) as info:
+        golden.save(base, Artifact.from_value(np.ones((5, 5), np.float32), "heatmap"))
+    message = str(info.value)
+    assert f"Cannot write {base}.npz: Read-only file system (errno 30)" in message
+    assert ".tmp" not in message and "not writable" in message and "elsewhere" in message
+    assert _files(base) == before
+
+
+def test_a_golden_dir_that_is_a_file_is_named_as_such(tmp_path):
+    blocker = tmp_path / "golden"
+    blocker.write_text("not a directory")
+    with pytest.raises(StorageError) as info:
+        storage.write_bytes(blocker / "t.py" / "test_a" / "cam.npz", b"x")
+    assert f"{blocker} is a file, not a directory" in str(info.value)
+    assert blocker.read_text() == "not a directory"

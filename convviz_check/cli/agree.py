@@ -92,7 +92,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="comma-separated artifacts (default: activations,gradcam,filters)",
     )
     p.add_argument(
-        "--tolerance", metavar="JSON", help='Tolerance fields, e.g. {"heatmap_rms": 0.01}'
+        "--tolerance",
+        metavar="FIELDS",
+        help='Tolerance fields: field=value pairs (heatmap_rms=1e-3,heatmap_max_abs=1e-2) '
+        'or a JSON object ({"heatmap_rms": 0.001})',
     )
     p.add_argument("--layers", default=None, help="comma-separated activation layers")
     p.add_argument(
@@ -266,11 +269,36 @@ def _write_pictures(reports: dict[str, Any], out: str) -> None:
         print(f"pictures: {pages.write_index(written, out)}")
 
 
+def parse_tolerance(text: str | None) -> Any:
+    """``--tolerance`` as a Tolerance: ``field=value`` pairs (as the ini keys take them)
+    or a JSON object; None when not given.
+
+    Raises:
+        ConvvizError: malformed JSON, a pair without ``=``, a value that is not a number,
+            an unknown field or a bound no comparison could pass, naming the flag.
+    """
+    from .. import tolerances
+
+    if not text:
+        return None
+    if not text.lstrip().startswith("{"):
+        return tolerances.parse_fields(text, "--tolerance")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(
+            f"--tolerance is not valid JSON ({e.msg} at character {e.pos}). Received: "
+            f"{text!r}. Expected field=value pairs (heatmap_rms=1e-3,heatmap_max_abs=1e-2) "
+            'or a JSON object ({"heatmap_rms": 0.001}).'
+        ) from None
+    return tolerances.as_tolerance(value, "--tolerance")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..crossbackend import agreement as ag
     from ..crossbackend.export import compare_exported
 
-    tolerance = json.loads(args.tolerance) if args.tolerance else None
+    tolerance = parse_tolerance(args.tolerance)
     if args.exported:
         if args.model or args.images or args.image_files or args.scenes is not None:
             raise InputError(
