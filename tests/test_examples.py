@@ -227,3 +227,47 @@ def test_same_keras_file_gives_the_same_predictions_on_all_backends():
             # layer) moves outputs by >1e-2.
             np.testing.assert_allclose(got, ref, atol=1e-5, err_msg=f"{name} on {backend}")
             assert (got.argmax(1) == ref.argmax(1)).all()
+
+
+_TRAIN_BRIEFLY = """
+import os, sys
+from convviz_check.examples.train import prepare_training
+assert "tensorflow" not in sys.modules
+assert prepare_training()
+import numpy as np, keras
+keras.utils.set_random_seed(0)  # determinism is on: random ops need a seed
+model = keras.Sequential([
+    keras.Input((32, 32, 3)), keras.layers.Conv2D(8, 3, activation="relu"),
+    keras.layers.Conv2D(8, 3), keras.layers.GlobalAveragePooling2D(),
+    keras.layers.Dense(4, activation="softmax")])
+model.compile("adam", "sparse_categorical_crossentropy")
+rng = np.random.default_rng(0)
+model.fit(rng.random((64, 32, 32, 3), np.float32), rng.integers(0, 4, 64), epochs=1, verbose=0)
+print("trained, TF_ENABLE_ONEDNN_OPTS =", os.environ["TF_ENABLE_ONEDNN_OPTS"])
+"""
+
+
+def test_the_training_scripts_turn_onednn_off_before_tensorflow_is_imported():
+    # oneDNN's conv weight gradients crash model.fit on some CPUs ("double free or
+    # corruption"); both scripts call prepare_training first, which sets
+    # TF_ENABLE_ONEDNN_OPTS=0 before importing TensorFlow (unless the user set it).
+    # TensorFlow announces oneDNN on its native log when it is on, whatever the log level.
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("TF_ENABLE_ONEDNN_OPTS", "KERAS_BACKEND")
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", _TRAIN_BRIEFLY], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "trained, TF_ENABLE_ONEDNN_OPTS = 0" in proc.stdout
+    assert "oneDNN custom operations are on" not in proc.stderr
+    # the same process without the call: TensorFlow starts with oneDNN on
+    plain = "import os; os.environ['KERAS_BACKEND'] = 'tensorflow'; import keras"
+    proc = subprocess.run([sys.executable, "-c", plain], env=env, capture_output=True, text=True)
+    assert "oneDNN custom operations are on" in proc.stderr
+    import inspect
+
+    from convviz_check.examples import shortcut
+
+    source = inspect.getsource(shortcut.main)
+    assert source.index("prepare_training(") < source.index("train(name)")

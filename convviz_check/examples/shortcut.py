@@ -443,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
     from ..models import load_model
     from .train import prepare_training
 
+    # Before anything imports TensorFlow: TensorFlow, oneDNN off (its conv weight
+    # gradients crash model.fit on some CPUs), determinism, threads.
     if not prepare_training(args.threads):
         return 2
     biased = cue_scenes(EVAL_N, EVAL_SEED, mode="class")  # = biased_eval_set()

@@ -263,12 +263,28 @@ def _reload(path: Path) -> Any:
 
 
 def prepare_training(threads: int = 0) -> bool:
-    """Select TensorFlow (when Keras is not imported yet), turn on op determinism and
-    pin ``threads`` (0: all). ``False``, with the reason on stderr, under another backend.
+    """Select TensorFlow (when Keras is not imported yet), turn oneDNN off, turn on op
+    determinism and pin ``threads`` (0: all). ``False``, with the reason on stderr,
+    under another backend.
 
     Training runs on TensorFlow (its fit loop is the fastest here on CPU); the saved
-    files are backend-neutral.
+    files are backend-neutral. oneDNN's convolution weight gradients crash on some CPUs
+    (``model.fit`` dies with "double free or corruption"; torch autograd through convs
+    the same way): ``TF_ENABLE_ONEDNN_OPTS=0`` avoids it, read once when TensorFlow is
+    imported, so it is set here before (unless the user set it), and torch's oneDNN
+    path is turned off where torch is loaded.
     """
+    if "tensorflow" not in sys.modules:
+        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    elif os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0":
+        print(
+            "TensorFlow was imported before training was prepared, with oneDNN on: "
+            "training may crash on some CPUs (set TF_ENABLE_ONEDNN_OPTS=0 before "
+            "importing TensorFlow).",
+            file=sys.stderr,
+        )
+    if "torch" in sys.modules:
+        sys.modules["torch"].backends.mkldnn.enabled = False
     if "keras" not in sys.modules:
         os.environ["KERAS_BACKEND"] = "tensorflow"
     import keras
