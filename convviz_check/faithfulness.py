@@ -27,11 +27,17 @@ for a linear head (logits) it is the softmax of the logits (the sigmoid for a si
 logit); any other head's output is used as it is. The choice is recorded
 (``score_kind``).
 
-The probability comes from the model's first output (a multi-output model's others
-are not read). Every perturbed image goes through the model's compiled forward pass
-(:func:`convviz_check.backends.make_forward`, cached per model), ``batch_size`` images
-per call, so the metrics run batched on TensorFlow, torch and JAX alike. Images are
-passed as given, in the range the model expects (nothing is rescaled).
+The probability comes from one output: ``output=``, else the one the GradCAM
+explains, else the first. Every perturbed image goes through the model's compiled
+forward pass (:mod:`convviz_check.explain.probabilities`), ``batch_size`` images per
+call, so the metrics run batched on TensorFlow, torch and JAX alike. Images are passed
+as given, in the range the model expects (nothing is rescaled). Maps are read by the
+one heatmap rule (:meth:`convviz_check.types.Heatmaps.of`): a map flagged degenerate,
+or constant (all zeros included), ranks nothing and counts as all zero.
+
+The curves' mechanics (pixel order, baselines, batching) are in
+:mod:`convviz_check.explain.perturb`; the verdict of :func:`assert_faithful` is
+:func:`convviz_check.faithfulness_judge.judge_faithful` (pure NumPy).
 
 Keras is imported inside the functions only (through the backend and graph modules).
 """
@@ -164,8 +170,8 @@ def insertion(
         model, images, heatmap, class_index, steps, batch_size, output: as in
             :func:`deletion`.
         baseline: what insertion starts from: ``"blur"`` (default: RISE's blur of the
-            image, an 11-px kernel of sigma 5 with zero padding, see :func:`blurred`), ``"zero"``, ``"mean"``, a
-            number, or an array of the images' shape.
+            image, an 11-px kernel of sigma 5 with zero padding, see :func:`blurred`),
+            ``"zero"``, ``"mean"``, a number, or an array of the images' shape.
 
     Returns:
         :class:`Curves`.
@@ -442,21 +448,26 @@ def assert_faithful(
     """Assert that a map explains the model better than chance and better than the
     map of another class.
 
-    Three maps are scored with ``metric`` (:func:`deletion` or :func:`insertion`), all
+    The maps are scored with ``metric`` (:func:`deletion` or :func:`insertion`), all
     tracking the probability of the same class (``class_index``, else the GradCAM's,
     else the top predicted one):
 
     - ``cam``, the map under test;
-    - a **random map** of the same shape, uniform in ``[0, 1)`` from
-      ``numpy.random.default_rng(seed)``;
+    - ``RANDOM_DRAWS`` (16) **random maps** per image of the map's shape, uniform in
+      ``[0, 1)``, all from ``numpy.random.default_rng(seed)`` and scored in the same
+      batched forward calls;
     - the **wrong-class map**: the same method's map of each image's *least likely*
       class (lowest probability on the image among the classes other than the
       explained one; the GradCAM's ``method``, layer and score, Grad-CAM for a plain
       array), or ``wrong_map`` when given.
 
-    It passes when the map's AUC, averaged over the batch, beats each map named in
-    ``against`` by at least ``margin`` (deletion: lower by ``margin``; insertion:
-    higher). A degenerate map always fails.
+    It passes when the map's AUC, averaged over the batch, beats the random draws'
+    mean AUC and the wrong-class map's, for the maps named in ``against``, by at least
+    ``margin`` each (deletion: lower by ``margin``; insertion: higher). The mean of
+    many draws keeps the verdict from hanging on one lucky or unlucky random map (see
+    ``RANDOM_DRAWS`` for the numbers). A degenerate map (flagged, or constant) always
+    fails. The judgment is :func:`~convviz_check.faithfulness_judge.judge_faithful`;
+    :func:`check_faithful` returns it without raising.
 
     Args:
         model: the Keras classifier.
@@ -467,7 +478,7 @@ def assert_faithful(
             ``"deletion"``.
         margin: required lead in AUC units (probability x fraction of pixels); 0.05 by
             default (see ``DEFAULT_MARGIN`` for the numbers behind it).
-        seed: seed of the random map.
+        seed: seed of the random draws (one generator for all of them).
         baseline: as in :func:`deletion` / :func:`insertion` (``None``: ``"zero"`` for
             deletion, ``"blur"`` for insertion).
         steps: fractions per curve.
