@@ -53,10 +53,10 @@ def test_keras_hub_preset_directory(tmp_path):
 def test_hub_preset_offline_fails_fast_and_clearly(monkeypatch):
     pytest.importorskip("keras_hub")
     monkeypatch.setenv("CONVVIZ_HUB_TIMEOUT", "60")
-    t0 = time.monotonic()
-    with pytest.raises(ModelLoadError, match="hub:no_such_preset_for_convviz"):
+    with pytest.raises(ModelLoadError, match="hub:no_such_preset_for_convviz") as info:
         cc.load_model("hub:no_such_preset_for_convviz")
-    assert time.monotonic() - t0 < 60
+    # the failure itself, not the timeout that bounds a hanging download
+    assert "timed out" not in str(info.value)
 
 
 def test_hub_timeout_bounds_a_hanging_download(monkeypatch):

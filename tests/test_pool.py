@@ -214,12 +214,24 @@ def test_an_ops_module_that_replaces_a_builtin_op_stops_the_worker_at_start(tmp_
 
 
 # -- starting in the background ----------------------------------------------------------
-def test_prestart_returns_at_once_and_the_first_request_waits_for_the_start() -> None:
+def test_prestart_returns_at_once_and_the_first_request_waits_for_the_start(monkeypatch) -> None:
+    # The start is held until released: prestart must return while it is still held
+    # (no timing involved), and the first request must wait for it.
+    release = threading.Event()
+    original = pool_mod.WorkerProcess.start
+
+    def held_start(self, *args, **kwargs):
+        assert release.wait(120), "the test never released the start"
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(pool_mod.WorkerProcess, "start", held_start)
     spare = WorkerPool()
     try:
-        t0 = time.monotonic()
         assert spare.prestart([BACKEND, BACKEND]) == [BACKEND]
-        assert time.monotonic() - t0 < 5.0  # a spawn, not an import of the framework
+        starter = spare.worker(BACKEND)._starter
+        assert starter is not None and starter.is_alive()  # returned; the start goes on
+        assert spare.pid(BACKEND) is None
+        release.set()
         result, _ = spare.request(BACKEND, "ping")
         assert result["pong"] is True and result["pid"] == spare.pid(BACKEND)
         ops = [t["op"] for t in spare.timings()[BACKEND]]

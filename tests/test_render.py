@@ -232,8 +232,15 @@ def test_overlay_resizes_heatmap_to_image_and_keeps_hot_spot_position():
 
 @pytest.mark.parametrize("shape", [(8, 8), (8, 8, 1)])
 def test_overlay_accepts_grayscale_images(shape):
-    out = overlay(np.full(shape, 50, np.uint8), np.zeros((2, 2)))
+    grey = np.random.default_rng(0).integers(0, 200, (8, 8), dtype=np.uint8)
+    heat = np.array([[0.0, 1.0], [0.25, 0.5]])
+    out = overlay(grey.reshape(shape), heat)
     assert out.shape == (8, 8, 3) and out.dtype == np.uint8
+    # the same as the grey image given as RGB: its value in every channel
+    np.testing.assert_array_equal(out, overlay(np.repeat(grey[..., None], 3, axis=-1), heat))
+    # where the map is 0, jet is dark blue (0, 0, 0.5): red and green keep the grey
+    np.testing.assert_array_equal(out[0, 0, :2], [grey[0, 0], grey[0, 0]])
+    assert abs(int(out[0, 0, 2]) - (int(grey[0, 0]) + 0.4 * 127.5)) <= 1
 
 
 def test_overlay_treats_float_image_in_unit_range_as_0_to_255():

@@ -26,6 +26,14 @@ def test_picture_of_a_heatmap_is_rgb_upscaled_for_small_maps():
     assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
     assert img.shape[0] >= 96  # 7x7 cells stay visible
     assert img.shape[1] > 2 * img.shape[0]  # two maps side by side
+    # each tile shows the hot cell (row 2, col 3 of 7) in red, the rest in jet's blue
+    side = img.shape[0]
+    for left in (0, img.shape[1] - side):
+        tile = img[:, left : left + side].astype(int)
+        red = tile[..., 0] - tile[..., 2]
+        y, x = np.unravel_index(np.argmax(red), red.shape)
+        assert (y * 7 // side, x * 7 // side) == (2, 3)
+        assert tile[0, 0, 2] > tile[0, 0, 0]  # a cold corner is blue
 
 
 def test_picture_of_activations_shows_every_channel_of_the_first_image():
