@@ -339,6 +339,7 @@ class _Run:
     # ------------------------------------------------------------------ the record
     def _entry(self, outcome: Outcome) -> dict[str, Any]:
         entry: dict[str, Any] = {
+            "judgment": "golden",
             "check": self.request.name,
             "kind": self.request.obtained.kind,
             "profile": self.profile,
