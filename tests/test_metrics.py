@@ -12,7 +12,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from skimage.metrics import structural_similarity
@@ -618,11 +618,61 @@ heatmaps = map_shapes.flatmap(lambda s: arrays(np.float32, s, elements=unit_floa
 
 
 @given(heatmaps)
-def test_a_heatmap_compared_with_itself_passes_every_metric(maps):
+def test_a_heatmap_passes_against_itself_and_fails_with_one_cell_changed(maps):
     result = compare(maps, maps.copy(), "heatmap")
     assert result.passed, result.text
     for m in result.metrics.values():
         assert m.ok
+    assume(maps.shape[1] * maps.shape[2] > 1)  # a one-cell map is constant: degenerate
+    # One cell of the last map moved by 0.5: either the map's degeneracy flips (a
+    # constant map is degenerate) or both are measured and differ by exactly 0.5.
+    changed = maps.copy()
+    cell = float(changed[-1, 0, 0])
+    changed[-1, 0, 0] = cell + 0.5 if cell <= 0.5 else cell - 0.5
+    moved = compare(maps, changed, "heatmap")
+    assert not moved.passed, moved.text
+    last = f"image {len(maps) - 1}"
+    assert moved.details["worst_item"] == last
+    facts = moved.details["per_item"][last]
+    if "max_abs" in facts:
+        assert facts["max_abs"] == pytest.approx(0.5, abs=1e-6)
+        assert facts["rms"] == pytest.approx(0.5 / math.sqrt(maps[0].size), rel=1e-5)
+    else:
+        assert moved.metrics["degenerate_changed"].value == 1.0
+
+
+def _as_form(form: str, maps: np.ndarray) -> object:
+    """The same maps given as a bare array, a golden's mapping, a GradCAM or Heatmaps."""
+    from convviz_check.types import Heatmaps
+
+    n = len(maps)
+    arrays = {"heatmap": maps, "degenerate": np.zeros(n, bool), "class_index": np.zeros(n)}
+    return {
+        "array": maps,
+        "mapping": arrays,
+        "gradcam": make_cam(maps),
+        "heatmaps": Heatmaps.of(make_cam(maps)),
+    }[form]
+
+
+forms = st.sampled_from(["array", "mapping", "gradcam", "heatmaps"])
+
+
+@given(map_shapes, st.data(), forms, forms)
+def test_compare_gives_the_same_verdict_whatever_form_the_maps_came_in(shape, data, f1, f2):
+    a = data.draw(arrays(np.float32, shape, elements=unit_floats))
+    b = data.draw(st.sampled_from(["same", "noise", "other"]))
+    if b == "other":
+        b = data.draw(arrays(np.float32, shape, elements=unit_floats))
+    else:
+        b = a + (1e-6 if b == "noise" else 0.0) * np.float32(np.arange(a.size).reshape(shape) % 3)
+    plain = compare(a, b, "heatmap")
+    given_forms = compare(_as_form(f1, a), _as_form(f2, b), "heatmap")
+    assert given_forms.passed == plain.passed, (given_forms.text, plain.text)
+    assert given_forms.degenerate == plain.degenerate
+    assert given_forms.details["worst_item"] == plain.details["worst_item"]
+    values = {k: m.value for k, m in given_forms.metrics.items() if k != "class_changed"}
+    assert values == {k: m.value for k, m in plain.metrics.items()}
 
 
 @given(map_shapes, unit_floats)
