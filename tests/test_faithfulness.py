@@ -592,7 +592,11 @@ def test_the_verdict_does_not_hang_on_one_random_draw(convnet, monkeypatch):
         assert f"mean of {fj.RANDOM_DRAWS} random draws" in many[0].metrics["lead_over_random"].note
 
 
-def test_the_random_draws_are_scored_in_one_run_like_separate_maps(convnet):
+@pytest.mark.parametrize("maps_per_run", [64, 6], ids=["one-run", "groups-of-3-draws"])
+def test_the_random_draws_are_scored_in_one_run_like_separate_maps(
+    convnet, monkeypatch, maps_per_run
+):
+    monkeypatch.setattr(ff, "_MAPS_PER_RUN", maps_per_run)
     x = examples.make_scenes(2, seed=3).floats
     cam = gradcam(convnet, x)
     outcome = ff.check_faithful(convnet, x, cam, steps=4, against="random", seed=5)
