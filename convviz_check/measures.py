@@ -60,13 +60,15 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation: :func:`pearson` of the two arrays' ranks.
+    """Spearman rank correlation: :func:`pearson` of the two arrays' ranks; the one
+    Spearman of the package (every judgment that ranks cells uses it).
 
-    Values equal within ``RANK_RESOLUTION`` share their average rank (the zero cells
-    of a ReLU'd heatmap are one tie, not an order made by rounding noise), so two maps
-    agree when they order their cells alike, whatever their scales: what two
-    independently trained models' heatmaps can be asked to share. Constant arrays
-    follow :func:`pearson` (both constant 1.0, one constant 0.0).
+    Tied values share their average rank, as in ``scipy.stats.spearmanr``, and values
+    equal within ``RANK_RESOLUTION`` are ties (the zero cells of a ReLU'd heatmap are
+    one tie, not an order made by rounding noise), so two maps agree when they order
+    their cells alike, whatever their scales: what two independently trained models'
+    heatmaps can be asked to share. Constant arrays follow :func:`pearson` (both
+    constant 1.0, one constant 0.0), where ``spearmanr`` gives NaN.
 
     Example:
         >>> spearman(np.array([0.0, 1.0, 5.0]), np.array([0.0, 2.0, 3.0]))
