@@ -42,6 +42,9 @@ SUFFIXES = (".npz", ".json", ".png", ".inputs.png")
 # A check over this many stored bytes warns with its size: large activation goldens
 # bloat the repository; float16 and layer subsets keep them small.
 LARGE_BYTES = 20 * 1024 * 1024
+# How much more than its sidecar describes a golden's .npz may unpack before it is
+# refused unread (float64 against a float16 sidecar is 4x).
+PROPORTION = 8
 _REWRITE_HINT = "rewrite it with --convviz-update=missing, or restore it from version control"
 
 
@@ -473,11 +476,21 @@ def load(base: str | os.PathLike[str], kind: str | None = None) -> Golden:
                 f"{paths['.json'].name} exists there."
             )
         raise GoldenError(f"The golden {npz_path} is missing (its sidecar exists).")
+    # The sidecar first (small JSON): the arrays it describes bound what reading the
+    # .npz may unpack, so a member far larger than the check it claims to be is
+    # refused before it is inflated. An unusable sidecar is reported after the .npz.
     try:
-        arrays = storage.read_npz(npz_path)
+        side: dict[str, Any] | None = read_sidecar(paths[".json"])
+        side_error: GoldenError | None = None
+    except GoldenError as e:
+        side, side_error = None, e
+    try:
+        arrays = storage.read_npz(npz_path, _limits(side))
     except StorageError as e:
         raise GoldenError(f"{e} Delete it and {_REWRITE_HINT}.") from None
-    side = read_sidecar(paths[".json"])
+    if side is None:
+        assert side_error is not None
+        raise side_error
     if kind is not None and side["kind"] != kind:
         raise GoldenError(
             f"Kind mismatch for {npz_path}: the golden holds kind={side['kind']!r}; the "
@@ -500,6 +513,37 @@ def load(base: str | os.PathLike[str], kind: str | None = None) -> Golden:
             "them with --convviz-update=missing."
         )
     return Golden(artifact, side)
+
+
+def _limits(side: dict[str, Any] | None) -> storage.Limits:
+    """What reading a golden's ``.npz`` may unpack: the arrays its sidecar describes
+    (each entry's shape and dtype, and the names entry of an indexed file), never more
+    than :data:`storage.LIMITS`; the storage limits alone without a usable sidecar."""
+    if side is None:
+        return storage.LIMITS
+    try:
+        sizes = [
+            int(np.prod(shape, dtype=object)) * np.dtype(side["dtype"][name]).itemsize
+            for name, shape in side["shape"].items()
+        ]
+    except (KeyError, TypeError, ValueError):
+        return storage.LIMITS  # the entries check names what is wrong
+    names = list(side.get("names") or side["shape"])
+    # the names entry of an indexed file: one fixed-width unicode string per name
+    width = max((len(n) for n in names), default=0)
+    names_bytes = 4 * max(width, 1) * len(names)
+    # Out of proportion: PROPORTION times what the sidecar describes. Closer mismatches
+    # (another dtype, a slightly different shape) are read and named by the entries
+    # check; the writer never compresses, so its own goldens are always in proportion.
+    return storage.Limits(
+        max_members=min(storage.LIMITS.max_members, len(sizes) + 1),
+        max_array_bytes=min(
+            storage.LIMITS.max_array_bytes, PROPORTION * max([names_bytes, *sizes])
+        ),
+        max_total_bytes=min(
+            storage.LIMITS.max_total_bytes, PROPORTION * (sum(sizes) + names_bytes)
+        ),
+    )
 
 
 def _check_entries(path: Path, arrays: dict[str, np.ndarray], side: dict[str, Any]) -> None:

@@ -58,6 +58,9 @@ class Limits:
 
 
 LIMITS = Limits()
+# Room for a member's .npy header above its array bytes (a version 1.0 header is at
+# most 65535 bytes after its 10-byte preamble).
+NPY_HEADER_ROOM = 65536 + 10
 NAMES_ENTRY = "__names__"
 # The earliest timestamp a zip can store, for byte-stable rewrites.
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
@@ -359,10 +362,26 @@ def _read_members(zf: zipfile.ZipFile, path: Path, limits: Limits) -> dict[str, 
         )
     headers = []
     total = 0
+    unpacked = 0
     for info in infos:
         key = _member_key(info.filename, path)
+        # The zip directory's uncompressed size caps what reading the member inflates
+        # (zipfile stops there): checked before a byte of the member is decompressed,
+        # so a small deflated member cannot expand into gigabytes first.
+        unpacked += info.file_size
+        if (
+            info.file_size > limits.max_array_bytes + NPY_HEADER_ROOM
+            or unpacked > limits.max_total_bytes + NPY_HEADER_ROOM * len(infos)
+        ):
+            raise StorageError(
+                f"{path} entry {key!r} unpacks to {info.file_size} bytes ({unpacked} in all "
+                f"so far; {info.compress_size} stored); the limits are "
+                f"{limits.max_array_bytes} bytes per array and {limits.max_total_bytes} in "
+                "all (plus room for the .npy headers)."
+            )
         with zf.open(info) as member:
             shape, dtype = _npy_header(member, path, key)
+            header_end = member.tell()
         nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
         total += nbytes
         if nbytes > limits.max_array_bytes or total > limits.max_total_bytes:
@@ -370,6 +389,11 @@ def _read_members(zf: zipfile.ZipFile, path: Path, limits: Limits) -> dict[str, 
                 f"{path} entry {key!r} declares shape={shape}, dtype={dtype} "
                 f"({nbytes} bytes, {total} in all so far); the limits are "
                 f"{limits.max_array_bytes} bytes per array and {limits.max_total_bytes} in all."
+            )
+        if info.file_size != header_end + nbytes:
+            raise StorageError(
+                f"{path} is corrupt: entry {key!r} unpacks to {info.file_size} bytes, but its "
+                f"header declares shape={shape}, dtype={dtype}: {header_end} + {nbytes} bytes."
             )
         headers.append((info, key))
     arrays: dict[str, np.ndarray] = {}

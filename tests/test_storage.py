@@ -723,3 +723,67 @@ def test_a_golden_dir_that_is_a_file_is_named_as_such(tmp_path):
         storage.write_bytes(blocker / "t.py" / "test_a" / "cam.npz", b"x")
     assert f"{blocker} is a file, not a directory" in str(info.value)
     assert blocker.read_text() == "not a directory"
+
+
+# ----------------------------------------------------------------- declared sizes
+def _deflated(name: str, payload: bytes) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+        info.compress_type = zipfile.ZIP_DEFLATED
+        zf.writestr(info, payload)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def no_member_read(monkeypatch):
+    """Fail if a member's header (so its data) is read: the size must be refused from
+    the zip directory alone."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a member was read before its size was refused")
+
+    monkeypatch.setattr(np.lib.format, "read_magic", refuse)
+
+
+def test_a_deflated_member_out_of_proportion_to_its_sidecar_is_refused_unread(
+    tmp_path, monkeypatch
+):
+    base = tmp_path / "cam"
+    golden.save(base, Artifact.from_value(np.eye(7, dtype=np.float32), "heatmap"))
+    # 4 MiB of zeros (stored deflated in a few KiB), declared as a (1024, 1024) float32:
+    # consistent in itself, far beyond the 7x7 check its sidecar describes.
+    shape = (1024, 1024)
+    zeros = _header_only(shape) + bytes(4 * 1024 * 1024)
+    data = _deflated("value.npy", zeros)
+    assert len(data) < 64 * 1024
+    golden.files_of(base)[".npz"].write_bytes(data)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a member was read before its size was refused")
+
+    monkeypatch.setattr(np.lib.format, "read_magic", refuse)
+    with pytest.raises(GoldenError, match=r"'value' unpacks to 4194\d+ bytes") as info:
+        golden.load(base)
+    assert "limits are 1568 bytes per array" in str(info.value)  # 8 x 7 x 7 x 4
+
+
+def test_a_member_larger_than_its_header_declares_is_corrupt(tmp_path, no_array_read):
+    payload = _header_only((7, 7)) + bytes(7 * 7 * 4 + 1024 * 1024)  # 1 MiB too many
+    path = _write(tmp_path, _deflated("value.npy", payload))
+    with pytest.raises(StorageError, match=r"corrupt: entry 'value' unpacks to \d+ bytes.*196"):
+        storage.read_npz(path)
+
+
+def test_the_zip_directory_size_is_checked_against_the_limits_first(tmp_path, no_member_read):
+    path = _write(tmp_path, _deflated("value.npy", _header_only((1 << 18,)) + bytes(1 << 20)))
+    with pytest.raises(StorageError, match=r"unpacks to \d+ bytes.*1000 bytes per array"):
+        storage.read_npz(path, storage.Limits(max_array_bytes=1000))
+
+
+def test_goldens_written_here_are_in_proportion_to_their_sidecars(tmp_path):
+    acts = {f"layer/{i}": np.ones((1, 3, 3, 2 + i), np.float16) for i in range(3)}
+    for value, kind in ((np.eye(7, dtype=np.float32), "heatmap"), (acts, "activation")):
+        base = tmp_path / kind
+        golden.save(base, Artifact.from_value(value, kind, dtype="float16"))
+        assert golden.load(base).artifact.kind == kind
