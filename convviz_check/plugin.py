@@ -370,6 +370,9 @@ def convviz(request: pytest.FixtureRequest) -> Any:
         seed=0, baseline=None, steps=32, class_index=None,
         against=("random", "wrong_class"), wrong_map=None, batch_size=None,
         output=None, name=None)
+      convviz.assert_randomization(model, images, *, layers_to_reinit=None,
+        max_correlation=0.5, class_index=None, layer=None, score="auto", seed=0,
+        repeats=3, method="gradcam", method_options=None, name=None)
       convviz.assert_backends_agree(model_source, images, *, backends=None,
         tolerance=None, what=("activations", "gradcam", "filters"), layers=None,
         class_index=None, gradcam_layer=None, score="auto", preprocess=False,

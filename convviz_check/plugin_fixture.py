@@ -160,6 +160,10 @@ class ConvvizFixture:
             against=("random", "wrong_class"), wrong_map=None, batch_size=None,
             output=None, name=None): the map beats a random map and the wrong class's
             map at insertion (or deletion).
+        assert_randomization(model, images, *, layers_to_reinit=None,
+            max_correlation=0.5, class_index=None, layer=None, score="auto", seed=0,
+            repeats=3, method="gradcam", method_options=None, name=None): the maps
+            change when the head is re-initialized (they depend on what was learned).
         assert_backends_agree(model_source, images, *, backends=None, tolerance=None,
             what=("activations", "gradcam", "filters"), layers=None, class_index=None,
             gradcam_layer=None, score="auto", preprocess=False, cam_method="gradcam",
@@ -186,6 +190,7 @@ class ConvvizFixture:
         self._localized_calls = 0
         self._agreement_calls = 0
         self._faithful_calls = 0
+        self._randomization_calls = 0
 
     # The model's class names for failure messages (a list, one per class); see check().
     class_names: list[str] | None = None
@@ -409,6 +414,25 @@ class ConvvizFixture:
         self._faithful_calls += 1
         name = kwargs.pop("name", None) or f"faithful-{self._faithful_calls}"
         return self._record(check_faithful(model, images, cam, **kwargs), name)
+
+    def assert_randomization(self, model: Any, images: Any, **kwargs: Any) -> Outcome:
+        """Assert the CAM maps depend on the learned weights (the model-randomization
+        sanity check: re-initialize the head in a clone, the maps must change); keyword
+        arguments as :func:`convviz_check.sanity.sanity_check_randomization`
+        (``layers_to_reinit``, ``max_correlation``, ``class_index``, ``layer``,
+        ``score``, ``seed``, ``repeats``, ``method``, ``method_options``; ``name``
+        names the result in the report, default ``randomization-<n>``). The result is
+        recorded in the report, passed or failed.
+
+        Returns:
+            The :class:`~convviz_check.types.Outcome` (when it passes).
+        """
+        __tracebackhide__ = True
+        from .sanity import check_randomization
+
+        self._randomization_calls += 1
+        name = kwargs.pop("name", None) or f"randomization-{self._randomization_calls}"
+        return self._record(check_randomization(model, images, **kwargs), name)
 
     def assert_backends_agree(self, model_source: Any, images: Any, **kwargs: Any) -> Any:
         """Assert the backends agree on ``model_source`` for ``images``; keyword

@@ -193,3 +193,32 @@ def test_a_failing_agreement_assertion_is_in_the_report_with_its_pictures(pytest
     assert _picture(pytester.path, entry, "gradcam").ndim == 3
     page = (pytester.path / "out" / "report.html").read_text()
     assert "(agreement)" in page and "agree.gradcam.png" in page
+
+
+def test_the_randomization_sanity_check_is_recorded_too(pytester, monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
+    pytester.makepyfile(
+        test_r="""
+        from convviz_check import examples
+
+        def test_gradcam_depends_on_the_weights(convviz):
+            model = examples.load_example_model("convnet")
+            x = examples.make_scenes(4, seed=2).floats
+            convviz.assert_randomization(model, x)
+
+        def test_eigencam_does_not(convviz):
+            # Eigen-CAM ignores the head: re-initializing it leaves the maps as they were
+            model = examples.load_example_model("convnet")
+            x = examples.make_scenes(4, seed=2).floats
+            convviz.assert_randomization(model, x, method="eigencam", name="eigen")
+        """
+    )
+    result = pytester.runpytest("--convviz-results-dir=out", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    entries = {e["check"]: e for e in _entries(pytester.path)}
+    assert set(entries) == {"randomization-1", "eigen"}
+    assert entries["randomization-1"]["status"] == "passed"
+    eigen = entries["eigen"]
+    assert eigen["judgment"] == "randomization" and eigen["status"] == "failed"
+    assert any(not m["ok"] for m in eigen["metrics"].values())
+    assert "(randomization)" in (pytester.path / "out" / "report.html").read_text()
