@@ -257,7 +257,7 @@ def judge_faithful(
         rival_auc["random"] = by_draw.mean(axis=0)
         lead = sign * (float(by_draw.mean()) - ours)
         count = len(draws)
-        labels["random"] = f"random map (mean of {count} draws)"
+        labels["random"] = "random map"
         metrics["lead_over_random"] = MetricResult.judge(
             "lead_over_random", lead, needed, "min", f"mean of {count} random draws"
         )
@@ -301,12 +301,11 @@ def judge_faithful(
         m = metrics[f"lead_over_{key}"]
         if not m.ok:
             failures.append(
-                f"it beats the {label.split(' (')[0]} by {m.value:.4f} < margin {needed:g}"
+                f"it beats the {label} by {m.value:.4f} < margin {needed:g}"
                 + (f" (the mean of {len(draws)} random draws)" if key == "random" else "")
             )
     leads = ", ".join(
-        f"{metrics[f'lead_over_{k}'].value:.4f} over the {label.split(' (')[0]}"
-        for k, label in labels.items()
+        f"{metrics[f'lead_over_{k}'].value:.4f} over the {label}" for k, label in labels.items()
     )
     picture = curves_chart(curves, draws, wrong)
     if not failures:
@@ -338,10 +337,7 @@ def judge_faithful(
         lead_line,
         f"  mean {metric} AUC over {n} image(s) ({facts['better']} is better):",
         f"    map under test:   {ours:.4f}",
-        *(
-            f"    {label.split(' (')[0] + ':':<18}{means[k]:.4f} ({texts[k]})"
-            for k, label in labels.items()
-        ),
+        *(f"    {label + ':':<18}{means[k]:.4f} ({texts[k]})" for k, label in labels.items()),
         f"  margin: {needed:g}; leads: {leads}",
         f"  baseline: {curves.baseline}; steps: {curves.steps}; probability: "
         f"{curves.score_kind} of classes {curves.class_index.tolist()[:8]}{more}",
