@@ -479,15 +479,17 @@ def load(base: str | os.PathLike[str], kind: str | None = None) -> Golden:
     # The sidecar first (small JSON): the arrays it describes bound what reading the
     # .npz may unpack, so a member far larger than the check it claims to be is
     # refused before it is inflated. An unusable sidecar is reported after the .npz.
-    try:
-        side: dict[str, Any] | None = read_sidecar(paths[".json"])
-        side_error: GoldenError | None = None
-    except GoldenError as e:
-        side, side_error = None, e
-    try:
-        arrays = storage.read_npz(npz_path, _limits(side))
-    except StorageError as e:
-        raise GoldenError(f"{e} Delete it and {_REWRITE_HINT}.") from None
+    # Read as one pair: a concurrent update replaces both under an exclusive lock.
+    with storage.dir_lock(npz_path.parent, shared=True):
+        try:
+            side: dict[str, Any] | None = read_sidecar(paths[".json"])
+            side_error: GoldenError | None = None
+        except GoldenError as e:
+            side, side_error = None, e
+        try:
+            arrays = storage.read_npz(npz_path, _limits(side))
+        except StorageError as e:
+            raise GoldenError(f"{e} Delete it and {_REWRITE_HINT}.") from None
     if side is None:
         assert side_error is not None
         raise side_error

@@ -33,7 +33,8 @@ import os
 import re
 import tempfile
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -165,16 +166,44 @@ def write_files(files: Mapping[Path, bytes]) -> list[Path]:
     try:
         for path, data in files.items():
             staged.append((_stage(Path(path), data), Path(path)))
-        for tmp, path in staged:
-            try:
-                os.replace(tmp, path)
-            except OSError as e:
-                raise write_error(path, e) from None
+        with ExitStack() as locks:  # sorted: two writers never wait for each other
+            for directory in sorted({path.parent for _tmp, path in staged}):
+                locks.enter_context(dir_lock(directory))
+            for tmp, path in staged:
+                try:
+                    os.replace(tmp, path)
+                except OSError as e:
+                    raise write_error(path, e) from None
     except BaseException:
         for tmp, _path in staged:
             Path(tmp).unlink(missing_ok=True)
         raise
     return [path for _tmp, path in staged]
+
+
+@contextmanager
+def dir_lock(directory: Path, *, shared: bool = False) -> Iterator[None]:
+    """Hold an advisory lock on ``directory`` (``flock``): exclusive while files that go
+    together are renamed into it (:func:`write_files`), shared while they are read
+    (``golden.load``), so that concurrent writers of one golden directory leave each
+    check as one writer's complete pair and a reader never sees half of an update.
+
+    Where the OS or the file system has no ``flock`` (Windows, some network file
+    systems) nothing is locked; a golden's sha256 check still reports a mismatched
+    pair as half-written."""
+    fd = None
+    try:
+        import fcntl
+
+        fd = os.open(directory, os.O_RDONLY)
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+    except (ImportError, OSError):
+        pass  # unlocked (see above); an fd opened before a failed flock is closed below
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # releases the lock
 
 
 def _stage(path: Path, data: bytes) -> str:

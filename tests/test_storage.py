@@ -9,6 +9,7 @@ import io
 import json
 import os
 import stat
+import sys
 import zipfile
 from pathlib import Path, PurePosixPath
 
@@ -787,3 +788,37 @@ def test_goldens_written_here_are_in_proportion_to_their_sidecars(tmp_path):
         base = tmp_path / kind
         golden.save(base, Artifact.from_value(value, kind, dtype="float16"))
         assert golden.load(base).artifact.kind == kind
+
+
+# ----------------------------------------------------------------- concurrent writers
+@pytest.mark.skipif(sys.platform == "win32", reason="flock: POSIX only (documented)")
+def test_a_pair_is_replaced_under_the_directory_lock(tmp_path):
+    """A writer renames a check's data and sidecar only while it holds the directory's
+    exclusive lock: a writer (or reader) holding it keeps the stored pair whole."""
+    import threading
+
+    base = tmp_path / "cam"
+    golden.save(base, Artifact.from_value(np.eye(5, dtype=np.float32), "heatmap"))
+    before = {p: p.read_bytes() for p in golden.files_of(base).values() if p.exists()}
+    errors: list[BaseException] = []
+
+    def update() -> None:
+        try:
+            golden.save(base, Artifact.from_value(np.ones((5, 5), np.float32), "heatmap"))
+        except BaseException as e:  # noqa: BLE001 - reported by the main thread
+            errors.append(e)
+
+    with storage.dir_lock(tmp_path):
+        writer = threading.Thread(target=update)
+        writer.start()
+        for _ in range(200):  # both temporary files staged: the writer waits to rename
+            if len(list(tmp_path.glob(".cam.*.tmp"))) == 2:
+                break
+            writer.join(0.05)
+        writer.join(1.0)
+        assert writer.is_alive(), "the writer renamed while another held the lock"
+        assert {p: p.read_bytes() for p in before} == before
+    writer.join(60)
+    assert not errors and not writer.is_alive()
+    assert np.array_equal(golden.load(base).artifact.to_value(), np.ones((5, 5)))
+    assert _no_temp_files(tmp_path)
