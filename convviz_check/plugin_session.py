@@ -20,6 +20,7 @@ from . import golden, storage, tolerances
 from .checks import UPDATE_MODES, Settings
 from .errors import ConvvizError
 from .report.checks import clear_parts, merge_parts, write_part, write_report
+from .report.outcomes import summary_line
 from .types import BACKENDS, KINDS, Tolerance
 
 UNUSED_MODES = ("warn", "fail", "delete")
@@ -85,6 +86,8 @@ class SessionState:
     touched: set[str] = field(default_factory=set)
     written: list[str] = field(default_factory=list)
     entries: list[dict[str, Any]] = field(default_factory=list)
+    # (judgment, status) of the judgments xdist workers recorded
+    merged_verdicts: list[tuple[str, str]] = field(default_factory=list)
     deselected: set[str] = field(default_factory=set)
     skipped: set[str] = field(default_factory=set)
     collected_files: set[str] = field(default_factory=set)
@@ -138,7 +141,15 @@ class SessionState:
             "collected_files": sorted(self.collected_files),
             "collected_tests": sorted(self.collected_tests),
             "failed": self.failed,
+            "verdicts": self.verdicts(),
         }
+
+    def verdicts(self) -> list[tuple[str, str]]:
+        """``(judgment, status)`` of every judgment this process recorded (and, on the
+        controller, those its xdist workers sent)."""
+        return [(str(e.get("judgment", "golden")), str(e.get("status"))) for e in self.entries] + [
+            (str(j), str(st)) for j, st in self.merged_verdicts
+        ]
 
     def merge(self, data: dict[str, Any]) -> None:
         self.backend = self.backend or data.get("backend")
@@ -149,6 +160,7 @@ class SessionState:
         self.collected_files.update(data.get("collected_files", ()))
         self.collected_tests.update(data.get("collected_tests", ()))
         self.failed = self.failed or bool(data.get("failed"))
+        self.merged_verdicts.extend(tuple(v) for v in data.get("verdicts", ()))
 
 
 SESSION = pytest.StashKey[SessionState]()
@@ -555,6 +567,9 @@ class SessionHooks:
                 )
         elif state.unused_note and state.config.option.verbose > 0:
             tr.write_line(f"convviz: unused goldens not judged: {state.unused_note}")
+        line = summary_line(state.verdicts())
+        if line:
+            tr.write_line(f"convviz: {line}")
         if state.report_paths:
             tr.write_line(f"convviz: report {state.report_paths['html']}")
 

@@ -91,8 +91,11 @@ def test_localization_and_faithfulness_judgments_are_in_report_json_and_html(pyt
         for path in e.get("images", {}).values():
             assert Path(path).relative_to(pytester.path / "out").as_posix() in page
     assert "pointing game missed" in page and "lead_over_random" in page
-    # the failing test's message names its overlay
+    # the failing test's message names its overlay; the closing summary counts them
     result.stdout.fnmatch_lines(["*overlay: *corner.overlay.png"])
+    result.stdout.fnmatch_lines(
+        ["convviz: 3 judgment(s): localization 1 failed, 1 passed; faithfulness 1 failed"]
+    )
 
 
 def test_without_a_results_dir_a_judgment_writes_nothing(pytester):
@@ -222,3 +225,34 @@ def test_the_randomization_sanity_check_is_recorded_too(pytester, monkeypatch):
     assert eigen["judgment"] == "randomization" and eigen["status"] == "failed"
     assert any(not m["ok"] for m in eigen["metrics"].values())
     assert "(randomization)" in (pytester.path / "out" / "report.html").read_text()
+
+
+def test_the_summary_line_counts_judgments_failures_first():
+    from convviz_check.report.outcomes import summary_line
+
+    verdicts = [("agreement", "passed"), ("golden", "passed"), ("golden", "missing")]
+    verdicts += [("golden", "failed"), ("localization", "passed")]
+    assert summary_line(verdicts) == (
+        "5 judgment(s): golden 1 failed, 1 missing, 1 passed; localization 1 passed; "
+        "agreement 1 passed"
+    )
+    assert summary_line([]) == ""
+
+
+def test_xdist_workers_send_their_verdicts_to_the_summary(pytester):
+    pytest.importorskip("xdist")
+    pytester.makepyfile(
+        test_x="""
+        import numpy as np
+        import pytest
+        from convviz_check.types import Box
+
+        @pytest.mark.parametrize("y", [1, 6])
+        def test_points(convviz, y):
+            hm = np.zeros((8, 8)); hm[y, y] = 1.0
+            convviz.assert_localized(hm, Box(0, 0, 4, 4))
+        """
+    )
+    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["convviz: 2 judgment(s): localization 1 failed, 1 passed"])

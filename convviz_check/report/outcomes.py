@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .. import storage
-from ..types import Outcome
+from ..types import JUDGMENTS, Outcome
 from .comparison import distinct_format, exact
 
 # Rows of a per-item table shown before the rest is folded.
@@ -34,6 +34,8 @@ ITEM_NAME = {
     "agreement": "pair",
     "counterfactual": "image",
 }
+# Statuses in the order a summary names them (failures first).
+STATUS_RANK = {"error": 0, "failed": 1, "missing": 2, "written": 3, "skipped": 4, "passed": 5}
 # Small pictures (a 7x7 map) are enlarged (nearest) so that cells stay visible.
 _MIN_SIDE = 160
 
@@ -187,3 +189,22 @@ def judgment_card(entry: Mapping[str, Any], results_dir: Path, anchor: str) -> s
         + (f"<p class=facts>{_e(fact_text)}</p>" if fact_text else "")
         + "</section>"
     )
+
+
+def summary_line(verdicts: list[tuple[str, str]]) -> str:
+    """One line over a session's judgments, ``(judgment, status)`` each, in the order
+    of ``JUDGMENTS``: ``"5 judgment(s): golden 3 passed, 1 failed; localization 1
+    passed"``; empty without judgments."""
+    if not verdicts:
+        return ""
+    counts: dict[str, dict[str, int]] = {}
+    for judgment, status in verdicts:
+        per = counts.setdefault(judgment, {})
+        per[status] = per.get(status, 0) + 1
+    order = {j: i for i, j in enumerate(JUDGMENTS)}
+    parts = []
+    for judgment in sorted(counts, key=lambda j: order.get(j, len(order))):
+        per = counts[judgment]
+        ranked = sorted(per, key=lambda st: STATUS_RANK.get(st, 9))
+        parts.append(f"{judgment} " + ", ".join(f"{per[st]} {st}" for st in ranked))
+    return f"{len(verdicts)} judgment(s): " + "; ".join(parts)
