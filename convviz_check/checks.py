@@ -9,7 +9,9 @@ Every golden check goes through :func:`run_check`: the pytest fixture's
 3. compares, and decides: write, refuse, pass, fail or missing;
 4. writes what it decided (the golden, and in a results directory the obtained
    arrays and the expected / obtained / diff images);
-5. returns an :class:`Outcome` with the message a person reads.
+5. returns a :class:`CheckResult` with the message a person reads; its
+   :attr:`~CheckResult.outcome` is the judgment's :class:`~convviz_check.types.Outcome`
+   (judgment ``"golden"``), the record every other judgment returns too.
 
 The gate profile (``exact`` or ``retrain``, :mod:`convviz_check.tolerances`) decides
 the bounds and metrics; a kind the profile does not judge (activations and filter
@@ -36,7 +38,7 @@ from .errors import ComparisonError, GoldenError, LocalizationError
 from .metrics import check_boxes, compare, not_judged
 from .report.causes import cause_first
 from .report.pictures import inputs_thumbnail, write_check_images
-from .types import Comparison, Tolerance
+from .types import Comparison, Outcome, Tolerance
 
 UPDATE_MODES = ("missing", "failed", "all")
 # Items (layers, images, filters) of one check listed in report.json.
@@ -124,7 +126,7 @@ class CheckRequest:
 
 
 @dataclass
-class Outcome:
+class CheckResult:
     """What :func:`run_check` found and did.
 
     Attributes:
@@ -152,8 +154,20 @@ class Outcome:
     def ok(self) -> bool:
         return self.status in ("passed", "written", "skipped")
 
+    @property
+    def outcome(self) -> Outcome:
+        """The judgment as every judgment reports it (judgment ``"golden"``): the
+        status, the message's first line as the lead, the metrics against their
+        bounds and the per-item facts of ``report.json``."""
+        lines = self.message.splitlines()
+        lead = lines[0] if lines else f"{self.entry.get('check', 'check')}: {self.status}"
+        metrics = dict(self.comparison.metrics) if self.comparison is not None else {}
+        items = {str(k): dict(v) for k, v in (self.entry.get("per_item") or {}).items()}
+        facts = {k: self.entry[k] for k in ("kind", "profile", "golden") if k in self.entry}
+        return Outcome("golden", self.status, lead, self.message, metrics, items, {}, facts)
 
-def run_check(settings: Settings, request: CheckRequest, commands: Commands | None) -> Outcome:
+
+def run_check(settings: Settings, request: CheckRequest, commands: Commands | None) -> CheckResult:
     """Run one golden check through its whole lifecycle (see the module docstring)."""
     place = golden.place(
         settings.golden_dir,
@@ -278,7 +292,7 @@ class _Run:
         changed = self.request.obtained.content_sha256() != expected.artifact.content_sha256()
         return update == "all" and changed
 
-    def not_judged(self, expected: golden.Golden | None) -> Outcome:
+    def not_judged(self, expected: golden.Golden | None) -> CheckResult:
         """A kind the profile does not judge: written when missing (or, with
         ``update=all``, when changed), else skipped with the reason."""
         update = self.settings.update
@@ -303,7 +317,7 @@ class _Run:
         """The sidecar facts of a write: the request's, and the profile it ran under."""
         return {**self.request.meta, "profile": self.profile}
 
-    def write(self, base: Path) -> Outcome:
+    def write(self, base: Path) -> CheckResult:
         # A golden no later run could pass is refused before anything is written.
         problem = golden.unwritable(
             self.request.obtained,
@@ -325,11 +339,11 @@ class _Run:
         status: str,
         message: Callable[[], str] | None = None,
         written: list[Path] | None = None,
-    ) -> Outcome:
+    ) -> CheckResult:
         """Record the outcome (and, with a results dir, the obtained arrays and images
         the message points to), then write the message."""
         touched = {self._rel(self.place.target), self.golden_rel}
-        outcome = Outcome(status, "", self.comparison, self.golden_rel, written or [], touched)
+        outcome = CheckResult(status, "", self.comparison, self.golden_rel, written or [], touched)
         if self.settings.results_dir is not None:
             self._record_results(outcome)
         outcome.message = message() if message is not None else ""
@@ -337,7 +351,7 @@ class _Run:
         return outcome
 
     # ------------------------------------------------------------------ the record
-    def _entry(self, outcome: Outcome) -> dict[str, Any]:
+    def _entry(self, outcome: CheckResult) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "judgment": "golden",
             "check": self.request.name,
@@ -367,7 +381,7 @@ class _Run:
             )
         return entry
 
-    def _record_results(self, outcome: Outcome) -> None:
+    def _record_results(self, outcome: CheckResult) -> None:
         results = self.settings.results_dir
         assert results is not None
         obtained = self.request.obtained

@@ -12,7 +12,7 @@ import pytest
 
 from convviz_check import golden, tolerances
 from convviz_check.artifacts import Artifact
-from convviz_check.checks import CheckRequest, Outcome, Settings, run_check
+from convviz_check.checks import CheckRequest, CheckResult, Settings, run_check
 from convviz_check.types import Tolerance
 
 REL = PurePosixPath("tests/test_x.py/test_cam/cam")
@@ -59,7 +59,7 @@ def _files(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
-def _write(tmp_path: Path, value=None, meta: dict | None = None) -> Outcome:
+def _write(tmp_path: Path, value=None, meta: dict | None = None) -> CheckResult:
     outcome = run_check(
         _settings(tmp_path, update="missing"), _request(value, meta=dict(meta or {})), None
     )
@@ -124,7 +124,7 @@ def test_update_missing_writes_the_golden_and_its_sidecar(tmp_path):
 def test_outcome_written_lists_only_files_that_were_written(tmp_path):
     outcome = _write(tmp_path)  # no inputs given: no .inputs.png
     missing = [p.name for p in outcome.written if not p.exists()]
-    assert not missing, f"Outcome.written lists files that were not written: {missing}"
+    assert not missing, f"CheckResult.written lists files that were not written: {missing}"
 
 
 def test_verify_passes_and_writes_nothing(tmp_path):
@@ -484,3 +484,15 @@ def test_the_report_entry_is_json_ready(tmp_path):
     assert entry["backend"] == "tensorflow" and entry["status"] == "failed"
     assert entry["golden"] == entry["rel"] == REL.as_posix()
     assert entry["details"]["worst_item"] == "image 0"
+
+
+def test_a_golden_check_is_an_outcome_like_every_judgment(tmp_path):
+    written = _write(tmp_path)
+    assert written.outcome.judgment == "golden" and written.outcome.status == "written"
+    moved = run_check(_settings(tmp_path), _request(_heat(5, 5)), None)  # the peak moved
+    outcome = moved.outcome
+    assert outcome.judgment == "golden" and outcome.status == "failed" and not outcome.ok
+    assert outcome.lead == moved.message.splitlines()[0]
+    assert moved.comparison is not None and outcome.metrics == moved.comparison.metrics
+    assert any(not m.ok for m in outcome.metrics.values())
+    assert outcome.to_entry()["metrics"] == moved.entry["metrics"]
