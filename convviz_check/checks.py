@@ -163,7 +163,9 @@ class CheckResult:
         lead = lines[0] if lines else f"{self.entry.get('check', 'check')}: {self.status}"
         metrics = dict(self.comparison.metrics) if self.comparison is not None else {}
         items = {str(k): dict(v) for k, v in (self.entry.get("per_item") or {}).items()}
-        facts = {k: self.entry[k] for k in ("kind", "profile", "golden") if k in self.entry}
+        facts: dict[str, Any] = {
+            k: self.entry[k] for k in ("kind", "profile", "golden") if k in self.entry
+        }
         return Outcome("golden", self.status, lead, self.message, metrics, items, {}, facts)
 
 

@@ -449,6 +449,9 @@ class Heatmaps:
                 raise error(f"Expected {n} heatmap(s), one per image. Received: {len(value)}")
             return value
         fields_: dict[str, Any] = {}
+        maps: Any
+        flagged: Any
+        classes: Any
         if isinstance(value, GradCAM):
             maps, flagged, classes = value.heatmap, value.degenerate, value.class_index
             shape = tuple(int(v) for v in value.image_shape)
