@@ -743,9 +743,11 @@ def _documented_calls() -> dict[str, list[str]]:
     from convviz_check.faithfulness import assert_faithful
     from convviz_check.localization import assert_localized
     from convviz_check.plugin_fixture import ConvvizFixture
+    from convviz_check.sanity import check_randomization
 
     forwarded = {
         "assert_localized": (assert_localized, {"results_dir"}),
+        "assert_randomization": (check_randomization, set()),
         "assert_faithful": (assert_faithful, set()),
         "assert_backends_agree": (agreement, {"model_source"}),
     }
