@@ -299,3 +299,35 @@ def test_torch_sub_batches_give_the_results_of_one_pass(monkeypatch):
     np.testing.assert_allclose(grad_s, grad_w, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(split[1][0], whole[1][0], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(split[2], whole[2], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(keras.config.backend() != "torch", reason="torch's CPU passes")
+def test_torch_pass_size_follows_the_largest_map_and_leaves_results_unchanged(monkeypatch):
+    from convviz_check.backends import torch as torch_backend
+
+    model = _layout_model()  # largest map: c1, 15 x 15 x 8 = 1800 elements per sample
+    budget = torch_backend.PASS_MAP_BYTES
+    assert torch_backend._rows_per_pass(model) == budget // (4 * 1800)
+    x_in = keras.Input((None, None, 3))
+    free = keras.Model(x_in, keras.layers.Conv2D(2, 3)(x_in))  # sizes known only per call
+    assert torch_backend._rows_per_pass(free) == torch_backend.CPU_SUB_BATCH
+
+    x = np.random.default_rng(9).normal(size=(7, 15, 15, 3)).astype("float32")
+    aux = np.arange(7) % 4
+    passes: list[int] = []
+    original = torch_backend._to_numpy
+
+    def run(pass_bytes):
+        monkeypatch.setattr(torch_backend, "PASS_MAP_BYTES", pass_bytes)
+        passes.clear()
+        monkeypatch.setattr(torch_backend, "_to_numpy", lambda t: passes.append(1) or original(t))
+        loss, outputs, grad = backends.make_value_and_grad(model, _head_loss, wrt=0)([x], aux)
+        n_passes = len(passes) // 2  # one output and the gradient per pass
+        forward = torch_backend.make_forward(model)([x])[0]
+        return n_passes, loss, outputs[0], grad, forward
+
+    one = run(budget)
+    three = run(4 * 1800 * 3)  # passes of 3, 3 and 1 samples
+    assert (one[0], three[0]) == (1, 3)
+    for a, b in zip(one[1:], three[1:], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6 * np.abs(a).max())

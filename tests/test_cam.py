@@ -306,6 +306,65 @@ def test_batch_size_and_the_padded_last_chunk_leave_the_maps_unchanged(model, me
     np.testing.assert_array_equal(split.class_index, one.class_index)
 
 
+def _chunked_and_padded(monkeypatch) -> None:
+    """The path every backend took before whole batches: 8 images (32 masked inputs)
+    per call, the last chunk padded, and on torch passes of 2 samples."""
+    from convviz_check import backends
+
+    monkeypatch.setattr(backends, "whole_batches", lambda: False)
+    if BACKEND == "torch":
+        from convviz_check.backends import torch as torch_backend
+
+        monkeypatch.setattr(torch_backend, "PASS_MAP_BYTES", 0)
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_whole_unpadded_batches_give_the_maps_of_chunked_padded_ones(model, method, monkeypatch):
+    # Whole batches (torch on a CPU) run other batch sizes through the kernels than the
+    # chunked, padded path; float32 convolutions may then round differently (measured
+    # on torch: 1.3e-7 of max|raw|), never more than the batch_size bound above. Checked
+    # on every backend by forcing the whole-batch path where it is not the default.
+    from convviz_check import backends
+
+    x = _images(11)  # one chunk of 8 and a padded one of 3
+    options = {"max_channels": 3} if method == "scorecam" else {}
+    monkeypatch.setattr(backends, "whole_batches", lambda: True)
+    whole = _cam(model, x, method=method, **options)
+    monkeypatch.undo()
+    _chunked_and_padded(monkeypatch)
+    chunked = _cam(model, x, method=method, **options)
+    np.testing.assert_allclose(
+        whole.raw, chunked.raw, rtol=0, atol=1e-6 * np.abs(chunked.raw).max()
+    )
+    np.testing.assert_allclose(whole.heatmap, chunked.heatmap, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(whole.class_index, chunked.class_index)
+    np.testing.assert_array_equal(whole.degenerate, chunked.degenerate)
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="autograd recording is torch's")
+def test_scorecam_masked_forwards_record_no_gradient_on_torch(model, monkeypatch):
+    import torch
+
+    from convviz_check.backends import torch as torch_backend
+
+    seen: list[tuple[bool, bool]] = []
+    original = torch_backend._to_numpy
+
+    def spy(t):
+        seen.append((t.requires_grad or t.grad_fn is not None, torch.is_grad_enabled()))
+        return original(t)
+
+    monkeypatch.setattr(torch_backend, "_to_numpy", spy)
+    x = _images(2)
+    result = _cam(model, x, method="scorecam", batch_size=4)
+    masks = sum(int((a.max((0, 1)) > a.min((0, 1))).sum()) for a in _target_activation(model, x))
+    # The first forward (A and the head) and one per chunk of 4 masked inputs, two
+    # outputs each; none of them recorded for autograd.
+    assert len(seen) == 2 * (1 + -(-masks // 4))
+    assert not any(recorded or enabled for recorded, enabled in seen)
+    assert not result.degenerate.any()
+
+
 def test_cam_gradcam_is_cc_gradcam(model):
     x = _images()
     a, b = _cam(model, x, method="gradcam"), cc.gradcam(model, x, layer="target")

@@ -16,6 +16,9 @@ functions with the same signatures, NumPy at the boundary:
   pass for Xception-41's 44 activation maps (measured: forward 11.3 s, 44-output graph
   13.9 s, through predict_on_batch 22.2 s, batch 8 at 299x299).
 - ``pin_threads(n)``: pin the framework's thread pools.
+- ``whole_batches()``: whether callers should pass whole batches, unpadded (the backend
+  splits a call into memory-sized passes itself and compiles nothing per shape: torch
+  on a CPU), rather than fixed-size padded chunks (TF and JAX trace or compile per shape).
 
 Defined here once for every backend: ``prepare_import(backend, threads)``, the steps
 that must precede ``import keras`` in a fresh process (the backend worker's first step).
@@ -77,6 +80,14 @@ def make_forward(model: Any) -> Any:
     if "fn" not in cache:
         cache["fn"] = _module().make_forward(model)
     return cache["fn"]
+
+
+def whole_batches() -> bool:
+    """Whether callers should pass a whole batch per call, unpadded: the running
+    backend splits a call into memory-sized passes itself and compiles nothing per
+    shape (torch on a CPU). Otherwise fixed-size chunks with a padded last chunk reuse
+    one compiled program (TensorFlow, JAX)."""
+    return bool(_module().whole_batches())
 
 
 def make_ascent(model: Any, loss_fn: Any, model_takes_aux: bool = False) -> Any:

@@ -46,6 +46,10 @@ def make_value_and_grad(model: Any, loss_fn: Any, wrt: int) -> Any:
     return fn
 
 
+def whole_batches() -> bool:
+    return False  # one trace/compile per input shape: callers chunk and pad
+
+
 def make_forward(model: Any) -> Any:
     @tf.function(reduce_retracing=True)
     def forward(inputs: list[tf.Tensor]) -> list[tf.Tensor]:

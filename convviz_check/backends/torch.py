@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import keras_private
 from ._patch import ScopedPatch
 
 
@@ -37,7 +38,7 @@ def _channels_last_view(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
 
 CHANNELS_LAST_VIEW = ScopedPatch(
-    "keras.src.backend.torch.nn", "_transpose_spatial_inputs", _channels_last_view
+    keras_private.TORCH_NN_MODULE, keras_private.TORCH_TRANSPOSE, _channels_last_view
 )
 
 
@@ -71,31 +72,76 @@ def _weights_frozen(model: Any) -> Iterator[None]:
             p.requires_grad_(True)
 
 
-# On the CPU a call runs its batch in sub-batches of at most this many samples. Larger
-# batches are slower per image and the peak memory grows with them: the intermediate
-# maps no longer fit the caches, and tensors above glibc's 32 MiB mmap threshold take
-# fresh pages from the OS on every forward (a page fault per 4 KiB) instead of reusing
-# freed memory. Measured 2026-12-01 on this 2-core CPU (load ~1), Xception-41 Grad-CAM
-# at 299 px, 16 images, s/image at 1 / 2 / 4 / 8 images per pass: 2 threads 0.113 /
-# 0.077 / 0.077 / 0.119 (minor page faults per image 0 / 0 / 10.7k / 33.1k); 1 thread
-# 0.226 / 0.206 / 0.191 / 0.215. Alternating with the chapter's routine (as the
-# benchmark does), 8 images per call, five calls: sub-batches of 4 took 0.58-0.96 s
-# (35k-185k page faults per call), of 2 0.60-0.64 s (0-8k): 2 is as fast and steady.
-# Peak memory of a Grad-CAM of 8 images: +1.96 GB in one pass, +1.11 GB in passes of
-# 4 (the chapter's one image at a time: +1.22 GB). Sound because every loss here is a
-# sum over the batch (see backends/__init__.py) and inference-mode samples do not
-# interact. On a GPU the batch runs whole.
+# On the CPU a call runs its batch in sub-batches ("passes") sized so that the largest
+# map of a pass stays under PASS_MAP_BYTES, and never fewer than CPU_SUB_BATCH samples.
+# Larger passes are slower per image once their maps outgrow the caches and tensors above
+# glibc's 32 MiB mmap threshold take fresh pages from the OS on every forward (a page
+# fault per 4 KiB) instead of reusing freed memory. Measured 2026-12-01 on this 2-core
+# CPU (load ~1), Xception-41 Grad-CAM at 299 px (largest map 11 MB per image), 16
+# images, s/image at 1 / 2 / 4 / 8 images per pass: 2 threads 0.113 / 0.077 / 0.077 /
+# 0.119 (minor page faults per image 0 / 0 / 10.7k / 33.1k); 1 thread 0.226 / 0.206 /
+# 0.191 / 0.215; peak memory of a Grad-CAM of 8 images +1.96 GB in one pass, +1.11 GB in
+# passes of 4. Small maps are the other way round: each pass costs ~10 ms of Python per
+# forward (Keras calls every layer), which passes of 2 paid 8 times for 16 images of a
+# 64x64x1 mini-Xception (largest map 123 KB per image, 0.087 s per Grad-CAM against
+# pytorch-grad-cam's 0.045 s in one pass); under the budget it runs in one pass. Sound
+# because every loss here is a sum over the batch (see backends/__init__.py) and
+# inference-mode samples do not interact. On a GPU the batch runs whole.
 CPU_SUB_BATCH = 2
+PASS_MAP_BYTES = 16 * 2**20
 
 
-def _sub_batches(arrays: list[np.ndarray]) -> list[slice]:
-    """Slices of the shared batch axis, or one slice when the batch is small, the inputs
-    do not share a batch size, or a GPU computes."""
+def whole_batches() -> bool:
+    """On the CPU a call splits its batch into passes itself and nothing is compiled
+    per shape: callers pass whole batches, unpadded."""
+    return not torch.cuda.is_available()
+
+
+def _largest_map(model: Any) -> int | None:
+    """Elements of the largest layer output of ``model`` per sample (nested layers
+    included), or ``None`` where a shape is not fixed (inputs of ``(None, None, C)``)."""
+    largest = 0
+    for layer in _sublayers(model):
+        try:
+            outputs = layer.output
+        except (AttributeError, ValueError, RuntimeError):
+            continue  # never called symbolically (a subclassed wrapper)
+        for t in outputs if isinstance(outputs, list | tuple) else [outputs]:
+            shape = getattr(t, "shape", None)
+            if shape is None or len(shape) < 2:
+                continue
+            if any(d is None for d in shape[1:]):
+                return None
+            largest = max(largest, int(np.prod(shape[1:])))
+    return largest or None
+
+
+def _sublayers(model: Any) -> Iterator[Any]:
+    """Every layer inside ``model``, nested models' (and a wrapper's tracked model's)
+    included, through the public ``layers`` property."""
+    for layer in getattr(model, "layers", None) or []:
+        yield layer
+        yield from _sublayers(layer)
+
+
+def _rows_per_pass(model: Any) -> int:
+    """Samples per pass on the CPU (see ``PASS_MAP_BYTES``)."""
+    largest = _largest_map(model)
+    if largest is None:
+        return CPU_SUB_BATCH
+    return max(CPU_SUB_BATCH, PASS_MAP_BYTES // (4 * largest))
+
+
+def _sub_batches(arrays: list[np.ndarray], rows: int | None = None) -> list[slice]:
+    """Slices of the shared batch axis, ``rows`` (default ``CPU_SUB_BATCH``) at a time,
+    or one slice when the batch is small, the inputs do not share a batch size, or a GPU
+    computes."""
+    size = max(int(rows or 0), CPU_SUB_BATCH)
     sizes = {int(a.shape[0]) if a.ndim else -1 for a in arrays}
     n = sizes.pop() if len(sizes) == 1 else -1
-    if n <= CPU_SUB_BATCH or torch.cuda.is_available():
+    if n <= size or torch.cuda.is_available():
         return [slice(None)]
-    return [slice(i, min(i + CPU_SUB_BATCH, n)) for i in range(0, n, CPU_SUB_BATCH)]
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
 
 def _part(aux: np.ndarray, n: int, rows: slice) -> np.ndarray:
@@ -104,17 +150,18 @@ def _part(aux: np.ndarray, n: int, rows: slice) -> np.ndarray:
 
 
 def make_value_and_grad(model: Any, loss_fn: Any, wrt: int) -> Any:
+    rows = _rows_per_pass(model)
+
     def once(
         arrays: list[np.ndarray], aux: np.ndarray
     ) -> tuple[float, list[np.ndarray], np.ndarray]:
         tensors = [torch.as_tensor(x) for x in arrays]
         tensors[wrt] = tensors[wrt].clone().requires_grad_(True)
         aux_t = torch.as_tensor(aux)
-        with _weights_frozen(model), CHANNELS_LAST_VIEW:
-            outputs = model(tensors if len(tensors) > 1 else tensors[0], training=False)
-            outputs = list(outputs) if isinstance(outputs, list | tuple) else [outputs]
-            loss = loss_fn(outputs, aux_t)
-            (grad,) = torch.autograd.grad(loss, tensors[wrt])
+        outputs = model(tensors if len(tensors) > 1 else tensors[0], training=False)
+        outputs = list(outputs) if isinstance(outputs, list | tuple) else [outputs]
+        loss = loss_fn(outputs, aux_t)
+        (grad,) = torch.autograd.grad(loss, tensors[wrt])
         return float(loss.detach()), [_to_numpy(o) for o in outputs], _to_numpy(grad)
 
     def fn(
@@ -123,9 +170,11 @@ def make_value_and_grad(model: Any, loss_fn: Any, wrt: int) -> Any:
         arrays = [np.asarray(x) for x in inputs]
         aux_a = np.zeros((), np.float32) if aux is None else np.asarray(aux)
         n = int(arrays[0].shape[0]) if arrays[0].ndim else 0
-        parts = [
-            once([a[rows] for a in arrays], _part(aux_a, n, rows)) for rows in _sub_batches(arrays)
-        ]
+        # Weights frozen and kernels patched once per call, not per pass.
+        with _weights_frozen(model), CHANNELS_LAST_VIEW:
+            parts = [
+                once([a[r] for a in arrays], _part(aux_a, n, r)) for r in _sub_batches(arrays, rows)
+            ]
         if len(parts) == 1:
             return parts[0]
         outputs = [np.concatenate([p[1][k] for p in parts]) for k in range(len(parts[0][1]))]
@@ -135,30 +184,34 @@ def make_value_and_grad(model: Any, loss_fn: Any, wrt: int) -> Any:
 
 
 def make_forward(model: Any) -> Any:
+    rows = _rows_per_pass(model)
+
     def once(arrays: list[np.ndarray]) -> list[np.ndarray]:
         tensors = [torch.as_tensor(x) for x in arrays]
-        with torch.no_grad(), CHANNELS_LAST_VIEW:
-            outputs = model(tensors if len(tensors) > 1 else tensors[0], training=False)
+        outputs = model(tensors if len(tensors) > 1 else tensors[0], training=False)
         outputs = list(outputs) if isinstance(outputs, list | tuple) else [outputs]
         return [_to_numpy(o) for o in outputs]
 
     def fn(inputs: list[np.ndarray]) -> list[np.ndarray]:
         arrays = [np.asarray(x) for x in inputs]
-        slices = _sub_batches(arrays)
-        if len(slices) == 1:
-            return once(arrays)
-        # Each part is written into outputs allocated once (many large maps: activations
-        # of 44 layers are 86 MiB per image at 299 px; concatenating parts would hold
-        # them twice).
-        n = int(arrays[0].shape[0])
-        out: list[np.ndarray] = []
-        for rows in slices:
-            part = once([a[rows] for a in arrays])
-            if not out:
-                out = [np.empty((n, *p.shape[1:]), p.dtype) for p in part]
-            for whole, p in zip(out, part, strict=True):
-                whole[rows] = p
-        return out
+        slices = _sub_batches(arrays, rows)
+        # No autograd recording; the kernels patched once per call. (Not inference_mode:
+        # a layer that builds a tensor lazily would keep an inference tensor.)
+        with torch.no_grad(), CHANNELS_LAST_VIEW:
+            if len(slices) == 1:
+                return once(arrays)
+            # Each part is written into outputs allocated once (many large maps:
+            # activations of 44 layers are 86 MiB per image at 299 px; concatenating
+            # parts would hold them twice).
+            n = int(arrays[0].shape[0])
+            out: list[np.ndarray] = []
+            for r in slices:
+                part = once([a[r] for a in arrays])
+                if not out:
+                    out = [np.empty((n, *p.shape[1:]), p.dtype) for p in part]
+                for whole, p in zip(out, part, strict=True):
+                    whole[r] = p
+            return out
 
     return fn
 

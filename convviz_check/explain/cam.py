@@ -88,6 +88,12 @@ DEFAULT_BATCH_SIZE = 8
 # batch_size=128 for Score-CAM). 32 is the best compromise of the three.
 DEFAULT_MASK_BATCH_SIZE = 32
 
+# Masked inputs per call of Score-CAM where the backend sizes its own passes (torch on a
+# CPU: see backends.torch.PASS_MAP_BYTES) and batch_size is None: the masks of a call
+# are built in NumPy at once (float64, H x W each: 128 masks of 224 x 224 take 51 MB).
+# Measured 2026-12-01 with the table above: torch was fastest at 128.
+WHOLE_BATCH_MASKS = 128
+
 # Compiled functions kept per model for callable targets (each callable compiles its
 # own loss); the oldest is dropped beyond this many.
 _MAX_CALLABLE_TARGETS = 8
@@ -542,6 +548,20 @@ def _padded(array: np.ndarray, size: int) -> np.ndarray:
     return array if pad <= 0 else np.concatenate([array, np.repeat(array[-1:], pad, axis=0)])
 
 
+def _chunks(batch_size: int | None, n: int) -> tuple[int, int]:
+    """``(images, masked inputs)`` per compiled call. Without ``batch_size``: where the
+    backend splits a call into memory-sized passes itself (torch on a CPU), the whole
+    batch and ``WHOLE_BATCH_MASKS``; else ``DEFAULT_BATCH_SIZE`` and
+    ``DEFAULT_MASK_BATCH_SIZE``."""
+    from .. import backends
+
+    if batch_size:
+        return int(batch_size), int(batch_size)
+    if backends.whole_batches():
+        return max(n, 1), WHOLE_BATCH_MASKS
+    return DEFAULT_BATCH_SIZE, DEFAULT_MASK_BATCH_SIZE
+
+
 def normalise(raw: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(heatmap, raw, degenerate)`` of raw maps ``(N, h, w)``: ReLU, divided by the max.
 
@@ -601,8 +621,10 @@ def cam(
         preprocess: apply a keras-hub task model's own ``preprocessor`` to the images
             first (an error for models without one).
         batch_size: images per compiled call, and masked inputs per call for
-            Score-CAM (``None``: 8 images, 32 masked inputs; see ``DEFAULT_BATCH_SIZE``
-            and ``DEFAULT_MASK_BATCH_SIZE``); results do not depend on it.
+            Score-CAM (``None``: 8 images, 32 masked inputs, see ``DEFAULT_BATCH_SIZE``
+            and ``DEFAULT_MASK_BATCH_SIZE``; on torch on a CPU every image in one call,
+            which the backend runs in memory-sized passes, and 128 masked inputs);
+            results do not depend on it (beyond float32 rounding, ~1e-7).
         output: the output of a multi-output model to explain, by name (the layer
             that produces it, or its key in a dict of outputs) or index; ``None``: the
             first output.
@@ -637,8 +659,6 @@ def cam(
     rule = make_method(method, method_options)
     graph_lib.flatten(model)  # refuses subclassed / unbuilt models first
     check_batch_size(batch_size)
-    chunk = int(batch_size or DEFAULT_BATCH_SIZE)
-    mask_chunk = int(batch_size or DEFAULT_MASK_BATCH_SIZE)
     batch = as_image_batch(images)
     image_shape = (int(batch.shape[1]), int(batch.shape[2]))
     if preprocess:
@@ -649,6 +669,7 @@ def cam(
     kind, bypass = _score_plan(view, score)
     name = target_layer(view, layer)
     n = batch.shape[0]
+    chunk, mask_chunk = _chunks(batch_size, n)
     target = _target(view, class_index, n, output_label)
     x = to_model_layout(batch, model)
     run = _Runner(view, name, bypass, target, rule.needs_gradient)
@@ -729,6 +750,11 @@ class _Runner:
             self.step = None
         self.zero_shape: tuple = self.rewired.zero_shape
         self.data_format: str = self.rewired.data_format
+        # A short last chunk is padded to the chunk size only where the backend compiles
+        # per shape (TF, JAX); torch on a CPU would compute the padding for nothing.
+        from .. import backends
+
+        self.pad = not backends.whole_batches()
 
     def batches(
         self, x: np.ndarray, wanted: np.ndarray, zero: np.ndarray
@@ -740,7 +766,11 @@ class _Runner:
         n, size = x.shape[0], zero.shape[0]
         for start in range(0, n, size):
             k = min(size, n - start)
-            xs, cls = _padded(x[start : start + k], size), _padded(wanted[start : start + k], size)
+            xs, cls = x[start : start + k], wanted[start : start + k]
+            if self.pad:
+                xs, cls = _padded(xs, size), _padded(cls, size)
+            else:
+                zero = zero[:k]
             if self.step is not None:
                 _, outputs, grad = self.step([xs, zero], cls)
                 grads.append(_channels_last(np.asarray(grad[:k], np.float32), self.data_format))
@@ -759,12 +789,17 @@ class _Runner:
         for ``M <= chunk``: the cached compiled forward, ``chunk`` inputs per call (a
         short chunk padded), each scored for its owner image's target."""
         assert self.forward is not None, "masked inputs run forward only"
-        forward, chunk = self.forward, zeros.shape[0]
+        forward, chunk, pad = self.forward, zeros.shape[0], self.pad
 
         def scores(masked: np.ndarray, owner: np.ndarray) -> np.ndarray:
-            outputs = forward([_padded(to_model_layout(masked, model), chunk), zeros])
-            head = np.asarray(outputs[1], np.float32)
-            return self.target.values(head, _padded(classes[owner], chunk))[: masked.shape[0]]
+            m = masked.shape[0]
+            inputs = to_model_layout(masked, model)
+            if pad:
+                outputs = forward([_padded(inputs, chunk), zeros])
+            else:
+                outputs = forward([inputs, zeros[:m]])
+            head = np.asarray(outputs[1][:m], np.float32)
+            return self.target.values(head, classes[owner])
 
         return scores
 
