@@ -45,6 +45,9 @@ LARGE_BYTES = 20 * 1024 * 1024
 # How much more than its sidecar describes a golden's .npz may unpack before it is
 # refused unread (float64 against a float16 sidecar is 4x).
 PROPORTION = 8
+# ... and never below this (reading a megabyte is harmless, and a small golden whose
+# sidecar was edited is then named by the entries check, not by a size limit).
+PROPORTION_FLOOR = 1 << 20
 _REWRITE_HINT = "rewrite it with --convviz-update=missing, or restore it from version control"
 
 
@@ -489,7 +492,12 @@ def load(base: str | os.PathLike[str], kind: str | None = None) -> Golden:
         try:
             arrays = storage.read_npz(npz_path, _limits(side))
         except StorageError as e:
-            raise GoldenError(f"{e} Delete it and {_REWRITE_HINT}.") from None
+            described = (
+                f" Its sidecar describes shape={side.get('shape')}, dtype={side.get('dtype')}."
+                if side is not None and "limits are" in str(e)
+                else ""
+            )
+            raise GoldenError(f"{e}{described} Delete it and {_REWRITE_HINT}.") from None
     if side is None:
         assert side_error is not None
         raise side_error
@@ -540,10 +548,12 @@ def _limits(side: dict[str, Any] | None) -> storage.Limits:
     return storage.Limits(
         max_members=min(storage.LIMITS.max_members, len(sizes) + 1),
         max_array_bytes=min(
-            storage.LIMITS.max_array_bytes, PROPORTION * max([names_bytes, *sizes])
+            storage.LIMITS.max_array_bytes,
+            max(PROPORTION_FLOOR, PROPORTION * max([names_bytes, *sizes])),
         ),
         max_total_bytes=min(
-            storage.LIMITS.max_total_bytes, PROPORTION * (sum(sizes) + names_bytes)
+            storage.LIMITS.max_total_bytes,
+            max(PROPORTION_FLOOR, PROPORTION * (sum(sizes) + names_bytes)),
         ),
     )
 

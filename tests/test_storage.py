@@ -766,7 +766,9 @@ def test_a_deflated_member_out_of_proportion_to_its_sidecar_is_refused_unread(
     monkeypatch.setattr(np.lib.format, "read_magic", refuse)
     with pytest.raises(GoldenError, match=r"'value' unpacks to 4194\d+ bytes") as info:
         golden.load(base)
-    assert "limits are 1568 bytes per array" in str(info.value)  # 8 x 7 x 7 x 4
+    # 8 x 7 x 7 x 4 bytes, raised to the 1 MiB floor
+    assert "limits are 1048576 bytes per array" in str(info.value)
+    assert "Its sidecar describes shape={'value': [7, 7]}" in str(info.value)
 
 
 def test_a_member_larger_than_its_header_declares_is_corrupt(tmp_path, no_array_read):
