@@ -11,6 +11,7 @@ gate's computations once here first (see the root conftest).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -159,7 +160,11 @@ def test_shortcut_fails_both_profiles_says_why_and_keeps_its_accuracy(gate, prof
     # The report a CI run uploads, and an overlay of every image the peak missed.
     results = gate.path / "results"
     assert "test_gradcam_matches_golden" in (results / "report.html").read_text()
-    assert len(list((results / "test_gate.py").rglob("localized-*.png"))) == 16
+    overlays = list((results / "images" / "test_gate.py").rglob("localized-*.overlay.png"))
+    assert len(overlays) == 16
+    report_data = json.loads((results / "report.json").read_text())
+    localized = [e for e in report_data["entries"] if e["judgment"] == "localization"]
+    assert len(localized) == 16 and all(e["status"] == "failed" for e in localized)
 
 
 def test_no_model_is_a_clear_error(gate):
