@@ -94,7 +94,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--tolerance",
         metavar="FIELDS",
-        help='Tolerance fields: field=value pairs (heatmap_rms=1e-3,heatmap_max_abs=1e-2) '
+        help="Tolerance fields: field=value pairs (heatmap_rms=1e-3,heatmap_max_abs=1e-2) "
         'or a JSON object ({"heatmap_rms": 0.001})',
     )
     p.add_argument("--layers", default=None, help="comma-separated activation layers")
