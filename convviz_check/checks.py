@@ -38,7 +38,7 @@ from .errors import ComparisonError, GoldenError, LocalizationError
 from .metrics import check_boxes, compare, not_judged
 from .report.causes import cause_first
 from .report.pictures import inputs_thumbnail, write_check_images
-from .types import Comparison, Outcome, Tolerance
+from .types import DEFAULT_REFERENCE_BACKEND, Comparison, Outcome, Tolerance
 
 UPDATE_MODES = ("missing", "failed", "all")
 # Items (layers, images, filters) of one check listed in report.json.
@@ -71,7 +71,7 @@ class Settings:
     """
 
     golden_dir: Path
-    reference: str = "tensorflow"
+    reference: str = DEFAULT_REFERENCE_BACKEND
     update: str | None = None
     allow_override: bool = False
     results_dir: Path | None = None

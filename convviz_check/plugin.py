@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from .types import DEFAULT_REFERENCE_BACKEND
+
 # TensorFlow reads its C++ log level once, when it is imported: set it before any test
 # module or conftest imports it (this module loads first, as an entry point), unless the
 # user chose one. "2" keeps errors.
@@ -87,7 +89,7 @@ FLAGS = [
     ("convviz-require-backends", "fail (not skip) cross-backend checks when a backend is missing"),
 ]
 INI_DEFAULTS = {
-    "convviz_golden_backend": "tensorflow",
+    "convviz_golden_backend": DEFAULT_REFERENCE_BACKEND,
     "convviz_unused": "warn",
     "convviz_backends": "tensorflow,torch,jax",
     "convviz_prestart": "auto",

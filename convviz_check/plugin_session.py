@@ -21,7 +21,7 @@ from .checks import UPDATE_MODES, Settings
 from .errors import ConvvizError
 from .report.checks import clear_parts, merge_parts, write_part, write_report
 from .report.outcomes import summary_line
-from .types import BACKENDS, KINDS, Tolerance
+from .types import BACKEND_ALIASES, BACKENDS, DEFAULT_REFERENCE_BACKEND, KINDS, Tolerance
 
 UNUSED_MODES = ("warn", "fail", "delete")
 
@@ -175,11 +175,10 @@ def session_state(config: pytest.Config) -> SessionState:
 # Names Keras itself accepts in KERAS_BACKEND (convviz_check runs under BACKENDS only;
 # the others are refused when a check needs the backend, not at start-up).
 KERAS_NAMES = (*BACKENDS, "numpy", "openvino")
-_BACKEND_HINTS = {"pytorch": "torch", "tf": "tensorflow", "tensorflow-cpu": "tensorflow"}
 
 
 def _backend_usage(key: str, value: Any) -> pytest.UsageError:
-    hint = _BACKEND_HINTS.get(str(value).strip().lower())
+    hint = BACKEND_ALIASES.get(str(value).strip().lower())
     return pytest.UsageError(
         f"{key} names an unknown backend. Received: {value!r}"
         + (f" (did you mean {hint!r}?)" if hint else "")
@@ -298,7 +297,7 @@ def configure(config: pytest.Config) -> None:
         results_dir=_path_option(config, "convviz_results_dir", None),
         update=update,
         override=override,
-        reference=_str_option(config, "convviz_golden_backend") or "tensorflow",
+        reference=_str_option(config, "convviz_golden_backend") or DEFAULT_REFERENCE_BACKEND,
         unused_mode=unused,
         worker=str(workerinput["workerid"]) if workerinput else "main",
         profile=profile,

@@ -26,6 +26,8 @@ from .errors import ConvvizError, InputError, LocalizationError, describe_array
 BACKENDS = ("tensorflow", "torch", "jax")
 # The backend whose goldens are the neutral ones, unless the project says otherwise.
 DEFAULT_REFERENCE_BACKEND = "tensorflow"
+# Names people type for a backend, and the Keras name they mean (for error messages).
+BACKEND_ALIASES = {"pytorch": "torch", "tf": "tensorflow", "tensorflow-cpu": "tensorflow"}
 KINDS = ("activation", "heatmap", "pattern")
 LAYOUTS = ("array", "activations", "gradcam")
 TECHNIQUES = ("activations", "gradcam", "filters")

@@ -41,8 +41,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BackendError
-
-BACKENDS = ("tensorflow", "torch", "jax")
+from ..types import BACKENDS
 
 # The persistent JAX compilation cache directory travels to backend workers in this
 # environment variable (they inherit the parent's environment); backends/jax.py applies

@@ -21,6 +21,7 @@ from ..artifacts import comparable
 from ..checks import CheckRequest, Settings, run_check
 from ..errors import GoldenError, StorageError
 from ..metrics import compare
+from ..types import DEFAULT_REFERENCE_BACKEND
 
 DEFAULT_GOLDEN_DIR = "golden"
 
@@ -355,7 +356,7 @@ def cmd_accept(args: argparse.Namespace) -> int:
     report = _read_report(results)
     settings = Settings(
         golden_dir=_accept_root(args, report),
-        reference=str(report.get("golden_backend") or "tensorflow"),
+        reference=str(report.get("golden_backend") or DEFAULT_REFERENCE_BACKEND),
         update="all",
         allow_override=bool(args.override),
     )

@@ -38,7 +38,7 @@ import numpy as np
 from .. import storage
 from ..artifacts import Artifact
 from ..errors import BackendError, InputError, MissingBackendError, WorkerError, rebuild
-from ..types import BACKENDS
+from ..types import BACKEND_ALIASES, BACKENDS
 from .local import LocalWorker, running_backend
 
 # Every request has a timeout. Starting is timed separately: importing Keras and a
@@ -69,9 +69,13 @@ def parse_backends(value: str | Iterable[str] | None) -> tuple[str, ...]:
     names = tuple(dict.fromkeys(str(v).strip() for v in items if str(v).strip()))
     unknown = [n for n in names if n not in BACKENDS]
     if unknown:
-        hints = {"pytorch": "torch", "tf": "tensorflow", "tensorflow-cpu": "tensorflow"}
         named = ", ".join(
-            repr(n) + (f" (did you mean {hints[n.lower()]!r}?)" if n.lower() in hints else "")
+            repr(n)
+            + (
+                f" (did you mean {BACKEND_ALIASES[n.lower()]!r}?)"
+                if n.lower() in BACKEND_ALIASES
+                else ""
+            )
             for n in unknown
         )
         raise InputError(
