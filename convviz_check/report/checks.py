@@ -141,10 +141,12 @@ def _metrics_table(kind: str, metrics: Mapping[str, Any]) -> str:
 
 
 def _out(value: float, metric: Mapping[str, Any]) -> bool:
+    """A per-item value outside its metric's bound, by the one pass rule."""
     bound = metric.get("bound")
     if not isinstance(bound, int | float):
         return False
-    return value > bound if metric.get("direction") == "max" else value < bound
+    direction = str(metric.get("direction", "max"))
+    return not MetricResult.judge("", value, float(bound), direction).ok
 
 
 def _items_table(entry: Mapping[str, Any]) -> str:
