@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from .. import storage
+from ..crossbackend.requests import FiltersParams
 from ..errors import InputError
 from ..types import BACKENDS, TECHNIQUES
 from .explain_args import add_input_arguments, cam_methods, input_settings, parse_cam_options
@@ -85,6 +86,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="deprecated (use --input-range LO HI): multiply the loaded files by this, "
         "passed as given (no fitting to the model)",
     )
+    _add_technique_arguments(p)
     p.add_argument("--backends", default=None, help="comma-separated (default: all three)")
     p.add_argument(
         "--what",
@@ -97,6 +99,28 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="Tolerance fields: field=value pairs (heatmap_rms=1e-3,heatmap_max_abs=1e-2) "
         'or a JSON object ({"heatmap_rms": 0.001})',
     )
+    p.add_argument("--custom-objects", default=None, help="comma-separated importable modules")
+    p.add_argument(
+        "--unsafe",
+        action="store_true",
+        help="load with safe_mode=False (only for files you trust: runs their code)",
+    )
+    p.add_argument("--timeout", type=float, default=None, help="seconds per worker request")
+    p.add_argument("--json", metavar="FILE", help="also write the report(s) as JSON")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="also write pictures into DIR: per technique the backends side by side "
+        "(Grad-CAM over the images, the worst layer's activations, the filter patterns) "
+        "and the worst pair's difference, with index.html (one folder per check for "
+        "--exported)",
+    )
+    p.set_defaults(func=run)
+    return p
+
+
+def _add_technique_arguments(p: argparse.ArgumentParser) -> None:
+    """What each technique computes (defaults: the technique parameters' own)."""
     p.add_argument("--layers", default=None, help="comma-separated activation layers")
     p.add_argument(
         "--class-index",
@@ -127,33 +151,20 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=None,
         help="layer of the filter patterns (default: the deepest conv map wider than 8 cells)",
     )
-    p.add_argument("--filters", type=int, default=8, help="number of filters (the first N)")
+    p.add_argument(
+        "--filters",
+        type=int,
+        default=FiltersParams.filters,
+        help=f"number of filters (the first N; default {FiltersParams.filters})",
+    )
     p.add_argument(
         "--filter-steps",
         "--steps",
         dest="filter_steps",
         type=int,
-        default=30,
-        help="gradient-ascent steps (--steps as in explain)",
+        default=FiltersParams.steps,
+        help=f"gradient-ascent steps (--steps as in explain; default {FiltersParams.steps})",
     )
-    p.add_argument("--custom-objects", default=None, help="comma-separated importable modules")
-    p.add_argument(
-        "--unsafe",
-        action="store_true",
-        help="load with safe_mode=False (only for files you trust: runs their code)",
-    )
-    p.add_argument("--timeout", type=float, default=None, help="seconds per worker request")
-    p.add_argument("--json", metavar="FILE", help="also write the report(s) as JSON")
-    p.add_argument(
-        "--out",
-        metavar="DIR",
-        help="also write pictures into DIR: per technique the backends side by side "
-        "(Grad-CAM over the images, the worst layer's activations, the filter patterns) "
-        "and the worst pair's difference, with index.html (one folder per check for "
-        "--exported)",
-    )
-    p.set_defaults(func=run)
-    return p
 
 
 def _split(value: str | None) -> list[str] | None:
