@@ -12,8 +12,13 @@ standard deviation over the draws of a check: the noise a single draw would put 
 the verdict) and, with ``--draw-seeds K``, how far the judged lead moves when the
 draws come from seeds 0..K-1 (the noise left on the verdict).
 
-Measured (TF, RISE's blur, 16 draws, seeds 0-11, 4 and 8 images, margin 0.05):
-see the numbers beside ``DEFAULT_MARGIN`` and ``RANDOM_DRAWS``.
+Measured (TF, RISE's blur, 16 draws, seeds 0-11, 4 and 8 images, margin 0.05;
+``--draw-seeds 4`` for insertion): insertion passes every good map (leads >= 0.204
+over the random mean, >= 0.271 over the wrong class) and no inverted one (<= -0.270);
+one draw's lead has a standard deviation of 0.031-0.098, the judged lead moved by at
+most 0.074 across draw seeds; deletion to black misses 16 of 48 good batches and
+passes 3 inverted ones (up to +0.197); deletion to the blur separates well (>= 0.275 /
+<= -0.201). A check took 3.4-3.8 s at 4 images and about 6 s at 8 (2 shared cores).
 
 Usage::
 
