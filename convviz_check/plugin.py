@@ -134,9 +134,9 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "convviz_slow: larger models or many samples; deselected by default, run with -m convviz_slow",
     )
-    from . import plugin_session
+    from . import plugin_options, plugin_session
 
-    plugin_session.check_bool_options(config, [name.replace("-", "_") for name, _ in FLAGS])
+    plugin_options.check_bool_options(config, [name.replace("-", "_") for name, _ in FLAGS])
     plugin_session.configure(config)
     _configure_jax_cache(config)
     _quiet_tensorflow()
@@ -238,7 +238,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     session runs (read the way Keras reads it, before any test imports Keras): it is
     computed in this process.
     """
-    from .plugin_session import option
+    from .plugin_options import option
 
     config = session.config
     if (

@@ -26,12 +26,12 @@ from .backends import current_backend, framework_versions
 from .checks import CheckRequest, attach_boxes, run_check
 from .errors import InputError, MissingBackendError
 from .models import model_fingerprint
+from .plugin_options import option
 from .plugin_session import (
     NOT_JUDGED,
     PytestCommands,
     cpu_facts,
     nodeid_parts,
-    option,
     session_state,
 )
 from .storage import sanitize_part

@@ -19,50 +19,17 @@ import pytest
 from . import golden, storage, tolerances
 from .checks import UPDATE_MODES, Settings
 from .errors import ConvvizError
+from .plugin_options import (
+    UNUSED_MODES,
+    bool_option,
+    check_backend_options,
+    check_markers,
+    path_option,
+    str_option,
+)
 from .report.checks import clear_parts, merge_parts, write_part, write_report
 from .report.outcomes import summary_line
-from .types import BACKEND_ALIASES, BACKENDS, DEFAULT_REFERENCE_BACKEND, KINDS, Tolerance
-
-UNUSED_MODES = ("warn", "fail", "delete")
-
-
-def option(config: pytest.Config, name: str) -> Any:
-    """CLI value if given, else the ini value (marker values are applied by callers)."""
-    cli = config.getoption("--" + name.replace("_", "-"), default=None)
-    if cli not in (None, False):
-        return cli
-    try:
-        return config.getini(name.replace("-", "_"))
-    except ValueError:
-        return None
-
-
-def _str_option(config: pytest.Config, name: str) -> str | None:
-    value = option(config, name)
-    return str(value) if value not in (None, "", False) else None
-
-
-def _bool_option(config: pytest.Config, name: str) -> bool:
-    value = option(config, name)
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
-
-
-def _path_option(config: pytest.Config, name: str, default: Path | None) -> Path | None:
-    """A directory option: CLI paths are relative to the invocation directory, ini
-    paths to the ini file's directory (so both mean what they say)."""
-    cli = config.getoption("--" + name.replace("_", "-"), default=None)
-    if cli:
-        return (Path(config.invocation_params.dir) / cli).resolve()
-    try:
-        ini = config.getini(name)
-    except ValueError:
-        ini = None
-    if ini:
-        base = config.inipath.parent if config.inipath else config.rootpath
-        return (base / str(ini)).resolve()
-    return default
+from .types import DEFAULT_REFERENCE_BACKEND, KINDS, Tolerance
 
 
 @dataclass
@@ -103,7 +70,7 @@ class SessionState:
 
     def project_tolerance(self, kind: str) -> Tolerance | None:
         """The ``--convviz-tolerance-<kind>`` flag, else the ini key of the same name."""
-        text = _str_option(self.config, f"convviz_tolerance_{kind}")
+        text = str_option(self.config, f"convviz_tolerance_{kind}")
         if text is None:
             return None
         return tolerances.parse_fields(text, f"convviz_tolerance_{kind}", kind)
@@ -172,118 +139,43 @@ def session_state(config: pytest.Config) -> SessionState:
     return config.stash[SESSION]
 
 
-# Names Keras itself accepts in KERAS_BACKEND (convviz_check runs under BACKENDS only;
-# the others are refused when a check needs the backend, not at start-up).
-KERAS_NAMES = (*BACKENDS, "numpy", "openvino")
-
-
-def _backend_usage(key: str, value: Any) -> pytest.UsageError:
-    hint = BACKEND_ALIASES.get(str(value).strip().lower())
-    return pytest.UsageError(
-        f"{key} names an unknown backend. Received: {value!r}"
-        + (f" (did you mean {hint!r}?)" if hint else "")
-        + f". Expected one of {BACKENDS} (Keras' own names)."
-    )
-
-
-def check_backend_options(config: pytest.Config) -> None:
-    """Every backend name of the configuration, checked once at start-up: a misspelt
-    reference backend would make every backend "not the reference" and compare every
-    golden with the far looser cross-backend bounds.
-
-    Raises:
-        pytest.UsageError: naming the key, the value and the valid names.
-    """
-    reference = _str_option(config, "convviz_golden_backend")
-    if reference is not None and reference not in BACKENDS:
-        raise _backend_usage("--convviz-golden-backend / ini convviz_golden_backend", reference)
-    backends = _str_option(config, "convviz_backends")
-    if backends is not None:
-        from .crossbackend.pool import parse_backends
-
-        try:
-            parse_backends(backends)
-        except ConvvizError as e:
-            raise pytest.UsageError(f"--convviz-backends / ini convviz_backends: {e}") from None
-    env = os.environ.get("KERAS_BACKEND")
-    if env is not None and env.strip() and env.strip() not in KERAS_NAMES:
-        raise _backend_usage("The environment variable KERAS_BACKEND", env)
-
-
-def check_bool_options(config: pytest.Config, keys: list[str]) -> None:
-    """An ini boolean (``keys``) that is neither true nor false (``maybe``) is refused
-    with its key (pytest's own reader raises a ValueError naming no key; read quietly,
-    it was taken as false)."""
-    for key in keys:
-        try:
-            config.getini(key)
-        except (ValueError, pytest.UsageError) as e:  # pytest 9.1+ raises the latter
-            raise pytest.UsageError(
-                f"ini key {key} must be a boolean. Received: {e}. Expected true or false "
-                "(also yes/no, on/off, 1/0)."
-            ) from None
-
-
-def check_markers(items: list[pytest.Item]) -> None:
-    """The ``backends=`` names of the selected tests' ``convviz`` markers, checked when
-    collection ends (a bad ``profile=`` or ``tolerance=`` fails its test, naming it).
-
-    Raises:
-        pytest.UsageError: naming the test, the marker argument and the value.
-    """
-    from .crossbackend.pool import parse_backends
-
-    for item in items:
-        marker = item.get_closest_marker("convviz")
-        if marker is None:
-            continue
-        if marker.kwargs.get("backends") is None:
-            continue
-        try:
-            parse_backends(marker.kwargs["backends"])
-        except ConvvizError as e:
-            raise pytest.UsageError(
-                f"The marker convviz(...) of {item.nodeid} is invalid: {e}"
-            ) from None
-
-
 def configure(config: pytest.Config) -> None:
     """Read the options once, refuse contradictory ones, register the session hooks."""
     check_backend_options(config)
-    update = _str_option(config, "convviz_update")
+    update = str_option(config, "convviz_update")
     if update is not None and update not in UPDATE_MODES:
         raise pytest.UsageError(
             f"convviz_update must be one of {UPDATE_MODES}. Received: {update!r}"
         )
-    override = _bool_option(config, "convviz_update_override")
+    override = bool_option(config, "convviz_update_override")
     if override and update is None:
         raise pytest.UsageError(
             "--convviz-update-override says where updates go (golden/_backend/<backend>/); it "
             "needs an update mode. Received: no --convviz-update. Expected e.g. "
             "`pytest --convviz-update=failed --convviz-update-override`."
         )
-    if update is not None and in_ci() and not _bool_option(config, "convviz_allow_ci_update"):
+    if update is not None and in_ci() and not bool_option(config, "convviz_allow_ci_update"):
         raise pytest.UsageError(
             f"--convviz-update={update} is refused because the CI environment variable is set "
             f"(CI={os.environ['CI']!r}): goldens must not be rewritten silently in CI. Review "
             "the failures, download the results dir artifact and accept it with `convviz-check "
             "golden accept <results-dir>`, or pass --convviz-allow-ci-update on purpose."
         )
-    profile = _str_option(config, "convviz_profile") or tolerances.DEFAULT_PROFILE
+    profile = str_option(config, "convviz_profile") or tolerances.DEFAULT_PROFILE
     try:  # the flag's choices are checked by argparse; the ini key here
         tolerances.check_profile(profile, "convviz_profile (ini) / --convviz-profile")
     except ConvvizError as e:
         raise pytest.UsageError(str(e)) from None
-    unused = _str_option(config, "convviz_unused") or "warn"
+    unused = str_option(config, "convviz_unused") or "warn"
     if unused not in UNUSED_MODES:
         raise pytest.UsageError(
             f"convviz_unused must be one of {UNUSED_MODES}. Received: {unused!r}"
         )
-    prestart = _str_option(config, "convviz_prestart")
+    prestart = str_option(config, "convviz_prestart")
     if prestart is not None and prestart not in ("auto", "no"):
         raise pytest.UsageError(f"convviz_prestart must be 'auto' or 'no'. Received: {prestart!r}")
     for kind in KINDS:  # a malformed project tolerance is a usage error, found at once
-        text = _str_option(config, f"convviz_tolerance_{kind}")
+        text = str_option(config, f"convviz_tolerance_{kind}")
         if text is not None:
             try:
                 tolerances.parse_fields(text, f"convviz_tolerance_{kind}", kind)
@@ -292,12 +184,12 @@ def configure(config: pytest.Config) -> None:
     workerinput = getattr(config, "workerinput", None)
     state = SessionState(
         config=config,
-        golden_dir=_path_option(config, "convviz_golden_dir", config.rootpath / "golden")
+        golden_dir=path_option(config, "convviz_golden_dir", config.rootpath / "golden")
         or config.rootpath / "golden",
-        results_dir=_path_option(config, "convviz_results_dir", None),
+        results_dir=path_option(config, "convviz_results_dir", None),
         update=update,
         override=override,
-        reference=_str_option(config, "convviz_golden_backend") or DEFAULT_REFERENCE_BACKEND,
+        reference=str_option(config, "convviz_golden_backend") or DEFAULT_REFERENCE_BACKEND,
         unused_mode=unused,
         worker=str(workerinput["workerid"]) if workerinput else "main",
         profile=profile,
@@ -343,7 +235,7 @@ class PytestCommands:
         return shell_command(self.state, self.nodeid, mode=mode, backend=backend, override=override)
 
     def ci_route(self) -> str | None:
-        if not in_ci() or _bool_option(self.state.config, "convviz_allow_ci_update"):
+        if not in_ci() or bool_option(self.state.config, "convviz_allow_ci_update"):
             return None
         results = self.state.results_dir
         where = (

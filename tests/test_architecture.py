@@ -57,7 +57,12 @@ CORE = (
 # side only once Keras is imported here (crossbackend.local.running_backend reads
 # sys.modules). test_the_core_pool_never_imports_keras_itself checks that at run time.
 CORE_EXCEPTIONS = {("convviz_check.crossbackend.pool", "convviz_check.crossbackend.local")}
-PLUGIN = ("convviz_check.plugin", "convviz_check.plugin_session", "convviz_check.plugin_fixture")
+PLUGIN = (
+    "convviz_check.plugin",
+    "convviz_check.plugin_options",
+    "convviz_check.plugin_session",
+    "convviz_check.plugin_fixture",
+)
 # Test files shipped for users to copy (the gate example): pytest code by design.
 USER_TESTS = ("convviz_check.examples.gate",)
 
