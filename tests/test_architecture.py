@@ -44,6 +44,7 @@ CORE = (
     "convviz_check.faithfulness_judge",
     "convviz_check.render",
     "convviz_check.golden",
+    "convviz_check.sidecars",
     "convviz_check.checks",
     "convviz_check.report",
     "convviz_check.judge",

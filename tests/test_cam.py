@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import convviz_check as cc
-from convviz_check import golden
+from convviz_check import sidecars
 from convviz_check.artifacts import Artifact
 from convviz_check.errors import ComparisonError, GraphError, InputError
 from convviz_check.explain import cam as cam_module
@@ -630,7 +630,7 @@ def test_comparing_maps_of_two_methods_fails_saying_the_method_changed():
 def test_golden_sidecar_and_artifact_record_method_and_target():
     value = _cam(_skip_model(), _images(2), method="layercam", class_index=weighted_classes)
     artifact = Artifact.from_value(value)
-    side = golden.build_sidecar(artifact, {})
+    side = sidecars.build_sidecar(artifact, {})
     assert (side["method"], side["target"]) == ("layercam", "callable:weighted_classes")
     back = artifact.to_value()
     assert (back.method, back.target) == ("layercam", "callable:weighted_classes")

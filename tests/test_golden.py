@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from convviz_check import golden
+from convviz_check import golden, sidecars
 from convviz_check.artifacts import Artifact
 from convviz_check.errors import ConvvizWarning, GoldenError, InputError, StorageError
 from convviz_check.types import GradCAM
@@ -231,12 +231,12 @@ def test_sidecar_has_sorted_documented_keys(tmp_path):
     assert side["stats"]["value"]["max"] == 1.0 and side["backend"] == "jax"
     # any other fact given is kept as is
     assert (side["model_fingerprint"], side["input_fingerprint"]) == ("ab12", "cd34")
-    assert golden.files_of(base)[".json"].read_bytes() == golden.sidecar_bytes(side)
+    assert golden.files_of(base)[".json"].read_bytes() == sidecars.sidecar_bytes(side)
 
 
 def test_sidecar_stats_of_non_finite_and_empty_entries():
     art = Artifact.from_value({"a": np.array([1.0, np.nan, 3.0]), "e": np.zeros((0, 2))})
-    stats = golden.build_sidecar(art)["stats"]
+    stats = sidecars.build_sidecar(art)["stats"]
     assert stats["a"] == {
         "size": 3,
         "nonfinite": 1,

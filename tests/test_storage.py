@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
-from convviz_check import golden, storage
+from convviz_check import golden, sidecars, storage
 from convviz_check.artifacts import Artifact
 from convviz_check.errors import ConvvizError, GoldenError, InputError, StorageError
 from convviz_check.types import GradCAM
@@ -471,7 +471,7 @@ def test_codec_is_byte_identical_to_the_one_that_wrote_the_bundled_goldens(rel):
     g = golden.load(base)
     assert g.artifact.encode() == files[".npz"].read_bytes()
     meta = {k: v for k, v in g.sidecar.items() if k not in ARRAY_KEYS and k != "attrs"}
-    rebuilt = golden.sidecar_bytes(golden.build_sidecar(g.artifact, meta))
+    rebuilt = sidecars.sidecar_bytes(sidecars.build_sidecar(g.artifact, meta))
     assert rebuilt == files[".json"].read_bytes()
 
 
@@ -492,7 +492,7 @@ def _cam() -> GradCAM:
 
 def _template(artifact: Artifact) -> tuple[bytes, bytes]:
     meta = {"backend": "tensorflow", "model_fingerprint": "ab" * 8, "input_fingerprint": "cd"}
-    return artifact.encode(), golden.sidecar_bytes(golden.build_sidecar(artifact, meta))
+    return artifact.encode(), sidecars.sidecar_bytes(sidecars.build_sidecar(artifact, meta))
 
 
 TEMPLATES = {

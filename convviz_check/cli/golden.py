@@ -16,7 +16,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .. import golden, storage
+from .. import golden, sidecars, storage
 from ..artifacts import comparable
 from ..checks import CheckRequest, Settings, run_check
 from ..errors import GoldenError, StorageError
@@ -234,7 +234,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             continue
         files = golden.files_of(root / Path(rel.as_posix()))
         try:
-            side = golden.read_sidecar(files[".json"])
+            side = sidecars.read_sidecar(files[".json"])
             desc = (
                 f"{side['kind']:<10} {_shapes(side):<16} "
                 f"{','.join(sorted(set(side['dtype'].values())))}"
