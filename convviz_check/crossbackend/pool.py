@@ -5,12 +5,10 @@ backend gets one persistent ``python -m convviz_check.crossbackend.worker`` chil
 (:class:`WorkerProcess`), started on its first request by a :class:`WorkerPool` and
 stopped when the pool closes (the process-wide :func:`default_pool` closes at exit).
 
-Protocol (one JSON object per line; see :mod:`convviz_check.crossbackend.worker`): the
-parent writes ``{"id", "op", "params", "arrays"}``; ``arrays`` names an ``.npz`` file
-in the worker's private directory. The worker answers ``{"id", "ok": true, "result",
-"artifact"}`` (``artifact``: the file, kind, layout and attributes of an
-:class:`~convviz_check.artifacts.Artifact`) or ``{"id", "ok": false, "error"}``, which
-is rebuilt here as the same :class:`~convviz_check.errors.ConvvizError` subclass.
+The protocol (one JSON object per line, arrays in ``.npz`` files) is described in
+:mod:`convviz_check.crossbackend.worker`; a worker's error is rebuilt here as the same
+:class:`~convviz_check.errors.ConvvizError` subclass, its artifact read by
+:func:`~convviz_check.crossbackend.requests.reply_artifact`.
 """
 
 from __future__ import annotations
@@ -22,7 +20,6 @@ import json
 import os
 import queue
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -40,16 +37,15 @@ from ..artifacts import Artifact
 from ..errors import BackendError, InputError, MissingBackendError, WorkerError, rebuild
 from ..types import BACKEND_ALIASES, BACKENDS
 from .local import LocalWorker, running_backend
+from .requests import exit_text, reply_artifact
 
-# Every request has a timeout. Starting is timed separately: importing Keras and a
-# framework took 11-14 s per backend on a 2-core machine when idle (tensorflow 11.1 s,
-# torch 14.1 s, jax 13.4 s for import + one Conv2D call), several times that when other
-# jobs share the cores, so the start timeout is generous.
+# Every request has a timeout; starting has its own, generous one: importing Keras and a
+# framework took 11-14 s per backend on an idle 2-core machine (tensorflow 11.1 s, torch
+# 14.1 s, jax 13.4 s with one Conv2D call), several times that under load.
 DEFAULT_TIMEOUT_S = float(os.environ.get("CONVVIZ_WORKER_TIMEOUT", "600"))
 DEFAULT_START_TIMEOUT_S = float(os.environ.get("CONVVIZ_WORKER_START_TIMEOUT", "300"))
 STDERR_TAIL_LINES = 25
 WORKER_MODULE = "convviz_check.crossbackend.worker"
-
 Reply = tuple[dict[str, Any], Artifact | None]
 
 
@@ -141,17 +137,6 @@ def expected_backend() -> str:
         config = {}
     backend = config.get("backend") if isinstance(config, dict) else None
     return str(backend) if backend else "tensorflow"
-
-
-def _signal_name(returncode: int | None) -> str:
-    if returncode is None:
-        return "still running"
-    if returncode < 0:
-        try:
-            return f"killed by signal {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"killed by signal {-returncode}"
-    return f"exit code {returncode}"
 
 
 class WorkerProcess:
@@ -374,7 +359,7 @@ class WorkerProcess:
         returncode = self._proc.returncode if self._proc is not None else None
         message = (
             f"The {self.backend} worker (pid {pid}) {what} during request {op!r} "
-            f"({_signal_name(returncode)}). The request failed; the worker is restarted "
+            f"({exit_text(returncode)}). The request failed; the worker is restarted "
             f"for the next one.{self._stderr_section()}"
         )
         self._cleanup()
@@ -455,25 +440,10 @@ class WorkerProcess:
                     **(reply.get("timing") or {}),
                 }
             )
-            artifact = _reply_artifact(reply)
+            artifact = reply_artifact(reply)
             if not reply.get("ok"):
                 raise rebuild(reply.get("error") or {}, f"[{self.backend} worker, {op}]")
             return reply.get("result") or {}, artifact
-
-
-def _reply_artifact(reply: Mapping[str, Any]) -> Artifact | None:
-    """The artifact a reply names, read (never unpickled) and its file removed."""
-    described = reply.get("artifact")
-    if not described:
-        return None
-    path = Path(described["path"])
-    try:
-        arrays = storage.read_npz(path)
-    finally:
-        path.unlink(missing_ok=True)
-    return Artifact.decode(
-        arrays, str(described["kind"]), str(described["layout"]), described.get("attrs") or {}
-    )
 
 
 # --------------------------------------------------------------------------------------

@@ -1,11 +1,13 @@
 """What a cross-backend request carries: the model *source* (never a model object),
 the images as a NumPy array, and JSON-ready parameters per technique. Shared by the
 worker route (:mod:`~convviz_check.crossbackend.agreement`) and the export route
-(:mod:`~convviz_check.crossbackend.export`)."""
+(:mod:`~convviz_check.crossbackend.export`); and what a worker's reply brings back (an
+artifact in a file, read and removed; how the worker ended when it failed)."""
 
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -13,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from .. import storage
+from ..artifacts import Artifact
 from ..errors import InputError, describe_array
 from ..types import TECHNIQUES
 
@@ -227,3 +231,31 @@ def check_techniques(what: Sequence[str]) -> tuple[str, ...]:
             f"Unknown technique(s). Received: what={what!r}. Expected some of {TECHNIQUES}."
         )
     return what
+
+
+# --------------------------------------------------------------------------- replies
+def reply_artifact(reply: Mapping[str, Any]) -> Artifact | None:
+    """The artifact a reply names, read (never unpickled) and its file removed."""
+    described = reply.get("artifact")
+    if not described:
+        return None
+    path = Path(described["path"])
+    try:
+        arrays = storage.read_npz(path)
+    finally:
+        path.unlink(missing_ok=True)
+    return Artifact.decode(
+        arrays, str(described["kind"]), str(described["layout"]), described.get("attrs") or {}
+    )
+
+
+def exit_text(returncode: int | None) -> str:
+    """How a worker process ended, for the message of the request it failed."""
+    if returncode is None:
+        return "still running"
+    if returncode < 0:
+        try:
+            return f"killed by signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit code {returncode}"
