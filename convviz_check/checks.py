@@ -36,7 +36,7 @@ from . import golden, tolerances
 from .artifacts import BOXES, Artifact, comparable
 from .errors import ComparisonError, GoldenError, LocalizationError
 from .metrics import check_boxes, compare, not_judged
-from .report.causes import cause_first
+from .report.causes import boxes_text, cause_first, what_changed
 from .report.pictures import inputs_thumbnail, write_check_images
 from .types import DEFAULT_REFERENCE_BACKEND, Comparison, Outcome, Tolerance
 
@@ -251,7 +251,7 @@ class _Run:
         return self.expected, ""
 
     def compare(self, expected: golden.Golden) -> None:
-        self.plain += _what_changed(expected.sidecar, self.request.meta)
+        self.plain += what_changed(expected.sidecar, self.request.meta)
         boxes, mismatch = self._boxes(expected.artifact)
         if mismatch:
             self.plain.append(mismatch)
@@ -274,8 +274,8 @@ class _Run:
             return stored, ""
         if given is not None and stored is not None and not np.array_equal(given, stored):
             return None, (
-                f"object boxes changed: the golden holds {_boxes_text(stored)}, the check "
-                f"gives {_boxes_text(given)} (rewrite the golden to keep the new boxes)"
+                f"object boxes changed: the golden holds {boxes_text(stored)}, the check "
+                f"gives {boxes_text(given)} (rewrite the golden to keep the new boxes)"
             )
         if given is not None and stored is None and self.profile != tolerances.DEFAULT_PROFILE:
             self.plain.append(
@@ -509,32 +509,6 @@ class _Run:
         return "\n".join(lines)
 
 
-_CHANGED = {
-    "model_fingerprint": "the model's weights are not those the golden was written with",
-    "input_fingerprint": "the images are not those the golden was written with",
-}
-
-
-def _what_changed(sidecar: dict[str, Any], meta: dict[str, Any]) -> list[str]:
-    """Plain lines naming what differs between the golden's run and this one: the
-    model, the inputs, or (both known and equal) the code or a library."""
-    lines = []
-    known_same = []
-    for key, why in _CHANGED.items():
-        old, new = sidecar.get(key), meta.get(key)
-        if old and new and old != new:
-            name = key.replace("_", " ")
-            lines.append(f"{name} changed: golden {str(old)[:12]}, now {str(new)[:12]} ({why})")
-        elif old and new:
-            known_same.append(key)
-    if not lines and len(known_same) == len(_CHANGED):
-        lines.append(
-            "same model and inputs: the code or a library changed (golden written with "
-            f"{_versions(sidecar.get('versions'))}; now {_versions(meta.get('versions'))})"
-        )
-    return lines
-
-
 def attach_boxes(artifact: Artifact, boxes: Any, source: str = "boxes") -> Artifact:
     """``artifact`` holding one object box per heatmap, checked (see
     :func:`convviz_check.metrics.check_boxes`); None leaves it as it is.
@@ -564,18 +538,6 @@ def attach_boxes(artifact: Artifact, boxes: Any, source: str = "boxes") -> Artif
 def _model_changed(expected: golden.Golden, meta: dict[str, Any]) -> bool:
     old, new = expected.sidecar.get("model_fingerprint"), meta.get("model_fingerprint")
     return bool(old and new and old != new)
-
-
-def _boxes_text(boxes: np.ndarray) -> str:
-    rows = [tuple(int(v) for v in row) for row in boxes.tolist()]
-    shown = ", ".join(str(r) for r in rows[:3]) + (", ..." if len(rows) > 3 else "")
-    return f"{len(rows)} box(es) {shown}"
-
-
-def _versions(versions: Any) -> str:
-    if not isinstance(versions, dict) or not versions:
-        return "unknown versions"
-    return ", ".join(f"{k} {v}" for k, v in sorted(versions.items()) if k != "backend")
 
 
 def _compare(

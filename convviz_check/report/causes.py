@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import numpy as np
+
 from ..artifacts import Artifact
 
 # What a check computed differently from its golden: the cause, so it leads the message.
@@ -66,3 +68,41 @@ def class_named(line: str, names: Any) -> str:
 
 
 __all__ = ["cause_first", "class_named"]
+
+
+_CHANGED = {
+    "model_fingerprint": "the model's weights are not those the golden was written with",
+    "input_fingerprint": "the images are not those the golden was written with",
+}
+
+
+def what_changed(sidecar: dict[str, Any], meta: dict[str, Any]) -> list[str]:
+    """Plain lines naming what differs between the golden's run and this one: the
+    model, the inputs, or (both known and equal) the code or a library."""
+    lines = []
+    known_same = []
+    for key, why in _CHANGED.items():
+        old, new = sidecar.get(key), meta.get(key)
+        if old and new and old != new:
+            name = key.replace("_", " ")
+            lines.append(f"{name} changed: golden {str(old)[:12]}, now {str(new)[:12]} ({why})")
+        elif old and new:
+            known_same.append(key)
+    if not lines and len(known_same) == len(_CHANGED):
+        lines.append(
+            "same model and inputs: the code or a library changed (golden written with "
+            f"{_versions(sidecar.get('versions'))}; now {_versions(meta.get('versions'))})"
+        )
+    return lines
+
+
+def boxes_text(boxes: np.ndarray) -> str:
+    rows = [tuple(int(v) for v in row) for row in boxes.tolist()]
+    shown = ", ".join(str(r) for r in rows[:3]) + (", ..." if len(rows) > 3 else "")
+    return f"{len(rows)} box(es) {shown}"
+
+
+def _versions(versions: Any) -> str:
+    if not isinstance(versions, dict) or not versions:
+        return "unknown versions"
+    return ", ".join(f"{k} {v}" for k, v in sorted(versions.items()) if k != "backend")
