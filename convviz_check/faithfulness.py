@@ -32,7 +32,7 @@ explains, else the first. Every perturbed image goes through the model's compile
 forward pass (:mod:`convviz_check.explain.probabilities`), ``batch_size`` images per
 call, so the metrics run batched on TensorFlow, torch and JAX alike. Images are passed
 as given, in the range the model expects (nothing is rescaled). Maps are read by the
-one heatmap rule (:meth:`convviz_check.types.Heatmaps.of`): a map flagged degenerate,
+one heatmap rule (:meth:`convviz_check.heatmaps.Heatmaps.of`): a map flagged degenerate,
 or constant (all zeros included), ranks nothing and counts as all zero.
 
 The curves' mechanics (pixel order, baselines, batching) are in
@@ -75,7 +75,8 @@ from .faithfulness_judge import (
     check_margin,
     judge_faithful,
 )
-from .types import GradCAM, Heatmaps, Outcome
+from .heatmaps import Heatmaps
+from .types import GradCAM, Outcome
 
 __all__ = [
     "BASELINES",

@@ -36,8 +36,9 @@ import numpy as np
 
 from . import storage
 from .errors import InputError, LocalizationError, describe_array
+from .heatmaps import Heatmaps
 from .report.localization import failure_text, overlay_figure
-from .types import Box, GradCAM, Heatmaps, Localization, MetricResult, Outcome
+from .types import Box, GradCAM, Localization, MetricResult, Outcome
 
 __all__ = [
     "DEFAULT_THRESHOLD",

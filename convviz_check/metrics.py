@@ -18,7 +18,7 @@ Metrics per kind under the ``exact`` profile (names as in ``Comparison.metrics``
   ``scale = max(max |e|, activation_scale_floor)`` per layer. The metrics hold the
   worst layer's value (their ``note`` names it); every layer's values are in
   ``details["per_item"]``.
-- ``"heatmap"`` (anything :meth:`Heatmaps.of <convviz_check.types.Heatmaps.of>`
+- ``"heatmap"`` (anything :meth:`Heatmaps.of <convviz_check.heatmaps.Heatmaps.of>`
   takes: an ``(N, h, w)`` / ``(h, w)`` array, a ``GradCAM``, or a mapping with a
   ``"heatmap"`` key and optional ``"class_index"`` / ``"degenerate"``), per image:
   ``max_abs``, ``rms``, ``pearson``, ``ssim``, ``peak_shift`` (cells, Euclidean) and
@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ComparisonError, describe_array
+from .heatmaps import Heatmaps
 from .measures import (
     check_boxes,
     check_same_shape,
@@ -66,7 +67,6 @@ from .types import (
     KINDS,
     Box,
     Comparison,
-    Heatmaps,
     MetricResult,
     Tolerance,
 )
@@ -99,7 +99,7 @@ def compare(
     Args:
         expected: the reference (golden) artifact: an array, a dict of arrays
             (activations per layer, patterns per layer), or for heatmaps anything
-            :meth:`Heatmaps.of <convviz_check.types.Heatmaps.of>` takes (a ``GradCAM``,
+            :meth:`Heatmaps.of <convviz_check.heatmaps.Heatmaps.of>` takes (a ``GradCAM``,
             a ``Heatmaps``, a mapping with a ``"heatmap"`` key, an array).
         obtained: the artifact just computed, of the same structure, shape and dtype
             family (float / integer / bool) as ``expected``.

@@ -34,6 +34,7 @@ PYTEST = {"pytest", "_pytest", "xdist"}
 # Pillow, matplotlib colormaps, scikit-image and each other only.
 CORE = (
     "convviz_check.types",
+    "convviz_check.heatmaps",
     "convviz_check.errors",
     "convviz_check.artifacts",
     "convviz_check.storage",

@@ -10,9 +10,10 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from convviz_check.errors import ComparisonError, InputError
+from convviz_check.heatmaps import Heatmaps
 from convviz_check.localization import judge_localized
 from convviz_check.metrics import compare
-from convviz_check.types import Box, GradCAM, Heatmaps
+from convviz_check.types import Box, GradCAM
 
 
 def _cam(maps: np.ndarray, degenerate: np.ndarray | None = None) -> GradCAM:

@@ -643,7 +643,7 @@ def test_a_heatmap_passes_against_itself_and_fails_with_one_cell_changed(maps):
 
 def _as_form(form: str, maps: np.ndarray) -> object:
     """The same maps given as a bare array, a golden's mapping, a GradCAM or Heatmaps."""
-    from convviz_check.types import Heatmaps
+    from convviz_check.heatmaps import Heatmaps
 
     n = len(maps)
     arrays = {"heatmap": maps, "degenerate": np.zeros(n, bool), "class_index": np.zeros(n)}

@@ -18,7 +18,8 @@ import numpy as np
 
 from ..errors import InputError, describe_array
 from ..faithfulness_judge import Curves
-from ..types import GradCAM, Heatmaps
+from ..heatmaps import Heatmaps
+from ..types import GradCAM
 from .probabilities import Classifier, cam_output, prepare
 
 # Deletion replaces pixels with zero (black), insertion starts from a blurred copy: the
@@ -57,7 +58,7 @@ class Maps:
 
 def heatmaps_at(heatmap: Any, n: int, image_shape: tuple[int, int]) -> Maps:
     """The heatmaps of ``n`` images at ``image_shape`` (bilinear, as the overlays), by
-    the one heatmap rule (:meth:`~convviz_check.types.Heatmaps.of`): a map flagged
+    the one heatmap rule (:meth:`~convviz_check.heatmaps.Heatmaps.of`): a map flagged
     degenerate, or constant, ranks nothing and counts as all zero."""
     from ..render import resize_bilinear
 
