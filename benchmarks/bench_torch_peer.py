@@ -1,0 +1,468 @@
+"""Benchmark: the CAM family on torch vs pytorch-grad-cam on the same Keras model.
+
+Subject: ``cc.cam(model, images, method=...)`` under ``KERAS_BACKEND=torch``, top class,
+logit score (``"auto"`` on a softmax head), the target layer named explicitly.
+
+Peer: pytorch-grad-cam 1.5.7 (PyPI ``grad-cam``, an optional benchmark dependency:
+``pip install --no-deps grad-cam==1.5.7 ttach opencv-python-headless scikit-learn``). Under
+torch a Keras model is a ``torch.nn.Module`` and each Keras layer fires torch's forward
+hooks, so pytorch-grad-cam hooks the same Keras layer of the same architecture:
+
+- its model is a copy of ours (same builder, ``set_weights`` from ours) that outputs the
+  logits (the same score ours differentiates), wrapped in a module that takes NCHW
+  images and permutes them to the channels-last layout the Keras model expects; a
+  ``reshape_transform`` permutes the hooked channels-last maps back to NCHW;
+- the copy's weights are frozen and the wrapper makes its input require a gradient
+  (the cheapest set-up that lets the hooked maps carry one: with trainable weights the
+  backward would compute every weight's gradient too);
+- each image's target is ``ClassifierOutputTarget`` of the class ours explained;
+- Score-CAM runs 64 masked inputs per forward on both sides (its ``batch_size = 64``,
+  ours ``batch_size=64``), on every channel.
+
+Models: a mini-Xception (Arriaga et al. 2017: two 3x3 convolutions, four residual
+blocks of separable convolutions, 16 to 128 channels) on 64x64x1 inputs with 7 classes,
+target layer its last block's output (4x4x128), NumPy-seeded weights; and
+``keras.applications.ResNet50(weights=None)`` at 224x224 (seeded by Keras), target
+``conv5_block3_out`` (7x7x2048).
+
+Printed: the split of one warm ``cc.cam`` call (where the time goes), then per model,
+image count and method the warm medians (interleaved rounds after a warm-up) and
+``theirs/ours`` against its target (>= 1.2x for the gradient methods and Score-CAM,
+>= 1.0x for Eigen-CAM), the first call on a fresh model object (ours no slower than
+theirs), and with ``--memory`` the peak RSS of each side in a fresh process.
+
+Where the time went (one warm Grad-CAM of 16 images on the mini-Xception, before this
+benchmark's change, 2-core CPU): 8 forward/backward passes of 2 images each, nearly all
+of it Keras calling every layer once per pass (~10 ms of Python per forward); the
+backward (only the layers after the target: the weights are frozen), the host copies,
+the NumPy rule and normalisation were each under 1%. Now a torch call on a CPU runs its
+batch in passes sized to the model's largest map (``backends.torch.PASS_MAP_BYTES``:
+one pass here, passes of 9 on ResNet50 at 224 px, 2 on Xception-41 at 299 px) and
+``cc.cam`` passes the whole batch unpadded; the split printed after it (load ~8): 43 ms,
+1 pass, forward 97%, backward 0.5%, the rest 3%.
+
+Measured 2026-12-07 on the 2-core CPU shared with 4-5 other jobs (load average 4-10:
+single runs varied by up to 10x, read the ratios), 2 threads, theirs/ours warm:
+
+- mini-Xception, 1 / 16 / 64 images: gradient methods 1.42-6.09x / 2.11-4.70x /
+  3.07-3.75x; Score-CAM (64 masks per forward) 1.37x / 1.61x; Eigen-CAM 1.79x /
+  2.02x / 1.36x. Before the change (the brief that asked for it, 16 images, idle
+  box): gradient methods 0.47-0.55x, Score-CAM 0.43x, Eigen-CAM 0.85x.
+- ResNet50 at 224 px, 1 / 8 images: gradient methods 1.46-1.61x / 1.93-4.94x (Grad-CAM
+  1.18x: its rounds straddled a load spike, the quiet round 0.53 s / 1.12 s); Eigen-CAM
+  1.60x / 1.29x. Under load 5-10 the 8-image rows varied from 0.97x to 1.59x (every
+  call 10x slower than idle: two OpenMP threads waiting for a core).
+- first call (fresh model, Grad-CAM), ours / theirs: mini-Xception 16 images 0.85 /
+  1.95 s, ResNet50 8 images 0.65 / 1.64 s (7.80 / 10.12 s under load 6).
+
+Usage::
+
+    KERAS_BACKEND=torch python benchmarks/bench_torch_peer.py --quick
+    KERAS_BACKEND=torch python benchmarks/bench_torch_peer.py --images 1,16,64 --memory
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import types
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+from _common import add_memory_flags, base_parser, prepare_process
+
+GRADIENT_METHODS = ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam")
+ALL_METHODS = (*GRADIENT_METHODS, "scorecam", "eigencam")
+TARGET = {m: 1.2 for m in (*GRADIENT_METHODS, "scorecam")} | {"eigencam": 1.0}
+MASKS_PER_FORWARD = 64
+MODELS = {
+    # name: (input shape, target layer)
+    "mini": ((64, 64, 1), "add_128"),
+    "resnet50": ((224, 224, 3), "conv5_block3_out"),
+}
+
+
+def import_peer() -> Any:
+    """``pytorch_grad_cam``, imported with a stand-in ``torchvision``.
+
+    Its package ``__init__`` imports modules (ablation layers, metrics) that import
+    torchvision at module level, and no torchvision build matches the CPU torch here;
+    the CAM classes measured never call it. Real torchvision, where installed, is used.
+    """
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+
+        class Stub(types.ModuleType):
+            def __getattr__(self, name: str) -> Any:
+                return object  # a name imported at module level, never called here
+
+        for name in ("torchvision", "torchvision.transforms", "torchvision.transforms.functional"):
+            stub = Stub(name)
+            stub.__path__ = []  # a package: its submodules can be imported
+            sys.modules[name] = stub
+    import pytorch_grad_cam
+    import pytorch_grad_cam.score_cam
+
+    # Its Score-CAM wraps every image's batches in a tqdm progress bar: silenced (and
+    # its cost taken off theirs).
+    pytorch_grad_cam.score_cam.tqdm.tqdm = lambda iterable, *a, **k: iterable
+    return pytorch_grad_cam
+
+
+def mini_xception(num_classes: int = 7, size: int = 64, logits: bool = False) -> Any:
+    """The mini-Xception of Arriaga et al. (emotion recognition, 64x64x1, 7 classes),
+    with a Dense head after global pooling; ``logits`` leaves off the final softmax."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((size, size, 1))
+    x = inputs
+    for i in range(2):
+        x = layers.Conv2D(8, 3, use_bias=False, name=f"base_conv{i}")(x)
+        x = layers.BatchNormalization(name=f"base_bn{i}")(x)
+        x = layers.Activation("relu", name=f"base_relu{i}")(x)
+    for filters in (16, 32, 64, 128):
+        residual = layers.Conv2D(filters, 1, strides=2, padding="same", use_bias=False)(x)
+        residual = layers.BatchNormalization()(residual)
+        x = layers.SeparableConv2D(filters, 3, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.Activation("relu")(x)
+        x = layers.SeparableConv2D(filters, 3, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.MaxPooling2D(3, strides=2, padding="same")(x)
+        x = layers.Add(name=f"add_{filters}")([x, residual])
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    x = layers.Dense(num_classes, name="logits")(x)
+    if not logits:
+        x = layers.Activation("softmax", name="predictions")(x)
+    return keras.Model(inputs, x, name="mini_xception")
+
+
+def build(name: str, logits: bool = False) -> Any:
+    """A fresh model ``name`` (``mini`` with seeded weights, ``resnet50`` as Keras
+    initialises it); ``logits``: without the final softmax."""
+    import keras
+
+    if name == "mini":
+        model = mini_xception(logits=logits)
+        rng = np.random.default_rng(0)
+        for v in model.weights:
+            leaf = v.path.rsplit("/", 1)[-1]
+            base = 1.0 if leaf in ("gamma", "moving_variance") else 0.0
+            v.assign(base + 0.2 * rng.standard_normal(tuple(v.shape)).astype(np.float32))
+        return model
+    keras.utils.set_random_seed(0)
+    return keras.applications.ResNet50(
+        weights=None, classifier_activation=None if logits else "softmax"
+    )
+
+
+def peer_model(ours: Any, name: str) -> tuple[Any, Any]:
+    """``(torch module taking NCHW images -> logits, the hooked Keras layer)``: a
+    logits copy of ``ours`` with its weights, frozen."""
+    import torch
+
+    copy = build(name, logits=True)
+    copy.set_weights(ours.get_weights())
+    for v in copy.variables:
+        value = getattr(v, "value", None)
+        if isinstance(value, torch.Tensor):
+            value.requires_grad_(False)
+
+    class NCHW(torch.nn.Module):
+        def __init__(self, keras_model: Any) -> None:
+            super().__init__()
+            self.keras_model = keras_model
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if torch.is_grad_enabled():  # the hooked maps carry a gradient
+                x = x.detach().requires_grad_(True)
+            return self.keras_model(x.permute(0, 2, 3, 1), training=False)
+
+    return NCHW(copy), copy.get_layer(MODELS[name][1])
+
+
+def peer_runner(peer: Any, module: Any, layer: Any, method: str) -> Callable[..., np.ndarray]:
+    """``run(images NHWC, classes) -> (N, H, W)`` by pytorch-grad-cam's ``method``."""
+    import torch
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    classes = {
+        "gradcam": peer.GradCAM,
+        "gradcam++": peer.GradCAMPlusPlus,
+        "xgradcam": peer.XGradCAM,
+        "hirescam": peer.HiResCAM,
+        "layercam": peer.LayerCAM,
+        "scorecam": peer.ScoreCAM,
+        "eigencam": peer.EigenCAM,
+    }
+    explainer = classes[method](
+        model=module, target_layers=[layer], reshape_transform=lambda t: t.permute(0, 3, 1, 2)
+    )
+    if method == "scorecam":
+        explainer.batch_size = MASKS_PER_FORWARD
+
+    def run(images: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+        targets = [ClassifierOutputTarget(int(c)) for c in wanted]
+        return explainer(input_tensor=x, targets=targets)
+
+    return run
+
+
+@contextmanager
+def _timers(spans: dict[str, float], targets: dict[str, tuple[Any, str]]) -> Iterator[None]:
+    """Wrap each ``targets[label] = (owner, attribute)`` callable with a timer adding its
+    wall seconds to ``spans[label]`` (nested spans are counted in each)."""
+    saved = []
+    for label, (owner, attr) in targets.items():
+        original = getattr(owner, attr)
+
+        def timed(*args: Any, _f: Any = original, _label: str = label, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return _f(*args, **kwargs)
+            finally:
+                spans[_label] = spans.get(_label, 0.0) + time.perf_counter() - t0
+
+        saved.append((owner, attr, original))
+        setattr(owner, attr, timed)
+    try:
+        yield
+    finally:
+        for owner, attr, original in reversed(saved):
+            setattr(owner, attr, original)
+
+
+def split(model: Any, images: np.ndarray, layer: str, method: str) -> dict[str, float]:
+    """Where one warm ``cc.cam`` call of a gradient method spends its wall time (seconds
+    per part; ``passes``: the forward/backward passes it ran)."""
+    import torch
+
+    import convviz_check as cc
+    from convviz_check.backends import torch as backend
+    from convviz_check.explain import cam as cam_module
+    from convviz_check.explain import cam_methods
+
+    spans: dict[str, float] = {}
+    passes = []
+    grad = torch.autograd.grad
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        passes.append(1)
+        return grad(*args, **kwargs)
+
+    targets = {
+        "backend": (cam_module._Runner, "batches"),
+        "backward": (torch.autograd, "grad"),
+        "copies": (backend, "_to_numpy"),
+        "rule": (cam_methods.METHODS[method], "raw"),
+        "normalise": (cam_module, "normalise"),
+        "note": (cam_module, "gradcam_note"),
+    }
+    cc.cam(model, images, method=method, layer=layer)  # warm
+    torch.autograd.grad = counted  # type: ignore[assignment]
+    try:
+        with _timers(spans, targets):
+            t0 = time.perf_counter()
+            cc.cam(model, images, method=method, layer=layer)
+            total = time.perf_counter() - t0
+    finally:
+        torch.autograd.grad = grad  # type: ignore[assignment]
+    call, backward, copies = spans["backend"], spans.get("backward", 0.0), spans["copies"]
+    parts = {
+        "forward (with tensor wrapping)": call - backward - copies,
+        "backward (autograd, to the layer)": backward,
+        "host copies (tensor -> NumPy)": copies,
+        "method rule (NumPy)": spans["rule"],
+        "normalise (NumPy)": spans["normalise"],
+        "layer remark (gradcam_note)": spans["note"],
+    }
+    parts["rest (checks, target, setup)"] = total - sum(parts.values())
+    return {"total": total, "passes": float(len(passes)), **parts}
+
+
+def _memory_child(subject: str, name: str, method: str, n: int) -> None:
+    from _common import memory_report, random_images, reset_peak_rss
+
+    import convviz_check as cc
+
+    shape, layer = MODELS[name]
+    model = build(name)
+    images = random_images(n, shape[0], seed=0, channels=shape[2])
+    classes = np.zeros(n, np.int64)
+    run: Callable[[], Any]
+    if subject == "ours":
+        run = lambda: cc.cam(model, images, method=method, layer=layer, class_index=classes)  # noqa: E731
+    else:
+        module, hooked = peer_model(model, name)
+        peer = peer_runner(import_peer(), module, hooked, method)
+        run = lambda: peer(images, classes)  # noqa: E731
+    base = reset_peak_rss()
+    t0 = time.perf_counter()
+    run()
+    memory_report(subject=subject, images=n, base_mb=base, seconds=time.perf_counter() - t0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--images", default=None, help="image counts (default 1,16,64; quick 16)")
+    parser.add_argument("--models", default="mini,resnet50", help="mini and/or resnet50")
+    parser.add_argument("--methods", default=",".join(ALL_METHODS), help="CAM methods")
+    parser.add_argument("--resnet-images", default=None, help="image counts for ResNet50")
+    parser.add_argument("--model", default="mini", help=argparse_hidden())
+    parser.add_argument("--method", default="gradcam", help=argparse_hidden())
+    add_memory_flags(parser)
+    args = parser.parse_args(argv)
+    counts = [int(c) for c in (args.images or ("16" if args.quick else "1,16,64")).split(",")]
+    resnet_counts = [
+        int(c) for c in (args.resnet_images or ("8" if args.quick else "1,8")).split(",")
+    ]
+    repeats = args.repeats or 3
+    methods = [m for m in args.methods.split(",") if m]
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    threads = prepare_process(args.threads)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message="The structure of `inputs`")
+
+    from _common import (
+        child_memory_rows,
+        first_calls,
+        header,
+        interleaved_times,
+        load_line,
+        pin_framework_threads,
+        print_memory_rows,
+        random_images,
+        verdict,
+    )
+
+    pinned = pin_framework_threads(threads)
+    if args.memory_child:
+        _memory_child(args.memory_child, args.model, args.method, args.batch)
+        return 0
+
+    import convviz_check as cc
+    from convviz_check import backends
+
+    if backends.current_backend() != "torch":
+        raise SystemExit("run with KERAS_BACKEND=torch (pytorch-grad-cam is torch only)")
+    peer = import_peer()
+    print(header(pinned))
+    print(load_line())
+    rows: list[tuple[str, int, str, float, float, float, float]] = []
+    for name in [m for m in args.models.split(",") if m]:
+        shape, layer = MODELS[name]
+        model = build(name)
+        module, hooked = peer_model(model, name)
+        sizes = counts if name == "mini" else resnet_counts
+        for n in sizes:
+            images = random_images(n, shape[0], seed=0, channels=shape[2])
+            for method in methods:
+                kw: dict[str, Any] = {"layer": layer}
+                if method == "scorecam":
+                    if name != "mini" or n > 16:
+                        continue  # 2048 masks per image on ResNet50; n * 128 on the mini model
+                    kw["batch_size"] = MASKS_PER_FORWARD
+                ours_result = cc.cam(model, images, method=method, **kw)
+                wanted = ours_result.class_index
+                theirs = peer_runner(peer, module, hooked, method)
+                theirs(images, wanted)  # warm-up
+                timings = interleaved_times(
+                    {
+                        "ours": lambda m=method, x=images, kw=kw, f=model: cc.cam(
+                            f, x, method=m, **kw
+                        ),
+                        "theirs": lambda x=images, w=wanted, t=theirs: t(x, w),
+                    },
+                    repeats=repeats,
+                    warmup=args.warmup,
+                )
+                ours_s, theirs_s = timings["ours"].median, timings["theirs"].median
+                cpu_ratio = timings["theirs"].median_cpu / timings["ours"].median_cpu
+                rows.append((name, n, method, ours_s, theirs_s, theirs_s / ours_s, cpu_ratio))
+                print(
+                    f"{name} {n:3d} images {method:10s} ours {ours_s:.3f}s theirs {theirs_s:.3f}s "
+                    f"theirs/ours {theirs_s / ours_s:.2f}x (>= {TARGET[method]}x "
+                    f"{verdict(theirs_s / ours_s >= TARGET[method])}); runs ours "
+                    f"{timings['ours'].runs()} theirs {timings['theirs'].runs()}",
+                    flush=True,
+                )
+        where = split(
+            model, random_images(16, shape[0], seed=0, channels=shape[2]), layer, "gradcam"
+        )
+        total, passes = where.pop("total"), int(where.pop("passes"))
+        print(
+            f"\nwhere one warm cc.cam(gradcam) of 16 images goes, {name}: {total * 1e3:.1f} ms, "
+            f"{passes} forward/backward passes"
+        )
+        for part, seconds in where.items():
+            print(f"  {part:34s} {seconds * 1e3:8.1f} ms ({seconds / total * 100:4.0f}%)")
+
+    # First call: a fresh model object each (built outside the timing).
+    firsts = {}
+    for name in [m for m in args.models.split(",") if m]:
+        shape, layer = MODELS[name]
+        n_first = 16 if name == "mini" else 8
+        x = random_images(n_first, shape[0], seed=1, channels=shape[2])
+        first = first_calls(
+            lambda name=name: build(name),
+            lambda fresh, layer=layer, x=x: cc.cam(fresh, x, layer=layer, class_index=0),
+            lambda fresh, name=name, x=x: peer_runner(peer, *peer_model(fresh, name), "gradcam")(
+                x, np.zeros(len(x), np.int64)
+            ),
+        )
+        firsts[name] = (n_first, first)
+
+    memory_rows = []
+    if args.memory:
+        mem_counts = [int(c) for c in args.memory_images.split(",")]
+        for name in [m for m in args.models.split(",") if m]:
+            extra = ["--model", name, "--method", "gradcam", "--threads", str(threads)]
+            memory_rows += child_memory_rows(__file__, ("ours", "theirs"), mem_counts, extra)
+
+    print(f"\n{load_line()}")
+    print(f"torch, {threads} threads; theirs = pytorch-grad-cam {peer_version()}")
+    print(
+        "| model | images | method | ours warm s | theirs warm s | theirs/ours | target | cpu ratio |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for name, n, method, ours_s, theirs_s, ratio, cpu_ratio in rows:
+        print(
+            f"| {name} | {n} | {method} | {ours_s:.3f} | {theirs_s:.3f} | {ratio:.2f}x | "
+            f">= {TARGET[method]}x {verdict(ratio >= TARGET[method])} | {cpu_ratio:.2f}x |"
+        )
+    for name, (n_first, first) in firsts.items():
+        print(
+            f"| {name} | first call, {n_first} | gradcam | {first.ours:.3f} | {first.chapter:.3f} | "
+            f"{first.chapter / first.ours:.2f}x | ours <= theirs {verdict(first.ok)} | "
+            f"{first.chapter_cpu / first.ours_cpu:.2f}x |"
+        )
+    print_memory_rows(memory_rows)
+    missed = [r for r in rows if r[5] < TARGET[r[2]]]
+    print(f"RESULT torch peer: {len(rows) - len(missed)}/{len(rows)} rows meet their target")
+    return 0
+
+
+def argparse_hidden() -> str:
+    import argparse
+
+    return argparse.SUPPRESS
+
+
+def peer_version() -> str:
+    from importlib.metadata import version
+
+    try:
+        return version("grad-cam")
+    except Exception:
+        return "?"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
