@@ -241,36 +241,18 @@ def judge_faithful(
     labels: dict[str, str] = {}
     rival_auc: dict[str, np.ndarray] = {}
     facts: dict[str, Any] = {
-        "metric": metric,
+        **{k: getattr(curves, k) for k in ("metric", "baseline", "steps", "score_kind")},
         "better": "lower" if metric == "deletion" else "higher",
-        "baseline": curves.baseline,
-        "steps": curves.steps,
-        "score_kind": curves.score_kind,
         "images": n,
         "margin": needed,
         "mean_auc": ours,
     }
     if draws:
-        by_draw = np.stack([d.auc for d in draws])  # (R, N)
-        draw_leads = sign * (by_draw.mean(axis=1) - ours)
-        rival_auc["random"] = by_draw.mean(axis=0)
-        lead = sign * (float(by_draw.mean()) - ours)
-        count = len(draws)
-        labels["random"] = "random map"
-        metrics["lead_over_random"] = MetricResult.judge(
-            "lead_over_random", lead, needed, "min", f"mean of {count} random draws"
+        metrics["lead_over_random"], rival_auc["random"], random_facts = _against_draws(
+            curves, draws, needed, seed
         )
-        facts |= {
-            "random_draws": count,
-            "seed": seed,
-            "random_mean_auc": float(by_draw.mean()),
-            "random_judged_on": "the mean AUC of the draws",
-            "one_draw_lead": {
-                "min": float(draw_leads.min()),
-                "max": float(draw_leads.max()),
-                "std": float(draw_leads.std(ddof=1)) if count > 1 else 0.0,
-            },
-        }
+        labels["random"] = "random map"
+        facts |= random_facts
     if wrong is not None:
         rival_auc["wrong_class"] = wrong.auc
         labels["wrong_class"] = "wrong-class map"
@@ -281,15 +263,7 @@ def judge_faithful(
         facts |= {"wrong_class_mean_auc": wrong.mean_auc, "wrong_class": wrong_class_source}
     bad = np.flatnonzero(curves.degenerate)
     metrics["degenerate_maps"] = MetricResult.judge("degenerate_maps", bad.size, 0, "max")
-    items = {
-        f"image {i}": {
-            "class_index": int(curves.class_index[i]),
-            "auc": float(curves.auc[i]),
-            **{f"{k}_auc": float(v[i]) for k, v in rival_auc.items()},
-            "degenerate": bool(curves.degenerate[i]),
-        }
-        for i in range(n)
-    }
+    items = _per_image(curves, rival_auc)
     failures = []
     if bad.size:
         failures.append(
@@ -317,17 +291,74 @@ def judge_faithful(
             "faithfulness", "passed", lead_line, "", metrics, items, {"curves": picture}, facts
         )
     lead_line = f"The map is not faithful to the model ({metric}): " + "; ".join(failures) + "."
-    more = " ..." if n > 8 else ""
-    texts = {
-        "random": (
-            f"mean of {len(draws)} draws, uniform [0, 1), default_rng(seed {seed}); one "
-            f"draw's lead {facts['one_draw_lead']['min']:.4f} to "
-            f"{facts['one_draw_lead']['max']:.4f}"
-            if draws
-            else ""
-        ),
-        "wrong_class": wrong_class_source,
+    message = _failure_text(curves, lead_line, labels, leads, facts, wrong_class_source)
+    return Outcome(
+        "faithfulness", "failed", lead_line, message, metrics, items, {"curves": picture}, facts
+    )
+
+
+def _per_image(curves: Curves, rival_auc: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+    """Each image's row of the report: the class tracked, the map's AUC, each rival's."""
+    return {
+        f"image {i}": {
+            "class_index": int(curves.class_index[i]),
+            "auc": float(curves.auc[i]),
+            **{f"{k}_auc": float(v[i]) for k, v in rival_auc.items()},
+            "degenerate": bool(curves.degenerate[i]),
+        }
+        for i in range(len(curves))
     }
+
+
+def _against_draws(
+    curves: Curves, draws: Sequence[Curves], needed: float, seed: int | None
+) -> tuple[MetricResult, np.ndarray, dict[str, Any]]:
+    """The lead over the random draws' mean AUC (the metric), each image's mean AUC over
+    the draws, and the facts (count, seed, the spread of one draw's lead)."""
+    sign = 1.0 if curves.metric == "deletion" else -1.0  # lead > 0: the map is better
+    by_draw = np.stack([d.auc for d in draws])  # (R, N)
+    draw_leads = sign * (by_draw.mean(axis=1) - curves.mean_auc)
+    count = len(draws)
+    metric = MetricResult.judge(
+        "lead_over_random",
+        sign * (float(by_draw.mean()) - curves.mean_auc),
+        needed,
+        "min",
+        f"mean of {count} random draws",
+    )
+    facts = {
+        "random_draws": count,
+        "seed": seed,
+        "random_mean_auc": float(by_draw.mean()),
+        "random_judged_on": "the mean AUC of the draws",
+        "one_draw_lead": {
+            "min": float(draw_leads.min()),
+            "max": float(draw_leads.max()),
+            "std": float(draw_leads.std(ddof=1)) if count > 1 else 0.0,
+        },
+    }
+    return metric, by_draw.mean(axis=0), facts
+
+
+def _failure_text(
+    curves: Curves,
+    lead_line: str,
+    labels: dict[str, str],
+    leads: str,
+    facts: dict[str, Any],
+    wrong_class_source: str,
+) -> str:
+    """The message of a map that is not faithful: the mean AUCs of the map and of each
+    rival, the leads against the margin, how the curves were made."""
+    n, metric = len(curves), curves.metric
+    more = " ..." if n > 8 else ""
+    texts = {"wrong_class": wrong_class_source, "random": ""}
+    if "random_draws" in facts:
+        one = facts["one_draw_lead"]
+        texts["random"] = (
+            f"mean of {facts['random_draws']} draws, uniform [0, 1), default_rng(seed "
+            f"{facts['seed']}); one draw's lead {one['min']:.4f} to {one['max']:.4f}"
+        )
     means = {
         "random": facts.get("random_mean_auc"),
         "wrong_class": facts.get("wrong_class_mean_auc"),
@@ -335,23 +366,14 @@ def judge_faithful(
     lines = [
         lead_line,
         f"  mean {metric} AUC over {n} image(s) ({facts['better']} is better):",
-        f"    map under test:   {ours:.4f}",
+        f"    map under test:   {curves.mean_auc:.4f}",
         *(f"    {label + ':':<18}{means[k]:.4f} ({texts[k]})" for k, label in labels.items()),
-        f"  margin: {needed:g}; leads: {leads}",
+        f"  margin: {facts['margin']:g}; leads: {leads}",
         f"  baseline: {curves.baseline}; steps: {curves.steps}; probability: "
         f"{curves.score_kind} of classes {curves.class_index.tolist()[:8]}{more}",
         f"  per-image AUC of the map: {np.round(curves.auc, 4).tolist()[:8]}{more}",
     ]
-    return Outcome(
-        "faithfulness",
-        "failed",
-        lead_line,
-        "\n".join(lines),
-        metrics,
-        items,
-        {"curves": picture},
-        facts,
-    )
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- picture

@@ -30,7 +30,7 @@ MAX_ROWS = 64
 ITEM_NAME = {
     "localization": "image",
     "faithfulness": "image",
-    "randomization": "layer",
+    "randomization": "image",
     "agreement": "pair",
     "counterfactual": "image",
 }
