@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from .errors import GraphError, InputError
+from .measures import spearman
 from .types import MetricResult, Outcome
 
 __all__ = [
@@ -88,16 +89,6 @@ class RandomizationResult:
     per_repeat: np.ndarray
     text: str
     method: str = "gradcam"
-
-
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman's rho (average ranks for ties); 0.0 when either side is constant."""
-    from scipy.stats import rankdata
-
-    ra, rb = rankdata(a.ravel()), rankdata(b.ravel())
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    denom = math.sqrt(float((ra * ra).sum()) * float((rb * rb).sum()))
-    return 0.0 if denom == 0.0 else float((ra * rb).sum() / denom)
 
 
 def _weighted_records(model: Any) -> list[Any]:
@@ -280,7 +271,7 @@ def randomization_correlation(
             [
                 0.0
                 if randomized.degenerate[i]
-                else _spearman(trained.heatmap[i], randomized.heatmap[i])
+                else spearman(trained.heatmap[i], randomized.heatmap[i])
                 for i in range(len(trained))
             ]
         )
