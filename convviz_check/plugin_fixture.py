@@ -458,7 +458,7 @@ class ConvvizFixture:
         from .crossbackend.agreement import agreement
 
         name = kwargs.pop("name", None)
-        from .crossbackend.pool import parse_backends, require_backends
+        from .crossbackend.pool import expected_backend, parse_backends, require_backends
 
         marker = self.node.get_closest_marker("convviz")
         marked = marker.kwargs if marker else {}
@@ -488,6 +488,11 @@ class ConvvizFixture:
                 )
             pytest.skip(str(e))
         pool = kwargs.pop("pool", None) or self._pool()
+        if expected_backend() in backends:
+            # The backend this session runs computes here, never in a worker: a test
+            # that has not imported Keras yet has it imported now (a worker would import
+            # it all the same, in another process, and hold a second copy of the model).
+            current_backend()
         report = agreement(
             model_source, images, backends=backends, tolerance=tolerance, pool=pool, **kwargs
         )

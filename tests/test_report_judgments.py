@@ -256,3 +256,36 @@ def test_xdist_workers_send_their_verdicts_to_the_summary(pytester):
     result = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["convviz: 2 judgment(s): localization 1 failed, 1 passed"])
+
+
+@pytest.mark.crossbackend
+def test_the_running_backend_computes_in_the_session_even_before_keras_is_imported(pytester):
+    from convviz_check.crossbackend.pool import expected_backend, missing_backends
+
+    running = expected_backend()
+    other = next(b for b in ("torch", "jax", "tensorflow") if b != running)
+    if missing_backends((running, other)):
+        pytest.skip(f"needs the {running} and {other} backends installed (crossbackend env)")
+    pytester.makepyfile(
+        test_a=f"""
+        import os
+        import sys
+
+        import numpy as np
+        from convviz_check import examples
+        from convviz_check.plugin_fixture import session_pool
+
+        def test_agree(convviz, request):
+            assert "keras" not in sys.modules  # nothing imported Keras before the call
+            x = np.random.default_rng(0).uniform(0, 1, (2, 64, 64, 3)).astype(np.float32)
+            convviz.assert_backends_agree(
+                str(examples.model_path("convnet")), x, what=("activations",),
+                backends=({running!r}, {other!r}),
+            )
+            pool = session_pool(request.config)
+            assert pool.pid({running!r}) == os.getpid()  # in this process, no worker
+            assert pool.pid({other!r}) not in (None, os.getpid())
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist")
+    result.assert_outcomes(passed=1)
