@@ -292,3 +292,23 @@ def test_bounds_are_never_rounded_across_in_the_html(tmp_path):
     page = report.render_html({"entries": [entry], "summary": {"failed": 1}}, tmp_path)
     assert "&gt;= 0.99999" in page and "0.999985" in page
     assert ">= 1<" not in page and "&gt;= 1<" not in page
+
+
+def test_worst_checks_lead_with_the_metric_that_failed_not_the_fingerprint(tmp_path):
+    entry = {
+        "nodeid": "t.py::test_cam",
+        "check": "cam",
+        "kind": "heatmap",
+        "status": "failed",
+        "message": "convviz check 'cam' failed\nmodel fingerprint changed: golden ab, now cd",
+        "metrics": {
+            "rms": {"value": 0.3, "bound": 0.01, "ok": False, "direction": "max"},
+            "pearson": {"value": 0.2, "bound": 0.99, "ok": False, "direction": "min"},
+            "max_abs": {"value": 0.0, "bound": 0.1, "ok": True, "direction": "max"},
+        },
+    }
+    page = report.write_report(tmp_path, [entry])["html"].read_text()
+    summary = page.split("<h2>Worst checks</h2>")[1].split("</ol>")[0]
+    # rms is 30x its bound, pearson (1 - 0.2) / 0.01 = 80x: pearson leads
+    assert "heatmap_pearson_min 0.2 (bound &gt;= 0.99)" in summary
+    assert "fingerprint" not in summary

@@ -304,10 +304,23 @@ def _worst(entry: Mapping[str, Any]) -> float:
 
 
 def _headline(entry: Mapping[str, Any]) -> str:
-    """The line a summary shows after a failing entry's status: a judgment's lead, a
-    golden check's first line after its title."""
+    """The line a summary shows after a failing entry's status: a judgment's lead; for
+    a golden check the metric farthest out of its bound (what failed, not the facts
+    that always change after a retrain, such as the model fingerprint), else the
+    message's first line after its title."""
     if is_judgment(entry):
         return f" ({_e(entry.get('judgment'))}), {_e(entry.get('lead', ''))}"
+    out = [
+        (_metric(str(k), m), str(k))
+        for k, m in (entry.get("metrics") or {}).items()
+        if not m.get("ok") and isinstance(m.get("value"), int | float)
+    ]
+    if out:
+        metric, name = max(out, key=lambda mn: mn[0].distance)
+        op = ">=" if metric.direction == "min" else "<="
+        field = field_name(str(entry.get("kind")), name)
+        value = _value({"value": metric.value, "bound": metric.bound})
+        return f", {_e(field)} {value} (bound {_e(op)} {_e(exact(metric.bound))})"
     lines = str(entry.get("message", "")).splitlines()
     return f", {_e(lines[1])}" if len(lines) > 1 else ""
 
