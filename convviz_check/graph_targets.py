@@ -198,7 +198,7 @@ def check_chosen_layer(model: Any, layer: Any, source: str) -> str:
 
 def warn_class_score_layer(note: str) -> None:
     """Warn that the *automatic* Grad-CAM layer is a class-score map (``note``: the
-    :func:`~convviz_check.explain.cam.gradcam_note` of it), with how to choose another.
+    :func:`gradcam_note` of it), with how to choose another.
 
     Why a warning and not only the note: in a test nobody reads ``cam.note``, and a
     class-score map's peak is where the class's own channel peaks, which can miss the
@@ -262,3 +262,111 @@ __all__ = [
     "structure",
     "warn_class_score_layer",
 ]
+
+
+# --------------------------------------------------------------------------- the CAM layer
+def target_layer(model: Any, layer: str | None = None) -> str:
+    """The Grad-CAM (and every CAM method's) target layer: ``layer`` after checking it,
+    or the spatial map that feeds the head's global pooling (or Flatten).
+
+    The rule follows tensors (:mod:`convviz_check.graph_targets`): a global pooling
+    whose result multiplies back into a map (squeeze-and-excitation blocks, as in
+    EfficientNet and MobileNetV3) does not end the spatial part of the network. For a
+    keras-hub ``ImageClassifier`` the layer is the backbone's output
+    (``block14_sepconv2_act`` for Xception-41); for EfficientNetB0 ``top_activation``.
+
+    Raises:
+        GraphError: an unknown layer, a non-4-D output, a layer after the head's
+            pooling, a 4-D tensor computed from global pooling alone (inside a
+            squeeze-and-excitation branch), the output layer itself, a layer the output
+            does not depend on, or a model with no spatial map (a vision transformer on
+            tokens, an MLP).
+    """
+    flat = graph_lib.flatten(model)
+    s = structure(model)
+    valid = gradcam_layers(model)
+    if layer is None:
+        if not any(s.is_map):
+            raise no_map_error(model, "Grad-CAM")
+        name = head_pooling_input(model)
+        if name is None:  # no pooling before the head: the deepest map that feeds it
+            name = valid[-1] if valid else None
+        if name is None:
+            raise GraphError(
+                f"Model {getattr(model, 'name', '?')!r} has no spatial map that its output "
+                "depends on, so Grad-CAM has no map to weight. Received: spatial layers "
+                f"{short_list(graph_lib.spatial_layers(model))}. Expected a "
+                "convolutional classifier (a map feeding global pooling or Flatten)."
+            )
+        return name
+    if not isinstance(layer, str):
+        raise GraphError(
+            f"The Grad-CAM layer must be a layer name. Received: layer={layer!r} "
+            f"(type {type(layer).__name__}). Expected one of {short_list(valid)}."
+        )
+    r = flat.record(layer)
+    _check_target(model, r, flat.records.index(r), s, valid)
+    return r.name
+
+
+def _check_target(model: Any, r: Any, i: int, s: Any, valid: list[str]) -> None:
+    """Raise the GraphError that says why record ``r`` (index ``i``) is not a valid
+    Grad-CAM layer; return when it is."""
+    layer, expected = r.name, short_list(valid)
+    if not r.is_spatial:
+        raise GraphError(
+            f"The Grad-CAM layer must have a 4-D spatial output (batch, h, w, channels). "
+            f"Received: layer={layer!r} with output shape {r.output_shape}. Expected one of "
+            f"{expected}."
+        )
+    if s.after_head_pooling[i]:
+        raise GraphError(
+            f"The Grad-CAM layer comes after global pooling (or a non-spatial tensor), so "
+            f"its map has no spatial meaning. Received: layer={layer!r} with output shape "
+            f"{r.output_shape}. Expected a layer before the pooling: one of {expected}."
+        )
+    if s.pooled[i]:
+        raise GraphError(
+            f"The Grad-CAM layer is computed from a global pooling alone (as inside a "
+            f"squeeze-and-excitation branch), so its {r.output_shape[1:]} output has no "
+            f"spatial layout. Received: layer={layer!r} ({r.class_name}). Expected a "
+            f"spatial map: one of {expected}."
+        )
+    if i == s.head:
+        raise GraphError(
+            f"The Grad-CAM layer cannot be the model's output layer. Received: "
+            f"layer={layer!r}. Expected a spatial layer before the head."
+        )
+    if not s.feeds_head[i]:
+        head = graph_lib.flatten(model).records[s.head].name
+        raise GraphError(
+            f"The model's output does not depend on the Grad-CAM layer, so every map "
+            f"would be zero. Received: layer={layer!r}. Expected a layer on the path to "
+            f"the output {head!r}."
+        )
+
+
+def gradcam_note(model: Any, layer: str | None = None) -> str:
+    """A remark about the Grad-CAM layer (``None``: the automatic one), or ``""``.
+
+    Where the layer is a class-score map (an all-convolutional head: a convolution
+    with one channel per class feeding the global pooling directly), the note says so
+    and names the previous spatial layer as the alternative.
+    """
+    name = target_layer(model, layer)
+    found = class_score_conv(model, name)
+    if found is None:
+        return ""
+    conv, alternative = found
+    note = (
+        f"Grad-CAM layer {name!r} is a class-score map: the convolution {conv!r} has one "
+        "channel per class and feeds the head's global pooling directly (an "
+        "all-convolutional head), so the heatmap is the explained class's own channel of "
+        "that map (a class activation map), not a weighting of features."
+    )
+    if alternative is not None:
+        note += (
+            f" The previous spatial layer {alternative!r} weighs every feature: pass "
+            f"layer={alternative!r} for a Grad-CAM over features."
+        )
+    return note

@@ -274,3 +274,57 @@ def test_private_keras_api_is_named_only_in_the_audited_module(name):
 
 def test_the_audited_module_imports_no_keras_at_import_time():
     assert not {m.split(".")[0] for m in GRAPH[KERAS_PRIVATE]} & (KERAS | FRAMEWORKS)
+
+
+# A module says one thing: past this many lines it is doing several (split it by
+# meaning, as heatmaps, sidecars and plugin_options were split out).
+MAX_MODULE_LINES = 600
+# A function past this many lines of code (docstring, comments and blank lines aside)
+# hides steps that deserve names.
+MAX_FUNCTION_CODE_LINES = 80
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_no_module_is_over_the_line_limit(name):
+    lines = MODULES[name].read_text(encoding="utf-8").count("\n")
+    assert lines <= MAX_MODULE_LINES, f"{name} has {lines} lines (limit {MAX_MODULE_LINES})"
+
+
+def _code_lines(node: ast.FunctionDef | ast.AsyncFunctionDef, source: list[str]) -> int:
+    body = node.body
+    first = body[0]
+    start = first.lineno
+    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+        if isinstance(first.value.value, str):  # the docstring
+            start = first.end_lineno + 1 if first.end_lineno is not None else start
+    end = node.end_lineno or start
+    return sum(
+        1 for line in source[start - 1 : end] if line.strip() and not line.strip().startswith("#")
+    )
+
+
+def long_functions(path: Path) -> list[tuple[str, int]]:
+    source = path.read_text(encoding="utf-8")
+    lines = source.splitlines()
+    return [
+        (node.name, n)
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and (n := _code_lines(node, lines)) > MAX_FUNCTION_CODE_LINES
+    ]
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_no_function_is_over_the_code_line_limit(name):
+    assert long_functions(MODULES[name]) == []
+
+
+def test_the_function_limit_counts_code_not_docstrings_or_comments(tmp_path):
+    body = "\n".join(f"    x{i} = {i}  # step" for i in range(MAX_FUNCTION_CODE_LINES))
+    doc = '    """' + "\n    words" * 50 + '\n    """\n'
+    short = tmp_path / "short.py"
+    short.write_text(f"def f():\n{doc}    # a comment\n\n{body}\n")
+    assert long_functions(short) == []
+    long = tmp_path / "long.py"
+    long.write_text(f"def f():\n{doc}{body}\n    return 1\n")
+    assert long_functions(long) == [("f", MAX_FUNCTION_CODE_LINES + 1)]

@@ -74,8 +74,8 @@ def predict(model: Any, x: np.ndarray) -> np.ndarray:
     """The model's first output ``(N, classes)`` for channels-last ``x`` (of a list or
     dict of outputs, the first tensor)."""
     from .. import backends
-    from ..explain.cam import single_output_model
     from ..explain.inputs import to_model_layout
+    from ..explain.outputs import single_output_model
 
     model = single_output_model(model)
     forward = backends.make_forward(model)
@@ -174,7 +174,7 @@ def filters_plan(model: Any, layer: str | None, wanted: int) -> tuple[str, int, 
 def gradcam_plan(model: Any, layer: str | None) -> str:
     """The class-activation maps' layer, checked (an unknown layer is an error naming
     the valid ones)."""
-    from ..explain.cam import target_layer
+    from ..graph_targets import target_layer
 
     return target_layer(model, layer)
 

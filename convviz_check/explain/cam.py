@@ -40,13 +40,13 @@ from __future__ import annotations
 import inspect
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .. import graph as graph_lib
-from ..errors import ConvvizWarning, GraphError, InputError
+from ..errors import ConvvizWarning, InputError
+from ..graph_targets import gradcam_note, target_layer
 from ..types import GradCAM
 from .cam_methods import (  # noqa: F401  (re-exported: explain.cam.METHODS etc.)
     METHODS,
@@ -56,9 +56,17 @@ from .cam_methods import (  # noqa: F401  (re-exported: explain.cam.METHODS etc.
     make_method,
     method_options,
 )
-from .inputs import as_image_batch, check_batch_size, class_indices, to_model_layout
-
-SCORES = ("auto", "logit", "output")
+from .inputs import as_image_batch, check_batch_size, to_model_layout
+from .outputs import select_output
+from .targets import (
+    SCORES,
+    Target,
+    callable_loss,
+    class_loss,
+    make_target,
+    num_classes,
+    score_plan,
+)
 
 # A map is degenerate when max|raw| <= DEGENERATE_RTOL * |y_c| (gradient methods: the
 # class score barely depends on A at float32 precision) or <= DEGENERATE_RTOL * max|A|
@@ -129,355 +137,14 @@ def _zero_shape(model: Any, layer: str, declared: tuple, model_input_shape: tupl
     return per_model[key]
 
 
-def target_layer(model: Any, layer: str | None = None) -> str:
-    """The Grad-CAM (and every CAM method's) target layer: ``layer`` after checking it,
-    or the spatial map that feeds the head's global pooling (or Flatten).
-
-    The rule follows tensors (:mod:`convviz_check.graph_targets`): a global pooling
-    whose result multiplies back into a map (squeeze-and-excitation blocks, as in
-    EfficientNet and MobileNetV3) does not end the spatial part of the network. For a
-    keras-hub ``ImageClassifier`` the layer is the backbone's output
-    (``block14_sepconv2_act`` for Xception-41); for EfficientNetB0 ``top_activation``.
-
-    Raises:
-        GraphError: an unknown layer, a non-4-D output, a layer after the head's
-            pooling, a 4-D tensor computed from global pooling alone (inside a
-            squeeze-and-excitation branch), the output layer itself, a layer the output
-            does not depend on, or a model with no spatial map (a vision transformer on
-            tokens, an MLP).
-    """
-    from .. import graph_targets as targets
-
-    flat = graph_lib.flatten(model)
-    s = targets.structure(model)
-    valid = targets.gradcam_layers(model)
-    if layer is None:
-        if not any(s.is_map):
-            raise targets.no_map_error(model, "Grad-CAM")
-        name = targets.head_pooling_input(model)
-        if name is None:  # no pooling before the head: the deepest map that feeds it
-            name = valid[-1] if valid else None
-        if name is None:
-            raise GraphError(
-                f"Model {getattr(model, 'name', '?')!r} has no spatial map that its output "
-                "depends on, so Grad-CAM has no map to weight. Received: spatial layers "
-                f"{targets.short_list(graph_lib.spatial_layers(model))}. Expected a "
-                "convolutional classifier (a map feeding global pooling or Flatten)."
-            )
-        return name
-    if not isinstance(layer, str):
-        raise GraphError(
-            f"The Grad-CAM layer must be a layer name. Received: layer={layer!r} "
-            f"(type {type(layer).__name__}). Expected one of {targets.short_list(valid)}."
-        )
-    r = flat.record(layer)
-    _check_target(model, r, flat.records.index(r), s, valid)
-    return r.name
-
-
-def _check_target(model: Any, r: Any, i: int, s: Any, valid: list[str]) -> None:
-    """Raise the GraphError that says why record ``r`` (index ``i``) is not a valid
-    Grad-CAM layer; return when it is."""
-    from .. import graph_targets as targets
-
-    layer, expected = r.name, targets.short_list(valid)
-    if not r.is_spatial:
-        raise GraphError(
-            f"The Grad-CAM layer must have a 4-D spatial output (batch, h, w, channels). "
-            f"Received: layer={layer!r} with output shape {r.output_shape}. Expected one of "
-            f"{expected}."
-        )
-    if s.after_head_pooling[i]:
-        raise GraphError(
-            f"The Grad-CAM layer comes after global pooling (or a non-spatial tensor), so "
-            f"its map has no spatial meaning. Received: layer={layer!r} with output shape "
-            f"{r.output_shape}. Expected a layer before the pooling: one of {expected}."
-        )
-    if s.pooled[i]:
-        raise GraphError(
-            f"The Grad-CAM layer is computed from a global pooling alone (as inside a "
-            f"squeeze-and-excitation branch), so its {r.output_shape[1:]} output has no "
-            f"spatial layout. Received: layer={layer!r} ({r.class_name}). Expected a "
-            f"spatial map: one of {expected}."
-        )
-    if i == s.head:
-        raise GraphError(
-            f"The Grad-CAM layer cannot be the model's output layer. Received: "
-            f"layer={layer!r}. Expected a spatial layer before the head."
-        )
-    if not s.feeds_head[i]:
-        head = graph_lib.flatten(model).records[s.head].name
-        raise GraphError(
-            f"The model's output does not depend on the Grad-CAM layer, so every map "
-            f"would be zero. Received: layer={layer!r}. Expected a layer on the path to "
-            f"the output {head!r}."
-        )
-
-
-def gradcam_note(model: Any, layer: str | None = None) -> str:
-    """A remark about the Grad-CAM layer (``None``: the automatic one), or ``""``.
-
-    Where the layer is a class-score map (an all-convolutional head: a convolution
-    with one channel per class feeding the global pooling directly), the note says so
-    and names the previous spatial layer as the alternative.
-    """
-    from .. import graph_targets as targets
-
-    name = target_layer(model, layer)
-    found = targets.class_score_conv(model, name)
-    if found is None:
-        return ""
-    conv, alternative = found
-    note = (
-        f"Grad-CAM layer {name!r} is a class-score map: the convolution {conv!r} has one "
-        "channel per class and feeds the head's global pooling directly (an "
-        "all-convolutional head), so the heatmap is the explained class's own channel of "
-        "that map (a class activation map), not a weighting of features."
-    )
-    if alternative is not None:
-        note += (
-            f" The previous spatial layer {alternative!r} weighs every feature: pass "
-            f"layer={alternative!r} for a Grad-CAM over features."
-        )
-    return note
-
-
-# --------------------------------------------------------------------------- score, target
-def _score_plan(model: Any, score: str) -> tuple[str, bool]:
-    """``(score_kind, bypass_head_activation)`` for a requested ``score``."""
-    if score not in SCORES:
-        raise InputError(f"Unknown score. Received: score={score!r}. Expected one of {SCORES}.")
-    act = graph_lib.head_activation(model)
-    bypassable = act in graph_lib.BYPASSABLE_ACTIVATIONS
-    if score == "output":
-        return "output", False
-    if score == "logit":
-        if not bypassable and act != "linear":
-            head = graph_lib.flatten(model).head_record().name
-            raise GraphError(
-                f"score='logit' needs a head whose final activation is softmax, sigmoid or "
-                f"linear. Received: final activation {act!r} in layer {head!r}. Expected "
-                "score='output' (or 'auto') for this model."
-            )
-        return "logit", bypassable
-    # auto: the logit wherever it can be had (a saturated softmax has gradients ~1e-8
-    # to 1e-11, measured), else the output.
-    if bypassable:
-        return "logit", True
-    return ("logit" if act == "linear" else "output"), False
-
-
-def _num_classes(model: Any) -> int:
-    out = graph_lib.flatten(model).outputs[0]
-    shape = tuple(out.shape)
-    if len(shape) != 2 or shape[-1] is None:
-        raise GraphError(
-            f"Grad-CAM needs a classifier head with output (batch, classes) to pick a "
-            f"class. Received: model output shape {shape}. Expected a 2-D output with a "
-            "known class count, or class_index as a callable score(outputs) -> (N,)."
-        )
-    return int(shape[-1])
-
-
-def _class_indices(class_index: Any, n: int, num_classes: int) -> np.ndarray:
-    """Requested classes as int32 ``(n,)``; ``-1`` means "top predicted"."""
-    if class_index is None:
-        return np.full((n,), -1, np.int32)
-    return class_indices(class_index, n, num_classes, callable_allowed=True).astype(np.int32)
-
-
-def _callable_name(fn: Any) -> str:
-    return str(getattr(fn, "__qualname__", None) or type(fn).__qualname__)
-
-
-@dataclass(frozen=True)
-class _Target:
-    """What is differentiated (or weighed) per image: a class (``classes``, ``-1`` =
-    top predicted) or a callable ``score(outputs) -> (N,)``."""
-
-    classes: np.ndarray  # (N,) int32; -1 everywhere for a callable
-    fn: Callable[[Any], Any] | None
-    description: str
-
-    def values(self, head: np.ndarray, classes: np.ndarray) -> np.ndarray:
-        """The target score per row of ``head`` (rows explain ``classes``), float64."""
-        if self.fn is None:
-            return head[np.arange(head.shape[0]), classes].astype(np.float64)
-        return _call_target(self.fn, head)
-
-
-def _call_target(fn: Callable[[Any], Any], head: np.ndarray, what: str = "") -> np.ndarray:
-    """``fn`` on a concrete head batch, checked to give one score per row."""
-    import keras
-
-    value = fn(keras.ops.convert_to_tensor(head))
-    out = np.asarray(keras.ops.convert_to_numpy(value), np.float64)
-    if out.shape != (head.shape[0],):
-        raise InputError(
-            f"class_index as a callable must return one score per image, shape (N,). "
-            f"Received: {_callable_name(fn)}(outputs) of shape {out.shape} for outputs of "
-            f"shape {head.shape}{what}. Expected shape ({head.shape[0]},)."
-        )
-    return out
-
-
-def _check_callable_shape(fn: Callable[[Any], Any], model: Any) -> None:
-    """Refuse a callable of the wrong output shape before anything is compiled (on a
-    zero batch whose row count differs from every output dimension)."""
-    dims = tuple(graph_lib.flatten(model).outputs[0].shape)[1:]
-    if any(d is None for d in dims):
-        return  # checked on the real outputs instead
-    rows = max((int(d) for d in dims), default=1) + 1
-    probe = (
-        f" (checked before anything runs, on a probe batch of {rows} zero rows whose row "
-        "count differs from every output dimension: N is that row count here, not your "
-        "image count)"
-    )
-    _call_target(fn, np.zeros((rows, *dims), np.float32), probe)
-
-
-def _target(model: Any, class_index: Any, n: int, output_label: str | None) -> _Target:
-    at = "" if output_label is None else f"@{output_label}"
-    if callable(class_index):
-        _check_callable_shape(class_index, model)
-        return _Target(
-            np.full((n,), -1, np.int32), class_index, f"callable:{_callable_name(class_index)}{at}"
-        )
-    classes = _class_indices(class_index, n, _num_classes(model))
-    if class_index is None:
-        label = "top"
-    elif np.all(classes == classes[0]):
-        label = str(int(classes[0]))
-    else:
-        label = "per-image"
-    return _Target(classes, None, f"class:{label}{at}")
-
-
-# --------------------------------------------------------------------------- outputs
-def output_names(model: Any) -> list[list[str]]:
-    """The names that pick each output of ``model``: the layer that produces it and,
-    for a dict of outputs, its key."""
-    fn = graph_lib.functional_of(model)
-    outs = list(fn.outputs)
-    names: list[list[str]] = [[] for _ in outs]
-    for i, name in enumerate(getattr(fn, "output_names", None) or []):
-        if i < len(outs):
-            names[i].append(str(name))
-    struct = getattr(fn, "_outputs_struct", None)
-    if isinstance(struct, dict):
-        for key, tensor in struct.items():
-            for i, out in enumerate(outs):
-                if out is tensor and str(key) not in names[i]:
-                    names[i].append(str(key))
-    return names
-
-
-def _select_output(model: Any, output: Any) -> tuple[Any, str | None]:
-    """``(model whose first output is the chosen one, its label or None)``.
-
-    A single-output model is used as it is. Another output than the first is explained
-    through a functional view ``inputs -> that output`` sharing the model's layers
-    (cached with the model).
-    """
-    names = output_names(model)
-    count = len(names)
-    label = (lambda i: names[i][0] if names[i] else str(i)) if count > 1 else (lambda i: None)
-    if output is None:
-        return model, label(0)
-    listing = [n[0] if n else str(i) for i, n in enumerate(names)]
-    if isinstance(output, int | np.integer) and not isinstance(output, bool):
-        index = int(output)
-        if not -count <= index < count:
-            raise InputError(
-                f"Unknown output. Received: output={output!r}. Expected an index in "
-                f"[0, {count}) or one of the output names {listing}."
-            )
-        index %= count
-    elif isinstance(output, str):
-        found = [i for i, n in enumerate(names) if output in n]
-        if not found:
-            raise InputError(
-                f"Unknown output. Received: output={output!r}. Expected one of the output "
-                f"names {listing} (or an index in [0, {count}))."
-            )
-        index = found[0]
-    else:
-        raise InputError(
-            f"output must be an output name or index. Received: output={output!r} (type "
-            f"{type(output).__name__}). Expected one of {listing} or an index in "
-            f"[0, {count})."
-        )
-    if index == 0:
-        return model, label(0)
-    views = graph_lib.model_cache(model, "cam_outputs")
-    if index not in views:
-        import keras
-
-        fn = graph_lib.functional_of(model)
-        views[index] = keras.Model(
-            fn.inputs, fn.outputs[index], name=f"{model.name}_output_{index}"
-        )
-    return views[index], label(index)
-
-
-def single_output_model(model: Any, output: str | int | None = None) -> Any:
-    """``model`` itself when it has one plain output, else a functional view whose one
-    output is ``output`` (a name or index; ``None``: the first), sharing its layers
-    (cached with the model). For code that reads one ``(N, classes)`` array per call
-    from a model whose outputs may be a list or a dict.
-
-    Raises:
-        InputError: an unknown output name or index.
-    """
-    view, _ = _select_output(model, output)
-    if view is not model:
-        return view
-    fn = graph_lib.functional_of(model)
-    if len(fn.outputs) == 1 and not isinstance(fn.output, list | tuple | dict):
-        return model
-    views = graph_lib.model_cache(model, "cam_outputs")
-    if "first" not in views:  # a list or dict of outputs: the first tensor alone
-        import keras
-
-        views["first"] = keras.Model(fn.inputs, fn.outputs[0], name=f"{model.name}_output_0")
-    return views["first"]
-
-
 # --------------------------------------------------------------------------- compiled
-def _loss_fn(num_classes: int) -> Any:
-    """``sum_n y[n, c_n]`` with ``c_n = aux[n]``, or the top class where ``aux[n] < 0``."""
-
-    def loss(outputs: list, aux: Any) -> Any:
-        from keras import ops
-
-        head = outputs[1]
-        top = ops.cast(ops.argmax(ops.stop_gradient(head), axis=-1), "int32")
-        wanted = ops.cast(aux, "int32")
-        cls = ops.where(wanted >= 0, wanted, top)
-        onehot = ops.one_hot(cls, num_classes, dtype=head.dtype)
-        return ops.sum(head * onehot)
-
-    return loss
-
-
-def _callable_loss(fn: Callable[[Any], Any]) -> Any:
-    """``sum_n fn(head)[n]``: each image's gradient is that of its own score."""
-
-    def loss(outputs: list, aux: Any) -> Any:
-        from keras import ops
-
-        return ops.sum(fn(outputs[1]))
-
-    return loss
-
-
 def compiled_cache(model: Any) -> dict:
     """The compiled class-target CAM functions of ``model``: ``{(layer, bypass,
     backend): (rewired, fn)}`` (freed with the model)."""
     return graph_lib.model_cache(model, "gradcam")
 
 
-def _compiled(model: Any, layer: str, bypass: bool, target: _Target) -> tuple[Any, Any]:
+def _compiled(model: Any, layer: str, bypass: bool, target: Target) -> tuple[Any, Any]:
     """``(rewired, value_and_grad fn)`` for (model, layer, head bypass, target), cached."""
     from .. import backends
 
@@ -488,7 +155,7 @@ def _compiled(model: Any, layer: str, bypass: bool, target: _Target) -> tuple[An
         if key not in per_model:
             rewired = graph_lib.rewire(model, layer, bypass_head_activation=bypass)
             fn = backends.make_value_and_grad(
-                rewired.model, _loss_fn(_num_classes(model)), wrt=n_inputs
+                rewired.model, class_loss(num_classes(model)), wrt=n_inputs
             )
             per_model[key] = (rewired, fn)
         return per_model[key]
@@ -499,7 +166,7 @@ def _compiled(model: Any, layer: str, bypass: bool, target: _Target) -> tuple[An
     hit = per_callable.get(key)
     if hit is None or hit[2] is not target.fn:
         rewired = graph_lib.rewire(model, layer, bypass_head_activation=bypass)
-        fn = backends.make_value_and_grad(rewired.model, _callable_loss(target.fn), wrt=n_inputs)
+        fn = backends.make_value_and_grad(rewired.model, callable_loss(target.fn), wrt=n_inputs)
         while len(per_callable) >= _MAX_CALLABLE_TARGETS:
             per_callable.pop(next(iter(per_callable)))
         hit = per_callable[key] = (rewired, fn, target.fn)
@@ -665,12 +332,12 @@ def cam(
         batch = as_image_batch(_apply_preprocessor(model, batch), model)
     else:
         batch = as_image_batch(batch, model)
-    view, output_label = _select_output(model, output)
-    kind, bypass = _score_plan(view, score)
+    view, output_label = select_output(model, output)
+    kind, bypass = score_plan(view, score)
     name = target_layer(view, layer)
     n = batch.shape[0]
     chunk, mask_chunk = _chunks(batch_size, n)
-    target = _target(view, class_index, n, output_label)
+    target = make_target(view, class_index, n, output_label)
     x = to_model_layout(batch, model)
     run = _Runner(view, name, bypass, target, rule.needs_gradient)
     zero_item = _zero_shape(view, name, run.zero_shape, x.shape[1:])
@@ -739,7 +406,7 @@ class _Runner:
     padded calls through it."""
 
     def __init__(
-        self, model: Any, layer: str, bypass: bool, target: _Target, gradient: bool
+        self, model: Any, layer: str, bypass: bool, target: Target, gradient: bool
     ) -> None:
         self.target = target
         if gradient:
@@ -852,6 +519,5 @@ __all__ = [
     "make_method",
     "method_options",
     "normalise",
-    "output_names",
     "target_layer",
 ]

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ..graph_targets import gradcam_note, target_layer
 from ..types import GradCAM
 from .cam import (
     DEFAULT_BATCH_SIZE,
@@ -30,8 +31,6 @@ from .cam import (
     SCORES,
     cam,
     compiled_cache,
-    gradcam_note,
-    target_layer,
 )
 
 

@@ -108,8 +108,8 @@ def prepare(
     """
     from .. import backends
     from .. import graph as graph_lib
-    from .cam import single_output_model
     from .inputs import as_image_batch, check_batch_size
+    from .outputs import single_output_model
 
     graph_lib.flatten(model)  # refuses subclassed / unbuilt models first
     check_batch_size(batch_size)
