@@ -91,8 +91,10 @@ def to_probability(out: np.ndarray, kind: str) -> np.ndarray:
 def cam_output(heatmap: Any) -> str | None:
     """The output a GradCAM explains (``"@<name>"`` of its target on a multi-output
     model), else ``None``."""
+    from .targets import target_output
+
     target = getattr(heatmap, "target", "") if isinstance(heatmap, GradCAM) else ""
-    return target.rsplit("@", 1)[1] if target and "@" in target else None
+    return target_output(target) if target else None
 
 
 def prepare(

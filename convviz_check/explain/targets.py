@@ -155,3 +155,11 @@ def callable_loss(fn: Callable[[Any], Any]) -> Any:
         return ops.sum(fn(outputs[1]))
 
     return loss
+
+
+def target_output(description: str) -> str | None:
+    """The output a target description names (``"class:top@logits"`` -> ``"logits"``;
+    :func:`make_target` appends ``@<output>`` on a multi-output model), else None. The
+    description is what a GradCAM (and its golden) records as ``target``; this is its
+    one reader."""
+    return description.rsplit("@", 1)[1] if "@" in description else None
