@@ -312,3 +312,36 @@ def test_worst_checks_lead_with_the_metric_that_failed_not_the_fingerprint(tmp_p
     # rms is 30x its bound, pearson (1 - 0.2) / 0.01 = 80x: pearson leads
     assert "heatmap_pearson_min 0.2 (bound &gt;= 0.99)" in summary
     assert "fingerprint" not in summary
+
+
+def test_many_judgments_of_one_test_show_as_one_gallery_and_one_summary_line(tmp_path):
+    from PIL import Image as PILImage
+
+    entries = []
+    for i in (1, 2, 10):
+        path = tmp_path / "images" / f"localized-{i}.overlay.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        PILImage.fromarray(np.zeros((8, 8, 3), np.uint8)).save(path)
+        entries.append(
+            {
+                "nodeid": "t.py::test_lands",
+                "check": f"localized-{i}",
+                "judgment": "localization",
+                "kind": "localization",
+                "status": "failed",
+                "lead": "Heatmap is not localized on the target: pointing game missed.",
+                "images": {"overlay": str(path)},
+            }
+        )
+    entries.append(
+        {"nodeid": "t.py::test_lands", "check": "localized-3", "judgment": "localization"}
+        | {"kind": "localization", "status": "passed", "lead": "lands"}
+    )
+    page = report.write_report(tmp_path, entries)["html"].read_text()
+    summary = page.split("<h2>Worst checks</h2>")[1].split("</ol>")[0]
+    assert summary.count("<li>") == 1 and "3 of 4 failed" in summary
+    assert "t.py::test_lands :: 3 localization judgments" in page
+    gallery = page.split("class='images gallery'>")[1].split("</div>")[0]
+    assert gallery.count("<img") == 3
+    # in natural order: 2 before 10
+    assert gallery.index("localized-2.overlay.png") < gallery.index("localized-10.overlay.png")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -56,13 +57,18 @@ def merge_parts(results_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return sort_entries(entries)
 
 
+def _natural(text: str) -> tuple[Any, ...]:
+    """``localized-2`` before ``localized-10``: digits compare as numbers."""
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", text))
+
+
 def sort_entries(entries: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return sorted(
         (dict(e) for e in entries),
         key=lambda e: (
             STATUS_ORDER.get(e.get("status", ""), 9),
             e.get("nodeid", ""),
-            e.get("check", ""),
+            _natural(str(e.get("check", ""))),
         ),
     )
 
@@ -337,14 +343,93 @@ def _summary(data: Mapping[str, Any], entries: list[Mapping[str, Any]]) -> str:
         if data.get(k)
     )
     bad = [e for e in entries if e.get("status") in ("failed", "error", "missing")]
-    worst = sorted(bad, key=_worst, reverse=True)[:10]
+    goldens = [e for e in bad if not is_judgment(e)]
+    worst = sorted(goldens, key=_worst, reverse=True)[:10]
     links = "".join(
         f"<li><a href='#{_anchor(e)}'>{_e(e.get('nodeid'))} :: {_e(e.get('check'))}</a> "
         f"<small>{_e(e.get('status'))}{_headline(e)}</small></li>"
         for e in worst
     )
+    # Judgments: one line per test and kind (a test may judge every image on its own).
+    for group in _judgment_groups([e for e in bad if is_judgment(e)]):
+        first = group[0]
+        total = sum(
+            1
+            for e in entries
+            if is_judgment(e)
+            and (e.get("nodeid"), e.get("judgment")) == (first.get("nodeid"), first.get("judgment"))
+        )
+        many = f"{len(group)} of {total} failed: " if total > 1 else ""
+        target = ("g-" if len(group) >= GALLERY_FROM else "") + _anchor(first)
+        links += (
+            f"<li><a href='#{target}'>{_e(first.get('nodeid'))} :: "
+            f"{_e(first.get('judgment'))}</a> <small>{_e(many)}{_e(first.get('lead', ''))}"
+            "</small></li>"
+        )
     listing = f"<h2>Worst checks</h2><ol>{links}</ol>" if links else "<p>Every check passed.</p>"
     return f"<section class=summary><p>{badges}</p><p class=facts>{facts}</p>{listing}</section>"
+
+
+def _judgment_groups(entries: list[Mapping[str, Any]]) -> list[list[Mapping[str, Any]]]:
+    """Judgment entries grouped by test and kind, in order of first appearance."""
+    groups: dict[tuple[Any, Any], list[Mapping[str, Any]]] = {}
+    for e in entries:
+        groups.setdefault((e.get("nodeid"), e.get("judgment")), []).append(e)
+    return list(groups.values())
+
+
+# A test with more judgments of one kind than this shows them as one gallery.
+GALLERY_FROM = 3
+
+
+def _cards(entries: list[Mapping[str, Any]], results_dir: Path) -> str:
+    """Each entry's card; the judgments of one kind that one test made in numbers (a
+    localization per image) as one gallery of their first pictures, each linking to
+    its card, the cards folded below it."""
+    out, done = [], set()
+    for e in entries:
+        if id(e) in done:
+            continue
+        group = [
+            g
+            for g in entries
+            if is_judgment(e)
+            and is_judgment(g)
+            and (g.get("nodeid"), g.get("judgment"), g.get("status"))
+            == (e.get("nodeid"), e.get("judgment"), e.get("status"))
+        ]
+        if len(group) < GALLERY_FROM:
+            out.append(_card(e, results_dir))
+            done.add(id(e))
+            continue
+        done.update(id(g) for g in group)
+        out.append(_gallery(group, results_dir))
+    return "".join(out)
+
+
+def _gallery(group: list[Mapping[str, Any]], results_dir: Path) -> str:
+    first = group[0]
+    status = str(first.get("status", ""))
+    tiles = []
+    for e in group:
+        path = next(iter((e.get("images") or {}).values()), None)
+        picture = (
+            f"<img src='{_e(_rel(path, results_dir))}' alt='{_e(e.get('check'))}'>" if path else ""
+        )
+        tiles.append(
+            f"<figure><a href='#{_anchor(e)}'>{picture}</a><figcaption>"
+            f"{_e(e.get('check'))}</figcaption></figure>"
+        )
+    cards = "".join(_card(e, results_dir) for e in group)
+    return (
+        f"<section class='card {_e(status)}' id='g-{_anchor(first)}'>"
+        f"<h2><span class=badge>{_e(status)}</span> {_e(first.get('nodeid', ''))} :: "
+        f"{len(group)} {_e(first.get('judgment'))} judgments</h2>"
+        f"<p class=lead>{_e(first.get('lead', ''))} (the first; each below)</p>"
+        f"<div class='images gallery'>{''.join(tiles)}</div>"
+        f"<details><summary>the {len(group)} judgments one by one</summary>{cards}</details>"
+        "</section>"
+    )
 
 
 def render_html(data: Mapping[str, Any], results_dir: Path) -> str:
@@ -356,7 +441,7 @@ def render_html(data: Mapping[str, Any], results_dir: Path) -> str:
     rest = [e for e in entries if e not in needs]
     folded = ""
     if rest:
-        cards = "".join(_card(e, results_dir) for e in rest)
+        cards = _cards(rest, results_dir)
         folded = (
             f"<details><summary>{len(rest)} passing or written check(s)</summary>{cards}</details>"
         )
@@ -393,11 +478,12 @@ table.items td:first-child {{ white-space: nowrap; }}
 .begins {{ color: #c00; }}
 .facts, .paths {{ color: #555; font-size: .9em; }}
 .lead {{ font-weight: 600; }}
+.gallery img {{ max-width: 128px; }} .gallery figcaption {{ text-align: center; }}
 </style></head><body>
 <h1>convviz_check report</h1>
 {_summary(data, entries)}
 {unused_html}
-{"".join(_card(e, results_dir) for e in needs)}
+{_cards(needs, results_dir)}
 {folded}
 </body></html>
 """
