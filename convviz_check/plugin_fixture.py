@@ -380,6 +380,10 @@ class ConvvizFixture:
         from .report.outcomes import entry_of
 
         state = session_state(self.config)
+        if state.backend is None:  # the report names the backend (Keras never imported here)
+            from .crossbackend.local import running_backend
+
+            state.backend = running_backend()
         test_file, test_name = nodeid_parts(self.node.nodeid, self.node.name)
         entry = entry_of(
             outcome,

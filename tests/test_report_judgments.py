@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 from PIL import Image
@@ -85,6 +86,8 @@ def test_localization_and_faithfulness_judgments_are_in_report_json_and_html(pyt
     assert faithful["images"]
     # failures first; the page shows every judgment with its lead and its pictures
     assert [e["status"] for e in entries][:2] == ["failed", "failed"]
+    data = json.loads((pytester.path / "out" / "report.json").read_text())
+    assert data["backend"] == keras.config.backend()  # named though no golden check ran
     page = (pytester.path / "out" / "report.html").read_text()
     for e in entries:
         assert f"({e['judgment']})" in page
