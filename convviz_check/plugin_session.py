@@ -139,6 +139,22 @@ def session_state(config: pytest.Config) -> SessionState:
     return config.stash[SESSION]
 
 
+def _check_class_names_file(config: pytest.Config) -> None:
+    """The ini key ``convviz_class_names`` names a file (relative to the ini file): read
+    it at start-up, so a missing or malformed file stops the run before any test instead
+    of failing the first check that prints a class."""
+    from .class_names import read_class_names
+
+    name = str_option(config, "convviz_class_names")
+    if name is None:
+        return
+    base = config.inipath.parent if config.inipath else config.rootpath
+    try:
+        read_class_names(base / name)
+    except ConvvizError as e:
+        raise pytest.UsageError(f"convviz_class_names (ini): {e}") from None
+
+
 def configure(config: pytest.Config) -> None:
     """Read the options once, refuse contradictory ones, register the session hooks."""
     check_backend_options(config)
@@ -181,6 +197,7 @@ def configure(config: pytest.Config) -> None:
                 tolerances.parse_fields(text, f"convviz_tolerance_{kind}", kind)
             except ConvvizError as e:
                 raise pytest.UsageError(str(e)) from None
+    _check_class_names_file(config)
     workerinput = getattr(config, "workerinput", None)
     state = SessionState(
         config=config,

@@ -145,3 +145,15 @@ def test_explain_names_the_classes_of_a_class_names_file(tmp_path, capsys):
     capsys.readouterr()
     assert cli.main([*argv, "--class-names", str(names)]) == 2
     assert "Too few class names" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content", [None, ""])
+def test_a_missing_or_empty_class_names_file_stops_the_run_at_start_up(pytester, content):
+    if content is not None:
+        (pytester.path / "classes.txt").write_text(content)
+    pytester.makeini("[pytest]\nconvviz_class_names = classes.txt\n")
+    pytester.makepyfile(test_inner="def test_x():\n    pass\n")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*convviz_class_names (ini):*classes.txt*"])
+    assert "test_inner.py" not in result.stdout.str()  # stopped before collecting
