@@ -15,12 +15,19 @@ from typing import Any
 
 import numpy as np
 
+from . import regions as regions_lib
 from . import storage
 from .errors import InputError, StorageError, describe_array
-from .types import KINDS, LAYOUTS, GradCAM
+from .types import KINDS, LAYOUTS, Box, GradCAM
 
 # The arrays of a GradCAM, in stored order.
 GRADCAM_ARRAYS = ("heatmap", "raw", "class_index", "score", "degenerate")
+# A GradCAM that knows the model's probability of each explained class stores it after
+# GRADCAM_ARRAYS ((N,) float32); goldens written without it (older ones, callable
+# targets) hold no such entry and read back as ``probability=None``, their bytes as
+# they were. Never part of the compared maps: the retrain profile reads it to judge
+# class agreement on the images the golden's model was confident about.
+PROBABILITY = "probability"
 # A heatmap check given object boxes stores them next to its maps (``(N, 4)`` int64,
 # y0, x0, y1, x1 in input-image pixels): part of the golden's content and sha256, so
 # changed boxes are a changed golden. Never part of the compared value.
@@ -112,6 +119,7 @@ class Artifact:
             # goldens written before the CAM methods existed hold Grad-CAM maps
             method=str(self.attrs.get("method", "gradcam")),
             target=str(self.attrs.get("target", "")),
+            probability=(_widen(self.arrays[PROBABILITY]) if PROBABILITY in self.arrays else None),
         )
 
     # ------------------------------------------------------------------ object boxes
@@ -132,6 +140,27 @@ class Artifact:
                 )
             arrays[BOXES] = np.ascontiguousarray(boxes, dtype=np.int64)
         return Artifact(self.kind, self.layout, arrays, dict(self.attrs))
+
+    # ------------------------------------------------------------------ suspect regions
+    @property
+    def regions(self) -> dict[str, Box] | None:
+        """The suspect regions stored with a heatmap (name -> Box), or None."""
+        return regions_lib.from_attr(self.attrs.get(regions_lib.ATTR), StorageError)
+
+    def with_regions(self, regions: Mapping[str, Box] | None) -> Artifact:
+        """A copy holding ``regions`` (checked by the caller:
+        :func:`convviz_check.regions.check_regions`) as its ``regions`` attribute,
+        after the other attributes; None removes them. An attribute, not an array: a
+        golden without regions keeps its bytes."""
+        attrs = {k: v for k, v in self.attrs.items() if k != regions_lib.ATTR}
+        if regions:
+            if self.kind != "heatmap" or self.layout not in ("array", "gradcam"):
+                raise InputError(
+                    "Suspect regions go with heatmaps (a GradCAM or an (N, h, w) array). "
+                    f"Received: kind={self.kind!r}, layout={self.layout!r}."
+                )
+            attrs[regions_lib.ATTR] = regions_lib.to_attr(regions)
+        return Artifact(self.kind, self.layout, dict(self.arrays), attrs)
 
     # ------------------------------------------------------------------ facts
     @property
@@ -166,13 +195,16 @@ class Artifact:
                 f"The {BOXES!r} entry holds (N, 4) int64 boxes. Received: "
                 f"{describe_array(BOXES, arrays[BOXES])}."
             )
-        if layout == "gradcam" and set(value_arrays) != set(GRADCAM_ARRAYS):
+        if layout == "gradcam" and set(value_arrays) - {PROBABILITY} != set(GRADCAM_ARRAYS):
             raise StorageError(
-                f"A GradCAM artifact holds {sorted(GRADCAM_ARRAYS)}. Received entries "
-                f"{sorted(arrays)}."
+                f"A GradCAM artifact holds {sorted(GRADCAM_ARRAYS)} (and optionally "
+                f"{PROBABILITY!r}). Received entries {sorted(arrays)}."
             )
+        if layout == "gradcam" and PROBABILITY in value_arrays:
+            _check_probability(value_arrays[PROBABILITY], value_arrays["score"])
         if layout == "gradcam":
             _check_gradcam_attrs(attrs)
+        regions_lib.from_attr(attrs.get(regions_lib.ATTR), StorageError)
         if layout == "array" and list(value_arrays) != ["value"]:
             raise StorageError(
                 f"An array artifact holds one entry 'value'. Received: {sorted(arrays)}."
@@ -294,7 +326,7 @@ def _activation_arrays(
 
 
 def _gradcam_arrays(cam: GradCAM, store: np.dtype[Any]) -> dict[str, np.ndarray]:
-    return {
+    arrays = {
         "heatmap": _as_stored(cam.heatmap, store, "cam.heatmap"),
         "raw": _as_stored(cam.raw, store, "cam.raw"),
         "class_index": np.asarray(cam.class_index, dtype=np.int64),
@@ -302,6 +334,27 @@ def _gradcam_arrays(cam: GradCAM, store: np.dtype[Any]) -> dict[str, np.ndarray]
         "score": np.asarray(cam.score, dtype=np.float32),
         "degenerate": np.asarray(cam.degenerate, dtype=bool),
     }
+    if cam.probability is not None:  # float32 like the scores, even in float16 goldens
+        arrays[PROBABILITY] = np.asarray(cam.probability, dtype=np.float32)
+        _check_probability(arrays[PROBABILITY], arrays["score"], InputError)
+    return arrays
+
+
+def _check_probability(
+    probability: np.ndarray, score: np.ndarray, error: type[Exception] = StorageError
+) -> None:
+    """A probability per map: ``(N,)`` float32 like the scores, each in [0, 1]."""
+    ok = (
+        probability.dtype == np.float32
+        and probability.shape == score.shape
+        and bool(np.all((probability >= 0.0) & (probability <= 1.0)))
+    )
+    if not ok:
+        raise error(
+            f"A GradCAM's {PROBABILITY!r} holds one probability in [0, 1] per map, float32 "
+            f"of shape {tuple(score.shape)}. Received: "
+            f"{describe_array(PROBABILITY, probability)}."
+        )
 
 
 def _gradcam_attrs(cam: GradCAM) -> dict[str, Any]:

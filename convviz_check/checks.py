@@ -24,6 +24,7 @@ comes from a :class:`Commands` object the caller passes.
 
 from __future__ import annotations
 
+import inspect
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -33,6 +34,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from . import golden, tolerances
+from . import regions as regions_lib
 from .artifacts import BOXES, Artifact, comparable
 from .errors import ComparisonError, GoldenError, LocalizationError
 from .metrics import check_boxes, compare, not_judged
@@ -40,6 +42,7 @@ from .report.causes import boxes_text, cause_first, what_changed
 from .report.pictures import inputs_thumbnail, write_check_images
 from .types import DEFAULT_REFERENCE_BACKEND, Comparison, Outcome, Tolerance
 
+_TAKES_REGIONS = "regions" in inspect.signature(compare).parameters
 UPDATE_MODES = ("missing", "failed", "all")
 # Items (layers, images, filters) of one check listed in report.json.
 MAX_ITEMS = 64
@@ -253,6 +256,12 @@ class _Run:
     def compare(self, expected: golden.Golden) -> None:
         self.plain += what_changed(expected.sidecar, self.request.meta)
         boxes, mismatch = self._boxes(expected.artifact)
+        given = self.request.obtained.regions
+        regions, changed = regions_lib.settle(expected.artifact.regions, given)
+        if given is None and regions is not None:  # inherited, as boxes are
+            obtained = self.request.obtained.with_regions(regions)
+            self.request = replace(self.request, obtained=obtained)
+        mismatch = mismatch or changed
         if mismatch:
             self.plain.append(mismatch)
             return
@@ -566,6 +575,9 @@ def _compare(
             cross_backend=run.place.cross,
             profile=run.profile,
             boxes=boxes,
+            # The suspect regions, once metrics.compare takes them (the retrain profile
+            # measures each map's mass in them).
+            **({"regions": obtained.regions} if _TAKES_REGIONS else {}),
         )
     except (ComparisonError, LocalizationError) as e:
         before, after = _value_shapes(expected), _value_shapes(obtained)

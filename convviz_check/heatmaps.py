@@ -23,7 +23,7 @@ class Heatmaps:
 
     Build it with :meth:`Heatmaps.of` from a :class:`GradCAM`, a ``Heatmaps``, a
     mapping with a ``"heatmap"`` entry (and optionally ``"degenerate"``,
-    ``"class_index"``: a golden's arrays), or a bare ``(N, h, w)`` / ``(h, w)`` array.
+    ``"class_index"``, ``"probability"``: a golden's arrays), or a bare ``(N, h, w)`` / ``(h, w)`` array.
 
     **The degenerate rule** (one rule for every judgment): a map is degenerate when its
     producer said so (a CAM whose class score barely depends on the layer) or when it
@@ -37,6 +37,9 @@ class Heatmaps:
         class_index: ``(N,)`` int64 when known (a GradCAM, a golden), else None.
         layer, method, target: what made the maps, when known.
         image_shape: ``(H, W)`` of the input images when known, else None.
+        probability: ``(N,)`` float32, the model's probability of each map's class
+            when known (a GradCAM that recorded it, a golden written with it), else
+            None.
     """
 
     maps: np.ndarray
@@ -46,6 +49,7 @@ class Heatmaps:
     method: str | None = None
     target: str | None = None
     image_shape: tuple[int, int] | None = None
+    probability: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.maps.shape[0])
@@ -60,6 +64,7 @@ class Heatmaps:
             self.method,
             self.target,
             self.image_shape,
+            None if self.probability is None else self.probability[idx],
         )
 
     @classmethod
@@ -90,8 +95,10 @@ class Heatmaps:
         maps: Any
         flagged: Any
         classes: Any
+        probability: Any = None
         if isinstance(value, GradCAM):
             maps, flagged, classes = value.heatmap, value.degenerate, value.class_index
+            probability = value.probability
             shape = tuple(int(v) for v in value.image_shape)
             fields_ = {
                 "layer": value.layer,
@@ -106,8 +113,8 @@ class Heatmaps:
                     f"A heatmap given as a mapping needs a 'heatmap' entry. Received: {role} "
                     f"keys={sorted(map(str, value))}"
                 )
-            maps, flagged, classes = (
-                value.get(k) for k in ("heatmap", "degenerate", "class_index")
+            maps, flagged, classes, probability = (
+                value.get(k) for k in ("heatmap", "degenerate", "class_index", "probability")
             )
         else:
             maps, flagged, classes = value, None, None
@@ -131,6 +138,8 @@ class Heatmaps:
         class_index = None
         if classes is not None:
             class_index = _per_map(classes, count, f"{role} class_index", error).astype(np.int64)
+        if probability is not None:
+            fields_["probability"] = _probabilities(probability, count, role, error)
         return cls(arr, degenerate, class_index, **fields_)
 
 
@@ -154,6 +163,22 @@ def _numeric_maps(maps: Any, role: str, error: type[ConvvizError]) -> np.ndarray
             f"{describe_array(role, arr)} with {bad} non-finite value(s)"
         )
     return arr
+
+
+def _probabilities(value: Any, n: int, role: str, error: type[ConvvizError]) -> np.ndarray:
+    """One probability in [0, 1] per map, float32."""
+    name = f"{role} probability"
+    arr = _per_map(value, n, name, error)
+    try:
+        out = arr.astype(np.float32)
+    except (TypeError, ValueError):
+        out = np.full(n, np.nan, np.float32)
+    if arr.dtype.kind not in "fiu" or not np.all((out >= 0.0) & (out <= 1.0)):
+        raise error(
+            f"`{name}` must hold one probability in [0, 1] per heatmap. Received: "
+            f"{describe_array(name, arr)} with values {arr[:5].tolist()}"
+        )
+    return out
 
 
 def _per_map(value: Any, n: int, name: str, error: type[ConvvizError]) -> np.ndarray:

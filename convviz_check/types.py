@@ -172,6 +172,11 @@ class GradCAM:
             ``class_index`` is -1 per image), with ``"@<output name>"`` appended on a
             multi-output model; ``""`` where not recorded (older goldens, values
             built by hand).
+        probability: ``(N,)`` float32, the model's probability of the explained class
+            per image (the softmax of the logits where the CAM scored a logit under a
+            softmax head, the sigmoid under a sigmoid head, the output itself where it
+            scored a softmax/sigmoid output); None for a callable target, a head whose
+            outputs are not probabilities, older goldens and values built by hand.
     """
 
     heatmap: np.ndarray
@@ -185,6 +190,7 @@ class GradCAM:
     note: str = ""
     method: str = "gradcam"
     target: str = ""
+    probability: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.heatmap.shape[0])
@@ -204,6 +210,7 @@ class GradCAM:
             note=self.note,
             method=self.method,
             target=self.target,
+            probability=None if self.probability is None else self.probability[idx],
         )
 
 

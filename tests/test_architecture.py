@@ -40,6 +40,7 @@ CORE = (
     "convviz_check.storage",
     "convviz_check.metrics",
     "convviz_check.measures",
+    "convviz_check.regions",
     "convviz_check.tolerances",
     "convviz_check.localization",
     "convviz_check.faithfulness_judge",

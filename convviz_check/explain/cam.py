@@ -58,6 +58,7 @@ from .cam_methods import (  # noqa: F401  (re-exported: explain.cam.METHODS etc.
 )
 from .inputs import as_image_batch, check_batch_size, to_model_layout
 from .outputs import select_output
+from .probabilities import explained_probability
 from .targets import (
     SCORES,
     Target,
@@ -398,7 +399,20 @@ def cam(
         note=note,
         method=method,
         target=target.description,
+        probability=_probability(view, target, head, classes, kind),
     )
+
+
+def _probability(
+    model: Any, target: Target, head: np.ndarray, classes: np.ndarray, kind: str
+) -> np.ndarray | None:
+    """The probability of each explained class from the head values already computed
+    (no second forward pass); None for a callable target."""
+    if target.fn is not None:
+        return None
+    flat = head.reshape(head.shape[0], -1)
+    return explained_probability(flat, classes, kind, graph_lib.head_activation(model))
+
 
 
 class _Runner:

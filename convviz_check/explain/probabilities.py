@@ -88,6 +88,47 @@ def to_probability(out: np.ndarray, kind: str) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def explained_probability(
+    head: np.ndarray, classes: np.ndarray, score_kind: str, activation: str
+) -> np.ndarray | None:
+    """The model's probability of each image's explained class, ``(N,)`` float32, from
+    the head values a CAM already computed (no extra forward pass).
+
+    Args:
+        head: ``(N, classes)``: the logits where the CAM scored a logit (the head's
+            softmax/sigmoid bypassed, or a linear head), else the model's output.
+        classes: ``(N,)`` the class explained per image (``-1``: a callable target).
+        score_kind: the GradCAM's ``score_kind``, ``"logit"`` or ``"output"``.
+        activation: the head's final activation
+            (:func:`convviz_check.graph.head_activation`).
+
+    Returns:
+        The softmax of the logits under a softmax or linear head (the sigmoid of a
+        single logit, as :func:`to_probability`), the sigmoid of each logit under a
+        sigmoid head, the output itself where a softmax/sigmoid output was scored;
+        None for a callable target, a head that is not ``(N, classes)`` or a head
+        whose values are not probabilities (another activation).
+
+    Example:
+        >>> explained_probability(np.array([[0.0, np.log(3.0)]]), np.array([1]), "logit",
+        ...                       "softmax").round(4).tolist()
+        [0.75]
+    """
+    if head.ndim != 2 or classes.shape != (head.shape[0],) or (classes < 0).any():
+        return None
+    values = head.astype(np.float64)
+    if score_kind == "logit" and activation == "sigmoid":
+        with np.errstate(over="ignore"):  # exp(-x) -> inf for a very negative logit: 0
+            p = 1.0 / (1.0 + np.exp(-values))
+    elif score_kind == "logit" and activation in ("softmax", "linear"):
+        p = to_probability(values, "softmax of the logits")
+    elif score_kind == "output" and activation in ("softmax", "sigmoid"):
+        p = values
+    else:
+        return None
+    return p[np.arange(p.shape[0]), classes].astype(np.float32)
+
+
 def cam_output(heatmap: Any) -> str | None:
     """The output a GradCAM explains (``"@<name>"`` of its target on a multi-output
     model), else ``None``."""
