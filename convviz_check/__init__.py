@@ -46,6 +46,9 @@ _EXPORTS: dict[str, str] = {
     "gradcam": "explain.gradcam",
     "cam": "explain.cam",
     "overlay": "render",
+    # counterfactual probes
+    "paste_cue": "counterfactual",
+    "judge_counterfactual": "counterfactual",
     # comparison, agreement
     "compare": "metrics",
     "agreement": "crossbackend.agreement",
@@ -53,6 +56,7 @@ _EXPORTS: dict[str, str] = {
 }
 _SUBMODULES = (
     "localization",
+    "counterfactual",
     "faithfulness",
     "strategies",
     "sanity",
@@ -84,6 +88,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from . import (  # noqa: F401
+        counterfactual,
         examples,
         faithfulness,
         golden,
@@ -93,6 +98,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         tolerances,
     )
     from .artifacts import Artifact  # noqa: F401
+    from .counterfactual import judge_counterfactual, paste_cue  # noqa: F401
     from .crossbackend.agreement import AgreementReport, agreement  # noqa: F401
     from .errors import *  # noqa: F403
     from .explain.activations import activations  # noqa: F401

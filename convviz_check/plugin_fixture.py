@@ -440,6 +440,34 @@ class ConvvizFixture:
         name = kwargs.pop("name", None) or f"randomization-{self._randomization_calls}"
         return self._record(check_randomization(model, images, **kwargs), name)
 
+    def check_counterfactual(self, name: str, model: Any, images: Any, **kwargs: Any) -> Outcome:
+        """Paste a cue (``cue=``, ``at=``, ``margin=``) into ``images`` and fail when it
+        flips predictions towards one class, or draws the map onto itself, more than on
+        the golden model (``reference=``: its statistics, a Keras model or path, or a
+        ``.json`` file an update run writes); ``classes=`` names the classes, more
+        keyword arguments as :func:`convviz_check.plugin_counterfactual.run_counterfactual`
+        (``method``, bounds, ``**cam_kwargs``). Recorded in the report as ``name``.
+
+        Returns:
+            The :class:`~convviz_check.types.Outcome` (when it passes).
+        """
+        __tracebackhide__ = True
+        from .plugin_counterfactual import run_counterfactual
+
+        self._claim_name(name)
+        names = _class_names_meta(self, kwargs.pop("classes", None)).get("class_names")
+        update = session_state(self.config).update
+        outcome = run_counterfactual(
+            model,
+            images,
+            cam=self.cam,
+            load_model=self.load_model,
+            class_names=names,
+            update=update,
+            **kwargs,
+        )
+        return self._record(outcome, name)
+
     def assert_backends_agree(self, model_source: Any, images: Any, **kwargs: Any) -> Any:
         """Assert the backends agree on ``model_source`` for ``images``; keyword
         arguments go to :func:`convviz_check.agreement`.

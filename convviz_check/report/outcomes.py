@@ -185,10 +185,32 @@ def judgment_card(entry: Mapping[str, Any], results_dir: Path, anchor: str) -> s
         + (f"<pre>{_e(message)}</pre>" if message and message != entry.get("lead") else "")
         + _pictures(entry, results_dir)
         + _metrics_table(entry.get("metrics") or {})
+        + (_towards_table(facts, status == "failed") if judgment == "counterfactual" else "")
         + _items_table(judgment, entry.get("per_item") or {})
         + (f"<p class=facts>{_e(fact_text)}</p>" if fact_text else "")
         + "</section>"
     )
+
+
+def _towards_table(facts: Mapping[str, Any], failed: bool) -> str:
+    """A counterfactual probe's flips towards each class, beside the golden model's."""
+    flipped, eligible = facts.get("flipped") or [], facts.get("eligible") or []
+    names = facts.get("class_names") or []
+    golden = (facts.get("reference") or {}).get("towards_rate") or []
+    rows = []
+    for c, (f, e) in enumerate(zip(flipped, eligible, strict=False)):
+        name = f"{c} {names[c]}" if c < len(names) else str(c)
+        ref = f"{golden[c]:.0%}" if c < len(golden) else "-"
+        worst = failed and c == facts.get("worst_class")
+        rate = f / e if e else 0.0
+        rows.append(
+            f"<tr class={'bad' if worst else 'ok'}><td>{_e(name)}</td><td>{f} of {e}</td>"
+            f"<td>{rate:.0%}</td><td>{_e(ref)}</td></tr>"
+        )
+    if not rows:
+        return ""
+    head = "<tr><th>towards class</th><th>flipped</th><th>rate</th><th>golden model</th></tr>"
+    return f"<table class=metrics>{head}{''.join(rows)}</table>"
 
 
 def summary_line(verdicts: list[tuple[str, str]]) -> str:
