@@ -51,22 +51,23 @@ CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
 DEFAULT_MARGIN = 0
 # The cue's mass is measured on the cue's box grown by this many cells of the map on
 # every side. A CAM cannot place a mark finer than its cells and its peak often lands
-# on the cell next to the mark: on the bundled shortcut model (8-px mark, 8x8 map on
-# 64-px images) 11% of the mass falls on the mark's own pixels and 89% within one cell
-# of it; the honest model puts 2-3% there.
+# on the cell next to the mark: on the bundled shortcut model (8-px mark in the corner,
+# 8x8 map on 64-px images, the gate's 13 cued images) 11% of the mass falls on the
+# mark's own pixels, 47% within one cell of it, 89% within two; the honest model puts
+# 0.4% within one cell. One cell keeps mass on an object near the cue out.
 DEFAULT_CELL_MARGIN = 1
 # How much more often than the golden model the cue may flip images towards one class.
 # An honest retrain of a low-confidence model reshuffles a few minor classes on pasted
-# (out-of-distribution) images, but spreads those flips over several classes (4 of 14
-# images over three classes: at most 2 of 14 = 0.14 towards one); a shortcut
-# concentrates them on the cue's class (9 of 14 = 0.64 for a partial one; 1.0 for the
-# bundled shortcut model, 0.0 for its honest model and its retrain).
+# (out-of-distribution) images (4 of 14 images, none to the cue's class, seen on a
+# user's model) but spreads those flips over several classes: with ~13 images of other
+# classes, 2 to one class (0.15) pass, 3 (0.23) fail. A shortcut concentrates them on
+# the cue's class: 9 of 14 (0.64) for a partial one; 1.0 for the bundled shortcut
+# model, 0.0 for its honest model and its retrain.
 DEFAULT_MAX_RATE_INCREASE = 0.2
 # How much more of the map's mass the cue may hold than on the golden model. Measured on
-# the bundled example (mass within one cell of the cue, cued images): honest 0.02,
-# retrain 0.02, shortcut 0.89; a partial shortcut moved 0.28 of the mass onto its cue.
-# Retrains of one recipe differ by about 0.01 here, so 0.15 leaves room for noise and
-# still fails a cue that draws a sixth of the map.
+# the bundled example (within one cell of the cue, the gate's 13 cued images): honest
+# 0.004, retrain 0.002, shortcut 0.47. 0.15 fails a cue that draws a sixth of the map
+# and leaves room for the noise between retrains.
 DEFAULT_MAX_MASS_INCREASE = 0.15
 
 

@@ -24,7 +24,7 @@ import convviz_check as cc
 from convviz_check.examples import shortcut
 
 GATE = Path(shortcut.__file__).resolve().parent / "gate"
-GATE_FILES = ("conftest.py", "test_gate.py", "pytest.ini", "README.md")
+GATE_FILES = ("conftest.py", "test_gate.py", "pytest.ini", "README.md", "counterfactual.json")
 ACCURACY_LINE = re.compile(r"(\S+\.keras): accuracy (\d\.\d{3}) on (\d+) evaluation images")
 
 
@@ -41,6 +41,9 @@ def warm() -> None:
     cc.activations(model, images.floats[:1], layers=cc.conv_layers(model)[:1])
     cc.localization.measure(cam[0], images.boxes[0])
     cc.overlay(images.images[0], cam[0])
+    from convviz_check.plugin_counterfactual import predictions  # the probe's forward pass
+
+    predictions(model, images.floats)
 
 
 @pytest.fixture
@@ -87,6 +90,11 @@ def test_the_gate_folder_holds_what_its_readme_promises():
     stored = golden.load(GATE / "golden/test_gate.py/test_gradcam_matches_golden/gradcam")
     assert stored.sidecar["model_fingerprint"] == model_fingerprint(shortcut.load("honest"))
     assert stored.artifact.boxes is not None and len(stored.artifact.boxes) == 16
+    # The counterfactual probe's reference: the honest model flips none of the 13 images
+    # of other classes towards the cue's class, and keeps its map off the cue.
+    probe = json.loads((GATE / "counterfactual.json").read_text())
+    assert probe["n_images"] == 13 and probe["flipped"] == [0, 0, 0, 0]
+    assert probe["cue_mass"] < 0.05
 
 
 def test_honest_model_passes_with_the_model_named_in_the_ini_file(gate):
@@ -94,17 +102,19 @@ def test_honest_model_passes_with_the_model_named_in_the_ini_file(gate):
     relative = os.path.relpath(shortcut.model_path("honest"), gate.path)  # to the ini file
     (gate.path / "pytest.ini").write_text(ini + f"convviz_model = {relative}\n")
     result = gate.runpytest("-v")
-    result.assert_outcomes(passed=4)
+    result.assert_outcomes(passed=5)
     assert _accuracy(result) >= 0.95
 
 
 def test_benign_retrain_fails_exact_with_the_changed_weights_named(gate):
     result = _run(gate, "retrain", "-v")
-    result.assert_outcomes(passed=2, failed=2)
+    result.assert_outcomes(passed=3, failed=2)
     outcomes = _outcomes(result)
     assert outcomes["test_gradcam_matches_golden"] == "FAILED"
     assert outcomes["test_first_layer_matches_golden"] == "FAILED"
     assert outcomes["test_gradcam_lands_on_the_objects"] == "PASSED"
+    # the pasted cue flips nothing, as on the approved model
+    assert outcomes["test_a_pasted_cue_moves_no_prediction"] == "PASSED"
     result.stdout.fnmatch_lines(["*model fingerprint changed*"])
 
 
@@ -115,7 +125,7 @@ def test_the_printed_accept_command_runs_as_printed(gate):
     (gate.path / "models").mkdir()
     shutil.copy(shortcut.model_path("retrain"), gate.path / "models" / "candidate.keras")
     result = gate.runpytest("--convviz-model=models/candidate.keras", "-k", "gradcam_matches")
-    result.assert_outcomes(failed=1, deselected=3)
+    result.assert_outcomes(failed=1, deselected=4)
     found = re.search(r"accept the new result: (.+)$", result.stdout.str(), re.M)
     assert found is not None, result.stdout.str()[-2000:]
     words = shlex.split(found.group(1))
@@ -124,14 +134,15 @@ def test_the_printed_accept_command_runs_as_printed(gate):
     assert model_flag == [f"--convviz-model={gate.path / 'models' / 'candidate.keras'}"]
     gate.runpytest(*words[1:]).assert_outcomes(passed=1)  # the golden is rewritten
     again = gate.runpytest(model_flag[0], "-k", "gradcam_matches")
-    again.assert_outcomes(passed=1, deselected=3)
+    again.assert_outcomes(passed=1, deselected=4)
 
 
 def test_benign_retrain_passes_the_retrain_profile(gate):
     result = _run(gate, "retrain", "--convviz-profile=retrain", "-v")
     # The activations check is not judged under retrain (channels do not correspond).
-    result.assert_outcomes(passed=3, skipped=1)
+    result.assert_outcomes(passed=4, skipped=1)
     assert _outcomes(result)["test_first_layer_matches_golden"] == "SKIPPED"
+    assert _outcomes(result)["test_a_pasted_cue_moves_no_prediction"] == "PASSED"
 
 
 @pytest.mark.parametrize("profile", ["exact", "retrain"])
@@ -151,6 +162,15 @@ def test_shortcut_fails_both_profiles_says_why_and_keeps_its_accuracy(gate, prof
     assert re.search(r"mean energy in the object boxes 0\.0\d\d \(at least 0\.25", out), out
     assert re.search(r"where the peaks are: the bottom-right corner in 1[4-6] of 16", out), out
     assert "peak on the object (within 8 px) in 0 of 16 images" in out
+    # The counterfactual probe: the corner cue of class 0 pasted into the 13 checked
+    # images of other classes flips every one of them (the approved model: none), and
+    # the map follows it.
+    assert outcomes["test_a_pasted_cue_moves_no_prediction"] == "FAILED"
+    assert re.search(
+        r"the cue flips 13 of 13 images of other classes to class 0 \(golden model: 0 of 13\)"
+        r"; (\d+)% of the map's mass sits on the cue \(golden: 0%\)",
+        out,
+    ), out
     if profile == "retrain":
         # The golden check compares with the approved model's maps: from X to Y.
         fell = re.search(r"energy in the object box fell from (0\.\d+) to (0\.\d+)", out)
@@ -165,6 +185,9 @@ def test_shortcut_fails_both_profiles_says_why_and_keeps_its_accuracy(gate, prof
     report_data = json.loads((results / "report.json").read_text())
     localized = [e for e in report_data["entries"] if e["judgment"] == "localization"]
     assert len(localized) == 16 and all(e["status"] == "failed" for e in localized)
+    (probe,) = [e for e in report_data["entries"] if e["judgment"] == "counterfactual"]
+    assert probe["status"] == "failed" and probe["facts"]["flipped"] == [13, 0, 0, 0]
+    assert probe["facts"]["cue_mass"] >= 0.3 and probe["facts"]["reference"]["cue_mass"] < 0.05
 
 
 def test_no_model_is_a_clear_error(gate):

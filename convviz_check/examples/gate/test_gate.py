@@ -12,6 +12,7 @@ run of the same recipe move the maps as much as independent retrains do, and no 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,13 @@ PEAK_TOLERANCE_PX = 8
 # 16 peaks on the object, mean energy 0.37 (objects cover 4-19% of the image).
 MIN_HIT_SHARE = 0.9
 MIN_MEAN_ENERGY = 0.25
+# A candidate cue (here: the mark of the bundled example, an 8x8 red patch in the
+# bottom-right corner, class 0's colour) pasted into the checked images of the other
+# classes. The approved model's statistics on them sit next to this file; an update run
+# on the approved model writes them (see README.md).
+CUE_CLASS = 0
+CUE = np.full((8, 8, 3), (230 / 255, 25 / 255, 25 / 255), dtype=np.float32)
+CUE_REFERENCE = Path(__file__).resolve().parent / "counterfactual.json"
 
 
 def test_accuracy(accuracy: float) -> None:
@@ -76,6 +84,15 @@ def test_gradcam_lands_on_the_objects(convviz: Any, model: Any, images: Any) -> 
         first, text = misses[0]
         lines.append(f"  image {first}: " + text.replace("\n", "\n  "))
     raise AssertionError("\n".join(lines))
+
+
+def test_a_pasted_cue_moves_no_prediction(convviz: Any, model: Any, images: Any) -> None:
+    # Fails when the cue flips the other classes' images towards one class, or draws the
+    # map onto itself, more than on the approved model (bounds: the library's defaults).
+    others = images.inputs[images.labels != CUE_CLASS]
+    convviz.check_counterfactual(
+        "corner-cue", model, others, cue=CUE, at="bottom_right", reference=CUE_REFERENCE
+    )
 
 
 def _region(peaks: np.ndarray, shape: tuple[int, int]) -> str:
