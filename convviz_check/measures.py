@@ -375,3 +375,93 @@ def as_float_array(value: Any, name: str) -> np.ndarray:
             f"infinite value(s) in {name}. Received: {describe_array(name, arr)}"
         )
     return out
+
+
+def linear_cka(x: Any, y: Any) -> float:
+    """Linear centered kernel alignment of two feature matrices (Kornblith, Norouzi,
+    Lee and Hinton 2019, "Similarity of Neural Network Representations Revisited").
+
+    ``x`` is ``(n, p1)`` and ``y`` ``(n, p2)``: the same ``n`` examples (rows) seen
+    through two sets of features (columns). Columns are centered, then
+    ``CKA = ||y^T x||_F^2 / (||x^T x||_F ||y^T y||_F)``, in [0, 1]. It is 1 for
+    identical features and unchanged by an orthogonal transform of either side's
+    features (a permutation of channels included) and by isotropic scaling: what a
+    retrain may do to its channels. Two constant (zero-variance) sides give 1.0 (no
+    structure, none differs), one constant side 0.0.
+
+    Raises:
+        ComparisonError: not 2-D, another number of rows, fewer than 2 rows, or
+            values that are not finite.
+
+    Example:
+        >>> x = np.array([[0.0, 1.0], [1.0, 0.0], [2.0, 3.0]])
+        >>> round(linear_cka(x, x[:, ::-1] * 5.0), 12)
+        1.0
+    """
+    a, b = as_float_array(x, "x"), as_float_array(y, "y")
+    if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[0] or a.shape[0] < 2:
+        raise ComparisonError(
+            "linear_cka takes two 2-D feature matrices with the same number (>= 2) of rows. "
+            f"Received: x.shape={a.shape}, y.shape={b.shape}"
+        )
+    a = a - a.mean(axis=0)
+    b = b - b.mean(axis=0)
+    const_a, const_b = _no_variance(a, x), _no_variance(b, y)
+    if const_a or const_b:
+        return 1.0 if const_a and const_b else 0.0
+    # Rescaled to max 1 so that fourth powers cannot overflow.
+    a /= np.max(np.abs(a))
+    b /= np.max(np.abs(b))
+    if a.shape[0] <= a.shape[1] + b.shape[1]:
+        # Few rows: the (n, n) Gram matrices are the cheaper route to the same sums
+        # (||y^T x||_F^2 = <x x^T, y y^T>_F, ||x^T x||_F = ||x x^T||_F).
+        ka, kb = a @ a.T, b @ b.T
+        cross, norm_a, norm_b = float(np.sum(ka * kb)), _fro(ka), _fro(kb)
+    else:
+        cross, norm_a, norm_b = _fro(b.T @ a) ** 2, _fro(a.T @ a), _fro(b.T @ b)
+    return min(1.0, max(0.0, cross / (norm_a * norm_b)))
+
+
+def cka_features(activation: np.ndarray, name: str = "activation") -> np.ndarray:
+    """A layer's activations ``(N, h, w, C)`` (any ``(..., C)``) as the ``(N*h*w, C)``
+    feature matrix :func:`linear_cka` compares: every position of every image is an
+    example, every channel a feature. This spatial form works from one image, compares
+    each position with its own counterpart, and asks only what a retrain keeps (the
+    same geometry over positions, up to a rotation or permutation of channels); the
+    alternative ``(N, h*w*C)`` needs many more images than ``h*w*C`` columns before
+    CKA stops reading high for unrelated features.
+
+    Raises:
+        ComparisonError: fewer than 2 rows (e.g. a dense layer's output for one image).
+    """
+    arr = np.asarray(activation)
+    rows = arr.reshape(-1, arr.shape[-1]) if arr.ndim >= 2 else arr.reshape(1, -1)
+    if rows.shape[0] < 2:
+        raise ComparisonError(
+            f"CKA compares a layer over at least 2 positions or images. Received: {name} "
+            f"of shape {tuple(arr.shape)} (one row); check it on 2 or more images."
+        )
+    return rows
+
+
+def layer_cka(expected: np.ndarray, obtained: np.ndarray, name: str = "activation") -> float:
+    """:func:`linear_cka` of two activations of one layer, as :func:`cka_features` reads
+    them (positions of every image as rows, channels as columns)."""
+    return linear_cka(cka_features(expected, name), cka_features(obtained, name))
+
+
+def _no_variance(centered: np.ndarray, raw: Any) -> bool:
+    """Every column constant, within ``RANK_RESOLUTION`` of the raw values' largest |value|
+    (float32 noise is no structure)."""
+    scale = float(np.max(np.abs(np.asarray(raw, np.float64))))
+    return scale == 0.0 or float(np.max(np.abs(centered))) <= RANK_RESOLUTION * scale
+
+
+def _fro(m: np.ndarray) -> float:
+    return float(np.sqrt(np.sum(m * m)))
+
+
+def joint_range(e: np.ndarray, o: np.ndarray) -> float:
+    """The range both arrays span together (1.0 when both hold one value)."""
+    lo, hi = min(e.min(), o.min()), max(e.max(), o.max())
+    return float(hi - lo) if hi > lo else 1.0

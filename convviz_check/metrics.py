@@ -31,11 +31,11 @@ Metrics per kind under the ``exact`` profile (names as in ``Comparison.metrics``
 Over a batch each metric reports its worst item; the item with the worst violation
 overall is named in ``details["worst_item"]`` and in the text.
 
-Under ``profile="retrain"`` only heatmaps are judged (channels of two trainings do not
-correspond), on what survives an independent retraining
-(:data:`~convviz_check.types.RETRAIN_METRICS`): per-image Spearman rank correlation and
-top-10% IoU averaged, the share of images explaining the golden's class and, given
-object boxes, the energy in the box (mean and worst drop) and the pointing hits lost.
+Under ``profile="retrain"`` heatmaps and activations are judged on what survives an
+independent retraining (:data:`~convviz_check.types.RETRAIN_METRICS`): per-image Spearman
+rank correlation and top-10% IoU averaged, the share of images explaining the golden's
+class, given object boxes the energy in the box (mean and worst drop) and the pointing
+hits lost; per layer the linear CKA. Filter patterns are not judged.
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ from .measures import (
     check_boxes,
     check_same_shape,
     paired_arrays,
+    joint_range,
+    layer_cka,
     peak_cell,
     pearson,
     region_name,
@@ -110,8 +112,8 @@ def compare(
         cross_backend: use the cross-backend column of the default table (the two
             artifacts come from different backends).
         profile: ``"exact"`` (default: bounds at numerical noise) or ``"retrain"``
-            (heatmaps only, judged on what survives a retraining; see the module
-            docstring).
+            (heatmaps and activations, judged on what survives a retraining; see the
+            module docstring).
         boxes: the object box of each heatmap (a list of
             :class:`~convviz_check.types.Box` or an ``(N, 4)`` int array y0, x0, y1, x1
             in input-image pixels; see :func:`check_boxes`), for the ``retrain``
@@ -148,7 +150,7 @@ def compare(
     specs = PROFILE_SPECS[profile][kind]
     extra = _Extra()
     if kind == "activation":
-        items, tol = _activation_items(expected, obtained, tol)
+        items, tol = _activation_items(expected, obtained, tol, specs)
     elif kind == "heatmap":
         items, extra = _heatmap_items(expected, obtained, tol, specs, boxes)
     else:
@@ -191,7 +193,7 @@ class _Extra:
 # Activation
 # --------------------------------------------------------------------------------------
 def _activation_items(
-    expected: Any, obtained: Any, tol: Tolerance
+    expected: Any, obtained: Any, tol: Tolerance, specs: tuple[MetricSpec, ...]
 ) -> tuple[list[_Item], Tolerance]:
     pairs = paired_arrays(expected, obtained, "activation")
     notes = []
@@ -216,6 +218,9 @@ def _activation_items(
 def _activation_item(name: str, e: np.ndarray, o: np.ndarray, tol: Tolerance) -> _Item:
     # The scale is the layer's own magnitude so that layers of very different ranges
     # share one relative bound; the floor keeps a dead (all-zero) layer from dividing
+    for item, p in zip(items, pairs.values(), strict=True):  # retrain: channels may permute
+        if any(spec.measure == "cka" for spec in specs):
+            item.values["cka"] = layer_cka(p.e, p.o, item.name)
     # by zero and from turning float32 noise into a huge relative error.
     scale = max(float(np.max(np.abs(e))), float(_resolved(tol.activation_scale_floor)))
     diff = np.abs(e - o)
@@ -336,8 +341,8 @@ def not_judged(kind: str, profile: str) -> str:
         f"{what} are not judged under the retrain profile: the channels of two "
         "independently trained models do not correspond (channel 5 of one is no "
         "channel of the other), so channel-by-channel bounds would fail every retrain "
-        "and any looser bound would pass anything. Judge a retrain on its heatmaps; "
-        f"the {kind} goldens keep guarding refactors and upgrades under the exact profile."
+        "and any looser bound would pass anything. Judge a retrain on its heatmaps and "
+        f"activations; the {kind} goldens keep guarding refactors and upgrades (exact profile)."
     )
 
 
@@ -381,7 +386,7 @@ def _pattern_items(expected: Any, obtained: Any, tol: Tolerance) -> list[_Item]:
 def _pattern_item(
     name: str, e: np.ndarray, o: np.ndarray, tol: Tolerance, fixed_range: float | None
 ) -> _Item:
-    data_range = fixed_range or _joint_range(e, o)
+    data_range = fixed_range or joint_range(e, o)
     diff = np.abs(e - o)
     item = _Item(
         name=name,
@@ -395,11 +400,6 @@ def _pattern_item(
     else:
         item.values["ssim"] = ssim_value
     return item
-
-
-def _joint_range(e: np.ndarray, o: np.ndarray) -> float:
-    lo, hi = min(e.min(), o.min()), max(e.max(), o.max())
-    return float(hi - lo) if hi > lo else 1.0
 
 
 # --------------------------------------------------------------------------------------

@@ -59,13 +59,15 @@ METRICS: dict[str, tuple[tuple[str, str, str], ...]] = {
 # Gate profiles: "exact" judges with METRICS (bounds at numerical noise: a refactor, a
 # Keras upgrade, a backend switch, same weights); "retrain" judges heatmaps on what
 # survives an independent retraining (rank agreement, the hot region, the explained
-# class, the object box) and does not judge activations or filter patterns (channels
-# of two trainings do not correspond). Per-image values are averaged ("_mean") where
+# class, the object box), activations by linear CKA (unchanged when a retrain permutes
+# or rotates a layer's channels) and does not judge filter patterns (channels of two
+# trainings do not correspond). Per-image values are averaged ("_mean") where
 # one image's map may legitimately move between retrains; box energy is bounded per
 # image too. The box metrics need object boxes (``convviz.check(..., boxes=...)``).
 PROFILES = ("exact", "retrain")
 RETRAIN_METRICS: dict[str, tuple[tuple[str, str, str], ...]] = {
-    "activation": (),
+    # linear CKA of each layer (measures.linear_cka), the worst layer's
+    "activation": (("cka", "activation_cka_min", "min"),),
     "heatmap": (
         ("spearman_mean", "heatmap_spearman_mean_min", "min"),
         ("topk_iou_mean", "heatmap_topk_iou_mean_min", "min"),
@@ -307,6 +309,8 @@ class Tolerance:
     activation_scale_floor: float | None = None
     # heatmap
     heatmap_max_abs: float | None = None
+    # activation, retrain profile (see RETRAIN_METRICS)
+    activation_cka_min: float | None = None
     heatmap_rms: float | None = None
     heatmap_pearson_min: float | None = None
     heatmap_ssim_min: float | None = None

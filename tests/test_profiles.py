@@ -185,13 +185,15 @@ def test_a_tolerance_overrides_a_retrain_bound():
     assert not result.metrics["pointing_drop"].ok
 
 
-@pytest.mark.parametrize(("kind", "value"), [("activation", {"c": np.ones((1, 2, 2, 3))}),
-                                             ("pattern", np.ones((2, 8, 8, 3), np.uint8))])  # fmt: skip
-def test_activations_and_patterns_are_not_comparable_under_retrain(kind, value):
+def test_patterns_are_not_comparable_under_retrain_activations_are():
+    value = np.ones((2, 8, 8, 3), np.uint8)
     with pytest.raises(ComparisonError, match="not judged under the retrain profile") as info:
-        compare(value, value, kind, profile="retrain")
+        compare(value, value, "pattern", profile="retrain")
     assert "do not correspond" in str(info.value)
-    assert compare(value, value, kind).passed  # exact still judges them
+    assert compare(value, value, "pattern").passed  # exact still judges them
+    acts = {"c": np.arange(12.0).reshape(1, 2, 2, 3)}
+    judged = compare(acts, {"c": acts["c"][..., ::-1]}, "activation", profile="retrain")
+    assert judged.passed and judged.metrics["cka"].value == pytest.approx(1.0)
 
 
 # ------------------------------------------------------------------ measures
@@ -356,28 +358,29 @@ def test_other_boxes_than_the_goldens_are_a_plain_mismatch(tmp_path):
 def test_a_kind_retrain_does_not_judge_is_skipped_with_the_reason_or_written_when_missing(
     tmp_path,
 ):
-    acts = {"conv": np.ones((1, 4, 4, 2), np.float32)}
+    acts = np.ones((2, 8, 8, 3), np.uint8)  # filter patterns
 
     def request(value):
         return CheckRequest(
-            "acts", REL, Artifact.from_value(value), "tensorflow", profile="retrain"
+            "acts", REL, Artifact.from_value(value, "pattern"), "tensorflow", profile="retrain"
         )
 
     assert run_check(_settings(tmp_path), request(acts), None).status == "missing"
     written = run_check(_settings(tmp_path, update="missing"), request(acts), None)
     assert written.status == "written"
     assert golden.load(_base(tmp_path)).sidecar["tolerance"] == (
-        tolerances.default_tolerance("activation").to_dict()  # the bounds that judge it
+        tolerances.default_tolerance("pattern").to_dict()  # the bounds that judge it
     )
-    changed = {"conv": np.full((1, 4, 4, 2), 7.0, np.float32)}
+    changed = np.full((2, 8, 8, 3), 7, np.uint8)
     for update in (None, "failed"):
         outcome = run_check(_settings(tmp_path, update=update), request(changed), None)
         assert outcome.status == "skipped" and outcome.ok and outcome.comparison is None
         assert outcome.message.startswith(
-            "convviz check 'acts' (activation) not judged: activations are not judged under "
+            "convviz check 'acts' (pattern) not judged: filter patterns are not judged under "
             "the retrain profile"
         )
-    assert golden.load(_base(tmp_path)).artifact.arrays["conv"][0, 0, 0, 0] == 1.0
+    stored = golden.load(_base(tmp_path)).artifact.arrays
+    assert next(iter(stored.values()))[0, 0, 0, 0] == 1
     rewritten = run_check(_settings(tmp_path, update="all"), request(changed), None)
     assert rewritten.status == "written"
 
@@ -554,11 +557,11 @@ import pytest
 {synth}
 
 def test_acts_only(convviz):
-    convviz.check("acts", {{"conv": np.full((1, 2, 2, 3), float(os.environ["V"]), np.float32)}})
+    convviz.check("acts", np.full((1, 8, 8, 3), int(os.environ["V"]), np.uint8), kind="pattern")
 
 
 def test_acts_then_a_shortcut(convviz):
-    convviz.check("acts", {{"conv": np.full((1, 2, 2, 3), float(os.environ["V"]), np.float32)}})
+    convviz.check("acts", np.full((1, 8, 8, 3), int(os.environ["V"]), np.uint8), kind="pattern")
     convviz.check("cam", maps(os.environ["CAM"]), boxes=BOXES)
 """
 
@@ -576,8 +579,8 @@ def test_checks_retrain_does_not_judge_skip_the_test_once_it_has_run(pytester, m
     skipped = pytester.runpytest("--convviz-profile=retrain", "-rs")
     skipped.assert_outcomes(skipped=2)
     skipped.stdout.fnmatch_lines(
-        ["SKIPPED [[]1[]] test_acts.py:*: convviz check 'acts' (activation) not judged: "
-         "activations are not judged under the retrain profile*"]
+        ["SKIPPED [[]1[]] test_acts.py:*: convviz check 'acts' (pattern) not judged: "
+         "filter patterns are not judged under the retrain profile*"]
     )  # fmt: skip
     monkeypatch.setenv("CAM", "shortcut")  # the heatmap check after it still judges
     failed = pytester.runpytest("--convviz-profile=retrain")
