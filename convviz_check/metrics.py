@@ -52,9 +52,9 @@ from .heatmaps import Heatmaps
 from .measures import (
     check_boxes,
     check_same_shape,
-    paired_arrays,
     joint_range,
     layer_cka,
+    paired_arrays,
     peak_cell,
     pearson,
     region_name,
@@ -211,6 +211,9 @@ def _activation_items(
             "(float16 rounding)"
         )
     items = [_activation_item(name or "activation", p.e, p.o, tol) for name, p in pairs.items()]
+    for item, p in zip(items, pairs.values(), strict=True):  # retrain: channels may permute
+        if any(spec.measure == "cka" for spec in specs):
+            item.values["cka"] = layer_cka(p.e, p.o, item.name)
     items[0].notes += notes
     return items, tol
 
@@ -218,9 +221,6 @@ def _activation_items(
 def _activation_item(name: str, e: np.ndarray, o: np.ndarray, tol: Tolerance) -> _Item:
     # The scale is the layer's own magnitude so that layers of very different ranges
     # share one relative bound; the floor keeps a dead (all-zero) layer from dividing
-    for item, p in zip(items, pairs.values(), strict=True):  # retrain: channels may permute
-        if any(spec.measure == "cka" for spec in specs):
-            item.values["cka"] = layer_cka(p.e, p.o, item.name)
     # by zero and from turning float32 noise into a huge relative error.
     scale = max(float(np.max(np.abs(e))), float(_resolved(tol.activation_scale_floor)))
     diff = np.abs(e - o)
