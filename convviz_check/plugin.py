@@ -120,15 +120,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "failure messages print next to class indices (relative to the ini file)",
         default=None,
     )
+    parser.addini(
+        "convviz_regions",
+        help="suspect regions of heatmap checks, one 'name = y0, x0, y1, x1' per line "
+        "(input-image pixels, half-open; e.g. 'watermark = 0, 48, 12, 64'): the retrain "
+        "profile measures each map's mass in them; a marker convviz(regions=...) or "
+        "check(regions=...) overrides them",
+        type="linelist",
+        default=[],
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "convviz(tolerance=None, backends=None, profile=None, gradcam_layer=None): per-test "
-        "convviz_check settings (a Tolerance or dict of bounds; the backends of "
-        "cross-backend checks; the gate profile of golden checks, 'exact' or 'retrain'; "
-        "the layer of the fixture's gradcam / cam when a call passes no layer=)",
+        "convviz(tolerance=None, backends=None, profile=None, gradcam_layer=None, "
+        "regions=None): per-test convviz_check settings (a Tolerance or dict of bounds; "
+        "the backends of cross-backend checks; the gate profile of golden checks, 'exact' "
+        "or 'retrain'; the layer of the fixture's gradcam / cam when a call passes no "
+        "layer=; the suspect regions of heatmap checks, name -> Box or (y0, x0, y1, x1))",
     )
     config.addinivalue_line(
         "markers",
@@ -137,6 +147,7 @@ def pytest_configure(config: pytest.Config) -> None:
     from . import plugin_options, plugin_session
 
     plugin_options.check_bool_options(config, [name.replace("-", "_") for name, _ in FLAGS])
+    plugin_options.check_region_options(config)
     plugin_session.configure(config)
     _configure_jax_cache(config)
     _quiet_tensorflow()
@@ -359,9 +370,10 @@ def convviz(request: pytest.FixtureRequest) -> Any:
       convviz.load_model(source, safe_mode=True, custom_objects=None)
     Golden checks:
       convviz.check(name, value, kind=None, tolerance=None, *, dtype=None, layers=None,
-        model=None, boxes=None, class_names=None): a GradCAM (kind "heatmap"), a dict
-        of activations (kind "activation") or an array (a bare 4-D array needs kind=,
-        e.g. kind="pattern"); --convviz-update=missing|failed|all writes goldens.
+        model=None, boxes=None, class_names=None, regions=None): a GradCAM (kind
+        "heatmap"), a dict of activations (kind "activation") or an array (a bare 4-D
+        array needs kind=, e.g. kind="pattern"); --convviz-update=missing|failed|all
+        writes goldens; regions: marker convviz(regions=...) > ini convviz_regions.
       convviz.class_names = [...]: class names for the test's failure messages
         (default: ini convviz_class_names, a file).
     Assertions (recorded in the report; name= names each):

@@ -26,7 +26,7 @@ from .backends import current_backend, framework_versions
 from .checks import CheckRequest, attach_boxes, run_check
 from .errors import InputError, MissingBackendError
 from .models import model_fingerprint
-from .plugin_options import option
+from .plugin_options import chosen_regions, option
 from .plugin_session import (
     NOT_JUDGED,
     PytestCommands,
@@ -34,6 +34,7 @@ from .plugin_session import (
     nodeid_parts,
     session_state,
 )
+from .regions import attach_regions
 from .storage import sanitize_part
 from .types import Outcome
 
@@ -144,9 +145,11 @@ class ConvvizFixture:
 
     Golden checks:
         check(name, value, kind=None, tolerance=None, *, dtype=None, layers=None,
-            model=None, boxes=None, class_names=None): compare with the golden file
-            (or write it in an update run); ``boxes`` are the object boxes a heatmap
-            golden keeps, ``class_names`` name the classes in its failure message.
+            model=None, boxes=None, class_names=None, regions=None): compare with the
+            golden file (or write it in an update run); ``boxes`` are the object boxes
+            a heatmap golden keeps, ``regions`` its suspect regions (name -> Box; marker
+            ``convviz(regions=...)`` > ini ``convviz_regions``), ``class_names`` name
+            the classes in its failure message.
         class_names: the model's class names for every check of the test (a list;
             default: ini ``convviz_class_names``, a file).
 
@@ -226,6 +229,7 @@ class ConvvizFixture:
         model: Any = None,
         boxes: Any = None,
         class_names: Any = None,
+        regions: Any = None,
     ) -> None:
         """Compare ``value`` with its golden file (or write it in an update run).
 
@@ -251,6 +255,13 @@ class ConvvizFixture:
                 failure message prints next to class indices, stored in the sidecar;
                 default ``convviz.class_names``, else the ini key
                 ``convviz_class_names`` (a file), else the golden's.
+            regions: heatmaps only: suspect regions where a shortcut may hide, the same
+                for every image: a mapping name -> ``Box`` (or 4 ints y0, x0, y1, x1 in
+                input-image pixels), each name an identifier (not ``box``, ``outside``,
+                ``border`` or a corner's name), stored with the golden; the ``retrain``
+                profile measures each map's mass in them. Default: the marker
+                ``convviz(regions=...)``, else the ini key ``convviz_regions``, else the
+                golden's (later runs may omit them).
 
         The gate profile: the marker ``convviz(profile=...)`` >
         ``--convviz-profile`` > ini ``convviz_profile`` > ``"exact"``.
@@ -265,6 +276,9 @@ class ConvvizFixture:
         self._claim_name(name)
         obtained = Artifact.from_value(value, kind, dtype=dtype, layers=layers)
         obtained = attach_boxes(obtained, boxes, "convviz.check(boxes=...)")
+        given, source = chosen_regions(self.config, self.node, regions)
+        if regions is not None or obtained.kind == "heatmap":  # marker, ini: heatmaps only
+            obtained = attach_regions(obtained, given, source)
         test_file, test_name = nodeid_parts(self.node.nodeid, self.node.name)
         marker = self.node.get_closest_marker("convviz")
         marked_profile = marker.kwargs.get("profile") if marker else None

@@ -110,23 +110,64 @@ def check_bool_options(config: pytest.Config, keys: list[str]) -> None:
 
 
 def check_markers(items: list[pytest.Item]) -> None:
-    """The ``backends=`` names of the selected tests' ``convviz`` markers, checked when
-    collection ends (a bad ``profile=`` or ``tolerance=`` fails its test, naming it).
+    """The ``backends=`` names and ``regions=`` of the selected tests' ``convviz``
+    markers, checked when collection ends (a bad ``profile=`` or ``tolerance=`` fails its test, naming it).
 
     Raises:
         pytest.UsageError: naming the test, the marker argument and the value.
     """
     from .crossbackend.pool import parse_backends
+    from .regions import check_regions
 
     for item in items:
         marker = item.get_closest_marker("convviz")
         if marker is None:
             continue
-        if marker.kwargs.get("backends") is None:
-            continue
         try:
-            parse_backends(marker.kwargs["backends"])
+            if marker.kwargs.get("backends") is not None:
+                parse_backends(marker.kwargs["backends"])
+            check_regions(marker.kwargs.get("regions"), "convviz(regions=...)")
         except ConvvizError as e:
             raise pytest.UsageError(
                 f"The marker convviz(...) of {item.nodeid} is invalid: {e}"
             ) from None
+
+
+REGIONS_INI = "convviz_regions"
+
+
+def ini_regions(config: pytest.Config) -> dict[str, Any]:
+    """The suspect regions of the ini key ``convviz_regions`` (``name = y0, x0, y1,
+    x1`` per line), checked; ``{}`` when unset.
+
+    Raises:
+        LocalizationError: a malformed line, name or box (naming the line).
+    """
+    from .regions import parse_region_lines
+
+    return parse_region_lines(config.getini(REGIONS_INI) or [], f"ini key {REGIONS_INI}")
+
+
+def check_region_options(config: pytest.Config) -> None:
+    """The ini key ``convviz_regions``, checked once at start-up.
+
+    Raises:
+        pytest.UsageError: naming the key, the line and what a line looks like.
+    """
+    try:
+        ini_regions(config)
+    except ConvvizError as e:
+        raise pytest.UsageError(str(e)) from None
+
+
+def chosen_regions(config: pytest.Config, node: pytest.Item, given: Any) -> tuple[Any, str]:
+    """``(regions, source)`` of a heatmap check: ``check(regions=)`` > the marker
+    ``convviz(regions=...)`` > ini ``convviz_regions``; ``(None, "")`` when none is
+    set (an empty mapping is a choice: no regions, the golden's are used)."""
+    if given is not None:
+        return given, "convviz.check(regions=...)"
+    marker = node.get_closest_marker("convviz")
+    if marker is not None and marker.kwargs.get("regions") is not None:
+        return marker.kwargs["regions"], "convviz(regions=...)"
+    ini = ini_regions(config)
+    return (ini, f"ini key {REGIONS_INI}") if ini else (None, "")

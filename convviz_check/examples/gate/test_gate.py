@@ -50,7 +50,7 @@ def test_gradcam_matches_golden(convviz: Any, model: Any, images: Any) -> None:
 
 def test_first_layer_matches_golden(convviz: Any, model: Any, images: Any) -> None:
     # Guards preprocessing and refactors: the first convolution sees the pixels. Under
-    # the retrain profile it is not judged (a retrain's channels do not correspond).
+    # the retrain profile it is judged by linear CKA (a retrain's channels may permute).
     first = cc.conv_layers(model)[:1]
     acts = convviz.activations(model, images.inputs[:1], layers=first)
     convviz.check("first_layer", acts, dtype="float16")  # float16 keeps the file small
