@@ -254,3 +254,65 @@ def _apply_cache_from_environment() -> None:
 
 
 _apply_cache_from_environment()
+
+
+def make_param_ascent(model: Any, loss_fn: Any, render_fn: Any, model_takes_aux: bool) -> Any:
+    """Adam ascent on parameters that ``render_fn`` maps to the model's input (see
+    ``backends.make_param_ascent``): the whole loop is one jitted ``fori_loop`` that
+    reads step ``i``'s transform row from the schedule."""
+    from ..explain.fviz import ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON
+
+    def objective(
+        params: jax.Array,
+        trainable: list[jax.Array],
+        non_trainable: list[jax.Array],
+        aux: jax.Array,
+        row: jax.Array,
+    ) -> jax.Array:
+        image, penalty = render_fn(params, row)
+        inputs = [image, aux] if model_takes_aux else image
+        return loss_fn(_call(model, trainable, non_trainable, inputs), aux) - penalty
+
+    grad_fn = jax.grad(objective)
+
+    @jax.jit
+    def run(
+        params: jax.Array,
+        trainable: list[jax.Array],
+        non_trainable: list[jax.Array],
+        aux: jax.Array,
+        schedule: jax.Array,
+        steps: jax.Array,
+        learning_rate: jax.Array,
+    ) -> jax.Array:
+        def body(i: jax.Array, state: tuple) -> tuple:
+            p, m, v = state
+            g = grad_fn(p, trainable, non_trainable, aux, schedule[i])
+            m = ADAM_BETA1 * m + (1 - ADAM_BETA1) * g
+            v = ADAM_BETA2 * v + (1 - ADAM_BETA2) * g * g
+            t = (i + 1).astype(jnp.float32)
+            m_hat = m / (1 - ADAM_BETA1**t)
+            v_hat = v / (1 - ADAM_BETA2**t)
+            return p + learning_rate * m_hat / (jnp.sqrt(v_hat) + ADAM_EPSILON), m, v
+
+        zeros = jnp.zeros_like(params)
+        return jax.lax.fori_loop(0, steps, body, (params, zeros, zeros))[0]
+
+    def fn(
+        params: np.ndarray, aux: np.ndarray, schedule: np.ndarray, steps: int, learning_rate: float
+    ) -> np.ndarray:
+        trainable, non_trainable = _state(model)
+        with DEPTHWISE_BY_TAPS:
+            out = run(
+                jnp.asarray(params, jnp.float32),
+                trainable,
+                non_trainable,
+                jnp.asarray(aux),
+                jnp.asarray(schedule, jnp.float32),
+                jnp.asarray(int(steps), jnp.int32),
+                jnp.asarray(float(learning_rate), jnp.float32),
+            )
+        return np.asarray(out)
+
+    fn.jitted = run  # type: ignore[attr-defined]  # as in make_ascent
+    return fn

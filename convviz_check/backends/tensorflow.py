@@ -116,3 +116,49 @@ def enable_determinism() -> None:
 
 def to_numpy(x: Any) -> np.ndarray:
     return np.asarray(x.numpy() if hasattr(x, "numpy") else x)
+
+
+def make_param_ascent(model: Any, loss_fn: Any, render_fn: Any, model_takes_aux: bool) -> Any:
+    """Adam ascent on parameters that ``render_fn`` maps to the model's input (see
+    ``backends.make_param_ascent``). One compiled step, called ``steps`` times; the
+    step's transform row, ``aux`` and the learning rate are tensors (one trace)."""
+    from ..explain.fviz import ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON
+
+    @tf.function(reduce_retracing=True)
+    def step(
+        params: tf.Tensor,
+        m: tf.Tensor,
+        v: tf.Tensor,
+        t: tf.Tensor,
+        aux: tf.Tensor,
+        row: tf.Tensor,
+        learning_rate: tf.Tensor,
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(params)
+            image, penalty = render_fn(params, row)
+            inputs = [image, aux] if model_takes_aux else image
+            objective = loss_fn([model(inputs, training=False)], aux) - penalty
+        g = tape.gradient(objective, params)
+        m = ADAM_BETA1 * m + (1 - ADAM_BETA1) * g
+        v = ADAM_BETA2 * v + (1 - ADAM_BETA2) * g * g
+        m_hat = m / (1 - ADAM_BETA1**t)
+        v_hat = v / (1 - ADAM_BETA2**t)
+        return params + learning_rate * m_hat / (tf.sqrt(v_hat) + ADAM_EPSILON), m, v
+
+    def fn(
+        params: np.ndarray, aux: np.ndarray, schedule: np.ndarray, steps: int, learning_rate: float
+    ) -> np.ndarray:
+        p = tf.convert_to_tensor(params, tf.float32)
+        m = tf.zeros_like(p)
+        v = tf.zeros_like(p)
+        aux_t = tf.convert_to_tensor(aux)
+        lr = tf.constant(float(learning_rate), tf.float32)
+        rows = tf.convert_to_tensor(schedule, tf.float32)
+        for i in range(int(steps)):
+            t = tf.constant(float(i + 1), tf.float32)
+            p, m, v = step(p, m, v, t, aux_t, rows[i], lr)
+        return p.numpy()
+
+    fn.concrete = step  # type: ignore[attr-defined]  # as in make_value_and_grad
+    return fn

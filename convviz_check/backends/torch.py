@@ -270,3 +270,48 @@ def to_numpy(x: Any) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         return x.detach().cpu().numpy()
     return np.asarray(x)
+
+
+def make_param_ascent(model: Any, loss_fn: Any, render_fn: Any, model_takes_aux: bool) -> Any:
+    """Adam ascent on parameters that ``render_fn`` maps to the model's input (see
+    ``backends.make_param_ascent``), eager autograd, weights frozen; on the CPU the
+    batch runs in sub-batches (Adam is per element, the loss a sum over the batch)."""
+    from ..explain.fviz import ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON
+
+    def once(
+        params: np.ndarray, aux: np.ndarray, schedule: np.ndarray, steps: int, lr: float
+    ) -> np.ndarray:
+        p = torch.as_tensor(params)
+        m = torch.zeros_like(p)
+        v = torch.zeros_like(p)
+        aux_t = torch.as_tensor(aux)
+        rows = torch.as_tensor(schedule)
+        with _weights_frozen(model), CHANNELS_LAST_VIEW:
+            for i in range(int(steps)):
+                p = p.detach().requires_grad_(True)
+                image, penalty = render_fn(p, rows[i])
+                inputs = [image, aux_t] if model_takes_aux else image
+                objective = loss_fn([model(inputs, training=False)], aux_t) - penalty
+                (g,) = torch.autograd.grad(objective, p)
+                with torch.no_grad():
+                    m = ADAM_BETA1 * m + (1 - ADAM_BETA1) * g
+                    v = ADAM_BETA2 * v + (1 - ADAM_BETA2) * g * g
+                    m_hat = m / (1 - ADAM_BETA1 ** (i + 1))
+                    v_hat = v / (1 - ADAM_BETA2 ** (i + 1))
+                    p = p + float(lr) * m_hat / (torch.sqrt(v_hat) + ADAM_EPSILON)
+        return _to_numpy(p)
+
+    def fn(
+        params: np.ndarray, aux: np.ndarray, schedule: np.ndarray, steps: int, learning_rate: float
+    ) -> np.ndarray:
+        params = np.asarray(params, np.float32)
+        aux_a = np.asarray(aux)
+        sched = np.asarray(schedule, np.float32)
+        n = int(params.shape[0])
+        parts = [
+            once(params[r], _part(aux_a, n, r), sched, steps, learning_rate)
+            for r in _sub_batches([params])
+        ]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    return fn

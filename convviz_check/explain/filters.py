@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import GraphError, InputError, describe_array
+from .fviz import FVIZ_LEARNING_RATE, FVIZ_STEPS, resolve_config
 from .inputs import check_batch_size
 
 BORDER = 2  # pixels of the activation map left out of the loss (the chapter's 2:-2)
@@ -402,17 +403,59 @@ def _map_shape(model: Any, target: _Target, image_shape: tuple[int, ...]) -> tup
     return per_model[key]
 
 
+def _robust(
+    model: Any,
+    target: _Target,
+    indices: list[int],
+    shape: tuple[int, int, int],
+    map_hw: tuple,
+    input_range: tuple[float, float],
+    run: tuple,
+) -> np.ndarray:
+    """The robust ascent (:mod:`.fviz_ascent`): ``(F, H, W, C)`` fractions of the range."""
+    from .. import graph as graph_lib
+    from .fviz_ascent import robust_ascent_for, run_batches
+    from .inputs import input_spec
+
+    config, steps, learning_rate, seed, batch_size, progress = run
+    height, width, _ = shape
+    channels_first = input_spec(model).data_format == "channels_first"
+
+    def build() -> tuple[Any, bool]:
+        if _restricted_conv(graph_lib.flatten(model).record(target.name).operation):
+            return _channel_model(model, target.name), True
+        return graph_lib.submodel(model, [target.name]), False
+
+    key = (target.name, config, shape, input_range)
+    ascent = robust_ascent_for(
+        model,
+        key,
+        build,
+        config,
+        (target.data_format, target.channels, map_hw, BORDER),
+        (height, width, input_range, channels_first),
+    )
+    batch = min(int(batch_size or DEFAULT_BATCH_SIZE), len(indices))
+    lr = FVIZ_LEARNING_RATE if learning_rate is None else float(learning_rate)
+    return run_batches(ascent, config, indices, batch, shape, steps, lr, seed, progress)
+
+
 def filter_patterns(
     model: Any,
     layer: str,
     filters: int | Sequence[int] | None = None,
-    steps: int = DEFAULT_STEPS,
+    steps: int | None = None,
     learning_rate: float | None = None,
     size: int | tuple[int, int] | None = None,
     seed: int = 0,
     batch_size: int | None = None,
     input_range: tuple[float, float] | None = None,
     progress: Progress | None = None,
+    parameterization: str = "pixel",
+    decorrelate: bool | None = None,
+    transforms: Any = None,
+    penalties: Any = None,
+    objective: str = "channel",
 ) -> np.ndarray:
     """Synthesize the input pattern each filter of ``layer`` responds to most.
 
@@ -431,8 +474,10 @@ def filter_patterns(
             alone, a batch of one) or several (``range(8)`` for the first eight);
             ``None`` means every filter of the layer. (The CLI's ``--filters N`` and
             ``agreement(filters=N)`` count filters instead: the first ``N``.)
-        steps: ascent steps (>= 0; the chapter's 30 by default).
-        learning_rate: step length; ``None`` means 10.0 at 200x200x3 and
+        steps: ascent steps (>= 0); ``None``: the chapter's 30, or 128 for the robust
+            ascent (``fviz.FVIZ_STEPS``).
+        learning_rate: step length; robust ascent: Adam's, ``None`` meaning 0.2
+            (``fviz.FVIZ_LEARNING_RATE``). Chapter's ascent: ``None`` means 10.0 at 200x200x3 and
             ``10 * sqrt(H*W*C / 120000)`` at other sizes, times the width of
             ``input_range`` (``high - low``: 1 for the default ``(0, 1)``, 255 for
             0-255 models), so that a step is the same fraction of the range.
@@ -447,6 +492,17 @@ def filter_patterns(
             (:func:`convviz_check.explain.inputs.infer_input_range`: ``(0, 255)`` for
             EfficientNet, EfficientNetV2, MobileNetV3, ConvNeXt), else ``(0, 1)``.
         progress: called as ``progress(done, total)`` after each batch.
+        parameterization: ``"pixel"`` (default: the chapter's plain ascent, unless an
+            option below is set) or ``"fft"``: the robust feature visualization of
+            docs/feature-visualization.md (a 1/f-scaled Fourier spectrum, colour
+            decorrelation, random transforms and a small TV penalty, each settable).
+        decorrelate: colour decorrelation (``None``: on for "fft").
+        transforms: ``None`` (the preset for "fft", none for "pixel"), ``False``, or a
+            dict / ``fviz.Transforms`` of ``pad``, ``jitter``, ``scale``, ``rotate``.
+        penalties: ``None`` (TV 0.05 for "fft"), ``False``, or a dict /
+            ``fviz.Penalties`` of ``tv``, ``l1``, ``l2`` weights.
+        objective: ``"channel"`` (mean of the channel inside the border) or
+            ``"neuron"`` (its value at the map's centre; robust ascent).
 
     Returns:
         ``(F, H, W, C)`` float32 patterns, channels-last whatever the model's layout
@@ -470,11 +526,16 @@ def filter_patterns(
     model = load_model(model)
     if input_range is None:
         input_range = infer_input_range(model) or (0.0, 1.0)
+    spec = input_spec(model)
+    height, width = _resolve_size(size, (spec.height, spec.width))
+    config = resolve_config(
+        parameterization, decorrelate, transforms, penalties, objective, height, width
+    )
+    if steps is None:
+        steps = DEFAULT_STEPS if config is None else FVIZ_STEPS
     lo, hi = _check_scalars(steps, learning_rate, batch_size, input_range, progress, seed)
     target = _resolve_target(model, layer)
     indices = _resolve_filters(filters, target.channels, layer)
-    spec = input_spec(model)
-    height, width = _resolve_size(size, (spec.height, spec.width))
     channels = spec.channels or 3
     channels_first = spec.data_format == "channels_first"
     image_shape = (channels, height, width) if channels_first else (height, width, channels)
@@ -489,6 +550,10 @@ def filter_patterns(
             "use a larger size or an earlier layer."
         )
 
+    if config is not None:
+        run = (config, int(steps), learning_rate, seed, batch_size, progress)
+        out = _robust(model, target, indices, (height, width, channels), map_hw, (lo, hi), run)
+        return (lo + (hi - lo) * out).astype(np.float32)
     lr = (
         default_learning_rate(height, width, channels) * (hi - lo)
         if learning_rate is None
