@@ -231,11 +231,26 @@ def _replay(model: Any, inputs: Sequence[Any], hook: Hook, prefix: tuple[str, ..
                 flat_in = _nested_inputs(inner, args, kwargs)
                 outputs = _replay(inner, flat_in, hook, path)
                 outputs = tree.pack_sequence_as(inner._outputs_struct, outputs)
+            elif (parts := keras_private.encoder_parts(op)) is not None:
+                # A keras-hub encoder holding every transformer block: each block is a
+                # record; only its token output is replayed (nothing reads the others).
+                tensors[id(node.outputs[0])] = _replay_parts(parts, args[0], hook, path)
+                continue
             else:
                 outputs = hook(path, op, args, kwargs, _caller(op, args, kwargs))
             for ref, new in zip(node.outputs, tree.flatten(outputs), strict=True):
                 tensors[id(ref)] = new
     return [tensors[id(x)] for x in fn.outputs]
+
+
+def _replay_parts(parts: list, x: Any, hook: Hook, prefix: tuple[str, ...]) -> Any:
+    """The token sequence ``x`` through ``parts`` (layers called one after another),
+    each call seen by ``hook``; a part's extra outputs (a block's scores) are dropped."""
+    from keras import tree
+
+    for part in parts:
+        x = tree.flatten(hook((*prefix, part.name), part, (x,), {}, _caller(part, (x,), {})))[0]
+    return x
 
 
 def _caller(op: Any, args: tuple, kwargs: dict) -> Callable[[], Any]:

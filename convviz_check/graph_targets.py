@@ -9,8 +9,9 @@ and filter patterns (the rule itself: :mod:`convviz_check.graph_structure`).
 - :func:`class_score_conv`: whether a layer is a class-score map of an
   all-convolutional head.
 
-Models without any map (keras-hub ViT/DeiT/Swin, an MLP) have no Grad-CAM layer:
-:func:`no_map_error`.
+Transformers on tokens (keras-hub ViT/DeiT/Swin) have no map: their CAM layer is a
+token sequence read as a grid (:mod:`convviz_check.graph_tokens`); models without
+either (an MLP) have no Grad-CAM layer: :func:`no_map_error`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import warnings
 from typing import Any
 
 from . import graph as graph_lib
+from . import graph_tokens
 from .errors import ClassScoreLayerWarning, GraphError
 from .graph_structure import Structure
 
@@ -287,6 +289,9 @@ def target_layer(model: Any, layer: str | None = None) -> str:
     valid = gradcam_layers(model)
     if layer is None:
         if not any(s.is_map):
+            auto = graph_tokens.auto_token_layer(model)  # a transformer on tokens
+            if auto is not None:
+                return auto
             raise no_map_error(model, "Grad-CAM")
         name = head_pooling_input(model)
         if name is None:  # no pooling before the head: the deepest map that feeds it
@@ -305,6 +310,8 @@ def target_layer(model: Any, layer: str | None = None) -> str:
             f"(type {type(layer).__name__}). Expected one of {short_list(valid)}."
         )
     r = flat.record(layer)
+    if graph_tokens.is_token_record(r):
+        return graph_tokens.check_token_layer(model, r.name)
     _check_target(model, r, flat.records.index(r), s, valid)
     return r.name
 

@@ -14,6 +14,9 @@ so), never to a wrong result.
 | ``keras.src.backend.common.stateless_scope.in_stateless_scope`` | ``_fastload`` | leave variables of a stateless scope alone |
 | ``keras.src.backend.torch.nn._transpose_spatial_inputs`` | ``backends.torch`` | a channels-last view instead of a copy (scoped patch) |
 | ``keras.src.backend.jax.nn.depthwise_conv`` | ``backends.jax`` | depthwise convolution by taps (scoped patch) |
+| ``Layer._flatten_layers`` (method) | ``graph_tokens``, ``explain.rollout`` | every sublayer of a layer (patch embeddings and attention layers inside custom layers) |
+| ``MultiHeadAttention.call`` (per-instance override) | ``explain.rollout`` | the attention weights of layers that do not ask for them (scoped patch) |
+| keras-hub ``ViTEncoder`` / ``DeiTEncoder`` attributes ``encoder_layers``, ``dropout``, ``layer_norm`` | ``graph`` (via :func:`encoder_parts`) | address each transformer block of an encoder that is one layer |
 
 Imports are done on use, never at import time: importing this module imports no Keras.
 """
@@ -70,3 +73,67 @@ def standardize_dtype(dtype: Any) -> str:
 def in_stateless_scope() -> bool:
     """Whether the caller runs inside a Keras stateless scope."""
     return bool(_get(*STATELESS_SCOPE)())
+
+
+# keras-hub encoders that run all transformer blocks inside one layer: class name ->
+# the attributes their ``call`` applies in order (verified on keras-hub 0.32: ViTEncoder
+# is dropout, blocks, layer_norm; DeiTEncoder is blocks, layer_norm, with each block
+# returning ``(tokens, scores)``).
+ENCODERS: dict[str, tuple[str, ...]] = {
+    "ViTEncoder": ("dropout", "encoder_layers", "layer_norm"),
+    "DeiTEncoder": ("encoder_layers", "layer_norm"),
+}
+
+
+def sublayers(layer: Any) -> list[Any]:
+    """Every layer inside ``layer`` (itself excluded), depth-first in creation order."""
+    return list(layer._flatten_layers(include_self=False, recursive=True))
+
+
+def encoder_parts(op: Any) -> list[Any] | None:
+    """The layers a keras-hub transformer encoder (one layer holding every block) calls
+    in order, each taking and returning the token sequence (a block's extra outputs
+    dropped by the caller), or ``None`` for any other operation or when an attribute is
+    missing (a changed keras-hub: the encoder then stays one opaque layer)."""
+    names = ENCODERS.get(type(op).__name__)
+    if names is None or not type(op).__module__.startswith("keras_hub"):
+        return None
+    parts: list[Any] = []
+    for name in names:
+        value = getattr(op, name, None)
+        if value is None:
+            return None
+        parts.extend(value if isinstance(value, list | tuple) else [value])
+    return parts
+
+
+class capture_attention:  # noqa: N801  (used as a context manager, like a function)
+    """Within the block, every ``keras.layers.MultiHeadAttention`` in ``layers`` returns
+    its output as usual and appends its attention weights ``(batch, heads, T, S)`` to
+    ``self.scores`` (in call order). Keras' ``Layer.__call__`` calls ``self.call``, so an
+    instance attribute overrides it for this block only; removed on exit."""
+
+    def __init__(self, layers: list[Any]) -> None:
+        self.layers = layers
+        self.scores: list[Any] = []
+
+    def _wrap(self, layer: Any) -> Any:
+        original = type(layer).call
+
+        def call(query: Any, value: Any, *args: Any, **kwargs: Any) -> Any:
+            kwargs["return_attention_scores"] = True
+            out, scores = original(layer, query, value, *args, **kwargs)
+            self.scores.append(scores)
+            return out
+
+        return call
+
+    def __enter__(self) -> capture_attention:
+        for layer in self.layers:
+            object.__setattr__(layer, "call", self._wrap(layer))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for layer in self.layers:
+            if "call" in layer.__dict__:
+                object.__delattr__(layer, "call")

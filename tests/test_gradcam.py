@@ -498,16 +498,14 @@ def _tiny_vit():
     return keras_hub.models.ViTImageClassifier(backbone=backbone, num_classes=3)
 
 
-def test_gradcam_refuses_a_vision_transformer_saying_why_and_what_works():
+def test_gradcam_reads_a_vision_transformer_token_layer_as_its_grid():
+    # One block behind a class-token head: the block's input (the embedding after the
+    # encoder's dropout) is the automatic layer (convviz_check.graph_tokens).
     model = _tiny_vit()
-    with pytest.raises(GraphError) as info:
-        gradcam(model, _images(1, (32, 32, 3)))
-    message = str(info.value)
-    assert "no layer with a 4-D spatial output" in message
-    assert "token sequences" in message and "(None, 17, 8)" in message
-    assert "Expected a convolutional model" in message
+    cam = gradcam(model, _images(1, (32, 32, 3)))
+    assert cam.layer == "dropout" and cam.heatmap.shape == (1, 4, 4)
     with pytest.raises(GraphError, match="4-D spatial output"):
-        gradcam(model, _images(1, (32, 32, 3)), layer="vit_encoder")
+        gradcam(model, _images(1, (32, 32, 3)), layer="output_dropout")
 
 
 def _all_conv(classes=3, seed=4):

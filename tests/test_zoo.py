@@ -12,7 +12,8 @@ Per model, at a small input and with NumPy-seeded weights (:func:`reinit`):
   ``input_range`` follows the model's own preprocessing (0-255 for EfficientNet,
   EfficientNetV2, MobileNetV3, ConvNeXt).
 
-Token-only transformers (keras-hub ViT, DeiT, Swin) are refused with a GraphError.
+Transformers on tokens (keras-hub ViT, DeiT, Swin): Grad-CAM on the token grid of the
+automatic layer; activations (no spatial map) are refused with a GraphError.
 
 Tiers: ``FAST`` (MobileNetV3Small, and keras-hub's EfficientNet, ResNet and MiT:
 seconds each on TensorFlow and torch, while on JAX building a model alone takes 5-20 s,
@@ -570,12 +571,20 @@ def _token_transformer(family: str) -> Any:
     return m.SwinTransformerImageClassifier(backbone=backbone, num_classes=CLASSES)
 
 
-@pytest.mark.parametrize("family", ["ViT", "DeiT", "Swin"])
-def test_token_transformers_are_refused_with_the_reason(family: str) -> None:
+@pytest.mark.parametrize(
+    "family, layer, grid",
+    [
+        ("ViT", "dropout", (4, 4)),
+        ("DeiT", "deit_patching_and_embedding", (4, 4)),
+        ("Swin", "norm", (8, 8)),
+    ],
+)
+def test_token_transformers_get_a_token_grid(family: str, layer: str, grid: tuple) -> None:
     model = _token_transformer(family)
-    x = np.zeros((1, 32, 32, 3), np.float32)
-    with pytest.raises(GraphError, match="no layer with a 4-D spatial output.*token sequences"):
-        cc.gradcam(model, x)
+    x = np.random.default_rng(0).random((1, 32, 32, 3)).astype(np.float32)
+    cam = cc.gradcam(model, x)
+    assert cam.layer == layer and cam.heatmap.shape == (1, *grid)
+    assert np.isfinite(cam.heatmap).all()
     with pytest.raises(GraphError, match="no 2-D convolution or pooling layer"):
         cc.activations(model, x)
     assert graph_targets.map_layers(model) == []

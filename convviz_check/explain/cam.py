@@ -47,6 +47,7 @@ import numpy as np
 from .. import graph as graph_lib
 from ..errors import ConvvizWarning, InputError
 from ..graph_targets import gradcam_note, target_layer
+from ..graph_tokens import grid_for, on_grid
 from ..types import GradCAM
 from .cam_methods import (  # noqa: F401  (re-exported: explain.cam.METHODS etc.)
     METHODS,
@@ -202,7 +203,10 @@ def _apply_preprocessor(model: Any, batch: np.ndarray) -> np.ndarray:
 
 
 def _channels_last(array: np.ndarray, data_format: str) -> np.ndarray:
-    return np.moveaxis(array, 1, -1) if data_format == "channels_first" else array
+    # A token sequence (N, tokens, features) has no channel axis to move.
+    if data_format == "channels_first" and array.ndim == 4:
+        return np.moveaxis(array, 1, -1)
+    return array
 
 
 def _padded(array: np.ndarray, size: int) -> np.ndarray:
@@ -260,6 +264,7 @@ def cam(
     preprocess: bool = False,
     batch_size: int | None = None,
     output: str | int | None = None,
+    token_grid: tuple[int, int, int] | None = None,
     **method_options: Any,
 ) -> GradCAM:
     """Class-activation maps of ``images`` by one method of the CAM family.
@@ -296,6 +301,10 @@ def cam(
         output: the output of a multi-output model to explain, by name (the layer
             that produces it, or its key in a dict of outputs) or index; ``None``: the
             first output.
+        token_grid: ``(height, width, prefix tokens)`` of a token layer (a vision
+            transformer's ``(batch, tokens, features)`` output), where it cannot be
+            inferred from the model's patch embedding; ``None``: inferred
+            (:mod:`convviz_check.graph_tokens`). The layer's maps are that grid.
         **method_options: the method's own options: ``max_channels`` (Score-CAM: the
             channels of highest mean activation per image; default every channel),
             ``center`` (Eigen-CAM: subtract each channel's mean first; default False).
@@ -336,6 +345,7 @@ def cam(
     view, output_label = select_output(model, output)
     kind, bypass = score_plan(view, score)
     name = target_layer(view, layer)
+    grid = grid_for(view, name, (int(batch.shape[1]), int(batch.shape[2])), token_grid)
     n = batch.shape[0]
     chunk, mask_chunk = _chunks(batch_size, n)
     target = make_target(view, class_index, n, output_label)
@@ -344,6 +354,7 @@ def cam(
     zero_item = _zero_shape(view, name, run.zero_shape, x.shape[1:])
     zero = np.zeros((min(chunk, n), *zero_item), np.float32)
     activation, gradient, head = run.batches(x, target.classes, zero)
+    activation, gradient = on_grid(grid, activation, gradient)  # tokens: read as the grid
     if not np.isfinite(head).all():
         bad = np.flatnonzero(~np.isfinite(head.reshape(n, -1)).all(axis=1))
         raise InputError(
@@ -387,6 +398,7 @@ def cam(
         from ..graph_targets import warn_class_score_layer
 
         warn_class_score_layer(note)
+    note = grid.note(name) if grid is not None else note
     return GradCAM(
         heatmap=heatmap,
         raw=raw32,

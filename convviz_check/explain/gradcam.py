@@ -43,6 +43,7 @@ def gradcam(
     preprocess: bool = False,
     batch_size: int | None = None,
     output: str | int | None = None,
+    token_grid: tuple[int, int, int] | None = None,
 ) -> GradCAM:
     """Grad-CAM heatmaps of ``images`` for one class (or score) each.
 
@@ -72,6 +73,9 @@ def gradcam(
             not depend on it.
         output: the output of a multi-output model to explain (name or index);
             ``None``: the first.
+        token_grid: ``(height, width, prefix tokens)`` of a vision transformer's token
+            layer where the model's patch embedding does not tell it (see
+            :func:`convviz_check.cam`); ``None``: inferred.
 
     Returns:
         A :class:`~convviz_check.types.GradCAM`: ``heatmap`` (N, h, w) in [0, 1],
@@ -83,7 +87,8 @@ def gradcam(
     Raises:
         InputError: bad images, class indices, score or output.
         GraphError: a bad target layer (the message lists the valid ones), a model
-            without a spatial map (vision transformers on tokens, MLPs), a
+            without a spatial map or token grid (an MLP), a token grid that cannot be
+            inferred, a
             non-classifier head, or ``score="logit"`` on a head that cannot be bypassed.
 
     Warns:
@@ -106,6 +111,7 @@ def gradcam(
         preprocess=preprocess,
         batch_size=batch_size,
         output=output,
+        token_grid=token_grid,
     )
 
 
