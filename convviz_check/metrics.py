@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ComparisonError, describe_array
+from .evidence import box_facts, retrain_evidence, verdicts
 from .heatmaps import Heatmaps
 from .measures import (
     check_boxes,
@@ -95,6 +96,7 @@ def compare(
     cross_backend: bool = False,
     profile: str = DEFAULT_PROFILE,
     boxes: Any = None,
+    regions: Mapping[str, Box] | None = None,
 ) -> Comparison:
     """Compare an obtained artifact with the expected one using the metrics of ``kind``.
 
@@ -118,6 +120,9 @@ def compare(
             :class:`~convviz_check.types.Box` or an ``(N, 4)`` int array y0, x0, y1, x1
             in input-image pixels; see :func:`check_boxes`), for the ``retrain``
             profile's box metrics; ignored by ``exact``.
+        regions: more regions (name -> Box in input pixels) whose mass the ``retrain``
+            profile's ``region_shift`` watches, beside the border, the corners and, with
+            boxes, the box (:mod:`convviz_check.evidence`); ignored by ``exact``.
 
     Returns:
         A :class:`~convviz_check.types.Comparison`: ``metrics`` (name ->
@@ -152,7 +157,7 @@ def compare(
     if kind == "activation":
         items, tol = _activation_items(expected, obtained, tol, specs)
     elif kind == "heatmap":
-        items, extra = _heatmap_items(expected, obtained, tol, specs, boxes)
+        items, extra = _heatmap_items(expected, obtained, tol, specs, boxes, regions)
     else:
         items = _pattern_items(expected, obtained, tol)
     return _assemble(kind, profile, specs, items, extra, tol, cross_backend)
@@ -187,6 +192,8 @@ class _Extra:
     layers: tuple[str, str] | None = None
     image_shape: tuple[int, ...] | None = None
     boxes: bool = False  # the boxed measures were taken
+    # the retrain evidence: metrics and details (convviz_check.evidence)
+    evidence: tuple[dict[str, MetricResult], dict[str, Any]] | None = None
 
 
 # --------------------------------------------------------------------------------------
@@ -236,7 +243,12 @@ def _activation_item(name: str, e: np.ndarray, o: np.ndarray, tol: Tolerance) ->
 # Heatmap
 # --------------------------------------------------------------------------------------
 def _heatmap_items(
-    expected: Any, obtained: Any, tol: Tolerance, specs: tuple[MetricSpec, ...], boxes: Any
+    expected: Any,
+    obtained: Any,
+    tol: Tolerance,
+    specs: tuple[MetricSpec, ...],
+    boxes: Any,
+    regions: Mapping[str, Box] | None,
 ) -> tuple[list[_Item], _Extra]:
     exp = Heatmaps.of(expected, role="expected", error=ComparisonError)
     obt = Heatmaps.of(obtained, role="obtained", error=ComparisonError)
@@ -259,9 +271,14 @@ def _heatmap_items(
         _measure_heatmap(item, e_maps[i], o_maps[i], tol, specs)
         if box_rows is not None:
             box = Box(*(int(v) for v in box_rows[i]))
-            _measure_box(item, e_maps[i], o_maps[i], box, image_shape or e_maps.shape[1:])
+            shape = image_shape or e_maps.shape[1:]
+            item.sides.update(box_facts(e_maps[i], o_maps[i], item.sides["degenerate"], box, shape))
+            energy = item.sides["box_energy"]
+            item.values["box_energy_drop"] = energy[0] - energy[1]
         items.append(item)
     extra = _Extra(image_shape=image_shape, boxes=box_rows is not None)
+    if any(spec.aggregate == "evidence" for spec in specs):
+        extra.evidence = retrain_evidence(exp, obt, tol, image_shape, box_rows, regions)
     if exp.layer is not None and obt.layer is not None:
         extra.layers = (exp.layer, obt.layer)
     return items, extra
@@ -301,34 +318,6 @@ def _measure_heatmap(
                 item.values["ssim"] = value
         elif measure == "peak_shift":
             item.values["peak_shift"] = math.dist(*item.sides["peak"])
-
-
-def _measure_box(
-    item: _Item, e: np.ndarray, o: np.ndarray, box: Box, image_shape: tuple[int, ...]
-) -> None:
-    """Each side's energy in the box, pointing hit and where its peak lies (a
-    degenerate map counts as no energy and no hit, as in
-    :mod:`convviz_check.localization`)."""
-    from .localization import energy_in_box, pointing_game
-
-    shape = tuple(image_shape[:2])
-    energies, hits, where = [], [], []
-    for values, degenerate in zip((e, o), item.sides["degenerate"], strict=True):
-        if degenerate:
-            energies.append(0.0)
-            hits.append(False)
-            where.append("nowhere (degenerate map)")
-            continue
-        energies.append(energy_in_box(values, box, image_shape=shape))
-        hit = pointing_game(values, box, image_shape=shape)
-        hits.append(hit)
-        where.append("inside the box" if hit else region_name(peak_cell(values), values.shape))
-    item.sides.update(
-        box_energy=(energies[0], energies[1]),
-        pointing=(hits[0], hits[1]),
-        peak_where=(where[0], where[1]),
-    )
-    item.values["box_energy_drop"] = energies[0] - energies[1]
 
 
 def not_judged(kind: str, profile: str) -> str:
@@ -457,7 +446,10 @@ def _assemble(
     unit = ITEM_UNIT[kind]
     metrics = {}
     for spec in specs:
-        metric = _aggregate(spec, items, tol, unit)
+        if spec.aggregate == "evidence":  # measured on the whole batch: evidence.py
+            metric = extra.evidence[0].get(spec.name) if extra.evidence else None
+        else:
+            metric = _aggregate(spec, items, tol, unit)
         if metric is not None:
             metrics[spec.name] = metric
     passed = all(m.ok for m in metrics.values())
@@ -465,6 +457,8 @@ def _assemble(
     details = _details(kind, items, worst, extra, tol, cross_backend)
     if profile != DEFAULT_PROFILE:
         details["profile"] = profile
+    if extra.evidence is not None:
+        details.update(extra.evidence[1], verdicts=verdicts(metrics))
     if any(spec.measure in BOX_MEASURES for spec in specs):
         details["boxes"] = extra.boxes
     flags = [it.sides.get("degenerate", (False, False)) for it in items]

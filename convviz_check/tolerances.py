@@ -222,6 +222,24 @@ RETRAIN: dict[str, dict[str, float]] = {
         # images (3), 0.125 over a 16-image slice (2 of 16). Bound 0.25: 2x (4 of 16
         # images). Corner: 0.984.
         "heatmap_pointing_drop": 0.25,
+        # share of the changed images (confident ones, when the golden knows its
+        # probabilities) that now explain one and the same class, judged from 3 changes
+        # on a model of more than two classes (convviz_check.evidence): measured 0 in
+        # every pair (no retrain changed a class). Bound 0.75: 3 of 4 changes to one
+        # class pass (two confused classes), 3 of 3 and 4 of 5 fail.
+        "heatmap_class_flip_share_max": 0.75,
+        # the growth of a region's mass in one image that region_shift counts (in a
+        # corner; sqrt(area / corner area) times more in a larger region: 0.13 in the
+        # border ring). Measured per-image growth of a corner between honest retrains:
+        # 95th percentile 0.005-0.068, so 0.05 counts about one image in 20 by chance;
+        # a partial shortcut's +0.08 counts in every image it acts on.
+        "heatmap_region_growth": 0.05,
+        # worst share of a group's images (all, or one golden class with >= 3 images)
+        # whose mass in one region grew by more than heatmap_region_growth. Measured:
+        # worst 0.2 over 64 images (3 of 15, top_left, the shortcut example's honest ->
+        # retrain), 0.5 over a 16-image slice (2 of 4). Bound 0.75 (1.5x): 3 of 3, 4 of 4,
+        # 6 of 7 fail. Corner and one-class contrasts: 1.0.
+        "heatmap_region_shift_share_max": 0.75,
         # report-only (never the verdict; the retrain text leaves it out): share of map
         # values that moved by > 0.1 of the [0, 1] range. Measured 12.6-18.4% over the
         # pairs (corner: 41.9%).
@@ -240,6 +258,8 @@ RETRAIN_MEASURED: dict[str, tuple[float, float, float, float]] = {
     "heatmap_box_energy_drop_mean": (0.015, 0.021, 0.352, 0.062),
     "heatmap_box_energy_drop": (0.094, 0.094, 0.604, 0.369),
     "heatmap_pointing_drop": (0.047, 0.125, 0.984, 0.234),
+    "heatmap_class_flip_share_max": (0.0, 0.0, 0.0, 0.0),
+    "heatmap_region_shift_share_max": (0.2, 0.5, 1.0, 1.0),
 }
 
 
@@ -274,8 +294,10 @@ RETRAIN_CKA_MEASURED: dict[str, tuple[float, float, float, float]] = {
 #   "mean_drop"  mean expected - mean obtained of an (expected, obtained) fact of
 #                every item (energy in the box; a pointing hit counts 1);
 #   "share_same" the share of items whose (expected, obtained) fact is equal;
-#   "count"      the number of items whose (expected, obtained) fact differs (bound 0).
-AGGREGATIONS = ("worst", "mean", "mean_drop", "share_same", "count")
+#   "count"      the number of items whose (expected, obtained) fact differs (bound 0);
+#   "evidence"   measured on the whole batch by convviz_check.evidence (the worst
+#                (region, group) share of grown images; the classes of confident images).
+AGGREGATIONS = ("worst", "mean", "mean_drop", "share_same", "count", "evidence")
 
 
 @dataclass(frozen=True)
@@ -303,10 +325,12 @@ _COUNTS = {
 _RETRAIN_MEASURES = {
     "spearman_mean": ("spearman", "mean"),
     "topk_iou_mean": ("topk_iou", "mean"),
-    "class_agreement": ("class_index", "share_same"),
+    "class_agreement": ("class_index", "evidence"),
+    "class_flip_share": ("class_index", "evidence"),
     "box_energy_drop_mean": ("box_energy", "mean_drop"),
     "box_energy_drop": ("box_energy_drop", "worst"),
     "pointing_drop": ("pointing", "mean_drop"),
+    "region_shift": ("region_mass", "evidence"),
     "cka": ("cka", "worst"),
 }
 

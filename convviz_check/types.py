@@ -72,9 +72,11 @@ RETRAIN_METRICS: dict[str, tuple[tuple[str, str, str], ...]] = {
         ("spearman_mean", "heatmap_spearman_mean_min", "min"),
         ("topk_iou_mean", "heatmap_topk_iou_mean_min", "min"),
         ("class_agreement", "heatmap_class_agreement_min", "min"),
+        ("class_flip_share", "heatmap_class_flip_share_max", "max"),
         ("box_energy_drop_mean", "heatmap_box_energy_drop_mean", "max"),
         ("box_energy_drop", "heatmap_box_energy_drop", "max"),
         ("pointing_drop", "heatmap_pointing_drop", "max"),
+        ("region_shift", "heatmap_region_shift_share_max", "max"),
     ),
     "pattern": (),
 }
@@ -323,6 +325,10 @@ class Tolerance:
     heatmap_box_energy_drop_mean: float | None = None
     heatmap_box_energy_drop: float | None = None
     heatmap_pointing_drop: float | None = None
+    heatmap_class_flip_share_max: float | None = None
+    heatmap_region_shift_share_max: float | None = None
+    # the per-image growth of a region's mass that region_shift counts (not a bound)
+    heatmap_region_growth: float | None = None
     # pattern
     pattern_ssim_min: float | None = None
     pattern_pearson_min: float | None = None

@@ -35,6 +35,7 @@ PYTEST = {"pytest", "_pytest", "xdist"}
 CORE = (
     "convviz_check.types",
     "convviz_check.heatmaps",
+    "convviz_check.evidence",
     "convviz_check.errors",
     "convviz_check.artifacts",
     "convviz_check.storage",

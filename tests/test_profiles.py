@@ -141,7 +141,13 @@ def test_a_shortcut_map_fails_retrain_naming_the_box_energy_and_where_the_peak_w
         "box_energy_drop_mean",
         "box_energy_drop",
         "pointing_drop",
+        "region_shift",
     }
+    # the verdict leads, with the corner the mass went to (not the border around it)
+    assert lines[0].startswith(
+        "looks elsewhere: the top_left corner's mass grew by more than 0.05 in 8 of 8 images"
+    ), result.text
+    assert result.details["verdicts"]["predicts differently"]["failed"] is False
 
 
 def test_a_shortcut_in_one_image_fails_the_per_image_energy_bound_only():
@@ -169,9 +175,10 @@ def test_class_agreement_counts_images_explaining_another_class():
     result = _retrain(g, one_changed, boxes=BOXES)
     assert result.metrics["class_agreement"].value == pytest.approx(7 / 8)
     assert not result.metrics["class_agreement"].ok  # bound 0.9: one of 8 is too many
-    assert result.text.splitlines()[0] == (
-        "the explained class changed in 1/8 images (agreement 0.875; bound >= 0.9)"
-    )
+    assert result.text.splitlines()[:2] == [
+        "predicts differently: 1 of 8 images changed class, to class 2",
+        "the explained class changed in 1/8 images (agreement 0.875; bound >= 0.9)",
+    ]
     assert "top class changed: 0 -> 2 (image 3)" in result.text
     assert _retrain(g, maps("golden"), boxes=BOXES).metrics["class_agreement"].value == 1.0
 
@@ -263,7 +270,8 @@ def test_boxes_refer_to_input_pixels_of_a_gradcam_and_to_the_map_of_a_bare_array
 def test_retrain_defaults_set_exactly_the_retrain_fields():
     tol = tolerances.default_tolerance("heatmap", profile="retrain")
     fields = {f for _n, f, _d in RETRAIN_METRICS["heatmap"]}
-    assert set(tol.to_dict()) == fields | {"pixel_atol"}
+    # heatmap_region_growth is the per-image growth region_shift counts, not a bound
+    assert set(tol.to_dict()) == fields | {"pixel_atol", "heatmap_region_growth"}
     assert set(tolerances.RETRAIN_MEASURED) == fields
     # one column: the cross-backend flag does not change the retrain bounds
     assert tolerances.default_tolerance("heatmap", True, "retrain") == tol
@@ -271,15 +279,25 @@ def test_retrain_defaults_set_exactly_the_retrain_fields():
 
 def test_every_retrain_bound_covers_the_measured_retrains_and_fails_the_corner_shortcut():
     # Similarities keep >= 1.5x the worst measured gap to 1 (or are exactly 1 measured);
-    # drops keep >= 2x the worst measured drop. The corner shortcut fails every bound
-    # but class agreement (it keeps the class).
-    for _name, field, direction in RETRAIN_METRICS["heatmap"]:
+    # drops keep >= 2x the worst measured drop; the share of a group whose region grew
+    # keeps 1.5x and stays below 1 (a shift in every image of a group fails). The corner
+    # shortcut fails every bound but those of "predicts differently" (it keeps the class).
+    from convviz_check.evidence import VERDICT_OF
+
+    for name, field, direction in RETRAIN_METRICS["heatmap"]:
         bound = tolerances.RETRAIN["heatmap"][field]
-        worst64, worst16, corner, _one_class = tolerances.RETRAIN_MEASURED[field]
+        worst64, worst16, corner, one_class = tolerances.RETRAIN_MEASURED[field]
         worst = min(worst64, worst16) if direction == "min" else max(worst64, worst16)
+        if VERDICT_OF[name] == "predicts differently":
+            assert corner == worst == (1.0 if direction == "min" else 0.0), field
         if direction == "min":
             assert 1 - bound >= 1.5 * (1 - worst), (field, bound, worst)
             assert corner < bound or field == "heatmap_class_agreement_min", field
+        elif field == "heatmap_region_shift_share_max":
+            assert 1.5 * worst <= bound < 1.0, (field, bound, worst)
+            assert corner > bound and one_class > bound, (field, bound, corner, one_class)
+        elif field == "heatmap_class_flip_share_max":
+            assert bound >= 2 * worst and bound < 1.0, (field, bound, worst)
         else:
             assert bound >= 2 * worst, (field, bound, worst)
             assert corner > bound, (field, bound, corner)

@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..evidence import VERDICTS
 from ..types import ITEM_UNIT, PROFILE_METRICS, MetricResult
 
 # Plain changes (class, degeneracy) listed one per line for at most this many images.
@@ -34,7 +35,8 @@ def comparison_text(
     def where(name: str) -> str:
         return f" ({name})" if batch else ""
 
-    lines = _class_agreement(metrics, n)
+    lines = verdict_lines(metrics, details)
+    lines += _class_agreement(metrics, details, n)
     lines += plain_changes(items, metrics, where)
     lines += _box_lines(items, metrics)
     unit = ITEM_UNIT[kind]
@@ -161,14 +163,121 @@ def field_name(kind: str, metric: str) -> str:
     return metric
 
 
-def _class_agreement(metrics: Mapping[str, MetricResult], n: int) -> list[str]:
+def _class_agreement(
+    metrics: Mapping[str, MetricResult], details: Mapping[str, Any], n: int
+) -> list[str]:
     agreement = metrics.get("class_agreement")
     if agreement is None or agreement.ok:
         return []
+    flips = details.get("class_flips") or {"n": n, "changed": round(n * (1 - agreement.value))}
+    counted = flips["n"]
+    who = " confident" if flips.get("confident") is not None else ""
     return [
-        f"the explained class changed in {round(n * (1 - agreement.value))}/{n} images "
+        f"the explained class changed in {flips['changed']}/{counted}{who} images "
         f"(agreement {agreement.value:.3g}; bound >= {exact(agreement.bound)})"
     ]
+
+
+# "looks elsewhere" metrics, plainest first: the one a failing text leads with.
+_ELSEWHERE_ORDER = (
+    "region_shift",
+    "box_energy_drop_mean",
+    "box_energy_drop",
+    "pointing_drop",
+    "topk_iou_mean",
+    "spearman_mean",
+    "degenerate_changed",
+)
+
+
+def verdict_lines(metrics: Mapping[str, MetricResult], details: Mapping[str, Any]) -> list[str]:
+    """The failed verdicts of a retrain comparison (``details["verdicts"]``), each with
+    its plainest number, then the per-class table of the region that shifted; empty
+    for other profiles and for a passing comparison."""
+    verdicts = details.get("verdicts")
+    if not verdicts:
+        return []
+    lines = []
+    for verdict in VERDICTS:
+        failed = verdicts.get(verdict, {}).get("metrics", [])
+        if not failed:
+            continue
+        if verdict == "predicts differently":
+            lead = _predicts_differently(details.get("class_flips"), metrics)
+            others = [m for m in failed if m not in ("class_agreement", "class_flip_share")]
+        else:
+            first = min(failed, key=_ELSEWHERE_ORDER.index)
+            lead = _looks_elsewhere(first, metrics[first], details)
+            others = [m for m in failed if m != first]
+        also = f" (also failed: {', '.join(others)})" if others else ""
+        lines.append(f"{verdict}: {lead}{also}")
+    if "region_shift" in verdicts.get("looks elsewhere", {}).get("metrics", []):
+        lines.append(_region_table(details))
+    return lines
+
+
+def _predicts_differently(flips: Any, metrics: Mapping[str, MetricResult]) -> str:
+    if not flips:  # classes unknown on one side: only the counts say it
+        return ", ".join(f"{k} {m.value:.3g}" for k, m in metrics.items() if not m.ok)
+    who = "confident images" if flips.get("confident") is not None else "images"
+    changed, towards = flips["changed"], flips["towards"]
+    text = f"{changed} of {flips['n']} {who} changed class"
+    if not towards:
+        return text
+    top_class, top = towards[0]
+    if len(towards) == 1:
+        where = f"all {top} to class {top_class}" if changed > 1 else f"to class {top_class}"
+    else:
+        where = f"{top} of them to class {top_class}, the rest to {len(towards) - 1} other class"
+        where += "es" if len(towards) > 2 else ""
+    return f"{text}, {where}"
+
+
+def _region_words(region: str) -> str:
+    if region in ("top_left", "top_right", "bottom_left", "bottom_right"):
+        return f"the {region} corner's mass"
+    if region == "border":
+        return "the border's mass"
+    if region == "outside":
+        return "the mass outside the object box"
+    return f"the mass in region {region!r}"
+
+
+def _looks_elsewhere(name: str, metric: MetricResult, details: Mapping[str, Any]) -> str:
+    if name == "region_shift":
+        row = details["region_shift"]
+        group = "images" if row["group"] == "all" else f"images of {row['group']}"
+        return (
+            f"{_region_words(row['region'])} grew by more than {row['growth']:.2g} in "
+            f"{row['k']} of {row['n']} {group} (mean {row['mean'][0]:.2f} -> "
+            f"{row['mean'][1]:.2f})"
+        )
+    words = {
+        "box_energy_drop_mean": "the mean energy in the object box fell by",
+        "box_energy_drop": "one image's energy in the object box fell by",
+        "pointing_drop": "the pointing game lost a share of images of",
+        "topk_iou_mean": "the hottest 10% of the map overlaps the golden's (mean IoU)",
+        "spearman_mean": "the maps rank the pixels differently (mean Spearman)",
+        "degenerate_changed": "maps that became or stopped being degenerate:",
+    }[name]
+    note = f"; {metric.note}" if metric.note else ""
+    return f"{words} {metric.value:.3g} ({name}{note})"
+
+
+def _region_table(details: Mapping[str, Any]) -> str:
+    """One line: the shifted region's mean mass per class, golden -> now, and how many
+    images grew there."""
+    region = details["region_shift"]["region"]
+    parts = []
+    for row in details.get("by_class", []):
+        mass = row["mass"].get(region)
+        if mass is None:
+            continue
+        who = "all" if row["class"] is None else f"class {row['class']}"
+        grown = row["grown"].get(region)
+        count = f", {grown} of {row['n']} grew" if grown is not None else f", n={row['n']}"
+        parts.append(f"{who} {mass[0]:.2f} -> {mass[1]:.2f}{count}")
+    return f"  {region} mass per class, golden -> now: " + "; ".join(parts)
 
 
 def _box_lines(
