@@ -191,7 +191,7 @@ RETRAIN: dict[str, dict[str, float]] = {
     "activation": {
         # linear CKA of each layer (measures.layer_cka: positions x channels), the worst
         # layer's: see RETRAIN_CKA_MEASURED below for what it was measured on.
-        "activation_cka_min": 0.2,
+        "activation_cka_min": 0.05,
         # keeps a dead (all-zero) layer's scale finite, as in TABLE (report facts only)
         "activation_scale_floor": 1e-3,
         # report-only: share of values that moved by > 0.1 of the layer's scale
@@ -264,22 +264,25 @@ RETRAIN_MEASURED: dict[str, tuple[float, float, float, float]] = {
 
 
 # Activations under retrain: `python benchmarks/calibrate_cka.py` on 2026-12-07, this
-# 2-core CPU machine, tensorflow. Models: the shortcut example's honest and retrain (one
-# recipe, seeds 11 and 12); images: the gate's (biased_eval_set, first 16); layers: the
-# default activation layers (conv1-4, pool1-3). Linear CKA is low between honest
-# retrains at the early layers of this narrow convnet (12-32 channels; a layer before
-# batch normalization has an arbitrary scale per channel, which CKA sees): worst layer
-# conv2 0.357 over 16 images, conv1 on one image 0.278-0.837 (the gate's image 0.84).
-# Contrasts: conv1's kernel shuffled drops the worst layer to 0.071, the shortcut model
-# (another task) to 0.028; a deeper layer shuffled leaves the worst layer at 0.25-0.44,
-# within what honest retrains already move, so this bound does not catch it. Bound 0.2:
-# under the worst honest value (0.278) and over the conv1 and shortcut contrasts.
-# Calibrate on your own retrains (`convviz-check calibrate`): wider models retrain
-# more alike, and their bound can sit much higher.
+# 2-core CPU machine, tensorflow. Models: 4 honest models of the shortcut example's
+# recipe (the committed honest and retrain, seeds 11 and 12, and seeds 21 and 22 trained
+# by the script; accuracy 0.995-1.0), 6 pairs; images: the gate's (biased_eval_set,
+# first 16); layers: the default activation layers (conv1-4, pool1-3). Linear CKA is low
+# between honest retrains at the first layers of this narrow convnet (12-32 channels;
+# conv1 is read before batch normalization, whose per-channel scale is arbitrary and
+# seen by CKA): worst layer 0.095 over 16 images (conv1, honest vs seed 22; the other
+# pairs 0.12-0.46), conv1 on one image down to 0.112 (the gate's check: honest vs
+# retrain 0.84 on its image). Deeper layers keep 0.66-0.88. Contrasts: the shortcut
+# model (same recipe, another cue) gives 0.028 (conv4) and fails; one layer's kernel
+# shuffled gives a worst layer of 0.071 (conv1 shuffled), 0.249 (conv2), 0.440 (conv3),
+# 0.394 (conv4): within what honest retrains of this model already move, so no bound
+# that passes every honest retrain here catches them. Bound 0.05: about half the worst
+# honest value. Calibrate on your own retrains (`convviz-check calibrate`): a wider
+# model's retrains agree more and its bound can sit far higher.
 # Tolerance field -> (worst honest over 16 images, worst honest on one image, conv1
 # shuffled, shortcut model)
 RETRAIN_CKA_MEASURED: dict[str, tuple[float, float, float, float]] = {
-    "activation_cka_min": (0.357, 0.278, 0.071, 0.028),
+    "activation_cka_min": (0.095, 0.112, 0.071, 0.028),
 }
 
 
