@@ -24,7 +24,6 @@ comes from a :class:`Commands` object the caller passes.
 
 from __future__ import annotations
 
-import inspect
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -42,7 +41,6 @@ from .report.causes import boxes_text, cause_first, what_changed
 from .report.pictures import inputs_thumbnail, write_check_images
 from .types import DEFAULT_REFERENCE_BACKEND, Comparison, Outcome, Tolerance
 
-_TAKES_REGIONS = "regions" in inspect.signature(compare).parameters
 UPDATE_MODES = ("missing", "failed", "all")
 # Items (layers, images, filters) of one check listed in report.json.
 MAX_ITEMS = 64
@@ -575,9 +573,7 @@ def _compare(
             cross_backend=run.place.cross,
             profile=run.profile,
             boxes=boxes,
-            # The suspect regions, once metrics.compare takes them (the retrain profile
-            # measures each map's mass in them).
-            **({"regions": obtained.regions} if _TAKES_REGIONS else {}),
+            regions=obtained.regions,  # the retrain profile measures each map's mass there
         )
     except (ComparisonError, LocalizationError) as e:
         before, after = _value_shapes(expected), _value_shapes(obtained)

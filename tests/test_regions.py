@@ -133,7 +133,6 @@ def test_later_runs_inherit_the_golden_regions_and_changed_ones_fail(tmp_path, m
         return real(*args, **kwargs)
 
     monkeypatch.setattr(checks, "compare", compare)
-    monkeypatch.setattr(checks, "_TAKES_REGIONS", True)
     results = tmp_path / "results"
     omitted = run_check(_settings(tmp_path, results_dir=results), _request(None), None)
     assert omitted.status == "passed" and seen == [WATERMARK]
@@ -153,7 +152,6 @@ def test_a_golden_without_regions_is_measured_in_the_check_regions(tmp_path, mon
     monkeypatch.setattr(
         checks, "compare", lambda *a, regions=None, **k: seen.append(regions) or real(*a, **k)
     )
-    monkeypatch.setattr(checks, "_TAKES_REGIONS", True)
     assert run_check(_settings(tmp_path), _request(WATERMARK), None).status == "passed"
     assert seen == [WATERMARK]
 
