@@ -301,3 +301,23 @@ def test_robust_patterns_are_smoother_on_the_bundled_convnet() -> None:
         _channel_means(model, "conv3", robust, filters)
         > _channel_means(model, "conv3", start, filters)
     ).all()
+
+
+def test_cli_filters_param_fft_writes_robust_patterns(tmp_path: object) -> None:
+    import json
+    from pathlib import Path
+
+    from convviz_check.cli import main
+    from convviz_check.examples import model_path
+
+    pngs = {}
+    for param in ("pixel", "fft"):
+        out = Path(str(tmp_path)) / param
+        args = ["explain", str(model_path("convnet")), "--scenes", "1", "--what", "filters"]
+        args += ["--filters", "2", "--filters-layer", "conv2", "--steps", "4"]
+        assert main([*args, "--filters-param", param, "--out", str(out)]) == 0
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["filters"]["parameterization"] == param
+        assert summary["filters"]["steps"] == 4
+        pngs[param] = (out / summary["filters"]["png"]).read_bytes()
+    assert pngs["pixel"] != pngs["fft"]

@@ -357,16 +357,24 @@ def run_filters(
     from ..explain.activations import layer_file_stem
     from ..storage import write_png
 
+    from ..explain.filters import DEFAULT_STEPS
+    from ..explain.fviz import FVIZ_STEPS
+
     layer, channels, count = plan
+    param = getattr(args, "filters_param", "pixel")
+    steps = args.steps
+    if steps is None:
+        steps = FVIZ_STEPS if param == "fft" else DEFAULT_STEPS
     patterns = cc.filter_patterns(
         model,
         layer,
         filters=range(count),
-        steps=args.steps,
+        steps=steps,
         seed=args.seed,
         size=tuple(prep.fitted.shape[1:3]),
         input_range=prep.value_range,
         progress=update,
+        parameterization=param,
     )
     grid = cc.filter_grid(np.stack([cc.deprocess_image(p) for p in patterns]))
     path = write_png(out / "filters" / f"{layer_file_stem(layer)}.png", grid)
@@ -378,7 +386,8 @@ def run_filters(
         "channels": channels,
         "requested": args.filters,
         "count": count,
-        "steps": args.steps,
+        "steps": steps,
+        "parameterization": param,
         "input_range": list(prep.value_range),
         "png": _rel(path, out),
         "size": _size_of(grid),

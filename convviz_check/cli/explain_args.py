@@ -132,7 +132,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="filter patterns: the first N filters (8; at most the layer's)",
     )
     parser.add_argument(
-        "--steps", type=int, default=30, metavar="N", help="filters: ascent steps (30)"
+        "--steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help="filters: ascent steps (30; 128 with --filters-param fft)",
+    )
+    parser.add_argument(
+        "--filters-param",
+        choices=("pixel", "fft"),
+        default="pixel",
+        help="filters: 'pixel' (the chapter's ascent) or 'fft' (robust feature "
+        "visualization: docs/feature-visualization.md)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of --scenes and filters")
     for name in _REMOVED:  # removed flags: a message naming the replacement
@@ -265,7 +276,7 @@ def check_args(
         )
     if args.filters < 1:
         raise InputError(f"--filters must be >= 1. Received: --filters {args.filters}.")
-    if args.steps < 0:
+    if args.steps is not None and args.steps < 0:
         raise InputError(f"--steps must be >= 0. Received: --steps {args.steps}.")
     return input_settings(args)
 
