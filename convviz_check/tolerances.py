@@ -222,23 +222,37 @@ RETRAIN: dict[str, dict[str, float]] = {
         # images (3), 0.125 over a 16-image slice (2 of 16). Bound 0.25: 2x (4 of 16
         # images). Corner: 0.984.
         "heatmap_pointing_drop": 0.25,
+        # The evidence of convviz_check.evidence, measured by `python
+        # benchmarks/calibrate_retrain.py --retrains 2,3,5:1005 --shortcut-example` on
+        # 2026-12-07 (tensorflow): the committed convnet and 3 of the retrains above
+        # (seeds 2, 3; seed 5 on fresh training scenes), 12 ordered pairs on the 64
+        # scenes and 48 16-image slices, plus the shortcut example's honest and retrain
+        # models (two trainings of one recipe) on the first 64 images of its biased
+        # evaluation set, 2 pairs and 8 slices.
+        #
         # share of the changed images (confident ones, when the golden knows its
         # probabilities) that now explain one and the same class, judged from 3 changes
-        # on a model of more than two classes (convviz_check.evidence): measured 0 in
-        # every pair (no retrain changed a class). Bound 0.75: 3 of 4 changes to one
-        # class pass (two confused classes), 3 of 3 and 4 of 5 fail.
+        # on a model of more than two classes: measured 0 in every pair and slice (no
+        # retrain changed a class). Bound 0.75: 3 of 4 changes to one class pass (two
+        # confused classes), 3 of 3 and 4 of 5 fail.
         "heatmap_class_flip_share_max": 0.75,
-        # the growth of a region's mass in one image that region_shift counts (in a
-        # corner; sqrt(area / corner area) times more in a larger region: 0.13 in the
-        # border ring). Measured per-image growth of a corner between honest retrains:
-        # 95th percentile 0.005-0.068, so 0.05 counts about one image in 20 by chance;
-        # a partial shortcut's +0.08 counts in every image it acts on.
+        # the growth of one image's mass in a corner that region_shift counts (a larger
+        # region counts from sqrt(area / corner area) times it: 0.13 in the border ring,
+        # ~0.19 outside a box). Measured per-image growth of a corner's mass between
+        # honest retrains: 95th percentile 0.010-0.056, largest 0.066-0.155 (one image);
+        # border 0.065-0.091 / 0.158, outside the box 0.043-0.070 / 0.140. So 0.05 counts
+        # about one honest image in 20-100 by chance, and a partial shortcut's +0.08 in
+        # every image it acts on.
         "heatmap_region_growth": 0.05,
         # worst share of a group's images (all, or one golden class with >= 3 images)
         # whose mass in one region grew by more than heatmap_region_growth. Measured:
-        # worst 0.2 over 64 images (3 of 15, top_left, the shortcut example's honest ->
-        # retrain), 0.5 over a 16-image slice (2 of 4). Bound 0.75 (1.5x): 3 of 3, 4 of 4,
-        # 6 of 7 fail. Corner and one-class contrasts: 1.0.
+        # worst 0.267 over 64 images (4 of 15 of a class, top_right, the shortcut
+        # example's retrain -> honest; convnet pairs <= 0.143), 0.5 over a 16-image
+        # slice (2 of 4, top_left; convnet slices <= 0.333). Bound 0.75 (1.5x the worst):
+        # 3 of 3, 4 of 4, 6 of 7, 7 of 8 fail. Contrasts: 1.0 for the corner in every
+        # image, in one class, +0.08 in the corner of one class (which every other
+        # metric passes: spearman 0.986, box drop 0.034) and the shortcut example's
+        # shortcut model; 0.0 for that +0.08 scattered over all images (mean 0.019).
         "heatmap_region_shift_share_max": 0.75,
         # report-only (never the verdict; the retrain text leaves it out): share of map
         # values that moved by > 0.1 of the [0, 1] range. Measured 12.6-18.4% over the
@@ -259,7 +273,7 @@ RETRAIN_MEASURED: dict[str, tuple[float, float, float, float]] = {
     "heatmap_box_energy_drop": (0.094, 0.094, 0.604, 0.369),
     "heatmap_pointing_drop": (0.047, 0.125, 0.984, 0.234),
     "heatmap_class_flip_share_max": (0.0, 0.0, 0.0, 0.0),
-    "heatmap_region_shift_share_max": (0.2, 0.5, 1.0, 1.0),
+    "heatmap_region_shift_share_max": (0.267, 0.5, 1.0, 1.0),
 }
 
 
