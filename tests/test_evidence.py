@@ -366,3 +366,30 @@ def test_every_retrain_metric_has_one_verdict():
     passing = compare(_cam(_golden()), _cam(_golden()), "heatmap", profile="retrain", boxes=BOXES)
     assert passing.passed and not any(v["failed"] for v in passing.details["verdicts"].values())
     assert not passing.text.startswith(ev.VERDICTS)
+
+
+def test_compare_reads_the_goldens_probability_and_judges_confident_images_only():
+    from dataclasses import replace
+
+    probability = np.full(N, 0.9, np.float32)
+    probability[[0, 4]] = 0.4  # the golden hesitated on these two
+    golden = replace(_cam(_golden()), probability=probability)
+    unsure_changed = CLASSES.copy()
+    unsure_changed[[0, 4]] = 2
+    result = compare(golden, _cam(_golden(), unsure_changed), "heatmap", profile="retrain",
+                     boxes=BOXES)  # fmt: skip
+    assert result.passed, result.text
+    assert result.metrics["class_agreement"].value == 1.0
+    assert result.details["class_flips"]["n"] == 10
+    sure_changed = unsure_changed.copy()
+    sure_changed[[1, 5]] = 2  # and two it was sure of
+    result = compare(golden, _cam(_golden(), sure_changed), "heatmap", profile="retrain",
+                     boxes=BOXES)  # fmt: skip
+    assert result.metrics["class_agreement"].value == pytest.approx(0.8)
+    lines = result.text.splitlines()
+    assert (
+        lines[0] == "predicts differently: 2 of 10 confident images changed class, all 2 to class 2"
+    )
+    assert lines[1] == (
+        "the explained class changed in 2/10 confident images (agreement 0.8; bound >= 0.9)"
+    )
