@@ -43,6 +43,7 @@ _EXPORTS: dict[str, str] = {
     "filter_patterns": "explain.filters",
     "deprocess_image": "render",
     "filter_grid": "render",
+    "high_frequency_share": "spectral",
     "gradcam": "explain.gradcam",
     "cam": "explain.cam",
     "overlay": "render",
@@ -108,6 +109,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .graph import conv_layers  # noqa: F401
     from .metrics import compare  # noqa: F401
     from .models import load_model, model_fingerprint  # noqa: F401
+    from .spectral import high_frequency_share  # noqa: F401
     from .render import (  # noqa: F401
         activation_grid,
         deprocess_image,
