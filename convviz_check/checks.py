@@ -35,6 +35,7 @@ import numpy as np
 from . import golden, tolerances
 from . import regions as regions_lib
 from .artifacts import BOXES, Artifact, comparable
+from .calibration import Calibration, bounds_text, calibrated
 from .errors import ComparisonError, GoldenError, LocalizationError
 from .metrics import check_boxes, compare, not_judged
 from .report.causes import boxes_text, cause_first, what_changed
@@ -69,6 +70,7 @@ class Settings:
         update: ``None`` (verify), ``"missing"``, ``"failed"`` or ``"all"``.
         allow_override: writes under a non-reference backend go to its override tree.
         results_dir: where obtained arrays and images go (None: nowhere).
+        calibration: the golden dir's calibrated retrain bounds (None: built-in bounds).
     """
 
     golden_dir: Path
@@ -76,6 +78,7 @@ class Settings:
     update: str | None = None
     allow_override: bool = False
     results_dir: Path | None = None
+    calibration: Calibration | None = None
 
 
 @dataclass
@@ -226,6 +229,7 @@ class _Run:
         self.unjudged = not_judged(kind, self.profile)
         self.tolerance = tolerances.resolve(
             kind,
+            calibrated(settings.calibration, kind, self.profile),  # under the test's own
             request.tolerance,
             cross_backend=place.cross,
             profile=tolerances.DEFAULT_PROFILE if self.unjudged else self.profile,
@@ -372,6 +376,8 @@ class _Run:
             "status": outcome.status,
             "message": outcome.message,
         }
+        if self.profile != tolerances.DEFAULT_PROFILE:  # which bounds judged it
+            entry["bounds"] = bounds_text(self.settings.calibration)
         if self.comparison is not None:
             details = self.comparison.details
             entry["metrics"] = {k: m.to_dict() for k, m in self.comparison.metrics.items()}
@@ -477,10 +483,11 @@ class _Run:
         lines += cause_first(expected.artifact, r.obtained, self.plain + text, names)
         if r.note and r.obtained.kind == "heatmap":
             lines.append(f"note: {r.note}")
-        bounds = "cross-backend" if cross else "same-backend"
+        bounds = "cross-backend bounds" if cross else "same-backend bounds"
+        if retrain:
+            bounds = f"the {self.profile} profile's {bounds_text(self.settings.calibration)}"
         lines.append(
-            f"golden: {self.place.target}.npz (written by {writer}; compared with "
-            + (f"the {self.profile} profile's bounds)" if retrain else f"{bounds} bounds)")
+            f"golden: {self.place.target}.npz (written by {writer}; compared with {bounds})"
         )
         if not retrain and r.obtained.kind == "heatmap" and _model_changed(expected, r.meta):
             lines.append(

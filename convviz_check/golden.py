@@ -32,6 +32,7 @@ import numpy as np
 
 from . import storage
 from .artifacts import Artifact, comparable
+from .calibration import PROFILE_FILE
 from .errors import ConvvizWarning, GoldenError, InputError, StorageError
 from .sidecars import build_sidecar, read_sidecar, sidecar_bytes
 
@@ -169,6 +170,8 @@ def iter_checks(root: str | os.PathLike[str]) -> Iterator[PurePosixPath]:
         return
     seen = set()
     for path in root.rglob("*"):
+        if path.name == PROFILE_FILE and path.parent == root:
+            continue  # the calibrated retrain bounds (convviz_check.calibration), no check
         if path.suffix in (".npz", ".json") and path.is_file() and not path.name.startswith("."):
             rel = path.relative_to(root).with_suffix("")
             seen.add(PurePosixPath(rel.as_posix()))

@@ -113,6 +113,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "through it)"
     )
     group.addoption("--convviz-jax-cache", metavar="DIR", default=None, help=jax_cache_help)
+    group.addoption(  # a flag only, never an ini key: a gate must not stop failing by config
+        "--convviz-measure",
+        action="store_true",
+        default=False,
+        help="record every golden check's metrics in --convviz-results-dir and fail none "
+        "(what `convviz-check calibrate` runs on each retrain; never a gate)",
+    )
     parser.addini("convviz_jax_cache_dir", help=jax_cache_help, default=None)
     parser.addini(
         "convviz_class_names",
@@ -212,6 +219,10 @@ def pytest_report_header(config: pytest.Config) -> str | None:
         f"convviz: goldens {state.golden_dir} (owned by {state.reference}), "
         f"{mode if state.update else 'verify'}, unused={state.unused_mode}{profile}"
     ]
+    if state.profile == "retrain" or state.calibration is not None:
+        from .calibration import bounds_facts
+
+        lines.append(f"convviz: retrain profile: {bounds_facts(state.calibration)['text']}")
     from .backends import JAX_CACHE_ENV
 
     if os.environ.get(JAX_CACHE_ENV):

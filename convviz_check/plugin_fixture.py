@@ -311,7 +311,7 @@ class ConvvizFixture:
         if outcome.status == "written":
             state.written.append(outcome.golden + ".npz")
         state.entries.append({"nodeid": self.node.nodeid, **outcome.entry})
-        if not outcome.ok:
+        if not outcome.ok and not (state.measuring and outcome.status == "failed"):
             pytest.fail(outcome.message)
 
     def _claim_name(self, name: str) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from .calibration import Calibration, load_for
 from .errors import ConvvizError
 from .types import BACKEND_ALIASES, BACKENDS
 
@@ -171,3 +172,27 @@ def chosen_regions(config: pytest.Config, node: pytest.Item, given: Any) -> tupl
         return marker.kwargs["regions"], "convviz(regions=...)"
     ini = ini_regions(config)
     return (ini, f"ini key {REGIONS_INI}") if ini else (None, "")
+
+
+def calibration_options(
+    config: pytest.Config, golden_dir: Path, update: str | None
+) -> tuple[Calibration | None, bool]:
+    """``(calibration, measuring)``: the golden dir's retrain profile file, read and
+    validated now (a malformed one stops the run before any test), and
+    ``--convviz-measure`` (it needs a results dir to record into and writes no golden).
+
+    Raises:
+        pytest.UsageError: either problem, naming the file and field or the options.
+    """
+    try:
+        calibration = load_for(golden_dir)
+    except ConvvizError as e:
+        hint = "fix or delete it, or rerun convviz-check calibrate"
+        raise pytest.UsageError(f"{e} ({hint})") from None
+    measuring = bool(config.getoption("--convviz-measure", default=False))
+    if measuring and (path_option(config, "convviz_results_dir", None) is None or update):
+        raise pytest.UsageError(
+            "--convviz-measure records every check's metrics into --convviz-results-dir and "
+            "writes no golden: it needs a results dir and no --convviz-update."
+        )
+    return calibration, measuring

@@ -17,11 +17,13 @@ from typing import Any
 import pytest
 
 from . import golden, storage, tolerances
+from .calibration import Calibration, bounds_facts
 from .checks import UPDATE_MODES, Settings
 from .errors import ConvvizError
 from .plugin_options import (
     UNUSED_MODES,
     bool_option,
+    calibration_options,
     check_backend_options,
     check_markers,
     path_option,
@@ -49,6 +51,10 @@ class SessionState:
     unused_mode: str
     worker: str
     profile: str = "exact"
+    # the golden dir's calibrated retrain bounds (None: built-in), read at start-up
+    calibration: Calibration | None = None
+    # --convviz-measure: record every check, fail none (what `convviz-check calibrate` runs)
+    measuring: bool = False
     backend: str | None = None
     touched: set[str] = field(default_factory=set)
     written: list[str] = field(default_factory=list)
@@ -84,6 +90,7 @@ class SessionState:
             update=self.update,
             allow_override=self.override,
             results_dir=self.results_dir,
+            calibration=self.calibration,
         )
 
     @property
@@ -222,6 +229,7 @@ def configure(config: pytest.Config) -> None:
                 f"directory. Received: {path}. Expected a directory (created when missing): "
                 "move the file away or choose another directory."
             )
+    state.calibration, state.measuring = calibration_options(config, state.golden_dir, update)
     config.stash[SESSION] = state
     if state.results_dir is not None and workerinput is None:
         clear_parts(state.results_dir)  # parts of an earlier run must not be merged
@@ -438,6 +446,7 @@ class SessionHooks:
                         )
                     ).as_posix(),
                     "written": sorted(state.written),
+                    "retrain_bounds": bounds_facts(state.calibration, state.measuring),
                     "unused": {
                         "action": state.unused_mode,
                         "files": state.unused,
@@ -475,6 +484,9 @@ class SessionHooks:
                 )
         elif state.unused_note and state.config.option.verbose > 0:
             tr.write_line(f"convviz: unused goldens not judged: {state.unused_note}")
+        if state.profile == "retrain" or state.calibration is not None:
+            facts = bounds_facts(state.calibration, state.measuring)
+            tr.write_line(f"convviz: retrain profile: {facts['text']}")
         line = summary_line(state.verdicts())
         if line:
             tr.write_line(f"convviz: {line}")

@@ -36,6 +36,7 @@ CORE = (
     "convviz_check.types",
     "convviz_check.heatmaps",
     "convviz_check.evidence",
+    "convviz_check.calibration",
     "convviz_check.errors",
     "convviz_check.artifacts",
     "convviz_check.storage",

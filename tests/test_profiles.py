@@ -357,7 +357,7 @@ def test_boxes_are_stored_with_the_golden_byte_stably_and_inherited_by_later_che
     assert later.status == "failed"
     assert "energy in the object box fell from" in later.message
     assert "(heatmap, profile retrain) does not match its golden." in later.message
-    assert "compared with the retrain profile's bounds" in later.message
+    assert "compared with the retrain profile's built-in bounds" in later.message
     assert later.entry["profile"] == "retrain"
 
 

@@ -29,6 +29,7 @@ SUBCOMMANDS: list[str] = [
     "convviz_check.cli.explain",  # explain
     "convviz_check.cli.golden",  # golden list/show/diff/accept/prune
     "convviz_check.cli.agree",  # agree
+    "convviz_check.cli.calibrate",  # calibrate
 ]
 
 # Modules whose DeprecationWarnings are about the frameworks' own internals.

@@ -413,7 +413,9 @@ def cmd_accept(args: argparse.Namespace) -> int:
 
 def _orphan(path: Path) -> bool:
     """A check's companion file (sidecar, preview, inputs thumbnail) whose ``.npz`` is
-    gone."""
+    gone (the calibrated retrain bounds file is none)."""
+    if path.name == golden.PROFILE_FILE:
+        return False
     for suffix in sorted(golden.SUFFIXES[1:], key=len, reverse=True):  # .inputs.png first
         if path.name.endswith(suffix) and len(path.name) > len(suffix):
             base = path.with_name(path.name[: -len(suffix)])
