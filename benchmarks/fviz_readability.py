@@ -105,7 +105,8 @@ def sweep(seed: int) -> None:
 
     model = cc.examples.load_example_model("convnet")
     filters = [0, 1, 2, 3]
-    for lr, steps, tv in [(0.1, 128, 0.05), (0.1, 256, 0.05), (0.2, 128, 0.05), (0.2, 128, 0.0)]:
+    grid = [(0.1, 128, 0.05), (0.1, 256, 0.05), (0.2, 128, 0.05), (0.1, 128, 0.0), (0.1, 128, 0.5)]
+    for lr, steps, tv in grid:
         for layer in ("conv2", "conv3_relu"):
             p = cc.filter_patterns(
                 model,

@@ -39,8 +39,8 @@ OBJECTIVES = ("channel", "neuron")
 
 # Adam on the spectrum (or pixels): 128 steps at 0.2. Measured on the bundled convnet
 # (64 px; conv2 and conv3_relu, filters 0-3, TensorFlow CPU; benchmarks/fviz_readability.py
-# prints these): 128 steps at 0.1 reached 82-91% of the activation of 256 steps at 0.1,
-# while 128 steps at 0.2 reached 98-102% of it in half the time, with the same
+# --sweep prints these): 128 steps at 0.1 reached 77-92% of the activation of 256 steps
+# at 0.1, while 128 steps at 0.2 reached 95-102% of it in half the time, with the same
 # high-frequency share. Olah et al. (2017) run 512 steps at 0.05 on larger images.
 FVIZ_STEPS = 128
 FVIZ_LEARNING_RATE = 0.2
@@ -76,16 +76,15 @@ COLOR_SQRT_COV = (_SQRT_COV / np.linalg.norm(_SQRT_COV, axis=0).max()).astype(np
 
 # Transform ranges of the robust preset. Scale and rotation are Olah et al.'s (2017)
 # ranges (x0.9 to x1.1, -10 to +10 degrees); pad and jitter are 1/16 of the image side
-# (4 px at the bundled models' 64 px, 8 px at 128 px as in their jitter of 8), the
-# largest shifts after which a 64 px pattern still kept its channel's activation within
-# 10% of an unjittered ascent in our runs.
+# (4 px at the bundled models' 64 px, 8 px at 128 px as in their jitter of 8): a
+# choice scaled from theirs, not tuned here.
 PRESET_SCALE = (0.9, 1.1)
 PRESET_ROTATE = 10.0  # degrees, either way
 PRESET_SHIFT_FRACTION = 1 / 16
 # Total variation weight of the preset: 0.05 per unit of mean |neighbour difference|
 # (pixels as fractions of input_range), a light touch. Measured on the bundled convnet
 # (conv2, conv3_relu, filters 0-3, 128 steps at 0.1): against no penalty it lowered the
-# high-frequency share by up to 0.02 and the activation reached by at most 2%; a weight
+# high-frequency share by up to 0.025 and the activation reached by at most 2%; a weight
 # of 0.5 lowered the share by up to 0.16 but cost conv2's filter 2 18% of its activation.
 PRESET_TV = 0.05
 
