@@ -39,6 +39,7 @@ from .calibration import Calibration, bounds_text, calibrated
 from .errors import ComparisonError, GoldenError, LocalizationError
 from .metrics import check_boxes, compare, not_judged
 from .report.causes import boxes_text, cause_first, what_changed
+from .report.classes import shown_images
 from .report.pictures import inputs_thumbnail, write_check_images
 from .types import DEFAULT_REFERENCE_BACKEND, Comparison, Outcome, Tolerance
 
@@ -411,6 +412,9 @@ class _Run:
         expected_inputs = None
         if self.place.existing is not None:
             expected_inputs = golden.read_inputs(self.place.existing)
+        order = shown_images(self.comparison, obtained)  # the worst images first
+        if order is not None:
+            outcome.entry["shown"] = [f"image {i}" for i in order]
         self.images, diff_scale = write_check_images(
             golden.inside(results, "images/" + outcome.golden),
             obtained,
@@ -418,6 +422,8 @@ class _Run:
             layer=layer,
             inputs=thumbnail,
             expected_inputs=expected_inputs if expected_inputs is not None else thumbnail,
+            order=order,
+            images=self.request.inputs,
         )
         outcome.entry["images"] = self.images
         if diff_scale is not None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from .. import storage
 from ..types import ITEM_UNIT, MetricResult
+from .classes import by_class_html, by_class_order, class_groups
 from .comparison import distinct_format, exact, field_name, first_out_of_bounds
 from .outcomes import is_judgment, judgment_card
 
@@ -93,7 +94,7 @@ def write_report(
         ``{"json": path, "html": path}``.
     """
     results_dir = Path(results_dir)
-    ordered = sort_entries(entries)
+    ordered = [_with_classes(e) for e in sort_entries(entries)]
     counts: dict[str, int] = {}
     for e in ordered:
         counts[e.get("status", "?")] = counts.get(e.get("status", "?"), 0) + 1
@@ -104,6 +105,17 @@ def write_report(
     storage.write_text(json_path, json.dumps(data, indent=2, default=str) + "\n")
     storage.write_text(html_path, render_html(data, results_dir))
     return {"json": json_path, "html": html_path}
+
+
+def _with_classes(entry: dict[str, Any]) -> dict[str, Any]:
+    """A retrain heatmap check's entry with ``images_by_class``: its images grouped by
+    the golden's class, the class with the most failing images first
+    (:func:`convviz_check.report.classes.class_groups`)."""
+    if entry.get("kind") == "heatmap" and entry.get("profile") == "retrain":
+        groups = class_groups(entry)
+        if groups:
+            entry["images_by_class"] = groups
+    return entry
 
 
 def _rel(path: str, start: Path) -> str:
@@ -208,7 +220,8 @@ def _retrain_items_table(entry: Mapping[str, Any]) -> str:
     if boxes:
         head += ["energy in box", "drop", "pointing", "peak"]
     rows = []
-    for item, f in items.items():
+    for item in by_class_order(entry):  # grouped by the golden's class, worst first
+        f = items[item]
         cells = [f"<td>{_e(item)}</td>"]
         for key in ("spearman", "topk_iou"):
             v = f.get(key)
@@ -240,7 +253,8 @@ def _retrain_items_table(entry: Mapping[str, Any]) -> str:
     header = "".join(f"<th>{_e(h)}</th>" for h in head)
     bound = f"; red: a drop over {exact(drop_bound)}, a hit lost" if boxes else ""
     return (
-        f"<details open><summary>per image ({len(items)}; golden \u2192 obtained{bound})"
+        f"<details open><summary>per image ({len(items)}; by the golden's class, the worst "
+        f"first; golden \u2192 obtained{bound})"
         f"</summary><div class=scroll><table class=items><tr>{header}</tr>{''.join(rows)}"
         "</table></div></details>"
     )
@@ -261,11 +275,25 @@ def _images(entry: Mapping[str, Any], results_dir: Path) -> str:
                 f"diff |expected - obtained|, scaled to its own max: white = "
                 f"{float(entry['diff_scale']):.3g}"
             )
+        if entry.get("shown"):  # the worst images, not the first ones
+            caption += f"; {', '.join(entry['shown'])}, the worst first" + _marks_legend(entry)
         figures.append(
             f"<figure><img src='{_e(_rel(path, results_dir))}' alt='{_e(role)}'>"
             f"<figcaption>{_e(caption)}</figcaption></figure>"
         )
     return f"<div class=images>{''.join(figures)}</div>" if figures else ""
+
+
+def _marks_legend(entry: Mapping[str, Any]) -> str:
+    """What the lines on a heatmap check's pictures are (object boxes, regions)."""
+    details = entry.get("details") or {}
+    boxes = bool(details.get("boxes")) or "box_energy" in str(entry.get("per_item"))
+    builtin = ("box", "outside", "border", "top_left", "top_right", "bottom_left", "bottom_right")
+    user = [n for n in details.get("regions") or {} if n not in builtin]
+    parts = (["white: the object box"] if boxes else []) + (
+        [f"dashed cyan: {', '.join(user)}"] if user else []
+    )
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def _card(entry: Mapping[str, Any], results_dir: Path) -> str:
@@ -282,6 +310,7 @@ def _card(entry: Mapping[str, Any], results_dir: Path) -> str:
         + (f"<pre>{_e(entry['message'])}</pre>" if entry.get("message") else "")
         + _images(entry, results_dir)
         + _metrics_table(str(entry.get("kind")), entry.get("metrics") or {})
+        + (by_class_html(entry) if entry.get("profile") == "retrain" else "")
         + _items_table(entry)
         + (f"<h3>to accept this result</h3>{commands}" if commands else "")
         + f"<p class=paths>golden: {_e(entry.get('golden', ''))}</p></section>"

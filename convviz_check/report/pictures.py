@@ -15,7 +15,7 @@ NumPy, Pillow and matplotlib colormaps only.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -154,39 +154,173 @@ def _heat_tiles(
     maps: np.ndarray,
     scale: float,
     colormap: str,
-    under: list[np.ndarray] | None = None,
+    under: Sequence[np.ndarray | None] | None = None,
     gap: int = 0,
+    marks: Marks | None = None,
+    labels: Sequence[str] | None = None,
 ) -> np.ndarray:
+    """One tile per map (at most ``MAX_TILES``): over its input tile when there is one,
+    with the marks of that image (``marks``: ``(image_shape, per-map boxes or None,
+    regions)``) drawn on it and its label (the image's index) in its corner."""
     tiles = []
     for i, m in enumerate(maps[:MAX_TILES]):
         unit = _unit(m, scale)
-        if under and i < len(under):
+        base_image = under[i] if under and i < len(under) else None
+        if base_image is not None:
             base = np.asarray(
-                Image.fromarray(under[i]).resize((MIN_TILE, MIN_TILE), Image.Resampling.BILINEAR)
+                Image.fromarray(base_image).resize((MIN_TILE, MIN_TILE), Image.Resampling.BILINEAR)
             )
-            tiles.append(overlay(base, unit, colormap=colormap))
+            tile = overlay(base, unit, colormap=colormap)
         else:
-            tiles.append(_upscale(colorize(unit, colormap)))
+            tile = _upscale(colorize(unit, colormap))
+        if marks is not None:
+            shape, boxes, regions = marks
+            box = None if boxes is None or i >= len(boxes) else boxes[i]
+            tile = draw_marks(tile, shape, box, regions)
+        if labels is not None and i < len(labels):
+            tile = _corner_label(tile, labels[i])
+        tiles.append(tile)
     return _hstack(tiles, gap)
 
 
+# (image_shape, one object box per drawn map or None, the suspect regions' boxes)
+Marks = tuple[tuple[int, int], Sequence[Sequence[int]] | None, Sequence[Sequence[int]]]
+# The object box is drawn solid white, each suspect region dashed cyan: both read on
+# the jet and magma colormaps, and a dashed line is not taken for the object's box.
+BOX_COLOUR = (255, 255, 255)
+REGION_COLOUR = (0, 255, 255)
+_DASH = 4
+
+
+def draw_marks(
+    tile: np.ndarray,
+    image_shape: tuple[int, int],
+    box: Sequence[int] | None,
+    regions: Sequence[Sequence[int]] = (),
+) -> np.ndarray:
+    """A copy of ``tile`` (uint8 RGB, a picture of an ``image_shape`` input) with the
+    object ``box`` (y0, x0, y1, x1 in input pixels) outlined solid white and each
+    region dashed cyan, scaled to the tile. A box outside the image is clipped."""
+    out = np.array(tile[..., :3] if tile.ndim == 3 else np.stack([tile] * 3, -1), np.uint8)
+    h, w = out.shape[:2]
+    sy, sx = h / max(1, image_shape[0]), w / max(1, image_shape[1])
+    for coords, colour, dash in [(r, REGION_COLOUR, _DASH) for r in regions] + (
+        [(box, BOX_COLOUR, 0)] if box is not None else []
+    ):
+        y0, x0, y1, x1 = (int(v) for v in coords)
+        top, left = min(h - 1, round(y0 * sy)), min(w - 1, round(x0 * sx))
+        bottom, right = max(top, min(h, round(y1 * sy)) - 1), max(left, min(w, round(x1 * sx)) - 1)
+        # 2 px lines on a report tile (96 px): 1 px vanished over a hot spot (seen).
+        for inset in range(2 if min(h, w) >= 64 else 1):
+            sides = _outline(
+                top + inset, left + inset, max(top, bottom - inset), max(left, right - inset)
+            )
+            for line in sides:
+                for k, (y, x) in enumerate(line):
+                    if not dash or (k // dash) % 2 == 0:
+                        out[y, x] = colour
+    return out
+
+
+def _corner_label(tile: np.ndarray, text: str) -> np.ndarray:
+    """``text`` white on black in the tile's bottom-left corner (which image it is)."""
+    from PIL import ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=LABEL_SIZE - 2)
+    canvas = Image.fromarray(np.ascontiguousarray(tile[..., :3]))
+    draw = ImageDraw.Draw(canvas)
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    h = canvas.size[1]
+    draw.rectangle((0, h - (bottom - top) - 5, right - left + 4, h), fill=(0, 0, 0))
+    draw.text((2 - left, h - (bottom - top) - 3 - top), text, fill=(255, 255, 255), font=font)
+    return np.asarray(canvas)
+
+
+def _outline(top: int, left: int, bottom: int, right: int) -> list[list[tuple[int, int]]]:
+    """The four sides of a rectangle as pixel runs (each side one run, so dashes start
+    at its corner)."""
+    return [
+        [(top, x) for x in range(left, right + 1)],
+        [(bottom, x) for x in range(left, right + 1)],
+        [(y, left) for y in range(top, bottom + 1)],
+        [(y, right) for y in range(top, bottom + 1)],
+    ]
+
+
 # --------------------------------------------------------------------------- pictures
-def picture(g: Artifact, layer: str | None = None, inputs: np.ndarray | None = None) -> np.ndarray:
+def picture(
+    g: Artifact,
+    layer: str | None = None,
+    inputs: np.ndarray | None = None,
+    *,
+    order: Sequence[int] | None = None,
+    under: Sequence[np.ndarray | None] | None = None,
+    marks: bool = False,
+) -> np.ndarray:
     """A uint8 picture of an artifact (previews and expected/obtained images).
 
     Heatmaps: "jet" colormap over the inputs' thumbnail (``inputs``, a strip from
-    :func:`inputs_thumbnail`) when given, up to 8 side by side; activations: the channel
-    grid of one layer (``layer`` or the first) for the first image; patterns: the
-    filter grid.
+    :func:`inputs_thumbnail`) when given, up to 8 side by side (``order``: which
+    images, in that order, each over its tile of ``under`` when given); with ``marks``
+    each image's object box and the suspect regions the artifact holds; activations:
+    the channel grid of one layer (``layer`` or the first) for the first image;
+    patterns: the filter grid.
     """
     if g.kind == "heatmap":
         maps = _heatmaps(g)
         top = float(np.max(maps)) if maps.size else 0.0
-        return _heat_tiles(maps, 1.0 if top <= 1.0 else top, "jet", thumbnail_tiles(inputs))
+        tiles = list(under) if under is not None else thumbnail_tiles(inputs)
+        picked, drawn = _picked(g, maps, order, marks)
+        labels = None if order is None else [str(i) for i in order]
+        return _heat_tiles(
+            picked, 1.0 if top <= 1.0 else top, "jet", tiles, marks=drawn, labels=labels
+        )
     if g.kind == "pattern":
         return _upscale(filter_grid(np.stack(_patterns(g)), cols=8, margin=2), 64)
     _, a = _activation_of(g, layer)
     return _upscale(activation_grid(_one_image(a)), 64)
+
+
+def _picked(
+    g: Artifact, maps: np.ndarray, order: Sequence[int] | None, marks: bool
+) -> tuple[np.ndarray, Marks | None]:
+    """The maps ``order`` picks (all without one) and their marks when asked for."""
+    picked = maps if order is None else maps[[i for i in order if 0 <= i < len(maps)]]
+    if not marks:
+        return picked, None
+    shape = tuple(g.attrs.get("image_shape") or ()) or tuple(maps.shape[-2:])
+    if not all(shape):
+        shape = tuple(maps.shape[-2:])
+    boxes = g.boxes
+    if boxes is not None and order is not None:
+        boxes = boxes[[i for i in order if 0 <= i < len(boxes)]]
+    regions = [box.to_tuple() for box in (g.regions or {}).values()]
+    if boxes is None and not regions:
+        return picked, None
+    return picked, (
+        (int(shape[0]), int(shape[1])),
+        None if boxes is None else boxes.tolist(),
+        regions,
+    )
+
+
+def under_tiles(
+    order: Sequence[int], strip: np.ndarray | None, images: np.ndarray | None = None
+) -> list[np.ndarray | None]:
+    """The input tile of each image of ``order``: from the images themselves when at
+    hand, else from a stored thumbnail strip (which holds the first ``MAX_TILES``
+    images only: a later image gets none, its map drawn alone)."""
+    if images is not None:
+        try:
+            batch = np.asarray(images)
+            batch = batch[None] if batch.ndim == 3 else batch
+            picked = [i for i in order if 0 <= i < len(batch)]
+            if len(picked) == len(order) and picked:
+                return list(thumbnail_tiles(inputs_thumbnail(batch[picked])))
+        except Exception:  # noqa: BLE001 - a thumbnail is only a picture
+            pass
+    tiles = thumbnail_tiles(strip)
+    return [tiles[i] if 0 <= i < len(tiles) else None for i in order]
 
 
 def preview(g: Artifact, inputs: np.ndarray | None = None) -> np.ndarray | None:
@@ -199,7 +333,10 @@ def preview(g: Artifact, inputs: np.ndarray | None = None) -> np.ndarray | None:
 
 
 def diff_image(
-    expected: Artifact, obtained: Artifact, layer: str | None = None
+    expected: Artifact,
+    obtained: Artifact,
+    layer: str | None = None,
+    order: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, float] | None:
     """``|expected - obtained|`` as a picture scaled to its own maximum, with that
     maximum (white means this much), or None when the two cannot be aligned.
@@ -216,8 +353,10 @@ def diff_image(
             return None
         d = np.abs(e - o)
         scale = float(d.max()) if d.size else 0.0
+        picked, drawn = _picked(obtained, d, order, marks=order is not None)
         # White gaps: a diff is mostly near-black, where black gaps would not show.
-        return _heat_tiles(d, scale, "magma", gap=255), scale
+        labels = None if order is None else [str(i) for i in order]
+        return _heat_tiles(picked, scale, "magma", gap=255, marks=drawn, labels=labels), scale
     if expected.kind == "pattern":
         ep, op = _patterns(expected), _patterns(obtained)
         if len(ep) != len(op) or any(a.shape != b.shape for a, b in zip(ep, op, strict=True)):
@@ -249,9 +388,16 @@ def write_check_images(
     *,
     inputs: np.ndarray | None = None,
     expected_inputs: np.ndarray | None = None,
+    order: Sequence[int] | None = None,
+    images: np.ndarray | None = None,
 ) -> tuple[dict[str, str], float | None]:
     """Write ``<out_base>.obtained.png`` and, with an expected artifact,
     ``.expected.png`` and ``.diff.png``.
+
+    Heatmaps with an ``order`` (the images to show, worst first: see
+    :func:`convviz_check.report.classes.picture_order`) show those images, each with
+    its object box and the suspect regions drawn on it, over its own input tile
+    (from ``images``, the checked inputs, when at hand, else the thumbnails).
 
     Returns:
         (role -> path of what was written, the diff's scale: the largest
@@ -261,11 +407,21 @@ def write_check_images(
     written: dict[str, str] = {}
     pictures: dict[str, np.ndarray | None] = {}
     scale = None
+    marks = order is not None and obtained.kind == "heatmap"
+    seen = under_tiles(order, inputs, images) if marks and order is not None else None
+    was = None
+    if marks and order is not None:  # the golden's own thumbnails first: its images
+        stored, current = under_tiles(order, expected_inputs), under_tiles(order, None, images)
+        was = [s if s is not None else c for s, c in zip(stored, current, strict=True)]
     if expected is not None:
-        pictures["expected"] = _safe(lambda: picture(expected, layer, expected_inputs))
-    pictures["obtained"] = _safe(lambda: picture(obtained, layer, inputs))
+        pictures["expected"] = _safe(
+            lambda: picture(expected, layer, expected_inputs, order=order, under=was, marks=marks)
+        )
+    pictures["obtained"] = _safe(
+        lambda: picture(obtained, layer, inputs, order=order, under=seen, marks=marks)
+    )
     if expected is not None:
-        diff = _safe(lambda: diff_image(expected, obtained, layer))
+        diff = _safe(lambda: diff_image(expected, obtained, layer, order if marks else None))
         if diff is not None:
             pictures["diff"], scale = diff
     for role, img in pictures.items():
