@@ -98,3 +98,13 @@ def test_the_bound_sits_between_honest_retrains_and_the_contrasts():
     # A shuffled layer is not caught on this narrow convnet: honest retrains move its
     # first layers as far (documented beside the bound).
     assert shuffled > bound
+
+
+def test_a_float16_golden_is_judged_by_cka_under_retrain():
+    # float16 storage widens the exact profile's relative bounds; retrain has none of
+    # them and CKA does not see a rounding of 2**-11.
+    acts = {"c": np.random.default_rng(3).normal(size=(1, 6, 6, 4)).astype(np.float32)}
+    stored = {"c": acts["c"].astype(np.float16)}
+    result = compare(stored, acts, "activation", profile="retrain")
+    assert result.passed and result.metrics["cka"].value == pytest.approx(1.0, abs=1e-5)
+    assert "float16 storage" in compare(stored, acts, "activation").details["notes"][0]
