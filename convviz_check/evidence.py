@@ -444,8 +444,8 @@ def retrain_evidence(
 
     Returns:
         ``(metrics, details)``: metrics absent when not measurable (classes unknown);
-        details ``regions`` (name -> [y0, x0, y1, x1], ``"box"`` / ``"outside"`` per
-        image), ``region_shift`` (the worst row of :func:`region_shifts`),
+        details ``regions`` (name -> ``{"box": [y0, x0, y1, x1] or None (each image's
+        object box), "outside": the mass outside that box}``), ``region_shift`` (the worst row of :func:`region_shifts`),
         ``region_growth``, ``by_class`` (per group: ``class``, ``n``, ``mass`` region
         -> [expected, obtained] mean, ``grown`` region -> k) and ``class_flips``.
 
@@ -453,8 +453,9 @@ def retrain_evidence(
         ComparisonError: a growth that is not a finite number >= 0.
         LocalizationError: a bad user region.
     """
-    growth = float(getattr(tol, "heatmap_region_growth", None) or 0.0)
-    if not np.isfinite(growth) or growth < 0:
+    # the retrain profile's defaults always set it; a Tolerance built by hand may not
+    growth = getattr(tol, "heatmap_region_growth", None)
+    if growth is None or not np.isfinite(growth) or growth < 0:
         raise ComparisonError(
             f"heatmap_region_growth must be a finite number >= 0. Received: {growth!r}"
         )
