@@ -622,7 +622,11 @@ def requirement(rows: list[Row]) -> tuple[bool, list[str]]:
     problems = []
     for row in rows:
         if row.kind == "honest" and row.calibrated_fails:
-            problems.append(f"{row.name} (honest) fails: {', '.join(row.calibrated_fails)}")
+            shown = ", ".join(
+                f"{s} {row.stats[s]:.3f} (bound {row.calibrated[s]:.3f})"
+                for s in row.calibrated_fails
+            )
+            problems.append(f"honest retrain {row.name} fails {shown}")
         if row.kind == "shortcut" and row.stats["flip_rate"] >= FLIP_REQUIRED:
             reasons = set(row.calibrated_reasons)
             if not reasons & set(REQUIRED_REASONS):
