@@ -616,6 +616,43 @@ def judge(
     return rows
 
 
+def sensitivity(rows: list[Row]) -> list[dict[str, Any]]:
+    """How the verdicts depend on the number k of honest retrains calibrated on: for each
+    k, every judged model against every k-subset of the other honest retrains; the share
+    of those judgments that fail, by reason (honest retrains: false alarms; shortcuts
+    flipping >= FLIP_REQUIRED: catches)."""
+    import itertools
+
+    honest = [r for r in rows if r.kind == "honest"]
+    strong = [r for r in rows if r.kind == "shortcut" and r.stats["flip_rate"] >= FLIP_REQUIRED]
+    out = []
+    for k in range(2, len(honest)):
+        for group, label in ((honest, "honest"), (strong, "shortcut")):
+            counts: dict[str, int] = {"any": 0, **{v: 0 for v in (*VERDICTS, "counterfactual")}}
+            total = 0
+            for row in group:
+                others = [r for r in honest if r is not row]
+                for subset in itertools.combinations(others, k):
+                    total += 1
+                    fails = [
+                        s
+                        for s in row.calibrated
+                        if not passes(
+                            row.stats[s], calibrated_bound(s, [o.stats[s] for o in subset]), s
+                        )
+                    ]
+                    reasons = {reason_of(s) for s in fails}
+                    counts["any"] += bool(reasons)
+                    for reason in reasons:
+                        counts[reason] = counts.get(reason, 0) + 1
+            if total:
+                out.append({"k": k, "models": label, "judgments": total, **counts})
+    return out
+
+
+VERDICTS = ("predicts differently", "looks elsewhere")
+
+
 def requirement(rows: list[Row]) -> tuple[bool, list[str]]:
     """With calibrated bounds every honest retrain passes and every shortcut whose flip
     rate is >= FLIP_REQUIRED fails for a looks-elsewhere or counterfactual reason."""
@@ -676,6 +713,7 @@ def run(plan: Plan, train_only: bool = False) -> dict[str, Any]:
     stats = {n: pair_stats(observed[golden], observed[n], probe) for n in models if n != golden}
     rows = judge([n for n in models if n != golden], kinds, stats, quality)
     ok, problems = requirement(rows)
+    by_k = sensitivity(rows)
     return {
         "golden": golden,
         "golden_quality": quality[golden],
@@ -683,6 +721,7 @@ def run(plan: Plan, train_only: bool = False) -> dict[str, Any]:
         "golden_cue_mass": float(observed[golden].facts["cue_mass"]),
         "rows": rows,
         "requirement_met": ok,
+        "sensitivity": by_k,
         "problems": problems,
         "probe_n": plan.probe_n,
         "cue_set_n": len(probe.others),
@@ -769,6 +808,26 @@ def markdown(result: dict[str, Any], plan: Plan, seconds: float) -> str:
             cells.append(text)
         lines.append(f"| {stat} | {direction(stat)} | " + " | ".join(cells) + " |")
     lines += ["", "## What the table shows", "", *findings(result), ""]
+    lines += [
+        "## How many retrains to calibrate on",
+        "",
+        "Every judged model against every k-subset of the other honest retrains "
+        "(calibrated bounds from those k only): the share of the judgments that fail, in "
+        "all and by reason. For honest retrains a failure is a false alarm; for the "
+        f"shortcuts flipping >= {FLIP_REQUIRED:.0%} it is a catch.",
+        "",
+        "| k | models | judgments | fail | predicts differently | looks elsewhere | "
+        "counterfactual |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for e in result["sensitivity"]:
+        n = e["judgments"]
+        lines.append(
+            f"| {e['k']} | {e['models']} | {n} | {e['any'] / n:.2f} | "
+            f"{e['predicts differently'] / n:.2f} | {e['looks elsewhere'] / n:.2f} | "
+            f"{e['counterfactual'] / n:.2f} |"
+        )
+    lines.append("")
     lines += [*DOC_TAIL.format(**_tail_values(plan, result)).splitlines()]
     return "\n".join(lines) + "\n"
 
