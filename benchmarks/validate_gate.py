@@ -899,6 +899,17 @@ def findings(result: dict[str, Any]) -> list[str]:
         + ". The honest retrains' maps differ so much from each other that the calibrated "
         "map bounds are wide; the counterfactual check is what separates the shortcuts."
     )
+
+    def cf_builtin(r: Row) -> bool:
+        return any(s in CUE_STATS for s in r.builtin_fails)
+
+    out.append(
+        "- `convviz-check calibrate` calibrates the retrain profile only; at the "
+        "counterfactual check's own (built-in) bounds "
+        f"{sum(cf_builtin(r) for r in honest)} of {len(honest)} honest retrains fail it and "
+        f"{sum(cf_builtin(r) for r in strong)} of {len(strong)} shortcuts flipping >= "
+        f"{FLIP_REQUIRED:.0%} do (calibrated here by the same rule: see the table)."
+    )
     vacuous = sorted(
         {
             s
