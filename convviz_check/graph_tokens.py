@@ -83,12 +83,15 @@ class TokenGrid:
             )
         return array[:, self.prefix :].reshape(n, self.height, self.width, -1)
 
+    def describe(self) -> str:
+        """``"a 4x4 grid after 1 prefix token(s) (source)"``."""
+        return (
+            f"a {self.height}x{self.width} grid after {self.prefix} prefix token(s) ({self.source})"
+        )
+
     def note(self, layer: str) -> str:
         """What a CAM's ``note`` says about the grid."""
-        return (
-            f"Token layer {layer!r} read as a {self.height}x{self.width} grid after "
-            f"{self.prefix} prefix token(s) ({self.source})."
-        )
+        return f"Token layer {layer!r} read as {self.describe()}."
 
 
 def is_token_record(record: Any) -> bool:
@@ -255,29 +258,35 @@ def infer_grid(
             inference finds no grid or more than one (the message lists what it found).
     """
     record = graph_lib.flatten(model).record(layer)
-    tokens = int(record.output_shape[1])
+    what = f"layer {layer!r} (output {record.output_shape})"
+    return grid_of_tokens(model, int(record.output_shape[1]), image_hw, token_grid, what)
+
+
+def grid_of_tokens(
+    model: Any, tokens: int, image_hw: tuple[int, int], token_grid: Any, what: str
+) -> TokenGrid:
+    """The grid of ``tokens`` tokens of ``model`` (``what``: where they come from, for
+    messages); as :func:`infer_grid`."""
     given = check_token_grid(token_grid)
     if given is not None:
         grid = TokenGrid(*given, source="token_grid=")
         if grid.tokens != tokens:
             raise GraphError(
-                f"token_grid={given!r} does not fit layer {layer!r}: {given[0]} x "
-                f"{given[1]} patches + {given[2]} prefix = {grid.tokens} tokens. Received: "
-                f"{tokens} tokens (output {record.output_shape}). Expected height * width "
-                f"+ prefix = {tokens}."
+                f"token_grid={given!r} does not fit {what}: {given[0]} x {given[1]} "
+                f"patches + {given[2]} prefix = {grid.tokens} tokens. Received: {tokens} "
+                f"tokens. Expected height * width + prefix = {tokens}."
             )
         return grid
     strides = _patch_strides(model)
     found = _candidates(tokens, image_hw, strides)
     if len(found) == 1:
         return TokenGrid(*found[0])
-    what = [f"{h}x{w} + {p} prefix ({src})" for h, w, p, src in found] or "none"
+    listed = [f"{h}x{w} + {p} prefix ({src})" for h, w, p, src in found] or "none"
     raise GraphError(
-        f"Cannot tell the token grid of layer {layer!r}: it outputs {tokens} tokens "
-        f"(shape {record.output_shape}) for images of {image_hw[0]}x{image_hw[1]}; patch "
-        f"embeddings found (kernel = stride): {strides or 'none'}; candidate grids: {what}. "
-        "Expected exactly one grid of at most "
-        f"{MAX_PREFIX} prefix tokens. Pass token_grid=(height, width, prefix tokens)."
+        f"Cannot tell the token grid of {what}: {tokens} tokens for images of "
+        f"{image_hw[0]}x{image_hw[1]}; patch embeddings found (kernel = stride): "
+        f"{strides or 'none'}; candidate grids: {listed}. Expected exactly one grid of at "
+        f"most {MAX_PREFIX} prefix tokens. Pass token_grid=(height, width, prefix tokens)."
     )
 
 
@@ -319,6 +328,7 @@ __all__ = [
     "check_token_grid",
     "check_token_layer",
     "grid_for",
+    "grid_of_tokens",
     "infer_grid",
     "is_token_record",
     "on_grid",

@@ -92,19 +92,53 @@ def sublayers(layer: Any) -> list[Any]:
 
 def encoder_parts(op: Any) -> list[Any] | None:
     """The layers a keras-hub transformer encoder (one layer holding every block) calls
-    in order, each taking and returning the token sequence (a block's extra outputs
-    dropped by the caller), or ``None`` for any other operation or when an attribute is
-    missing (a changed keras-hub: the encoder then stays one opaque layer)."""
+    in order, each taking and returning the token sequence, or ``None`` for any other
+    operation or when an attribute is missing (a changed keras-hub: the encoder then
+    stays one opaque layer). A block that also returns its scores (DeiT's returns
+    ``(tokens, None)``, whose output spec torch's Keras cannot infer) is called through
+    an :func:`_encoder_block` of the same name; cached on the encoder."""
     names = ENCODERS.get(type(op).__name__)
     if names is None or not type(op).__module__.startswith("keras_hub"):
         return None
+    cached = op.__dict__.get("_convviz_parts")
+    if cached is not None:
+        return list(cached)
     parts: list[Any] = []
     for name in names:
         value = getattr(op, name, None)
         if value is None:
             return None
         parts.extend(value if isinstance(value, list | tuple) else [value])
+    if type(op).__name__ == "DeiTEncoder":
+        parts = [_encoder_block()(p) if p in op.encoder_layers else p for p in parts]
+    object.__setattr__(op, "_convviz_parts", tuple(parts))
     return parts
+
+
+_BLOCK_CLASS: Any = None
+
+
+def _encoder_block() -> type:
+    """A layer calling a transformer block and keeping its token output only; its output
+    shape is its input's (a block keeps the sequence's shape)."""
+    global _BLOCK_CLASS
+    if _BLOCK_CLASS is None:
+        keras = importlib.import_module("keras")  # on use, as every entry here
+
+        class EncoderBlock(keras.layers.Layer):  # type: ignore[name-defined]
+            def __init__(self, block: Any) -> None:
+                super().__init__(name=block.name, dtype=block.dtype_policy)
+                self.block = block
+                self.built = True
+
+            def call(self, x: Any) -> Any:
+                return keras.tree.flatten(self.block(x))[0]
+
+            def compute_output_shape(self, input_shape: Any) -> Any:
+                return input_shape
+
+        _BLOCK_CLASS = EncoderBlock
+    return _BLOCK_CLASS
 
 
 class capture_attention:  # noqa: N801  (used as a context manager, like a function)
@@ -116,15 +150,18 @@ class capture_attention:  # noqa: N801  (used as a context manager, like a funct
     def __init__(self, layers: list[Any]) -> None:
         self.layers = layers
         self.scores: list[Any] = []
+        self.called: list[Any] = []  # the layer of each entry of ``scores``
 
     def _wrap(self, layer: Any) -> Any:
         original = type(layer).call
 
         def call(query: Any, value: Any, *args: Any, **kwargs: Any) -> Any:
+            asked = kwargs.get("return_attention_scores", False)
             kwargs["return_attention_scores"] = True
             out, scores = original(layer, query, value, *args, **kwargs)
             self.scores.append(scores)
-            return out
+            self.called.append(layer)
+            return (out, scores) if asked else out
 
         return call
 

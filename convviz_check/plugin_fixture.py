@@ -130,13 +130,15 @@ class ConvvizFixture:
     Compute (the library's functions, same signatures; the model and images they see
     are fingerprinted into the next check's sidecar):
         gradcam(model, images, class_index=None, layer=None, score="auto",
-            preprocess=False, batch_size=None, output=None): Grad-CAM; without
+            preprocess=False, batch_size=None, output=None, token_grid=None): Grad-CAM
+            (``token_grid``: a vision transformer's grid, see ``cc.cam``); without
             ``layer=`` the marker ``convviz(gradcam_layer=...)`` >
             ``--convviz-gradcam-layer`` > ini ``convviz_gradcam_layer`` > the automatic
             layer (a class-score map of an all-convolutional head warns).
         cam(model, images, method="gradcam", class_index=None, layer=None,
             score="auto", preprocess=False, batch_size=None, output=None,
-            **method_options): the CAM family (same layer rule).
+            token_grid=None, **method_options): the CAM family (same layer rule);
+            ``method="rollout"``: attention rollout of a vision transformer.
         activations(model, images, layers=None, batch_size=32): per-layer maps.
         filter_patterns(model, layer, filters=None, steps=30, learning_rate=None,
             size=None, seed=0, batch_size=None, input_range=None, progress=None):

@@ -60,6 +60,7 @@ from .cam_methods import (  # noqa: F401  (re-exported: explain.cam.METHODS etc.
 from .inputs import as_image_batch, check_batch_size, to_model_layout
 from .outputs import select_output
 from .probabilities import explained_probability
+from .rollout import rollout
 from .targets import (
     SCORES,
     Target,
@@ -276,7 +277,9 @@ def cam(
             float, in the range the model expects (not rescaled here).
         method: ``"gradcam"``, ``"gradcam++"``, ``"xgradcam"``, ``"hirescam"``,
             ``"layercam"``, ``"scorecam"`` or ``"eigencam"`` (the module docstring has
-            each formula and paper).
+            each formula and paper); ``"rollout"``: attention rollout of a vision
+            transformer (:func:`convviz_check.explain.rollout.rollout`; class-agnostic,
+            no ``class_index``, ``layer``, ``score``, ``output`` or method options).
         class_index: what is explained: ``None`` (the top predicted class of each
             image), one int for all images, one int per image, or a callable
             ``score(outputs) -> (N,)`` built from ``keras.ops`` on the head tensor (a
@@ -333,6 +336,9 @@ def cam(
         >>> result.method, result.target, result.heatmap.shape
         ('scorecam', 'class:top', (8, 10, 10))
     """
+    if method == "rollout":  # attention weights, not a weighting of maps (explain.rollout)
+        extra = dict(method_options, class_index=class_index, layer=layer, output=output)
+        return rollout(model, images, preprocess, batch_size, token_grid, score=score, **extra)
     rule = make_method(method, method_options)
     graph_lib.flatten(model)  # refuses subclassed / unbuilt models first
     check_batch_size(batch_size)

@@ -1,0 +1,236 @@
+"""Attention rollout (Abnar & Zuidema 2020, "Quantifying Attention Flow in
+Transformers"): how much each patch token flows into the class token through every
+attention layer of a vision transformer, as a map on the token grid.
+
+Per attention layer ``l`` the weights ``A_l`` ``(heads, T, T)`` are averaged over heads,
+the residual connection is accounted for by mixing in the identity and rows are
+normalised again::
+
+    A_hat_l = rownorm(0.5 * mean_heads(A_l) + 0.5 * I)
+    R = A_hat_L @ ... @ A_hat_2 @ A_hat_1
+
+The map is the class token's row of ``R`` over the patch tokens (the first prefix
+token is taken as the class token), or, for a model without prefix tokens, the mean of
+``R``'s rows over the patch tokens (how much each patch flows into the tokens the head
+averages). It is class-agnostic: the same map explains every class.
+
+The weights come from every ``keras.layers.MultiHeadAttention`` inside the model
+(keras-hub ViT and DeiT use it), captured during one inference forward
+(:class:`convviz_check.keras_private.capture_attention`). A model without one is
+refused: Swin's windowed attention (keras-hub ``WindowAttention``) attends within
+windows only and has no token-to-token matrix over the whole image.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import keras_private
+from ..errors import GraphError, InputError
+from ..graph_tokens import TokenGrid, grid_of_tokens
+from ..types import GradCAM
+from .inputs import as_image_batch, check_batch_size, to_model_layout
+
+# Weight of the identity (the residual path) in each layer's matrix, the paper's choice.
+RESIDUAL_WEIGHT = 0.5
+
+# Images per forward call (as the CAM family's DEFAULT_BATCH_SIZE).
+DEFAULT_BATCH_SIZE = 8
+
+
+def rollout_matrix(attentions: list[np.ndarray]) -> np.ndarray:
+    """``R = A_hat_L @ ... @ A_hat_1`` of per-layer weights ``(N, heads, T, T)``, in
+    float64: ``(N, T, T)``, each row summing to 1.
+
+    Example:
+        >>> a = np.full((1, 2, 3, 3), 1 / 3)
+        >>> rollout_matrix([a]).sum(axis=-1)
+        array([[1., 1., 1.]])
+    """
+    result: np.ndarray | None = None
+    for weights in attentions:
+        a = np.asarray(weights, np.float64).mean(axis=1)
+        eye = np.eye(a.shape[-1])[None]
+        a = RESIDUAL_WEIGHT * eye + (1.0 - RESIDUAL_WEIGHT) * a
+        a = a / a.sum(axis=-1, keepdims=True)
+        result = a if result is None else a @ result
+    assert result is not None, "at least one attention layer"
+    return result
+
+
+def rollout_map(matrix: np.ndarray, grid: TokenGrid) -> np.ndarray:
+    """``(N, h, w)`` from ``R`` ``(N, T, T)``: the class token's row over the patch
+    tokens, or (no prefix token) the mean of the patch tokens' rows."""
+    patches = slice(grid.prefix, None)
+    if grid.prefix > 0:
+        flow = matrix[:, 0, patches]
+    else:
+        flow = matrix[:, patches, patches].mean(axis=1)
+    return flow.reshape(matrix.shape[0], grid.height, grid.width)
+
+
+def attention_layers(model: Any) -> list[Any]:
+    """Every ``keras.layers.MultiHeadAttention`` inside ``model``.
+
+    Raises:
+        GraphError: none, naming the attention-like layers found instead.
+    """
+    import keras
+
+    inner = keras_private.sublayers(model)
+    found = [layer for layer in inner if isinstance(layer, keras.layers.MultiHeadAttention)]
+    if found:
+        return found
+    other = sorted({type(x).__name__ for x in inner if "attention" in type(x).__name__.lower()})
+    raise GraphError(
+        f"Attention rollout needs the attention weights over all tokens, and model "
+        f"{getattr(model, 'name', '?')!r} has no keras.layers.MultiHeadAttention layer. "
+        f"Received: attention-like layers {other or 'none'} (windowed attention, as in "
+        "Swin, has no token-to-token matrix over the whole image). Expected a vision "
+        "transformer with global self-attention (keras-hub ViT, DeiT, or "
+        "MultiHeadAttention layers), or a CAM method on its token grid instead."
+    )
+
+
+def _refuse_options(options: dict[str, Any]) -> None:
+    given = {k: v for k, v in options.items() if v is not None}
+    if given:
+        raise InputError(
+            f"Attention rollout is class-agnostic and reads every attention layer, so it "
+            f"takes no class, layer, score, output or method option. Received: {given}. "
+            "Expected only model, images, preprocess, batch_size and token_grid."
+        )
+
+
+def rollout(
+    model: Any,
+    images: Any,
+    preprocess: bool = False,
+    batch_size: int | None = None,
+    token_grid: tuple[int, int, int] | None = None,
+    score: str = "auto",
+    **refused: Any,
+) -> GradCAM:
+    """Attention-rollout maps of ``images`` (``cam(model, images, method="rollout")``).
+
+    Args:
+        model: a Keras vision transformer with ``keras.layers.MultiHeadAttention``
+            layers (keras-hub ViT, DeiT).
+        images: ``(N, H, W, C)`` or one ``(H, W, C)`` image, as for :func:`cam`.
+        preprocess: apply a keras-hub task model's own ``preprocessor`` first.
+        batch_size: images per forward call (``None``: 8); maps do not depend on it.
+        token_grid: ``(height, width, prefix tokens)`` where the patch embedding does
+            not tell it; ``None``: inferred (:mod:`convviz_check.graph_tokens`).
+        score: only ``"auto"`` (rollout has no score to choose).
+        **refused: ``class_index``, ``layer``, ``output`` or method options: refused
+            unless None (the map is the same for every class and reads every attention
+            layer).
+
+    Returns:
+        A :class:`~convviz_check.types.GradCAM` with ``method="rollout"``: ``heatmap``
+        (N, h, w) on the token grid (``raw / max``), ``raw`` (the rolled-out attention
+        flow), ``class_index`` and ``score`` of each image's top class (for the
+        record; the map does not depend on them), ``score_kind="output"``, ``layer``
+        (the path of the last attention layer called), ``target="attention"``, ``note`` (the grid and
+        whether the class token's row or the mean over tokens was used).
+
+    Raises:
+        GraphError: a model without MultiHeadAttention layers, or a grid that cannot be
+            inferred (the message lists what was found).
+        InputError: bad images, a class, a layer or a method option.
+    """
+    _refuse_options({**refused, "score": None if score == "auto" else score})
+    check_batch_size(batch_size)
+    layers = attention_layers(model)
+    batch = as_image_batch(images)
+    image_shape = (int(batch.shape[1]), int(batch.shape[2]))
+    batch = as_image_batch(_preprocessed(model, batch) if preprocess else batch, model)
+    weights, head, last = _forward(model, layers, to_model_layout(batch, model), batch_size)
+    tokens = int(weights[0].shape[-1])
+    what = f"the attention weights ({tokens} tokens)"
+    image_hw = (int(batch.shape[1]), int(batch.shape[2]))
+    grid = grid_of_tokens(model, tokens, image_hw, token_grid, what)
+    raw = rollout_map(rollout_matrix(weights), grid)
+    heatmap, degenerate = _normalised(raw)
+    classes = np.argmax(head.reshape(head.shape[0], -1), axis=-1).astype(np.int64)
+    row = "the class token's row" if grid.prefix else "the mean over tokens (no class token)"
+    return GradCAM(
+        heatmap=heatmap,
+        raw=raw.astype(np.float32),
+        class_index=classes,
+        score=head.reshape(head.shape[0], -1)[np.arange(len(classes)), classes],
+        score_kind="output",
+        layer=last,
+        degenerate=degenerate,
+        image_shape=image_shape,
+        note=f"Attention rollout over {len(layers)} attention layer(s): {row}, on "
+        f"{grid.describe()}.",
+        method="rollout",
+        target="attention",
+    )
+
+
+def _normalised(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(raw / max, degenerate)``: rollout flows are >= 0, so no ReLU; a map with a
+    non-finite value or no positive value is degenerate and returned as zeros (the CAM
+    family's rule without its score bound: rollout has no score)."""
+    peak = raw.max(axis=(1, 2))
+    degenerate = ~np.isfinite(raw).all(axis=(1, 2)) | ~(peak > 0)
+    scale = np.where(degenerate, 1.0, peak)[:, None, None]
+    heatmap = np.where(degenerate[:, None, None], 0.0, raw / scale)
+    return heatmap.astype(np.float32), degenerate
+
+
+def _preprocessed(model: Any, batch: np.ndarray) -> np.ndarray:
+    """The keras-hub task's own preprocessor applied to the images (``preprocess``)."""
+    import keras
+
+    pre = getattr(model, "preprocessor", None)
+    if pre is None:
+        raise InputError(
+            f"preprocess=True needs a keras-hub task model with a preprocessor. Received: "
+            f"model {getattr(model, 'name', '?')!r} with no `preprocessor`. Expected a "
+            "keras-hub task built with one, or images already preprocessed."
+        )
+    out = pre(batch)
+    out = out[0] if isinstance(out, tuple) else out
+    return np.asarray(keras.ops.convert_to_numpy(out), np.float32)
+
+
+def _forward(
+    model: Any, layers: list[Any], x: np.ndarray, batch_size: int | None
+) -> tuple[list[np.ndarray], np.ndarray, str]:
+    """``(per-layer attention weights (N, heads, T, T), first output (N, ...), the path
+    of the last attention layer called)`` of one inference forward per chunk."""
+    import keras
+
+    size = int(batch_size or DEFAULT_BATCH_SIZE)
+    per_chunk: list[list[np.ndarray]] = []
+    heads: list[np.ndarray] = []
+    for start in range(0, x.shape[0], size):
+        with keras_private.capture_attention(layers) as captured:
+            out = model(x[start : start + size], training=False)
+        per_chunk.append([np.asarray(keras.ops.convert_to_numpy(s)) for s in captured.scores])
+        heads.append(np.asarray(keras.ops.convert_to_numpy(keras.tree.flatten(out)[0])))
+    weights = [np.concatenate(parts) for parts in zip(*per_chunk, strict=True)]
+    if not captured.called:
+        raise GraphError(
+            f"Model {getattr(model, 'name', '?')!r} holds {len(layers)} "
+            "MultiHeadAttention layer(s), but its forward called none of them, so there "
+            "are no attention weights to roll out. Expected a transformer whose forward "
+            "runs its attention layers."
+        )
+    last = captured.called[-1]
+    return weights, np.concatenate(heads).astype(np.float32), str(getattr(last, "path", last.name))
+
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "RESIDUAL_WEIGHT",
+    "attention_layers",
+    "rollout",
+    "rollout_map",
+    "rollout_matrix",
+]

@@ -1,0 +1,140 @@
+"""Attention rollout (``cam(method="rollout")``) against a NumPy implementation of the
+recursion of Abnar & Zuidema (2020) on a tiny model's attention weights, taken from
+the model itself (its MultiHeadAttention layers return them as outputs); keras-hub ViT;
+the refusals. Runs on the running backend."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+import convviz_check as cc
+from convviz_check import GraphError, InputError
+from convviz_check.explain import rollout as rollout_module
+
+layers = keras.layers
+
+
+def _images(n: int, size: int = 16, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((n, size, size, 3)).astype("float32")
+
+
+def _attention_model(class_token: bool) -> tuple[keras.Model, keras.Model]:
+    """16x16 images, 4x4 patches of stride 4 (a 4x4 grid), an optional class token
+    (made from the patches' mean), two self-attention layers with residuals, a head on
+    the class token (or the tokens' mean). Returns ``(classifier, weights model)``:
+    the second outputs both layers' attention weights."""
+    x_in = keras.Input((16, 16, 3))
+    p = layers.Conv2D(8, 4, strides=4, name="patches")(x_in)
+    t = layers.Reshape((16, 8), name="tokens")(p)
+    if class_token:
+        cls = layers.Dense(8, name="cls_dense")(layers.GlobalAveragePooling1D()(t))
+        t = layers.Concatenate(axis=1, name="with_cls")([layers.Reshape((1, 8))(cls), t])
+    scores = []
+    for i in (1, 2):
+        att = layers.MultiHeadAttention(num_heads=2, key_dim=4, name=f"att{i}")
+        out, s = att(t, t, return_attention_scores=True)
+        scores.append(s)
+        t = layers.Add(name=f"res{i}")([t, out])
+    pooled = t[:, 0] if class_token else layers.GlobalAveragePooling1D()(t)
+    y = layers.Dense(3, name="logits")(pooled)
+    model = keras.Model(x_in, y, name="tiny_attention")
+    rng = np.random.default_rng(7)
+    for w in model.weights:
+        w.assign(rng.normal(0.0, 0.6, tuple(w.shape)).astype("float32"))
+    return model, keras.Model(x_in, scores)
+
+
+def _paper_rollout(weights: list[np.ndarray], prefix: int) -> np.ndarray:
+    """The recursion written out per image with loops: A_hat = rownorm(0.5 A + 0.5 I)
+    with A the heads' mean; rollout_l = A_hat_l @ rollout_(l-1)."""
+    n, _, t, _ = weights[0].shape
+    maps = []
+    for i in range(n):
+        rolled = np.eye(t)
+        for w in weights:
+            a = np.zeros((t, t))
+            for head in range(w.shape[1]):
+                a += w[i, head] / w.shape[1]
+            a = 0.5 * a + 0.5 * np.eye(t)
+            for row in range(t):
+                a[row] /= a[row].sum()
+            rolled = a @ rolled
+        flow = rolled[0, prefix:] if prefix else rolled[prefix:, prefix:].mean(axis=0)
+        maps.append(flow.reshape(4, 4))
+    return np.stack(maps)
+
+
+@pytest.mark.parametrize("class_token", [True, False], ids=["class-token", "no-class-token"])
+def test_rollout_equals_the_papers_recursion(class_token):
+    model, weights_model = _attention_model(class_token)
+    x = _images(3)
+    weights = [np.asarray(keras.ops.convert_to_numpy(w), np.float64) for w in weights_model(x)]
+    prefix = 1 if class_token else 0
+    want = _paper_rollout(weights, prefix)
+    got = cc.cam(model, x, method="rollout")
+    assert got.method == "rollout" and got.target == "attention"
+    assert got.raw.shape == (3, 4, 4)
+    # float32 weights: the eager forward and the weights model differ by ~1e-8 (JAX).
+    np.testing.assert_allclose(got.raw, want, rtol=1e-5, atol=1e-6)
+    expected = want / want.max(axis=(1, 2), keepdims=True)
+    np.testing.assert_allclose(got.heatmap, expected, rtol=1e-5, atol=1e-5)
+    row = "class token's row" if class_token else "mean over tokens (no class token)"
+    assert row in got.note and f"{prefix} prefix token" in got.note
+    logits = np.asarray(model.predict(x, verbose=0))
+    np.testing.assert_array_equal(got.class_index, np.argmax(logits, axis=1))
+    # Chunked forwards give the same maps.
+    chunked = cc.cam(model, x, method="rollout", batch_size=2).raw
+    np.testing.assert_allclose(chunked, got.raw, rtol=1e-5, atol=1e-7)
+
+
+def test_rollout_matrix_rows_sum_to_one_and_uniform_attention_stays_uniform():
+    uniform = np.full((1, 2, 4, 4), 0.25)
+    r = rollout_module.rollout_matrix([uniform, uniform])
+    np.testing.assert_allclose(r.sum(axis=-1), 1.0)
+    # 0.5 * uniform + 0.5 * I, squared: diagonal (0.625^2 + 3 * 0.125^2).
+    np.testing.assert_allclose(r[0, 0, 0], 0.625**2 + 3 * 0.125**2)
+
+
+def test_rollout_on_keras_hub_vit():
+    hub = pytest.importorskip("keras_hub")
+    backbone = hub.models.ViTBackbone(
+        image_shape=(32, 32, 3), patch_size=8, num_layers=2, num_heads=2, hidden_dim=8, mlp_dim=16
+    )
+    model = hub.models.ViTImageClassifier(backbone=backbone, num_classes=3)
+    got = cc.cam(model, _images(2, 32), method="rollout")
+    assert got.heatmap.shape == (2, 4, 4) and not got.degenerate.any()
+    assert "2 attention layer(s)" in got.note and got.layer.endswith("mha")
+    # The class token's row sums to 1 over all tokens; the patches hold part of it.
+    assert ((got.raw.sum(axis=(1, 2)) > 0) & (got.raw.sum(axis=(1, 2)) < 1)).all()
+
+
+def test_rollout_refuses_a_model_without_attention():
+    x_in = keras.Input((8, 8, 3))
+    c = layers.Conv2D(4, 3, name="conv")(x_in)
+    model = keras.Model(x_in, layers.Dense(2)(layers.GlobalAveragePooling2D()(c)))
+    with pytest.raises(GraphError, match="no keras.layers.MultiHeadAttention.*none"):
+        cc.cam(model, _images(1, 8), method="rollout")
+
+
+def test_rollout_refuses_swin_naming_its_windowed_attention():
+    hub = pytest.importorskip("keras_hub")
+    backbone = hub.models.SwinTransformerBackbone(
+        image_shape=(32, 32, 3), embed_dim=8, depths=(1,), num_heads=(1,), window_size=4
+    )
+    model = hub.models.SwinTransformerImageClassifier(backbone=backbone, num_classes=3)
+    with pytest.raises(GraphError, match="WindowAttention"):
+        cc.cam(model, _images(1, 32), method="rollout")
+
+
+def test_rollout_refuses_a_class_a_layer_and_method_options():
+    model, _ = _attention_model(True)
+    with pytest.raises(InputError, match="class-agnostic.*'class_index': 1"):
+        cc.cam(model, _images(1), method="rollout", class_index=1)
+    with pytest.raises(InputError, match="'layer': 'att1'"):
+        cc.cam(model, _images(1), method="rollout", layer="att1")
+    with pytest.raises(InputError, match="'max_channels': 4"):
+        cc.cam(model, _images(1), method="rollout", max_channels=4)
+    with pytest.raises(GraphError, match=r"token_grid=\(3, 3, 0\) does not fit"):
+        cc.cam(model, _images(1), method="rollout", token_grid=(3, 3, 0))
