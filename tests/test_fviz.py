@@ -211,7 +211,7 @@ def _tiny_model() -> object:
     inputs = keras.Input((24, 24, 3))
     x = keras.layers.Conv2D(6, 3, activation="relu", name="c1")(inputs)
     x = keras.layers.Conv2D(4, 3, name="c2")(x)
-    x = keras.layers.Activation("relu", name="c2_relu")(x)
+    x = keras.layers.Activation("tanh", name="c2_tanh")(x)
     return keras.Model(inputs, x)
 
 
@@ -223,7 +223,9 @@ def _channel_means(model: object, layer: str, images: np.ndarray, filters: list[
     return np.array([act[i, 2:-2, 2:-2, f].mean() for i, f in enumerate(filters)])
 
 
-@pytest.mark.parametrize(("layer", "objective"), [("c2", "channel"), ("c2", "neuron")])
+@pytest.mark.parametrize(
+    ("layer", "objective"), [("c2", "channel"), ("c2", "neuron"), ("c2_tanh", "channel")]
+)
 def test_robust_pattern_raises_its_channel(layer: str, objective: str) -> None:
     import convviz_check as cc
 
@@ -233,6 +235,10 @@ def test_robust_pattern_raises_its_channel(layer: str, objective: str) -> None:
         model, layer, filters=filters, parameterization="fft", objective=objective, steps=40
     )
     assert patterns.shape == (3, 24, 24, 3) and patterns.dtype == np.float32
+    from convviz_check import graph as graph_lib
+
+    (ascent,) = graph_lib.model_cache(model, "fviz").values()
+    assert ascent.restricted == (layer == "c2")  # only the asked channels of a Conv2D
     assert 0.0 <= patterns.min() and patterns.max() <= 1.0  # the sigmoid keeps the range
     config = fviz.resolve_config("fft", None, None, None, objective, 24, 24)
     assert config is not None
@@ -242,7 +248,6 @@ def test_robust_pattern_raises_its_channel(layer: str, objective: str) -> None:
         before = _channel_means(model, layer, start, filters)
     else:
         from convviz_check import backends
-        from convviz_check import graph as graph_lib
 
         fwd = backends.make_forward(graph_lib.submodel(model, [layer]))
         after = np.array([fwd([patterns])[0][i, 10, 10, f] for i, f in enumerate(filters)])

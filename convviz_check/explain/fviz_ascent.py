@@ -207,6 +207,7 @@ def robust_ascent_for(
         fn = backends.make_param_ascent(
             probe, loss, make_render(config, *render_args), model_takes_aux=restricted
         )
+        fn.restricted = restricted  # which path was taken, for tests (as in filters)
         per_model[cache_key] = fn
     return fn
 
