@@ -722,6 +722,11 @@ def run(plan: Plan, train_only: bool = False) -> dict[str, Any]:
         "rows": rows,
         "requirement_met": ok,
         "sensitivity": by_k,
+        # predicted classes on the gate set, per model (a shift of the class prior shows)
+        "predicted": {
+            n: np.bincount(o.probs_clean.argmax(axis=1), minlength=len(CLASS_NAMES)).tolist()
+            for n, o in observed.items()
+        },
         "problems": problems,
         "probe_n": plan.probe_n,
         "cue_set_n": len(probe.others),
@@ -870,6 +875,21 @@ def findings(result: dict[str, Any]) -> list[str]:
         )
     else:
         out.append(f"- Calibrated bounds (leave one out): all {len(honest)} honest retrains pass.")
+    prior = [r for r in bad if "predicts differently" in r.calibrated_reasons]
+    if prior:
+        counts = result["predicted"]
+
+        def shown(name: str) -> str:
+            return ", ".join(f"{c} {k}" for c, k in zip(CLASS_NAMES, counts[name], strict=True))
+
+        out.append(
+            "- Predicted classes on the gate set: golden "
+            + shown(result["golden"])
+            + "; "
+            + "; ".join(f"`{r.name}` {shown(r.name)}" for r in prior)
+            + ". An honest retrain of a hesitant model can move its class prior: the images it "
+            "changes then go to one class, which `class_flip_share` reads as a shortcut."
+        )
     for group, words in ((strong, f">= {FLIP_REQUIRED:.0%}"), (weak, f"< {FLIP_REQUIRED:.0%}")):
         if group:
             parts = [
