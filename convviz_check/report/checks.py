@@ -276,7 +276,8 @@ def _images(entry: Mapping[str, Any], results_dir: Path) -> str:
                 f"{float(entry['diff_scale']):.3g}"
             )
         if entry.get("shown"):  # the worst images, not the first ones
-            caption += f"; {', '.join(entry['shown'])}, the worst first" + _marks_legend(entry)
+            legend = _marks_legend(entry, "green" if role == "diff" else "white")
+            caption += f"; {', '.join(entry['shown'])}, the worst first" + legend
         figures.append(
             f"<figure><img src='{_e(_rel(path, results_dir))}' alt='{_e(role)}'>"
             f"<figcaption>{_e(caption)}</figcaption></figure>"
@@ -284,13 +285,13 @@ def _images(entry: Mapping[str, Any], results_dir: Path) -> str:
     return f"<div class=images>{''.join(figures)}</div>" if figures else ""
 
 
-def _marks_legend(entry: Mapping[str, Any]) -> str:
+def _marks_legend(entry: Mapping[str, Any], box_colour: str = "white") -> str:
     """What the lines on a heatmap check's pictures are (object boxes, regions)."""
     details = entry.get("details") or {}
     boxes = bool(details.get("boxes")) or "box_energy" in str(entry.get("per_item"))
     builtin = ("box", "outside", "border", "top_left", "top_right", "bottom_left", "bottom_right")
     user = [n for n in details.get("regions") or {} if n not in builtin]
-    parts = (["white: the object box"] if boxes else []) + (
+    parts = ([f"{box_colour}: the object box"] if boxes else []) + (
         [f"dashed cyan: {', '.join(user)}"] if user else []
     )
     return f" ({'; '.join(parts)})" if parts else ""
@@ -503,7 +504,7 @@ td.bad, tr.bad {{ color: #c00; font-weight: bold; }}
 pre {{ background: #f6f6f6; padding: .5em; white-space: pre-wrap; }}
 pre.cmd {{ background: #eef3ff; }}
 .scroll {{ overflow-x: auto; }} table.items {{ font-size: .9em; }}
-table.items td:first-child {{ white-space: nowrap; }}
+table.items td:first-child, td.mass {{ white-space: nowrap; }} td.which {{ min-width: 20em; }}
 .begins {{ color: #c00; }}
 .facts, .paths {{ color: #555; font-size: .9em; }}
 .lead {{ font-weight: 600; }}

@@ -229,13 +229,13 @@ def by_class_html(entry: Mapping[str, Any], class_names: Sequence[str] | None = 
             grown = (g.get("grown") or {}).get(r, 0)
             shown = f"{mass[0]:.2f} \u2192 {mass[1]:.2f}" if mass else "-"
             cells.append(
-                f"<td class={'bad' if grown else 'ok'}>{_e(shown)}"
+                f"<td class='mass {'bad' if grown else 'ok'}'>{_e(shown)}"
                 + (f" ({grown} grew)" if grown else "")
                 + "</td>"
             )
         rows.append(
             f"<tr><td>{_e(_class_label(g.get('class'), class_names))}</td><td>{_e(g.get('n'))}</td>"
-            f"<td class={'bad' if bad else 'ok'}>{len(bad)}</td><td>{listed or '-'}</td>"
+            f"<td class={'bad' if bad else 'ok'}>{len(bad)}</td><td class=which>{listed or '-'}</td>"
             f"{''.join(cells)}</tr>"
         )
     return (

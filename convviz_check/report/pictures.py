@@ -176,7 +176,9 @@ def _heat_tiles(
         if marks is not None:
             shape, boxes, regions = marks
             box = None if boxes is None or i >= len(boxes) else boxes[i]
-            tile = draw_marks(tile, shape, box, regions)
+            # the diff's brightest cells are near white: its box is green
+            colour = DIFF_BOX_COLOUR if colormap == "magma" else BOX_COLOUR
+            tile = draw_marks(tile, shape, box, regions, colour)
         if labels is not None and i < len(labels):
             tile = _corner_label(tile, labels[i])
         tiles.append(tile)
@@ -185,9 +187,11 @@ def _heat_tiles(
 
 # (image_shape, one object box per drawn map or None, the suspect regions' boxes)
 Marks = tuple[tuple[int, int], Sequence[Sequence[int]] | None, Sequence[Sequence[int]]]
-# The object box is drawn solid white, each suspect region dashed cyan: both read on
-# the jet and magma colormaps, and a dashed line is not taken for the object's box.
+# The object box is drawn solid white (green on a diff, whose largest values are near
+# white), each suspect region dashed cyan: they read on the jet and magma colormaps, and
+# a dashed line is not taken for the object's box.
 BOX_COLOUR = (255, 255, 255)
+DIFF_BOX_COLOUR = (0, 230, 0)
 REGION_COLOUR = (0, 255, 255)
 _DASH = 4
 
@@ -197,15 +201,16 @@ def draw_marks(
     image_shape: tuple[int, int],
     box: Sequence[int] | None,
     regions: Sequence[Sequence[int]] = (),
+    box_colour: tuple[int, int, int] = BOX_COLOUR,
 ) -> np.ndarray:
     """A copy of ``tile`` (uint8 RGB, a picture of an ``image_shape`` input) with the
-    object ``box`` (y0, x0, y1, x1 in input pixels) outlined solid white and each
-    region dashed cyan, scaled to the tile. A box outside the image is clipped."""
+    object ``box`` (y0, x0, y1, x1 in input pixels) outlined solid (``box_colour``) and
+    each region dashed cyan, scaled to the tile. A box outside the image is clipped."""
     out = np.array(tile[..., :3] if tile.ndim == 3 else np.stack([tile] * 3, -1), np.uint8)
     h, w = out.shape[:2]
     sy, sx = h / max(1, image_shape[0]), w / max(1, image_shape[1])
     for coords, colour, dash in [(r, REGION_COLOUR, _DASH) for r in regions] + (
-        [(box, BOX_COLOUR, 0)] if box is not None else []
+        [(box, box_colour, 0)] if box is not None else []
     ):
         y0, x0, y1, x1 = (int(v) for v in coords)
         top, left = min(h - 1, round(y0 * sy)), min(w - 1, round(x0 * sx))
