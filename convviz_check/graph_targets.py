@@ -178,7 +178,7 @@ def check_chosen_layer(model: Any, layer: Any, source: str) -> str:
         GraphError: not a layer name, no layer of that name, or a layer Grad-CAM cannot
             use; the message names the setting and the layers that would fit.
     """
-    valid = gradcam_layers(model)
+    valid = gradcam_layers(model) + graph_tokens.token_layers(model)  # maps, or token grids
     if isinstance(layer, str) and layer in valid:
         return layer
     names = graph_lib.flatten(model).names
@@ -278,8 +278,10 @@ def target_layer(model: Any, layer: str | None = None) -> str:
     (``block14_sepconv2_act`` for Xception-41); for EfficientNetB0 ``top_activation``.
 
     Raises:
-        GraphError: an unknown layer, a non-4-D output, a layer after the head's
-            pooling, a 4-D tensor computed from global pooling alone (inside a
+        GraphError: an unknown layer, a non-4-D output (other than a token layer of a
+            vision transformer, read as its grid: :mod:`convviz_check.graph_tokens`,
+            whose rule also picks a transformer's automatic layer), a layer after the
+            head's pooling, a 4-D tensor computed from global pooling alone (inside a
             squeeze-and-excitation branch), the output layer itself, a layer the output
             does not depend on, or a model with no spatial map (a vision transformer on
             tokens, an MLP).

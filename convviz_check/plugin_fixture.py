@@ -66,7 +66,10 @@ class _Shortcut:
         @functools.wraps(fn)
         def call(*args: Any, **kwargs: Any) -> Any:
             bound = signature.bind(*args, **kwargs)
-            if self.name in ("gradcam", "cam") and bound.arguments.get("layer") is None:
+            # Rollout reads every attention layer: a project's chosen layer is not for it.
+            rollout = bound.arguments.get("method") == "rollout"
+            cam_like = self.name in ("gradcam", "cam") and not rollout
+            if cam_like and bound.arguments.get("layer") is None:
                 layer = _Shortcut.chosen_layer(fixture, bound.arguments.get("model"))
                 if layer is not None:
                     bound.arguments["layer"] = layer

@@ -194,3 +194,13 @@ def test_to_map_drops_the_prefix_row_by_row():
     np.testing.assert_array_equal(out[0, 1, 0], tokens[0, 4])
     with pytest.raises(GraphError, match="Received: 6 tokens"):
         grid.to_map(tokens[:, :6])
+
+
+def test_a_project_layer_may_be_a_token_layer():
+    from convviz_check.graph_targets import check_chosen_layer
+
+    model = _vit()
+    source = "the ini key convviz_gradcam_layer"
+    assert check_chosen_layer(model, "transformer_block_2", source) == "transformer_block_2"
+    with pytest.raises(GraphError, match="'transformer_block_1', 'transformer_block_2'"):
+        check_chosen_layer(model, "get_item_x", source)
