@@ -70,10 +70,14 @@ __all__ = [
     "Region",
     "box_facts",
     "class_flips",
+    "groups_of",
+    "growth_thresholds",
+    "region_areas",
     "region_masses",
     "region_shifts",
     "regions_for",
     "retrain_evidence",
+    "verdicts",
 ]
 
 # The two verdicts of a retrain comparison, in the order a failing text leads with them.
