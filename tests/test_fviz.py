@@ -326,3 +326,56 @@ def test_cli_filters_param_fft_writes_robust_patterns(tmp_path: object) -> None:
         assert summary["filters"]["steps"] == 4
         pngs[param] = (out / summary["filters"]["png"]).read_bytes()
     assert pngs["pixel"] != pngs["fft"]
+
+
+def test_direction_objective() -> None:
+    import convviz_check as cc
+
+    model = _tiny_model()
+    kw = dict(parameterization="fft", steps=15, seed=1)
+    # A one-hot direction is the channel objective (both on the whole layer's output).
+    onehot = cc.filter_patterns(model, "c2_tanh", objective=np.eye(4)[[2]], **kw)
+    channel = cc.filter_patterns(model, "c2_tanh", filters=[2], **kw)
+    np.testing.assert_allclose(onehot, channel, atol=1e-4)
+    # Two mixed directions: one pattern each, each raising its own dot product.
+    d = np.array([[1.0, -1.0, 0.5, 0.0], [0.0, 2.0, 0.0, 1.0]])
+    patterns = cc.filter_patterns(
+        model, "c2_tanh", objective=d, steps=40, seed=1, parameterization="fft"
+    )
+    assert patterns.shape == (2, 24, 24, 3)
+    unit = d / np.linalg.norm(d, axis=1, keepdims=True)
+    config = fviz.resolve_config("fft", None, None, None, d, 24, 24)
+    assert config is not None and config.objective == "direction"
+    start = fviz.params_to_unit(config, fviz.initial_params("fft", 2, 24, 24, 3, 1), 24)
+    from convviz_check import backends
+    from convviz_check import graph as graph_lib
+
+    fwd = backends.make_forward(graph_lib.submodel(model, ["c2_tanh"]))
+
+    def score(images: np.ndarray) -> np.ndarray:
+        act = fwd([images])[0][:, 2:-2, 2:-2, :]
+        return np.einsum("bhwc,bc->b", act, unit) / act.shape[1] / act.shape[2]
+
+    assert (score(patterns) > score(start) + 0.05).all()
+
+
+@pytest.mark.parametrize(
+    ("objective", "filters", "match"),
+    [
+        (
+            np.ones(5),
+            None,
+            r"C = 4, the channels of layer 'c2'. Received: objective of shape \(5,\)",
+        ),
+        (np.zeros(4), None, "must not be zero"),
+        (np.ones(4), [0], "filters=None"),
+        (3, None, "objective must be a name"),
+    ],
+)
+def test_bad_directions_raise(objective: object, filters: object, match: str) -> None:
+    import convviz_check as cc
+
+    with pytest.raises(InputError, match=match):
+        cc.filter_patterns(
+            _tiny_model(), "c2", filters=filters, objective=objective, parameterization="fft"
+        )

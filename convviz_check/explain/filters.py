@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import GraphError, InputError, describe_array
-from .fviz import FVIZ_LEARNING_RATE, FVIZ_STEPS, resolve_config
+from .fviz import FVIZ_STEPS, resolve_config
 from .inputs import check_batch_size
 
 BORDER = 2  # pixels of the activation map left out of the loss (the chapter's 2:-2)
@@ -403,41 +403,20 @@ def _map_shape(model: Any, target: _Target, image_shape: tuple[int, ...]) -> tup
     return per_model[key]
 
 
-def _robust(
-    model: Any,
-    target: _Target,
-    indices: list[int],
-    shape: tuple[int, int, int],
-    map_hw: tuple,
-    input_range: tuple[float, float],
-    run: tuple,
-) -> np.ndarray:
-    """The robust ascent (:mod:`.fviz_ascent`): ``(F, H, W, C)`` fractions of the range."""
+def _robust(model: Any, target: _Target, indices: list[int], run: tuple) -> np.ndarray:
+    """The robust ascent (:func:`.fviz_ascent.robust_patterns`), given how to build the
+    model it differentiates: only the asked channels of a plain conv, else the layer."""
     from .. import graph as graph_lib
-    from .fviz_ascent import robust_ascent_for, run_batches
-    from .inputs import input_spec
+    from .fviz_ascent import robust_patterns
 
-    config, steps, learning_rate, seed, batch_size, progress = run
-    height, width, _ = shape
-    channels_first = input_spec(model).data_format == "channels_first"
-
-    def build() -> tuple[Any, bool]:
-        if _restricted_conv(graph_lib.flatten(model).record(target.name).operation):
+    def build(channel_probe: bool) -> tuple[Any, bool]:
+        op = graph_lib.flatten(model).record(target.name).operation
+        if channel_probe and _restricted_conv(op):
             return _channel_model(model, target.name), True
         return graph_lib.submodel(model, [target.name]), False
 
-    key = (target.name, config, shape, input_range)
-    ascent = robust_ascent_for(
-        model,
-        key,
-        build,
-        config,
-        (target.data_format, target.channels, map_hw, BORDER),
-        (height, width, input_range, channels_first),
-    )
-    batch = min(int(batch_size or DEFAULT_BATCH_SIZE), len(indices))
-    lr = FVIZ_LEARNING_RATE if learning_rate is None else float(learning_rate)
-    return run_batches(ascent, config, indices, batch, shape, steps, lr, seed, progress)
+    layer = (target.name, target.data_format, target.channels, BORDER)
+    return robust_patterns(model, layer, build, indices, run)
 
 
 def filter_patterns(
@@ -455,7 +434,7 @@ def filter_patterns(
     decorrelate: bool | None = None,
     transforms: Any = None,
     penalties: Any = None,
-    objective: str = "channel",
+    objective: Any = "channel",
 ) -> np.ndarray:
     """Synthesize the input pattern each filter of ``layer`` responds to most.
 
@@ -501,8 +480,9 @@ def filter_patterns(
             dict / ``fviz.Transforms`` of ``pad``, ``jitter``, ``scale``, ``rotate``.
         penalties: ``None`` (TV 0.05 for "fft"), ``False``, or a dict /
             ``fviz.Penalties`` of ``tv``, ``l1``, ``l2`` weights.
-        objective: ``"channel"`` (mean of the channel inside the border) or
-            ``"neuron"`` (its value at the map's centre; robust ascent).
+        objective: ``"channel"`` (mean of the channel inside the border), ``"neuron"``
+            (its value at the map's centre) or a direction (an array ``(C,)`` or
+            ``(F, C)``: one pattern per row, ``filters=None``); robust ascent.
 
     Returns:
         ``(F, H, W, C)`` float32 patterns, channels-last whatever the model's layout
@@ -551,8 +531,9 @@ def filter_patterns(
         )
 
     if config is not None:
-        run = (config, int(steps), learning_rate, seed, batch_size, progress)
-        out = _robust(model, target, indices, (height, width, channels), map_hw, (lo, hi), run)
+        shape, where = (height, width, channels), (map_hw, (lo, hi), spec.data_format)
+        run = (config, objective, filters, shape, where, int(steps), learning_rate, seed)
+        out = _robust(model, target, indices, (*run, batch_size or DEFAULT_BATCH_SIZE, progress))
         return (lo + (hi - lo) * out).astype(np.float32)
     lr = (
         default_learning_rate(height, width, channels) * (hi - lo)

@@ -241,10 +241,7 @@ def resolve_config(
             f"Unknown parameterization. Received: parameterization={parameterization!r}. "
             f"Expected one of {PARAMETERIZATIONS}."
         )
-    if objective not in OBJECTIVES:
-        raise InputError(
-            f"Unknown objective. Received: objective={objective!r}. Expected one of {OBJECTIVES}."
-        )
+    name = objective_name(objective)
     if decorrelate is not None and not isinstance(decorrelate, bool):
         raise InputError(
             f"decorrelate must be None, True or False. Received: decorrelate={decorrelate!r}."
@@ -255,7 +252,7 @@ def resolve_config(
         and decorrelate is None
         and transforms is None
         and penalties is None
-        and objective == "channel"
+        and name == "channel"
     )
     if plain:
         return None
@@ -264,8 +261,58 @@ def resolve_config(
         decorrelate=preset if decorrelate is None else decorrelate,
         transforms=resolve_transforms(transforms, preset, height, width),
         penalties=resolve_penalties(penalties, preset),
-        objective=objective,
+        objective=name,
     )
+
+
+def objective_name(objective: Any) -> str:
+    """``"channel"``, ``"neuron"``, or ``"direction"`` for an array of directions."""
+    if isinstance(objective, str):
+        if objective not in OBJECTIVES:
+            raise InputError(
+                f"Unknown objective. Received: objective={objective!r}. Expected one of "
+                f"{OBJECTIVES} or an array of directions (C,) / (F, C)."
+            )
+        return objective
+    if isinstance(objective, list | tuple | np.ndarray):
+        return "direction"
+    raise InputError(
+        f"objective must be a name {OBJECTIVES} or an array of directions (C,) / (F, C). "
+        f"Received: objective={objective!r} (type {type(objective).__name__})."
+    )
+
+
+def resolve_directions(objective: Any, filters: Any, channels: int, layer: str) -> np.ndarray:
+    """``(F, C)`` float32 unit rows of a direction objective (one pattern per row).
+
+    Raises:
+        InputError: ``filters`` given (a direction makes its own pattern), a shape other
+            than ``(C,)`` / ``(F, C)`` with ``C`` the layer's channels, non-finite or zero
+            rows.
+    """
+    if filters is not None:
+        raise InputError(
+            "A direction objective makes one pattern per direction, not per filter. "
+            f"Received: filters={filters!r}. Expected filters=None."
+        )
+    try:
+        d = np.asarray(objective, dtype=np.float64)
+    except (TypeError, ValueError):
+        d = np.empty((0, 0))
+    if d.ndim == 1:
+        d = d[None, :]
+    if d.ndim != 2 or d.shape[0] == 0 or d.shape[1] != channels or not np.isfinite(d).all():
+        raise InputError(
+            f"A direction objective must be finite of shape (C,) or (F, C) with C = "
+            f"{channels}, the channels of layer {layer!r}. Received: objective of shape "
+            f"{np.shape(objective)}."
+        )
+    norms = np.linalg.norm(d, axis=1)
+    if (norms == 0).any():
+        raise InputError(
+            f"A direction must not be zero. Received: zero rows {np.flatnonzero(norms == 0)}."
+        )
+    return (d / norms[:, None]).astype(np.float32)
 
 
 # --- the parameterization ---------------------------------------------------------

@@ -19,10 +19,12 @@ import numpy as np
 
 from .fviz import (
     COLOR_SQRT_COV,
+    FVIZ_LEARNING_RATE,
     FvizConfig,
     initial_params,
     irfft2_bases,
     params_to_unit,
+    resolve_directions,
     spectrum_scale,
     transform_schedule,
 )
@@ -160,8 +162,10 @@ def make_objective(
 ) -> Callable[[list, Any], Any]:
     """``loss(outputs, aux)`` summed over the batch: "channel" is the mean of each image's
     channel ``aux[i]`` inside the border (the chapter's loss); "neuron" is its value at
-    the map's centre. ``restricted``: the output holds only the asked channels (image
-    ``i``'s is channel ``i``)."""
+    the map's centre; "direction" is the mean inside the border of the activation
+    vector's dot product with the unit direction ``aux[i]`` (``(B, C)`` floats).
+    ``restricted``: the output holds only the asked channels (image ``i``'s is channel
+    ``i``)."""
     from keras import ops
 
     b = border
@@ -171,6 +175,9 @@ def make_objective(
         act = outputs[0]
         if data_format == "channels_first":
             act = ops.transpose(act, (0, 2, 3, 1))
+        if objective == "direction":
+            dot = ops.sum(act[:, b:-b, b:-b, :] * aux[:, None, None, :], axis=3)
+            return ops.sum(ops.mean(dot, axis=(1, 2)))
         picked = (
             act[:, cy, cx, :]
             if objective == "neuron"
@@ -222,8 +229,10 @@ def run_batches(
     learning_rate: float,
     seed: int,
     progress: Callable[[int, int], Any] | None,
+    directions: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Run ``ascent`` over ``indices`` in padded batches; ``(F, H, W, C)`` unit images."""
+    """Run ``ascent`` over ``indices`` in padded batches; ``(F, H, W, C)`` unit images.
+    ``aux`` is each image's filter index, or its direction (a row of ``directions``)."""
     height, width, channels = shape
     # At least one row (an identity draw when steps == 0): a compiled loop indexes it.
     schedule = transform_schedule(config.transforms, max(steps, 1), seed)
@@ -233,6 +242,8 @@ def run_batches(
     for begin in range(0, total, batch):
         chunk = indices[begin : begin + batch]
         aux = np.asarray(chunk + [chunk[-1]] * (batch - len(chunk)), np.int32)
+        if directions is not None:
+            aux = directions[aux]
         params = ascent(start.copy(), aux, schedule, steps, float(learning_rate))[: len(chunk)]
         out[begin : begin + len(chunk)] = params_to_unit(config, params, width)
         if progress is not None:
@@ -240,4 +251,46 @@ def run_batches(
     return out
 
 
-__all__ = ["make_objective", "make_render", "robust_ascent_for", "run_batches"]
+def robust_patterns(
+    model: Any,
+    layer: tuple[str, str, int, int],
+    build: Callable[[bool], tuple[Any, bool]],
+    indices: list[int],
+    run: tuple,
+) -> np.ndarray:
+    """``(F, H, W, C)`` robust patterns as fractions of ``input_range``.
+
+    Args:
+        model: the Keras model.
+        layer: ``(name, data_format, channels, border)`` of the target layer.
+        build: ``build(channel_probe)`` -> ``(model to differentiate, restricted)``; with
+            ``channel_probe`` a plain conv layer computes only the asked channels.
+        indices: the filters asked for (ignored for a direction objective).
+        run: ``(config, objective, filters, (H, W, C), (map_hw, input_range,
+            data_format), steps, learning_rate, seed, batch_size, progress)``.
+
+    Raises:
+        InputError: a direction objective with ``filters`` given, or a direction of the
+            wrong size.
+    """
+    name, data_format, channels, border = layer
+    config, objective, filters, shape, where, steps, learning_rate, seed, batch, progress = run
+    map_hw, input_range, input_format = where
+    directions = None
+    if config.objective == "direction":
+        directions = resolve_directions(objective, filters, channels, name)
+        indices = list(range(len(directions)))
+    ascent = robust_ascent_for(
+        model,
+        (name, config, shape, input_range),
+        lambda: build(directions is None),
+        config,
+        (data_format, channels, map_hw, border),
+        (shape[0], shape[1], input_range, input_format == "channels_first"),
+    )
+    lr = FVIZ_LEARNING_RATE if learning_rate is None else float(learning_rate)
+    batch = min(int(batch), len(indices))
+    return run_batches(ascent, config, indices, batch, shape, steps, lr, seed, progress, directions)
+
+
+__all__ = ["make_objective", "make_render", "robust_ascent_for", "robust_patterns", "run_batches"]
