@@ -148,3 +148,10 @@ def test_bad_stored_probability_is_refused(tmp_path):
     with pytest.raises(StorageError, match="optionally"):
         Artifact.decode(extra, "heatmap", "gradcam", {"image_shape": [32, 40]})
     assert issubclass(GoldenError, StorageError)
+
+
+def test_an_output_rounded_past_one_is_clipped_into_a_probability():
+    head = np.array([[1.0000001, 0.0], [0.2, 0.8]], np.float32)
+    got = explained_probability(head, np.array([0, 1]), "output", "softmax")
+    assert got.dtype == np.float32 and got.tolist() == pytest.approx([1.0, 0.8])
+    assert float(got.max()) <= 1.0

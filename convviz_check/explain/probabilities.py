@@ -126,7 +126,8 @@ def explained_probability(
         p = values
     else:
         return None
-    return p[np.arange(p.shape[0]), classes].astype(np.float32)
+    # a model's own float32 output may round a hair past [0, 1]: stored goldens refuse that
+    return np.clip(p[np.arange(p.shape[0]), classes], 0.0, 1.0).astype(np.float32)
 
 
 def cam_output(heatmap: Any) -> str | None:
