@@ -224,6 +224,23 @@ def test_calibrate_writes_a_profile_that_the_next_run_reads(gate, capsys):
     other = pytester.runpytest(f"--convviz-model={models[3]}", "--convviz-profile=retrain")
     other.assert_outcomes(failed=1)
     other.stdout.fnmatch_lines([f"*compared with the retrain profile's {text})*"])
+    # Measuring (what calibrate runs) records the same failure and fails no test.
+    measured = pytester.runpytest(
+        f"--convviz-model={models[3]}", "--convviz-profile=retrain", "--convviz-measure",
+        "--convviz-results-dir=m",
+    )  # fmt: skip
+    measured.assert_outcomes(passed=1)
+    (entry,) = json.loads((pytester.path / "m" / "report.json").read_text())["entries"]
+    assert entry["status"] == "failed" and not entry["metrics"]["cka"]["ok"]
+
+
+def test_measuring_needs_a_results_dir_and_no_update(pytester):
+    pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    for args in (["--convviz-measure"], ["--convviz-measure", "--convviz-results-dir=r",
+                                          "--convviz-update=missing"]):  # fmt: skip
+        result = pytester.runpytest(*args)
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        result.stderr.fnmatch_lines(["*--convviz-measure records every check's metrics*"])
 
 
 def golden_sha(path: Path) -> str:
