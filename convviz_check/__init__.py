@@ -109,11 +109,11 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .graph import conv_layers  # noqa: F401
     from .metrics import compare  # noqa: F401
     from .models import load_model, model_fingerprint  # noqa: F401
-    from .spectral import high_frequency_share  # noqa: F401
     from .render import (  # noqa: F401
         activation_grid,
         deprocess_image,
         filter_grid,
         overlay,
     )
+    from .spectral import high_frequency_share  # noqa: F401
     from .types import Box, Comparison, GradCAM, MetricResult, Tolerance  # noqa: F401

@@ -379,3 +379,38 @@ def test_bad_directions_raise(objective: object, filters: object, match: str) ->
         cc.filter_patterns(
             _tiny_model(), "c2", filters=filters, objective=objective, parameterization="fft"
         )
+
+
+def test_gram_similarity_hand_values_and_keras_ops() -> None:
+    from keras import ops
+
+    from convviz_check.explain.fviz_ascent import _diversity
+
+    a = np.zeros((3, 2, 2, 2), np.float32)
+    a[0, ..., 0] = 1.0  # images 0 and 1: the same Gram matrix (scaled), image 2 disjoint
+    a[1, ..., 0] = 3.0
+    a[2, ..., 1] = 2.0
+    np.testing.assert_allclose(fviz.gram_similarity(a), [0.5, 0.5, 0.0], atol=1e-6)
+    assert fviz.gram_similarity(a[:1])[0] == 0.0
+    acts = np.random.default_rng(5).normal(size=(3, 4, 5, 6)).astype(np.float32)
+    got = float(_np(_diversity(ops.convert_to_tensor(acts))))
+    assert got == pytest.approx(float(fviz.gram_similarity(acts).sum()), rel=1e-4)
+
+
+def test_diversity_makes_variants_of_one_filter() -> None:
+    import convviz_check as cc
+
+    model = _tiny_model()
+    kw = dict(parameterization="fft", steps=30, batch_size=3)
+    same = cc.filter_patterns(model, "c2", filters=[1, 1, 1], **kw)
+    # One start for all: the same pattern (up to rounding between sub-batches on torch).
+    np.testing.assert_allclose(same[1:], same[:2], atol=1e-5)
+    varied = cc.filter_patterns(model, "c2", filters=[1, 1, 1], penalties={"diversity": 1.0}, **kw)
+    assert min(np.abs(varied[i] - varied[j]).max() for i, j in ((0, 1), (0, 2), (1, 2))) > 0.1
+    config = fviz.resolve_config("fft", None, None, None, "channel", 24, 24)
+    assert config is not None
+    start = fviz.params_to_unit(config, fviz.initial_params("fft", 3, 24, 24, 3, 0, True), 24)
+    assert (
+        _channel_means(model, "c2", varied, [1, 1, 1])
+        > _channel_means(model, "c2", start, [1, 1, 1]) + 0.05
+    ).all()

@@ -94,14 +94,17 @@ def make_ascent(model: Any, loss_fn: Any, model_takes_aux: bool = False) -> Any:
     return _module().make_ascent(model, loss_fn, model_takes_aux)
 
 
-def make_param_ascent(model: Any, loss_fn: Any, render_fn: Any, model_takes_aux: bool) -> Any:
+def make_param_ascent(
+    model: Any, loss_fn: Any, render_fn: Any, model_takes_aux: bool, coupled: bool = False
+) -> Any:
     """Compiled Adam ascent ``fn(params, aux, schedule, steps, learning_rate) -> params``.
 
     Step ``i`` maximizes ``loss_fn([model(image)], aux) - penalty`` where ``(image,
     penalty) = render_fn(params, schedule[i])`` (``keras.ops`` code: the robust feature
     visualization's parameterization and transforms), with Adam (per element, so each
-    image of the batch ascends on its own)."""
-    return _module().make_param_ascent(model, loss_fn, render_fn, model_takes_aux)
+    image of the batch ascends on its own). ``coupled``: the loss couples the images
+    of the batch (a diversity term), so a backend must not split the batch."""
+    return _module().make_param_ascent(model, loss_fn, render_fn, model_takes_aux, coupled)
 
 
 def fast_kernels() -> AbstractContextManager[Any]:

@@ -256,7 +256,9 @@ def _apply_cache_from_environment() -> None:
 _apply_cache_from_environment()
 
 
-def make_param_ascent(model: Any, loss_fn: Any, render_fn: Any, model_takes_aux: bool) -> Any:
+def make_param_ascent(
+    model: Any, loss_fn: Any, render_fn: Any, model_takes_aux: bool, coupled: bool = False
+) -> Any:
     """Adam ascent on parameters that ``render_fn`` maps to the model's input (see
     ``backends.make_param_ascent``): the whole loop is one jitted ``fori_loop`` that
     reads step ``i``'s transform row from the schedule."""

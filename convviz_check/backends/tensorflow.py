@@ -118,7 +118,9 @@ def to_numpy(x: Any) -> np.ndarray:
     return np.asarray(x.numpy() if hasattr(x, "numpy") else x)
 
 
-def make_param_ascent(model: Any, loss_fn: Any, render_fn: Any, model_takes_aux: bool) -> Any:
+def make_param_ascent(
+    model: Any, loss_fn: Any, render_fn: Any, model_takes_aux: bool, coupled: bool = False
+) -> Any:
     """Adam ascent on parameters that ``render_fn`` maps to the model's input (see
     ``backends.make_param_ascent``). One compiled step, called ``steps`` times; the
     step's transform row, ``aux`` and the learning rate are tensors (one trace)."""

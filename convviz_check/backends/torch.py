@@ -272,10 +272,13 @@ def to_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-def make_param_ascent(model: Any, loss_fn: Any, render_fn: Any, model_takes_aux: bool) -> Any:
+def make_param_ascent(
+    model: Any, loss_fn: Any, render_fn: Any, model_takes_aux: bool, coupled: bool = False
+) -> Any:
     """Adam ascent on parameters that ``render_fn`` maps to the model's input (see
     ``backends.make_param_ascent``), eager autograd, weights frozen; on the CPU the
-    batch runs in sub-batches (Adam is per element, the loss a sum over the batch)."""
+    batch runs in sub-batches (Adam is per element, the loss a sum over the batch),
+    unless ``coupled`` (a loss that couples the images: the diversity term)."""
     from ..explain.fviz import ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON
 
     def once(
@@ -310,7 +313,7 @@ def make_param_ascent(model: Any, loss_fn: Any, render_fn: Any, model_takes_aux:
         n = int(params.shape[0])
         parts = [
             once(params[r], _part(aux_a, n, r), sched, steps, learning_rate)
-            for r in _sub_batches([params])
+            for r in ([slice(None)] if coupled else _sub_batches([params]))
         ]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 

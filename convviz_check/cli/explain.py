@@ -355,10 +355,9 @@ def run_filters(
     import convviz_check as cc
 
     from ..explain.activations import layer_file_stem
-    from ..storage import write_png
-
     from ..explain.filters import DEFAULT_STEPS
     from ..explain.fviz import FVIZ_STEPS
+    from ..storage import write_png
 
     layer, channels, count = plan
     param = getattr(args, "filters_param", "pixel")

@@ -119,11 +119,17 @@ class Penalties:
             x[y,x]|`` summed over channels, pixels as fractions of ``input_range``.
         l1: mean of ``|x - 0.5|`` (distance from mid-range grey).
         l2: mean of ``(x - 0.5) ** 2``.
+        diversity: weight of each image's mean cosine similarity to the other images of
+            its batch, between the Gram matrices of the layer's activations (Olah et
+            al. 2017). With it, the images of a batch start from different draws and
+            push each other apart: ``filters=[k] * n`` gives ``n`` variants of filter
+            ``k`` (a pattern then depends on its batch).
     """
 
     tv: float = 0.0
     l1: float = 0.0
     l2: float = 0.0
+    diversity: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -384,17 +390,27 @@ def to_unit(raw: np.ndarray, decorrelate: bool) -> np.ndarray:
 
 
 def initial_params(
-    parameterization: str, batch: int, height: int, width: int, channels: int, seed: int
+    parameterization: str,
+    batch: int,
+    height: int,
+    width: int,
+    channels: int,
+    seed: int,
+    distinct: bool = False,
 ) -> np.ndarray:
     """The seeded start: normal(0, :data:`INIT_STD`), the same for every image of the
-    batch (so a filter's pattern does not depend on which others were asked for).
+    batch (so a filter's pattern does not depend on which others were asked for), or
+    one draw per image with ``distinct`` (the diversity term).
     ``(B, C, H, W // 2 + 1, 2)`` for "fft", ``(B, H, W, C)`` for "pixel"."""
     rng = np.random.default_rng(seed)
     if parameterization == "fft":
-        one = rng.normal(0.0, INIT_STD, size=(channels, height, width // 2 + 1, 2))
+        shape: tuple[int, ...] = (channels, height, width // 2 + 1, 2)
     else:
-        one = rng.normal(0.0, INIT_STD, size=(height, width, channels))
-    return np.broadcast_to(one.astype(np.float32), (batch, *one.shape)).copy()
+        shape = (height, width, channels)
+    if distinct:
+        return rng.normal(0.0, INIT_STD, size=(batch, *shape)).astype(np.float32)
+    one = rng.normal(0.0, INIT_STD, size=shape).astype(np.float32)
+    return np.broadcast_to(one, (batch, *one.shape)).copy()
 
 
 def params_to_unit(config: FvizConfig, params: np.ndarray, width: int) -> np.ndarray:
@@ -486,6 +502,17 @@ def total_variation(unit: np.ndarray) -> np.ndarray:
 def l1_penalty(unit: np.ndarray) -> np.ndarray:
     """Per image ``(B,)``: mean of ``|x - 0.5|``."""
     return np.abs(unit - 0.5).mean(axis=(1, 2, 3)).astype(np.float32)
+
+
+def gram_similarity(acts: np.ndarray) -> np.ndarray:
+    """Per image ``(B,)``: the mean cosine similarity of its Gram matrix ``A^T A / (h w)``
+    (``A``: its ``(h w, C)`` activations) to the other images' (0 for a batch of one)."""
+    b, h, w, c = acts.shape
+    a = acts.reshape(b, h * w, c).astype(np.float64)
+    g = np.einsum("bnc,bnd->bcd", a, a).reshape(b, -1) / (h * w)
+    g = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
+    sim = g @ g.T
+    return ((sim.sum(axis=1) - np.diag(sim)) / max(b - 1, 1)).astype(np.float32)
 
 
 def l2_penalty(unit: np.ndarray) -> np.ndarray:

@@ -157,15 +157,35 @@ def make_render(
     return render
 
 
+def _diversity(act: Any) -> Any:
+    """Sum over the batch of each image's mean Gram cosine similarity to the others
+    (:func:`convviz_check.explain.fviz.gram_similarity`, summed)."""
+    from keras import ops
+
+    h, w = int(act.shape[1]), int(act.shape[2])
+    g = ops.einsum("bhwc,bhwd->bcd", act, act) / (h * w)
+    g = ops.reshape(g, (ops.shape(g)[0], -1))
+    g = g / ops.maximum(ops.sqrt(ops.sum(g * g, axis=1, keepdims=True)), 1e-12)
+    sim = ops.matmul(g, ops.transpose(g))
+    n = ops.cast(ops.shape(g)[0], sim.dtype)
+    return (ops.sum(sim) - ops.sum(ops.diagonal(sim))) / ops.maximum(n - 1, 1)
+
+
 def make_objective(
-    objective: str, data_format: str, channels: int, restricted: bool, map_hw: tuple, border: int
+    objective: str,
+    data_format: str,
+    channels: int,
+    restricted: bool,
+    map_hw: tuple,
+    border: int,
+    diversity: float = 0.0,
 ) -> Callable[[list, Any], Any]:
     """``loss(outputs, aux)`` summed over the batch: "channel" is the mean of each image's
     channel ``aux[i]`` inside the border (the chapter's loss); "neuron" is its value at
     the map's centre; "direction" is the mean inside the border of the activation
     vector's dot product with the unit direction ``aux[i]`` (``(B, C)`` floats).
     ``restricted``: the output holds only the asked channels (image ``i``'s is channel
-    ``i``)."""
+    ``i``). ``diversity`` subtracts that weight times :func:`_diversity`."""
     from keras import ops
 
     b = border
@@ -175,6 +195,11 @@ def make_objective(
         act = outputs[0]
         if data_format == "channels_first":
             act = ops.transpose(act, (0, 2, 3, 1))
+        if diversity:
+            return target(act, aux) - diversity * _diversity(act)
+        return target(act, aux)
+
+    def target(act: Any, aux: Any) -> Any:
         if objective == "direction":
             dot = ops.sum(act[:, b:-b, b:-b, :] * aux[:, None, None, :], axis=3)
             return ops.sum(ops.mean(dot, axis=(1, 2)))
@@ -210,9 +235,21 @@ def robust_ascent_for(
     if fn is None:
         probe, restricted = build()
         data_format, channels, map_hw, border = objective_args
-        loss = make_objective(config.objective, data_format, channels, restricted, map_hw, border)
+        loss = make_objective(
+            config.objective,
+            data_format,
+            channels,
+            restricted,
+            map_hw,
+            border,
+            config.penalties.diversity,
+        )
         fn = backends.make_param_ascent(
-            probe, loss, make_render(config, *render_args), model_takes_aux=restricted
+            probe,
+            loss,
+            make_render(config, *render_args),
+            model_takes_aux=restricted,
+            coupled=config.penalties.diversity > 0,
         )
         fn.restricted = restricted  # which path was taken, for tests (as in filters)
         per_model[cache_key] = fn
@@ -236,7 +273,8 @@ def run_batches(
     height, width, channels = shape
     # At least one row (an identity draw when steps == 0): a compiled loop indexes it.
     schedule = transform_schedule(config.transforms, max(steps, 1), seed)
-    start = initial_params(config.parameterization, batch, height, width, channels, seed)
+    distinct = config.penalties.diversity > 0
+    start = initial_params(config.parameterization, batch, height, width, channels, seed, distinct)
     total = len(indices)
     out = np.empty((total, height, width, channels), np.float32)
     for begin in range(0, total, batch):
@@ -283,7 +321,8 @@ def robust_patterns(
     ascent = robust_ascent_for(
         model,
         (name, config, shape, input_range),
-        lambda: build(directions is None),
+        # A direction or the diversity term needs every channel of the layer.
+        lambda: build(directions is None and not config.penalties.diversity),
         config,
         (data_format, channels, map_hw, border),
         (shape[0], shape[1], input_range, input_format == "channels_first"),
