@@ -479,7 +479,7 @@ def filter_patterns(
         transforms: ``None`` (the preset for "fft", none for "pixel"), ``False``, or a
             dict / ``fviz.Transforms`` of ``pad``, ``jitter``, ``scale``, ``rotate``.
         penalties: ``None`` (TV 0.05 for "fft"), ``False``, or a dict /
-            ``fviz.Penalties`` of ``tv``, ``l1``, ``l2`` weights.
+            ``fviz.Penalties`` of ``tv``, ``l1``, ``l2``, ``diversity`` weights.
         objective: ``"channel"`` (mean of the channel inside the border), ``"neuron"``
             (its value at the map's centre) or a direction (an array ``(C,)`` or
             ``(F, C)``: one pattern per row, ``filters=None``); robust ascent.
