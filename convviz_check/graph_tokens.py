@@ -43,6 +43,9 @@ TOKENWISE = (
     "EinsumDense",
 )
 
+# Operations that combine tensors token by token (a residual connection's Add).
+ELEMENTWISE = ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum")
+
 # Operations that reduce the token axis by picking tokens (the class token ``x[:, 0]``)
 # rather than averaging them.
 SELECTIONS = ("GetItem", "Slice", "Take", "StridedSlice")
@@ -114,16 +117,20 @@ def token_layers(model: Any) -> list[str]:
 
 
 def _token_pooling(model: Any) -> int | None:
-    """Index of the head's token pooling: the first record the output depends on that
-    reads a token sequence and outputs no token sequence (``x[:, 0]``, a mean)."""
+    """Index of the head's token pooling: the deepest record the output depends on that
+    reads a token sequence and outputs no token sequence (``x[:, 0]``, a mean). The
+    deepest, because a reduction inside the network (a class token made from the
+    patches' mean) is not the head's."""
     records = graph_lib.flatten(model).records
     s = graph_lib.structure(model)
-    for i, r in enumerate(records):
-        if is_token_record(r) or not s.feeds_head[i]:
-            continue
-        if any(is_token_record(records[p]) for p in r.parents):
-            return i
-    return None
+    found = [
+        i
+        for i, r in enumerate(records)
+        if not is_token_record(r)
+        and s.feeds_head[i]
+        and any(is_token_record(records[p]) for p in r.parents)
+    ]
+    return max(found) if found else None
 
 
 def auto_token_layer(model: Any) -> str | None:
@@ -133,10 +140,12 @@ def auto_token_layer(model: Any) -> str | None:
 
     - A head that *selects* tokens (``x[:, 0]``, the class token): the patch tokens of
       the last block's output reach the score through token-wise layers only (the final
-      norm, a Dense), so their gradient is exactly zero and every gradient-based map
-      would be degenerate. The layer is the last block's *input* (the previous block's
-      output, or the patch embedding for a one-block model), where the last block's
-      attention still mixes every patch into the class token: the layer
+      norm, a Dense, a residual Add), so their gradient is exactly zero and every
+      gradient-based map would be degenerate. The layer is the input of the last layer
+      that mixes tokens (the last block, or its attention layer in a functional
+      model): the previous block's output, or the patch embedding for a one-block
+      model, where the last block's attention still mixes every patch into the class
+      token: the layer
       pytorch-grad-cam recommends for ViT (the last block's first norm, a token-wise
       view of the same tensor).
     - A head that *averages* tokens (Swin, ViT with ``pooling="gap"``): the tensor the
@@ -150,17 +159,37 @@ def auto_token_layer(model: Any) -> str | None:
     pool = _token_pooling(model)
     if pool is None:
         return None
-    selection = records[pool].class_name in SELECTIONS
-    skip = TOKENWISE if selection else PASS_THROUGH
+    if records[pool].class_name in SELECTIONS:
+        mixing = _last_mixing(records, pool)
+        if mixing is None:
+            return None
+        before = _token_parent(records, mixing)
+        return records[mixing if before is None else before].name
     m = _token_parent(records, pool)
-    while m is not None and records[m].class_name in skip:
+    while m is not None and records[m].class_name in PASS_THROUGH:
         before = _token_parent(records, m)
         if before is None:
             break
         m = before
-    if selection and m is not None:
-        m = _token_parent(records, m) if _token_parent(records, m) is not None else m
     return None if m is None else records[m].name
+
+
+def _last_mixing(records: list, pool: int) -> int | None:
+    """The deepest record that mixes tokens among those the pooling reads through
+    per-token operations (norms, Dense, and element-wise ones such as a residual
+    ``Add``, whose every token input is followed)."""
+    stack, seen, mixing = [pool], set(), []
+    while stack:
+        i = stack.pop()
+        for p in records[i].parents:
+            if p in seen or not is_token_record(records[p]):
+                continue
+            seen.add(p)
+            if records[p].class_name in TOKENWISE + ELEMENTWISE:
+                stack.append(p)
+            else:
+                mixing.append(p)
+    return max(mixing) if mixing else None
 
 
 def _token_parent(records: list, i: int) -> int | None:

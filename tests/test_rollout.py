@@ -138,3 +138,13 @@ def test_rollout_refuses_a_class_a_layer_and_method_options():
         cc.cam(model, _images(1), method="rollout", max_channels=4)
     with pytest.raises(GraphError, match=r"token_grid=\(3, 3, 0\) does not fit"):
         cc.cam(model, _images(1), method="rollout", token_grid=(3, 3, 0))
+
+
+def test_the_fixture_passes_rollout_and_token_grid_through(convviz):
+    model, _ = _attention_model(True)
+    x = _images(2)
+    direct = cc.cam(model, x, method="rollout")
+    via = convviz.cam(model, x, method="rollout")
+    np.testing.assert_allclose(via.raw, direct.raw, rtol=1e-6)
+    cam = convviz.gradcam(model, x, layer="res1", token_grid=(2, 8, 1))
+    assert cam.heatmap.shape == (2, 2, 8) and "token_grid=" in cam.note

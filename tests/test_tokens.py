@@ -204,3 +204,17 @@ def test_a_project_layer_may_be_a_token_layer():
     assert check_chosen_layer(model, "transformer_block_2", source) == "transformer_block_2"
     with pytest.raises(GraphError, match="'transformer_block_1', 'transformer_block_2'"):
         check_chosen_layer(model, "get_item_x", source)
+
+
+def test_a_reduction_inside_the_network_is_not_the_heads_pooling():
+    # A class token made from the patches' mean (a GlobalAveragePooling1D before the
+    # blocks); the head's pooling is the class token's selection at the end.
+    x_in = keras.Input((8, 8, 3))
+    t = keras.layers.Reshape((16, 12))(x_in)
+    cls = keras.layers.Reshape((1, 12))(keras.layers.GlobalAveragePooling1D()(t))
+    t = keras.layers.Concatenate(axis=1, name="with_cls")([cls, t])
+    mixed = keras.layers.MultiHeadAttention(2, 4, name="att")(t, t)
+    t2 = keras.layers.Add(name="res")([t, mixed])
+    model = keras.Model(x_in, keras.layers.Dense(2)(t2[:, 0]))
+    assert graph_tokens.token_layers(model)[-1] == "res"
+    assert graph_tokens.auto_token_layer(model) == "with_cls"
