@@ -414,3 +414,32 @@ def test_diversity_makes_variants_of_one_filter() -> None:
         _channel_means(model, "c2", varied, [1, 1, 1])
         > _channel_means(model, "c2", start, [1, 1, 1]) + 0.05
     ).all()
+
+
+def _twin(data_format: str) -> object:
+    import keras
+
+    keras.utils.set_random_seed(0)
+    shape = (3, 24, 24) if data_format == "channels_first" else (24, 24, 3)
+    inputs = keras.Input(shape)
+    x = keras.layers.Conv2D(6, 3, activation="relu", data_format=data_format, name="c1")(inputs)
+    x = keras.layers.Conv2D(4, 3, data_format=data_format, name="c2")(x)
+    x = keras.layers.Activation("tanh", name="c2_tanh")(x)
+    return keras.Model(inputs, x)
+
+
+@pytest.mark.parametrize("layer", ["c2", "c2_tanh"])
+def test_channels_first_model_gives_the_patterns_of_its_twin(layer: str) -> None:
+    import keras
+
+    if keras.config.backend() == "tensorflow":
+        pytest.skip("TF on CPU has no channels_first Conv2D")
+    import convviz_check as cc
+
+    first, last = _twin("channels_first"), _twin("channels_last")
+    last.set_weights(first.get_weights())
+    kw = dict(filters=[0, 3], parameterization="fft", steps=10)
+    a = cc.filter_patterns(first, layer, **kw)
+    b = cc.filter_patterns(last, layer, **kw)
+    assert a.shape == (2, 24, 24, 3)
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-4)
