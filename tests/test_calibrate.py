@@ -72,6 +72,13 @@ def test_fewer_than_three_retrains_are_refused(tmp_path, capsys):
     code = main(["calibrate", "--models", *map(str, models), "--gate", str(tmp_path)])
     assert code == 2
     assert "at least 3 honest retrains" in capsys.readouterr().err
+    three = [*map(str, models), str(models[0])]
+    code = main(["calibrate", "--models", *three, "--gate", str(tmp_path), "--margin", "-1"])
+    assert code == 2
+    assert "--margin must be a number >= 0. Received: -1.0" in capsys.readouterr().err
+    code = main(["calibrate", "--models", *three, "--gate", str(tmp_path)])
+    assert code == 2
+    assert "The same model file was given more than once" in capsys.readouterr().err
 
 
 def _valid() -> dict:

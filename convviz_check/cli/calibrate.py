@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -73,6 +74,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     models = [Path(m) for m in args.models]
     check_retrains(models)
+    if not (math.isfinite(args.margin) and args.margin >= 0):  # before minutes of runs
+        raise CalibrationError(f"--margin must be a number >= 0. Received: {args.margin}.")
     gate = Path(args.gate)
     if not gate.is_dir():
         raise CalibrationError(f"--gate must be the gate's folder. Received: {gate} (no folder).")
