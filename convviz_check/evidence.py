@@ -552,7 +552,10 @@ def _class_metrics(flips: Mapping[str, Any], tol: Tolerance) -> dict[str, Metric
     top_class, top = flips["towards"][0] if changed else (None, 0)
     bound = tol.heatmap_class_flip_share_max
     note = f"{top} of {changed} changed images now explain class {top_class}" if changed else ""
-    if changed < MIN_FLIPS or flips["classes"] <= 2:
+    if bound is not None and bound >= 1.0:
+        bound = None  # a share never exceeds 1: called out, not judged (the default)
+        note += "; reported, not judged" if note else "reported, not judged"
+    elif changed < MIN_FLIPS or flips["classes"] <= 2:
         bound = None  # too few changes, or two classes: every change goes to the other
         note += "; not judged: " if note else "not judged: "
         note += (

@@ -236,11 +236,16 @@ RETRAIN: dict[str, dict[str, float]] = {
         # and 8 slices.
         #
         # share of the changed images (confident ones, when the golden knows its
-        # probabilities) that now explain one and the same class, judged from 3 changes
-        # on a model of more than two classes: measured 0 in every pair and slice (no
-        # retrain changed a class). Bound 0.75: 3 of 4 changes to one class pass (two
-        # confused classes), 3 of 3 and 4 of 5 fail.
-        "heatmap_class_flip_share_max": 0.75,
+        # probabilities) that now explain one and the same class: CALLED OUT in the
+        # "predicts differently" line, NOT judged by default (bound 1.0: a share never
+        # exceeds it). Measured: 0 in every pair and slice here (no retrain changed a
+        # class), but on a hesitant 4-class model trained on photo-textured images
+        # (docs/gate-validation.md) an honest retrain moved its class prior and sent 13 of
+        # its 14 changed confident images to one class (share 0.929), the same signature
+        # a shortcut leaves. A direction of changes is evidence to read, not a verdict;
+        # the counterfactual probe (convviz.check_counterfactual) is the test of a cue.
+        # Set it below 1 (e.g. 0.75: 3 of 3 and 4 of 5 fail, 3 of 4 passes) to judge it.
+        "heatmap_class_flip_share_max": 1.0,
         # the growth of one image's mass in a corner that region_shift counts (a larger
         # region counts from sqrt(area / corner area) times it: 0.13 in the border ring,
         # ~0.19 outside a box). Measured per-image growth of a corner's mass between

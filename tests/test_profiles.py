@@ -297,7 +297,9 @@ def test_every_retrain_bound_covers_the_measured_retrains_and_fails_the_corner_s
             assert 1.5 * worst <= bound < 1.0, (field, bound, worst)
             assert corner > bound and one_class > bound, (field, bound, corner, one_class)
         elif field == "heatmap_class_flip_share_max":
-            assert bound >= 2 * worst and bound < 1.0, (field, bound, worst)
+            # called out, not judged by default: an honest retrain of a hesitant model
+            # sent 13 of 14 changed images to one class (docs/gate-validation.md)
+            assert bound == 1.0 and worst == 0.0, (field, bound, worst)
         else:
             assert bound >= 2 * worst, (field, bound, worst)
             assert corner > bound, (field, bound, corner)
