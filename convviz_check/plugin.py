@@ -370,14 +370,18 @@ def convviz(request: pytest.FixtureRequest) -> Any:
     Compute (the library's functions; the model and images they see are fingerprinted
     into the next check's sidecar):
       convviz.gradcam(model, images, class_index=None, layer=None, score="auto",
-        preprocess=False, batch_size=None, output=None)
+        preprocess=False, batch_size=None, output=None, token_grid=None)
       convviz.cam(model, images, method="gradcam", class_index=None, layer=None,
-        score="auto", preprocess=False, batch_size=None, output=None, **method_options)
+        score="auto", preprocess=False, batch_size=None, output=None, token_grid=None,
+        **method_options) (token_grid: a vision transformer's (h, w, prefix tokens);
+        method="rollout": attention rollout)
         (without layer=: marker convviz(gradcam_layer=...) > --convviz-gradcam-layer >
         ini convviz_gradcam_layer > the automatic layer)
       convviz.activations(model, images, layers=None, batch_size=32)
-      convviz.filter_patterns(model, layer, filters=None, steps=30, learning_rate=None,
-        size=None, seed=0, batch_size=None, input_range=None, progress=None)
+      convviz.filter_patterns(model, layer, filters=None, steps=None, learning_rate=None,
+        size=None, seed=0, batch_size=None, input_range=None, progress=None,
+        parameterization="pixel", decorrelate=None, transforms=None, penalties=None,
+        objective="channel") (parameterization="fft": readable, robust patterns)
       convviz.load_model(source, safe_mode=True, custom_objects=None)
     Golden checks:
       convviz.check(name, value, kind=None, tolerance=None, *, dtype=None, layers=None,
@@ -405,6 +409,9 @@ def convviz(request: pytest.FixtureRequest) -> Any:
         filter_steps=30, filter_size=None, learning_rate=None, seed=0,
         input_range=None, safe_mode=True, custom_objects=None, timeout=None,
         pool=None, name=None)
+      convviz.check_counterfactual(name, model, images, *, cue, at="bottom_right",
+        margin=0, reference=None, classes=None, max_rate_increase=0.2,
+        max_mass_increase=0.15, cell_margin=1, method="gradcam", **cam_kwargs)
     Facts: convviz.backend (the running Keras backend), convviz.results_dir.
     The reference: docs/reference.md in the project's repository.
     """

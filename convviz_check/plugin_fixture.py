@@ -143,9 +143,11 @@ class ConvvizFixture:
             token_grid=None, **method_options): the CAM family (same layer rule);
             ``method="rollout"``: attention rollout of a vision transformer.
         activations(model, images, layers=None, batch_size=32): per-layer maps.
-        filter_patterns(model, layer, filters=None, steps=30, learning_rate=None,
-            size=None, seed=0, batch_size=None, input_range=None, progress=None):
-            the input each filter responds to most (gradient ascent).
+        filter_patterns(model, layer, filters=None, steps=None, learning_rate=None,
+            size=None, seed=0, batch_size=None, input_range=None, progress=None,
+            parameterization="pixel", decorrelate=None, transforms=None,
+            penalties=None, objective="channel"): the input each filter responds to
+            most (gradient ascent; ``parameterization="fft"``: the robust preset).
         load_model(source, safe_mode=True, custom_objects=None): a Keras model.
 
     Golden checks:
@@ -180,6 +182,13 @@ class ConvvizFixture:
             safe_mode=True, custom_objects=None, timeout=None, pool=None, name=None):
             the backends agree (``cc.agreement``); backends: the argument > marker
             ``convviz(backends=...)`` > ``--convviz-backends`` > ini.
+        check_counterfactual(name, model, images, *, cue, at="bottom_right", margin=0,
+            reference=None, classes=None, max_rate_increase=0.2,
+            max_mass_increase=0.15, cell_margin=1, method="gradcam", **cam_kwargs):
+            the cue pasted into images of other classes flips no more of them towards
+            one class, and draws no more of the map onto itself, than on the golden
+            model (``reference``: its statistics, model, or a ``.json`` an update run
+            writes).
 
     Facts:
         backend: the running Keras backend.

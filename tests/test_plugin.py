@@ -742,6 +742,7 @@ def _documented_calls() -> dict[str, list[str]]:
     from convviz_check.crossbackend.agreement import agreement
     from convviz_check.faithfulness import assert_faithful
     from convviz_check.localization import assert_localized
+    from convviz_check.plugin_counterfactual import run_counterfactual
     from convviz_check.plugin_fixture import ConvvizFixture
     from convviz_check.sanity import check_randomization
 
@@ -750,6 +751,11 @@ def _documented_calls() -> dict[str, list[str]]:
         "assert_randomization": (check_randomization, set()),
         "assert_faithful": (assert_faithful, set()),
         "assert_backends_agree": (agreement, {"model_source"}),
+        # the fixture passes its own cam, model loader, class names and update mode
+        "check_counterfactual": (
+            run_counterfactual,
+            {"cam", "load_model", "class_names", "update", "model", "images"},
+        ),
     }
     calls: dict[str, list[str]] = {}
     for name in (n for n in dir(ConvvizFixture) if not n.startswith("_")):
@@ -763,7 +769,9 @@ def _documented_calls() -> dict[str, list[str]]:
             for p in inspect.signature(fn).parameters.values()
             if p.name not in ("self", *skip) and p.kind is not p.VAR_KEYWORD
         ]
-        if name in forwarded:
+        if name == "check_counterfactual":
+            params = ["name", "model", "images", *params, "classes"]
+        elif name in forwarded:
             params += ["name"] + (["backends", "pool"] if name == "assert_backends_agree" else [])
         if name == "cam":
             params.append("**method_options")
