@@ -443,3 +443,22 @@ def test_channels_first_model_gives_the_patterns_of_its_twin(layer: str) -> None
     b = cc.filter_patterns(last, layer, **kw)
     assert a.shape == (2, 24, 24, 3)
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-4)
+
+
+def test_compiled_once_per_configuration() -> None:
+    import keras
+
+    import convviz_check as cc
+    from convviz_check import graph as graph_lib
+
+    model = _tiny_model()
+    kw = dict(parameterization="fft", steps=3, batch_size=2)
+    cc.filter_patterns(model, "c2", filters=[0, 1], **kw)
+    cc.filter_patterns(model, "c2", filters=[2, 3, 1], seed=5, **kw)  # other filters, a pad
+    (ascent,) = graph_lib.model_cache(model, "fviz").values()
+    if keras.config.backend() == "tensorflow":
+        assert ascent.concrete.experimental_get_tracing_count() == 1
+    elif keras.config.backend() == "jax":
+        assert ascent.jitted._cache_size() == 1
+    cc.filter_patterns(model, "c2", filters=[0], objective="neuron", **kw)
+    assert len(graph_lib.model_cache(model, "fviz")) == 2  # another configuration
