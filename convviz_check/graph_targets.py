@@ -246,8 +246,9 @@ def no_map_error(model: Any, purpose: str) -> GraphError:
         f"{purpose} has no feature map to work on: {why}. Received: layers "
         f"{shapes[:12]}{' ...' if len(shapes) > 12 else ''}. Expected a convolutional model "
         "(Conv2D/pooling stages before global pooling or Flatten), or a hierarchical "
-        "transformer whose stages output (batch, H, W, channels) maps; for token models use "
-        "an attention-based explanation instead."
+        "transformer whose stages output (batch, H, W, channels) maps; for a vision "
+        "transformer on tokens use cc.cam / cc.gradcam (a token layer read as its grid) "
+        "or cc.cam(method='rollout')."
     )
 
 
