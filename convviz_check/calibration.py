@@ -15,13 +15,24 @@ values; ``worst`` the worst of them, ``spread`` their range (max - min); then
     bound = worst - margin * spread     (similarities, "min")
     bound = worst + margin * spread     (errors, "max")
 
-clipped to [0, 1] for similarities and to >= 0 for errors. Why: for K draws of a
+with a spread of at least :data:`MIN_SPREAD`, clipped to [0, 1] for similarities and to
+>= 0 for errors (and to a share's 1). Why: for K draws of a
 roughly normal statistic the worst lies about 0.85 standard deviations past the mean
 (K = 3) and the range is about 1.7 of them, so the default margin 1.5 puts the bound
 about 3.4 standard deviations past the mean: a further honest retrain fails one metric
 with a chance of a few in ten thousand, while a change the retrains never showed fails.
-A field whose K values are equal (spread 0) gets its worst value as the bound: the
-file says so (``"note"``); measure more retrains, or widen it by hand.
+A field whose K values are equal (every retrain kept every class, say) would get its
+value as the bound and fail the first image that moves: the spread counts as at least
+:data:`MIN_SPREAD` (0.05: every retrain statistic is a share or a correlation, on a
+scale of 1; with the default margin a class agreement of 1.0 gives 0.925, so 1 of 16
+images may change and 2 may not), and the file says so (``"note"``).
+
+A bound the statistic cannot fail (a share's bound at 1 or above, a similarity's at 0
+or below) is written with ``"informative": false`` and a note, and ``calibrate`` prints
+it: your honest retrains differ so much there that the statistic does not separate a
+change from a retrain (judge more images, or rely on the counterfactual probe). A field
+that is called out but not judged by default (``heatmap_class_flip_share_max``, bound
+1.0) is not calibrated: it keeps its built-in bound.
 
 Pure Python and NumPy: no framework, no pytest. The file is JSON only (never executed)
 and validated on every read (:func:`read_profile`).
@@ -39,7 +50,7 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from .errors import ConvvizError
-from .tolerances import PROFILE_SPECS, check_bounds
+from .tolerances import PROFILE_SPECS, RETRAIN, check_bounds
 from .types import KINDS, Tolerance
 
 PROFILE_FILE = "convviz-profile-retrain.json"
@@ -48,6 +59,21 @@ FORMAT_VERSION = 1
 # Fewer retrains give no spread worth the name (two values: one difference).
 MIN_RETRAINS = 3
 DEFAULT_MARGIN = 1.5
+# The least spread a bound is widened by (see the module docstring).
+MIN_SPREAD = 0.05
+# The values each bounded retrain statistic can take: a bound at an edge fails nothing.
+# Unlisted statistics are unbounded errors (>= 0 after clipping).
+STAT_RANGES: dict[str, tuple[float, float]] = {
+    "spearman_mean": (-1.0, 1.0),
+    "topk_iou_mean": (0.0, 1.0),
+    "class_agreement": (0.0, 1.0),
+    "class_flip_share": (0.0, 1.0),
+    "region_shift": (0.0, 1.0),
+    "cka": (0.0, 1.0),
+    "box_energy_drop_mean": (-1.0, 1.0),
+    "box_energy_drop": (-1.0, 1.0),
+    "pointing_drop": (-1.0, 1.0),
+}
 BUILTIN = "built-in bounds"
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -122,9 +148,12 @@ def calibrated(calibration: Calibration | None, kind: str, profile: str) -> Tole
     return calibration.tolerance(kind)
 
 
-def choose_bound(values: Sequence[float], direction: str, margin: float) -> dict[str, Any]:
+def choose_bound(
+    values: Sequence[float], direction: str, margin: float, metric: str | None = None
+) -> dict[str, Any]:
     """``values`` (one per retrain), their ``worst``, ``spread`` (range) and ``bound``
-    by the rule of the module docstring.
+    by the rule of the module docstring; ``metric`` (a retrain metric's name) gives the
+    statistic's range (:data:`STAT_RANGES`), so that a bound it cannot fail is flagged.
 
     Example:
         >>> choose_bound([0.9, 0.8, 0.85], "min", 1.5)["bound"]
@@ -133,19 +162,46 @@ def choose_bound(values: Sequence[float], direction: str, margin: float) -> dict
     vals = [float(v) for v in values]
     worst = min(vals) if direction == "min" else max(vals)
     spread = max(vals) - min(vals)
+    widen = margin * max(spread, MIN_SPREAD)
+    high = STAT_RANGES.get(metric or "", (None, None))[1]
     if direction == "min":
-        bound = min(1.0, max(0.0, worst - margin * spread))
+        bound = min(1.0, max(0.0, worst - widen))
+        informative = bound > 0.0
     else:
-        bound = max(0.0, worst + margin * spread)
+        bound = max(0.0, worst + widen)
+        if high is not None:
+            bound = min(bound, high)
+        informative = high is None or bound < high
     found: dict[str, Any] = {
         "values": vals,
         "worst": worst,
         "spread": spread,
         "bound": round(bound, 6),
+        "informative": informative,
     }
-    if spread == 0.0:
-        found["note"] = "the retrains agreed exactly: the bound is their value (no margin)"
+    notes = []
+    if spread < MIN_SPREAD:
+        notes.append(
+            f"the retrains agreed within {MIN_SPREAD}: widened by margin x {MIN_SPREAD} "
+            "(the least spread counted)"
+        )
+    if not informative:
+        notes.append(
+            "the honest retrains differ so much here that this bound fails nothing: the "
+            "statistic does not separate a change from a retrain on these models (judge more "
+            "images per check, or rely on the counterfactual probe)"
+        )
+    if notes:
+        found["note"] = "; ".join(notes)
     return found
+
+
+def _called_out_only(spec: FieldSpec) -> bool:
+    """A field whose built-in bound fails nothing by design (called out, not judged):
+    calibrating it would turn a reported fact into a verdict."""
+    builtin = RETRAIN.get(spec.kind, {}).get(spec.field)
+    high = STAT_RANGES.get(spec.metric, (None, None))[1]
+    return spec.direction == "max" and builtin is not None and high is not None and builtin >= high
 
 
 def check_retrains(models: Sequence[Any]) -> None:
@@ -192,11 +248,13 @@ def build_profile(
     specs = retrain_fields()
     bounds: dict[str, dict[str, Any]] = {}
     for name, spec in specs.items():
+        if _called_out_only(spec):
+            continue  # keeps its built-in bound
         values = [m[name] for m in measured if name in m]
         if len(values) != len(measured):
             continue  # not measured on every retrain (no such check, no boxes): built-in
         entry = {"metric": spec.metric, "direction": spec.direction}
-        entry.update(choose_bound(values, spec.direction, float(margin)))
+        entry.update(choose_bound(values, spec.direction, float(margin), spec.metric))
         bounds.setdefault(spec.kind, {})[name] = entry
     if not bounds:
         raise CalibrationError(

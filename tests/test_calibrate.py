@@ -11,6 +11,7 @@ import pytest
 
 from convviz_check import golden
 from convviz_check.calibration import (
+    MIN_SPREAD,
     PROFILE_FILE,
     CalibrationError,
     build_profile,
@@ -30,11 +31,34 @@ MODELS = [{"path": f"m{i}.keras", "sha256": s} for i, s in enumerate(SHA)]
 def test_the_bound_is_the_worst_plus_margin_spreads_in_the_failing_direction():
     sim = choose_bound([0.9, 0.8, 0.85], "min", 1.5)  # worst 0.8, spread 0.1
     assert (sim["worst"], sim["spread"], sim["bound"]) == (0.8, pytest.approx(0.1), 0.65)
-    err = choose_bound([0.01, 0.04, 0.02], "max", 2.0)  # worst 0.04, spread 0.03
-    assert err["bound"] == pytest.approx(0.1) and "note" not in err
-    assert choose_bound([0.2, 0.9, 0.95], "min", 3.0)["bound"] == 0.0  # clipped to [0, 1]
-    same = choose_bound([1.0, 1.0, 1.0], "min", 1.5)
-    assert same["bound"] == 1.0 and "agreed exactly" in same["note"]
+    err = choose_bound([0.01, 0.1, 0.02], "max", 2.0)  # worst 0.1, spread 0.09
+    assert err["bound"] == pytest.approx(0.28) and "note" not in err and err["informative"]
+    small = choose_bound([0.01, 0.04, 0.02], "max", 2.0)  # spread 0.03 counts as 0.05
+    assert small["bound"] == pytest.approx(0.14) and "agreed within" in small["note"]
+    wide = choose_bound([0.2, 0.9, 0.95], "min", 3.0, "spearman_mean")
+    assert wide["bound"] == 0.0 and not wide["informative"]  # clipped: fails nothing
+    assert "does not separate" in wide["note"]
+    # retrains that agree exactly still leave room for one moved image in 16
+    same = choose_bound([1.0, 1.0, 1.0], "min", 1.5, "class_agreement")
+    assert same["bound"] == pytest.approx(1.0 - 1.5 * MIN_SPREAD) and same["informative"]
+    assert "agreed within" in same["note"]
+    assert choose_bound([0.0, 0.0, 0.0], "max", 1.5)["bound"] == pytest.approx(0.075)
+
+
+def test_a_share_bound_at_one_fails_nothing_and_is_flagged():
+    # region_shift measured 0.38-0.69 between honest retrains of a hesitant model
+    shares = choose_bound([0.385, 0.5, 0.692], "max", 1.5, "region_shift")
+    assert shares["bound"] == 1.0 and not shares["informative"]
+    unbounded = choose_bound([0.385, 0.5, 0.692], "max", 1.5)  # an error: no upper edge
+    assert unbounded["bound"] == pytest.approx(1.1525) and unbounded["informative"]
+
+
+def test_a_field_called_out_but_not_judged_is_not_calibrated():
+    measured = [{"heatmap_class_flip_share_max": v, "heatmap_pointing_drop": 0.1} for v in
+                (0.5, 0.9, 0.4)]  # fmt: skip
+    data = build_profile(measured, MODELS, date="2026-12-07")
+    assert "heatmap_class_flip_share_max" not in data["bounds"]["heatmap"]
+    assert "heatmap_pointing_drop" in data["bounds"]["heatmap"]
 
 
 def test_build_profile_is_generic_over_the_retrain_fields_and_round_trips(tmp_path):
@@ -214,7 +238,8 @@ def test_calibrate_writes_a_profile_that_the_next_run_reads(gate, capsys):
     entry = data["bounds"]["activation"]["activation_cka_min"]
     assert data["k"] == 3 and len(entry["values"]) == 3
     assert entry["values"][0] == pytest.approx(1.0)  # the golden's own model
-    assert 0.5 < entry["bound"] == pytest.approx(entry["worst"] - entry["spread"], abs=1e-6)
+    widen = max(entry["spread"], MIN_SPREAD)  # margin 1.0
+    assert 0.5 < entry["bound"] == pytest.approx(entry["worst"] - widen, abs=1e-6)
     assert [m["sha256"] for m in data["models"]] == [golden_sha(m) for m in models[:3]]
     assert data["versions"]["backend"] and data["versions"]["keras"]
 

@@ -115,7 +115,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             print(
                 f"{name}: values {', '.join(f'{v:.4g}' for v in entry['values'])}; worst "
                 f"{entry['worst']:.4g}, spread {entry['spread']:.4g} -> bound {entry['bound']:.4g}"
+                + ("" if entry.get("informative", True) else " (fails nothing: see the note)")
             )
+            if entry.get("note"):
+                print(f"  note: {entry['note']}")
     print(f"wrote {out} (bounds calibrated on {len(models)} retrains)")
     return 0
 
