@@ -309,10 +309,10 @@ class Tolerance:
     activation_max_rel: float | None = None
     activation_mean_rel: float | None = None
     activation_scale_floor: float | None = None
-    # heatmap
-    heatmap_max_abs: float | None = None
     # activation, retrain profile (see RETRAIN_METRICS)
     activation_cka_min: float | None = None
+    # heatmap
+    heatmap_max_abs: float | None = None
     heatmap_rms: float | None = None
     heatmap_pearson_min: float | None = None
     heatmap_ssim_min: float | None = None

@@ -432,7 +432,6 @@ def _probability(
     return explained_probability(flat, classes, kind, graph_lib.head_activation(model))
 
 
-
 class _Runner:
     """The compiled function of one (model, layer, head bypass, target) and the chunked,
     padded calls through it."""
