@@ -510,10 +510,39 @@ def activation_preview(
     (:func:`~convviz_check.render.activation_grid`), the grid enlarged (nearest) so a
     tile is at least ``min_tile`` px (a 2x2 map: 16x16, with 8 px gaps: a 1 px gap
     between 2x2 tiles shown 12 times larger could not be told from the tiles' own
-    cells), rows no wider than ``max_width`` px."""
+    cells), rows no wider than ``max_width`` px. At most ``FEW_CHANNELS`` channels are
+    one row of numbered tiles of at least ``FEW_CHANNEL_TILE`` px; a ``1x1`` map (one
+    value per channel) is grey across its channels, not per channel (flat grey)."""
     a = np.asarray(activation, np.float32)[..., :max_channels]
     k, cols = _channel_scale(a.shape[0], a.shape[1], min_tile, max_width)
-    return _enlarge(activation_grid(a, images_per_row=cols), k)
+    if a.shape[0] * a.shape[1] == 1:  # one value per channel: grey across the channels
+        grid = _tile_channels(_unit(a - a.min()), per_row=cols)
+    else:
+        grid = activation_grid(a, images_per_row=cols)
+    return _few_channels(grid, a.shape) if _is_few(a.shape, max_width) else _enlarge(grid, k)
+
+
+# A layer of few channels is drawn as one row of numbered tiles of at least this many
+# px: a 2-channel 4x4 map came out 36x16 px, unreadable in the report (seen).
+FEW_CHANNELS = 8
+FEW_CHANNEL_TILE = 64
+
+
+def _is_few(shape: tuple[int, ...], max_width: int) -> bool:
+    """Whether an ``(h, w, c)`` map is drawn by :func:`_few_channels` (few channels, and
+    their row of enlarged tiles fits ``max_width``)."""
+    h, w, c = shape
+    k = max(1, int(np.ceil(FEW_CHANNEL_TILE / max(1, min(h, w)))))
+    return c <= FEW_CHANNELS and c * (w * k + _GAP) - _GAP <= max_width
+
+
+def _few_channels(grid: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The one-row channel grid of an ``(h, w, c)`` map (1 px gaps) as tiles of at
+    least ``FEW_CHANNEL_TILE`` px, each numbered in its corner, on white gaps."""
+    h, w, c = shape
+    tiles = [_upscale(grid[:h, q * (w + 1) : q * (w + 1) + w], FEW_CHANNEL_TILE) for q in range(c)]
+    rgb = [_corner_label(np.stack([t] * 3, axis=-1), str(q)) for q, t in enumerate(tiles)]
+    return _hstack(rgb, gap=255)
 
 
 def activation_diff_preview(
@@ -530,7 +559,9 @@ def activation_diff_preview(
     d = np.nan_to_num(d[..., :max_channels])
     scale = float(d.max()) if d.size else 0.0
     k, cols = _channel_scale(d.shape[0], d.shape[1], min_tile, max_width)
-    return _enlarge(_tile_channels(_unit(d, scale), per_row=cols), k), scale
+    grid = _tile_channels(_unit(d, scale), per_row=cols)
+    few = _is_few(d.shape, max_width)
+    return (_few_channels(grid, d.shape) if few else _enlarge(grid, k)), scale
 
 
 def pattern_preview(patterns: list[np.ndarray], min_tile: int = 64) -> np.ndarray:
