@@ -29,3 +29,67 @@ def test_a_layer_of_few_channels_is_drawn_as_large_numbered_tiles(shape) -> None
     assert len({int(t.mean()) for t in tiles}) > 1
     diff, scale = pictures.activation_diff_preview(act, act + 0.25)
     assert diff.shape == strip.shape and scale == pytest.approx(0.25)
+
+
+# --------------------------------------------------------------------------- explain --out
+def _tiny_model(tmp_path):
+    from tests.test_cli_explain import _convnet
+
+    return _convnet((16, 16, 3), 3, tmp_path / "tiny.keras")
+
+
+def _photo(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "photo.png"
+    pixels = np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def _fail_in_cams(monkeypatch) -> None:
+    from convviz_check.cli import explain
+
+    def broken(*args: object, **kwargs: object) -> dict:
+        raise RuntimeError("planted failure half-way")
+
+    monkeypatch.setattr(explain, "run_cams", broken)
+
+
+def test_explain_failing_half_way_leaves_no_output_folder(tmp_path, monkeypatch, capsys) -> None:
+    from convviz_check.cli import main
+
+    model, photo = _tiny_model(tmp_path), _photo(tmp_path)
+    _fail_in_cams(monkeypatch)
+    out = tmp_path / "new" / "out"
+    rc = main(
+        ["explain", str(model), str(photo), "--out", str(out), "--what", "activations,gradcam"]
+    )
+    assert rc != 0 and "planted failure" in capsys.readouterr().err
+    # the inputs and activations were written before the failure: none of it is left
+    assert not out.exists() and not (tmp_path / "new").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.png", "tiny.keras"]
+
+
+def test_explain_into_an_existing_folder_keeps_its_other_files(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    from convviz_check.cli import main
+
+    model, photo = _tiny_model(tmp_path), _photo(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "index.html").write_text("an earlier page")
+    argv = ["explain", str(model), str(photo), "--out", str(out)]
+    _fail_in_cams(monkeypatch)
+    assert main([*argv, "--what", "activations,gradcam"]) != 0
+    # a failure changes nothing in the folder the user had
+    assert sorted(p.name for p in out.rglob("*")) == ["index.html", "notes.txt"]
+    assert (out / "index.html").read_text() == "an earlier page"
+    monkeypatch.undo()
+    assert main([*argv, "--what", "activations"]) == 0
+    assert (out / "notes.txt").read_text() == "mine"  # kept
+    assert "an earlier page" not in (out / "index.html").read_text()  # replaced
+    assert (out / "summary.json").is_file() and list((out / "activations").glob("*.png"))
+    assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]

@@ -20,7 +20,10 @@ image's maps are drawn side by side.
 Writes ``inputs/`` (what the model saw), ``activations/`` (channel grids of the first
 image), ``gradcam/`` (one overlay per image and CAM method, at each photo's own size),
 ``filters/`` (a filter grid), ``summary.json`` and ``index.html``
-(:mod:`convviz_check.report.explain`). Keras is imported when the command runs, not
+(:mod:`convviz_check.report.explain`). They are written into a staging folder next to
+``--out`` and moved into place only when the run completes (a failure half-way leaves
+no partial output); an existing ``--out`` keeps its other files, and files of the same
+path are replaced. Keras is imported when the command runs, not
 when ``--help`` is built. The arguments and their checks live in
 :mod:`convviz_check.cli.explain_args`.
 
@@ -32,10 +35,11 @@ replacement instead of an argparse "unrecognized argument".
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -425,11 +429,56 @@ def run(args: argparse.Namespace) -> int:
     stated, given_names = check_args(args)
     progress = Progress(sys.stdout.isatty())
     try:
-        summary = _explain(args, stated, progress, given_names)
+        with staged_output(args.out) as staging:
+            summary = _explain(args, stated, progress, given_names, staging)
     finally:
         progress.close()
     _print_summary(summary, args.out)
     return 0
+
+
+@contextmanager
+def staged_output(out: Path) -> Iterator[Path]:
+    """A new folder next to ``out`` (``.<name>.partial-*``) to write into, moved into
+    place when the block ends without an error, removed when it raises (a run that
+    fails half-way leaves nothing behind).
+
+    A missing ``out`` is the staging folder renamed. An existing ``out`` is never
+    removed: the new files are moved into it one by one, each replacing a file of the
+    same path, and the files it had besides are left as they were (``summary.json``
+    lists this run's files).
+
+    Args:
+        out: the output folder (``--out``).
+
+    Yields:
+        The staging folder.
+    """
+    import shutil
+    import tempfile
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out must be a folder. Received: --out {out} (an existing file).")
+    made = [p for p in reversed(out.parents) if not p.exists()]  # removed on a failure
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    done = False
+    try:
+        yield staging
+        if not out.exists():
+            staging.rename(out)
+        else:
+            for path in sorted(p for p in staging.rglob("*") if p.is_file()):
+                target = out / path.relative_to(staging)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, target)
+        done = True
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        for folder in [] if done else reversed(made):
+            with suppress(OSError):  # only an empty folder this run made goes
+                folder.rmdir()
 
 
 def _explain(
@@ -437,13 +486,16 @@ def _explain(
     stated: tuple[float, float] | None,
     progress: Progress,
     given_names: list[str] | None = None,
+    out: Path | None = None,
 ) -> dict:
+    """Compute and write everything into ``out`` (default ``--out``; :func:`run` passes
+    a staging folder, see :func:`staged_output`)."""
     import convviz_check as cc
 
     from ..report.explain import score_kind, write_page, write_summary
 
     timings: dict[str, float] = {}
-    out: Path = args.out
+    out = args.out if out is None else out
     with _timed(timings, "load_model"), progress.step("loading model"):
         model = cc.load_model(args.model)
     with _timed(timings, "read_images"), progress.step("reading images"):
