@@ -266,7 +266,8 @@ def test_calibrate_writes_a_profile_that_the_next_run_reads(gate, capsys):
     assert entry["status"] == "failed" and not entry["metrics"]["cka"]["ok"]
 
 
-def test_measuring_needs_a_results_dir_and_no_update(pytester):
+def test_measuring_needs_a_results_dir_and_no_update(pytester, monkeypatch):
+    monkeypatch.delenv("CI", raising=False)  # CI refuses any update first, for its own reason
     pytester.makepyfile(test_x="def test_x():\n    pass\n")
     for args in (["--convviz-measure"], ["--convviz-measure", "--convviz-results-dir=r",
                                           "--convviz-update=missing"]):  # fmt: skip
