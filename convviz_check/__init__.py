@@ -50,6 +50,9 @@ _EXPORTS: dict[str, str] = {
     # counterfactual probes
     "paste_cue": "counterfactual",
     "judge_counterfactual": "counterfactual",
+    # filter patterns across retrains (the Keras side: explain.pattern_response)
+    "match_channels": "pattern_response",
+    "judge_pattern_response": "pattern_response",
     # comparison, agreement
     "compare": "metrics",
     "agreement": "crossbackend.agreement",
@@ -108,6 +111,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .explain.gradcam import gradcam  # noqa: F401
     from .graph import conv_layers  # noqa: F401
     from .metrics import compare  # noqa: F401
+    from .pattern_response import judge_pattern_response, match_channels  # noqa: F401
     from .models import load_model, model_fingerprint  # noqa: F401
     from .render import (  # noqa: F401
         activation_grid,

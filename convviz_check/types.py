@@ -404,6 +404,7 @@ JUDGMENTS = (
     "randomization",
     "agreement",
     "counterfactual",
+    "pattern_response",
 )
 # "passed" / "failed" for every judgment; golden checks add "missing", "written",
 # "error" and "skipped" (see convviz_check.checks).

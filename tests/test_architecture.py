@@ -46,6 +46,7 @@ CORE = (
     "convviz_check.tolerances",
     "convviz_check.localization",
     "convviz_check.faithfulness_judge",
+    "convviz_check.pattern_response",
     "convviz_check.render",
     "convviz_check.golden",
     "convviz_check.sidecars",

@@ -33,6 +33,7 @@ ITEM_NAME = {
     "randomization": "image",
     "agreement": "pair",
     "counterfactual": "image",
+    "pattern_response": "channel",
 }
 # Statuses in the order a summary names them (failures first).
 STATUS_RANK = {"error": 0, "failed": 1, "missing": 2, "written": 3, "skipped": 4, "passed": 5}
