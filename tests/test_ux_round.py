@@ -93,3 +93,25 @@ def test_explain_into_an_existing_folder_keeps_its_other_files(
     assert "an earlier page" not in (out / "index.html").read_text()  # replaced
     assert (out / "summary.json").is_file() and list((out / "activations").glob("*.png"))
     assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+
+
+# --------------------------------------------------------------------------- report.html
+def test_per_image_headers_of_the_report_wrap_so_six_metrics_fit_a_window(tmp_path) -> None:
+    import re
+
+    from convviz_check.report import checks as report
+    from convviz_check.types import METRICS
+
+    names = [(metric, field) for metric, field, _ in METRICS["heatmap"]]
+    metrics = {m: {"value": 0.5, "bound": 0.1, "ok": False, "direction": "max"} for m, _ in names}
+    per_item = {f"image {i}": {m: 0.25 * i for m, _ in names} for i in range(3)}
+    entry = {"nodeid": "t.py::test_c", "check": "cam", "kind": "heatmap", "status": "failed",
+             "metrics": metrics, "per_item": per_item}  # fmt: skip
+    page = report.render_html({"entries": [entry], "summary": {"failed": 1}}, tmp_path)
+    table = page[page.index("<table class=items>") :]
+    heads = re.findall(r"<th>(.*?)</th>", table[: table.index("</tr>")])
+    assert len(heads) == 1 + len(names)
+    for (_, field), head in zip(names, heads[1:], strict=True):
+        assert head.replace("<wbr>", "") == field  # the name a bound is set by, whole
+        # a break after each underscore: no unbreakable run longer than a word
+        assert max(len(run) for run in head.split("<wbr>")) <= len("heatmap_")

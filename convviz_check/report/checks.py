@@ -189,13 +189,19 @@ def _items_table(entry: Mapping[str, Any]) -> str:
             cells.append(f"<td class={'bad' if out else 'ok'}>{_e(shown)}</td>")
         rows.append(f"<tr><td>{_e(item)}</td>{''.join(cells)}</tr>")
     first = first_out_of_bounds(items, {n: _metric(n, m) for n, m in metrics.items()})
-    head = "".join(f"<th>{_e(field_name(str(entry.get('kind')), n))}</th>" for n in names)
+    head = "".join(_wrapping_th(field_name(str(entry.get("kind")), n)) for n in names)
     begins = f"<p class=begins>first {unit} out of bounds: <b>{_e(first)}</b></p>" if first else ""
     return (
         f"<details open><summary>per {unit} ({len(items)}, in order)</summary>{begins}"
         f"<div class=scroll><table class=items><tr><th>{unit}</th>{head}</tr>"
         f"{''.join(rows)}</table></div></details>"
     )
+
+
+def _wrapping_th(name: str) -> str:
+    """A header that may wrap after each underscore: six heatmap metric names in one
+    line made the per-image table wider than a 1200 px window (seen)."""
+    return f"<th>{'_<wbr>'.join(_e(part) for part in name.split('_'))}</th>"
 
 
 def _pair(values: Any, fmt: str = "{}") -> str:
@@ -504,6 +510,7 @@ td.bad, tr.bad {{ color: #c00; font-weight: bold; }}
 pre {{ background: #f6f6f6; padding: .5em; white-space: pre-wrap; }}
 pre.cmd {{ background: #eef3ff; }}
 .scroll {{ overflow-x: auto; }} table.items {{ font-size: .9em; }}
+table.items th {{ vertical-align: bottom; }}
 table.items td:first-child, td.mass {{ white-space: nowrap; }} td.which {{ min-width: 20em; }}
 .begins {{ color: #c00; }}
 .facts, .paths {{ color: #555; font-size: .9em; }}
