@@ -115,3 +115,22 @@ def test_per_image_headers_of_the_report_wrap_so_six_metrics_fit_a_window(tmp_pa
         assert head.replace("<wbr>", "") == field  # the name a bound is set by, whole
         # a break after each underscore: no unbreakable run longer than a word
         assert max(len(run) for run in head.split("<wbr>")) <= len("heatmap_")
+
+
+# --------------------------------------------------------------------------- fviz picture
+def test_rows_of_the_fviz_readability_picture_are_labelled(monkeypatch) -> None:
+    from pathlib import Path
+
+    benchmarks = Path(__file__).resolve().parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(benchmarks))
+    import fviz_readability as script
+
+    row = np.random.default_rng(0).integers(0, 256, (64, 200, 3), dtype=np.uint8)
+    one = script.labelled(row, "conv2\nchapter")
+    two = script.labelled(row, "conv2\nrobust")
+    width = script.LABEL_WIDTH
+    assert one.shape == (64, width + 200, 3)
+    np.testing.assert_array_equal(one[:, width:], row)  # the patterns as they were
+    ink = one[:, :width].min(axis=-1) < 128
+    assert ink[:32].any() and ink[32:].any()  # two lines of text: the layer, the ascent
+    assert not np.array_equal(one[:, :width], two[:, :width])  # "chapter" / "robust"
