@@ -13,7 +13,8 @@ layer, the median over the channels of:
 
 It writes the side-by-side PNG ``docs/images/fviz_<model>.png`` (per layer, top row the
 chapter's patterns through ``cc.deprocess_image``, bottom row the robust ones as they
-are, each enlarged 2x) and prints a Markdown table for docs/feature-visualization.md.
+are, each enlarged 2x, each row labelled on its left with its layer and "chapter" or
+"robust") and prints a Markdown table for docs/feature-visualization.md.
 
 ``--sweep`` prints the activation and high-frequency share of the robust ascent for a
 grid of (learning rate, steps, TV weight) on the convnet, the measurement behind the
@@ -58,6 +59,29 @@ def _row(images: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(parts[:-1], axis=1)
 
 
+# The label column left of each row: the layer and which ascent drew the row (13 px
+# text of Pillow's bundled font reads at 100% zoom).
+LABEL_WIDTH = 150
+LABEL_SIZE = 13
+
+
+def labelled(row: np.ndarray, text: str) -> np.ndarray:
+    """``row`` (uint8 RGB) with a white ``LABEL_WIDTH`` px column on its left holding
+    ``text`` (lines), centred vertically: which layer, which ascent."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=LABEL_SIZE)
+    canvas = Image.new("RGB", (LABEL_WIDTH + row.shape[1], row.shape[0]), "white")
+    canvas.paste(Image.fromarray(np.ascontiguousarray(row)), (LABEL_WIDTH, 0))
+    draw = ImageDraw.Draw(canvas)
+    lines = text.splitlines()
+    line_h = LABEL_SIZE + 4
+    top = max(0, (row.shape[0] - line_h * len(lines)) // 2)
+    for k, line in enumerate(lines):
+        draw.text((6, top + k * line_h), line, fill=(40, 44, 52), font=font)
+    return np.asarray(canvas)
+
+
 def _enlarge(image: np.ndarray) -> np.ndarray:
     return np.repeat(np.repeat(image, 2, axis=0), 2, axis=1)
 
@@ -95,7 +119,11 @@ def measure(name: str, seed: int) -> tuple[list[str], list[np.ndarray]]:
         print(lines[-1], flush=True)
         top = [_enlarge(cc.deprocess_image(p, crop=0)) for p in chapter]
         bottom = [_enlarge(np.round(255 * np.clip(p, 0, 1)).astype(np.uint8)) for p in robust]
-        rows += [_row(top), _row(bottom), np.full((12, _row(top).shape[1], 3), 255, np.uint8)]
+        rows += [
+            labelled(_row(top), f"{layer}\nchapter (pixel ascent)"),
+            labelled(_row(bottom), f"{layer}\nrobust (fft)"),
+            np.full((12, LABEL_WIDTH + _row(top).shape[1], 3), 255, np.uint8),
+        ]
     return lines, rows
 
 
