@@ -38,6 +38,8 @@ from .types import MetricResult, Outcome
 # Measured on the shortcut example's conv1_relu (12 channels, 30 ascent steps) between
 # honest and its retrain (another seed): the lowest matched ratio 4.21 (32 biased scenes,
 # pattern seed 0) and 2.47 (64 scenes of another seed, pattern seed 1); 1.5 sits between.
+# At conv2_relu the same retrain drives 4 of 24 matches to x1.06 or less: the judgment
+# suits only layers where retrains converge (docs/reference.md has the numbers).
 DEFAULT_MIN_RATIO = 1.5
 # Every judged channel must be kept: one destroyed channel of a 24-channel layer is a
 # share of 0.958, and a retrain's share on a layer where its channels converge is 1.0
@@ -130,9 +132,10 @@ def match_channels(golden_acts: Any, new_acts: Any) -> tuple[np.ndarray, np.ndar
         InputError: bad activations, or fewer new channels than golden ones.
 
     Example:
+        >>> golden = np.random.default_rng(0).normal(size=(2, 3, 3, 3))
         >>> assignment, corr = match_channels(golden, golden[..., ::-1] * 3.0)
-        >>> assignment[:3], corr[:3]
-        (array([C-1, C-2, C-3]), array([1., 1., 1.]))
+        >>> assignment.tolist(), corr.round(6).tolist()
+        ([2, 1, 0], [1.0, 1.0, 1.0])
     """
     corr = channel_correlations(golden_acts, new_acts)
     if corr.shape[1] < corr.shape[0]:
@@ -253,8 +256,8 @@ def judge_pattern_response(
 
     Example:
         >>> out = judge_pattern_response([6.3, 4.0], [1.1, 3.9], [0.82, 0.9])
-        >>> out.status, out.lead[:44]
-        ('failed', 'golden pattern of channel 0 no longer excit')
+        >>> out.status, out.lead.split(":")[0]
+        ('failed', 'golden pattern of channel 0 no longer excites its match (channel 0, correlation 0.82)')
     """
     gold = _vector(golden_response, "golden_response")
     new = _vector(new_response, "new_response", len(gold))
