@@ -113,6 +113,54 @@ def test_rollout_on_keras_hub_vit():
     assert ((got.raw.sum(axis=(1, 2)) > 0) & (got.raw.sum(axis=(1, 2)) < 1)).all()
 
 
+def test_deit_rollout_averages_the_class_and_distillation_rows():
+    """DeiT predicts with the mean of its class and distillation heads, so its map is
+    the mean of both tokens' rows of R over the patches (checked against the loops of
+    the recursion on the weights the model computes), not the class row alone."""
+    hub = pytest.importorskip("keras_hub")
+    from convviz_check import keras_private
+
+    backbone = hub.models.DeiTBackbone(
+        image_shape=(32, 32, 3),
+        patch_size=8,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=8,
+        intermediate_dim=16,
+    )
+    model = hub.models.DeiTImageClassifier(backbone=backbone, num_classes=3)
+    rng = np.random.default_rng(12)  # NumPy-seeded: the same model on every backend
+    for w in model.weights:
+        # std 1 (not 0.3): peaked attention, so the two tokens' rows differ visibly.
+        w.assign(rng.normal(0.0, 1.0, tuple(w.shape)).astype("float32"))
+    x = _images(2, 32)
+    with keras_private.capture_attention(rollout_module.attention_layers(model)) as captured:
+        model(x, training=False)
+    weights = [np.asarray(keras.ops.convert_to_numpy(s), np.float64) for s in captured.scores]
+    n, _, t, _ = weights[0].shape
+    assert t == 2 + 16  # class, distillation, 4x4 patches
+    want, class_row = [], []
+    for i in range(n):
+        rolled = np.eye(t)
+        for w in weights:
+            a = 0.5 * w[i].mean(axis=0) + 0.5 * np.eye(t)
+            rolled = (a / a.sum(axis=1, keepdims=True)) @ rolled
+        want.append(((rolled[0, 2:] + rolled[1, 2:]) / 2).reshape(4, 4))
+        class_row.append(rolled[0, 2:].reshape(4, 4))
+    got = cc.cam(model, x, method="rollout")
+    assert "class and distillation tokens' rows" in got.note
+    np.testing.assert_allclose(got.raw, np.stack(want), rtol=1e-5, atol=1e-6)
+    # The distillation row changes the map: the class row alone is another one.
+    spread = np.ptp(np.stack(want), axis=(1, 2))
+    assert (np.abs(np.stack(class_row) - np.stack(want)).max(axis=(1, 2)) > 0.1 * spread).all()
+
+
+def test_rollout_map_refuses_rows_beyond_the_prefix_tokens():
+    grid = rollout_module.TokenGrid(2, 2, 1, "given")
+    with pytest.raises(InputError, match="rows=2"):
+        rollout_module.rollout_map(np.eye(5)[None], grid, rows=2)
+
+
 def test_rollout_refuses_a_model_without_attention():
     x_in = keras.Input((8, 8, 3))
     c = layers.Conv2D(4, 3, name="conv")(x_in)

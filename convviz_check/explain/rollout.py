@@ -12,7 +12,12 @@ normalised again::
 The map is the class token's row of ``R`` over the patch tokens (the first prefix
 token is taken as the class token), or, for a model without prefix tokens, the mean of
 ``R``'s rows over the patch tokens (how much each patch flows into the tokens the head
-averages). It is class-agnostic: the same map explains every class.
+averages). A DeiT (a model with a ``distillation_token`` weight, the second prefix
+token) gets the mean of the class token's and the distillation token's rows: DeiT
+(Touvron et al. 2021, "Training data-efficient image transformers & distillation
+through attention") trains both tokens to carry the prediction and predicts with the
+average of their two heads, so both flows make the map. It is class-agnostic: the same
+map explains every class.
 
 The weights come from every ``keras.layers.MultiHeadAttention`` inside the model
 (keras-hub ViT and DeiT use it), captured during one inference forward
@@ -60,15 +65,44 @@ def rollout_matrix(attentions: list[np.ndarray]) -> np.ndarray:
     return result
 
 
-def rollout_map(matrix: np.ndarray, grid: TokenGrid) -> np.ndarray:
-    """``(N, h, w)`` from ``R`` ``(N, T, T)``: the class token's row over the patch
-    tokens, or (no prefix token) the mean of the patch tokens' rows."""
+def rollout_map(matrix: np.ndarray, grid: TokenGrid, rows: int = 1) -> np.ndarray:
+    """``(N, h, w)`` from ``R`` ``(N, T, T)``: the mean of the first ``rows`` prefix
+    tokens' rows over the patch tokens (1: the class token's; 2: the class and
+    distillation tokens' of a DeiT), or (no prefix token) the mean of the patch tokens'
+    rows.
+
+    Raises:
+        InputError: ``rows`` is not between 1 and the grid's prefix tokens.
+
+    Example:
+        >>> grid = TokenGrid(1, 2, 2, "given")
+        >>> r = np.eye(4)[None] * 0.5 + 0.125
+        >>> rollout_map(r, grid, rows=2)
+        array([[[0.125, 0.125]]])
+    """
     patches = slice(grid.prefix, None)
-    if grid.prefix > 0:
-        flow = matrix[:, 0, patches]
-    else:
+    if grid.prefix == 0:
         flow = matrix[:, patches, patches].mean(axis=1)
+    elif 1 <= rows <= grid.prefix:
+        flow = matrix[:, :rows, patches].mean(axis=1)
+    else:
+        raise InputError(
+            f"rollout rows must be between 1 and the grid's {grid.prefix} prefix tokens. "
+            f"Received: rows={rows}. Expected 1 (class token) or 2 (class and "
+            "distillation tokens)."
+        )
     return flow.reshape(matrix.shape[0], grid.height, grid.width)
+
+
+def prefix_rows(model: Any, grid: TokenGrid) -> int:
+    """How many leading prefix tokens the map reads: 2 for a DeiT (a weight named
+    ``distillation_token`` and at least 2 prefix tokens: class and distillation), else
+    1 (register tokens, which no head reads, never count); 0 without prefix tokens."""
+    if grid.prefix == 0:
+        return 0
+    names = (str(getattr(w, "path", None) or getattr(w, "name", "")) for w in model.weights)
+    distilled = any(n.rsplit("/", 1)[-1].startswith("distillation_token") for n in names)
+    return 2 if distilled and grid.prefix >= 2 else 1
 
 
 def attention_layers(model: Any) -> list[Any]:
@@ -134,7 +168,8 @@ def rollout(
         flow), ``class_index`` and ``score`` of each image's top class (for the
         record; the map does not depend on them), ``score_kind="output"``, ``layer``
         (the path of the last attention layer called), ``target="attention"``, ``note`` (the grid and
-        whether the class token's row or the mean over tokens was used).
+        which rows were used: the class token's, the class and distillation tokens'
+        mean for a DeiT, or the mean over tokens).
 
     Raises:
         GraphError: a model without MultiHeadAttention layers, or a grid that cannot be
@@ -152,10 +187,15 @@ def rollout(
     what = f"the attention weights ({tokens} tokens)"
     image_hw = (int(batch.shape[1]), int(batch.shape[2]))
     grid = grid_of_tokens(model, tokens, image_hw, token_grid, what)
-    raw = rollout_map(rollout_matrix(weights), grid)
+    rows = prefix_rows(model, grid)
+    raw = rollout_map(rollout_matrix(weights), grid, rows=max(rows, 1))
     heatmap, degenerate = _normalised(raw)
     classes = np.argmax(head.reshape(head.shape[0], -1), axis=-1).astype(np.int64)
-    row = "the class token's row" if grid.prefix else "the mean over tokens (no class token)"
+    row = {
+        0: "the mean over tokens (no class token)",
+        1: "the class token's row",
+        2: "the mean of the class and distillation tokens' rows",
+    }[rows]
     return GradCAM(
         heatmap=heatmap,
         raw=raw.astype(np.float32),
@@ -230,6 +270,7 @@ __all__ = [
     "DEFAULT_BATCH_SIZE",
     "RESIDUAL_WEIGHT",
     "attention_layers",
+    "prefix_rows",
     "rollout",
     "rollout_map",
     "rollout_matrix",
