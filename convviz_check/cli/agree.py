@@ -147,6 +147,13 @@ def _add_technique_arguments(p: argparse.ArgumentParser) -> None:
         "center=false (Eigen-CAM); VALUE is read as JSON, else kept as text; repeatable",
     )
     p.add_argument(
+        "--token-grid",
+        default=None,
+        metavar="H,W,PREFIX",
+        help="a vision transformer's token grid for the --cam method: height, width and "
+        "prefix tokens, e.g. 14,14,1 (default: inferred from the patch embedding)",
+    )
+    p.add_argument(
         "--filters-layer",
         default=None,
         help="layer of the filter patterns (default: the deepest conv map wider than 8 cells)",
@@ -180,6 +187,20 @@ def _check_cam(method: str) -> str:
             f"{', '.join(cam_methods())}."
         )
     return method
+
+
+def _token_grid(text: str | None) -> tuple[int, ...] | None:
+    """``--token-grid H,W,PREFIX`` as integers (their ranges are checked by
+    :func:`convviz_check.agreement`)."""
+    if text is None:
+        return None
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(
+            f"--token-grid takes three comma-separated integers. Received: --token-grid "
+            f"{text!r}. Expected e.g. 14,14,1 (height, width, prefix tokens)."
+        ) from None
 
 
 def _class_index(text: str | None, names: list[str] | None) -> int | None:
@@ -333,6 +354,7 @@ def run(args: argparse.Namespace) -> int:
             gradcam_layer=args.gradcam_layer,
             cam_method=_check_cam(args.cam),
             cam_options=parse_cam_options(args.cam_option),
+            token_grid=_token_grid(args.token_grid),
             filters_layer=args.filters_layer,
             filters=args.filters,
             filter_steps=args.filter_steps,

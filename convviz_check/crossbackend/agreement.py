@@ -250,6 +250,7 @@ def agreement(
     preprocess: bool = CamParams.preprocess,
     cam_method: str = CamParams.method,
     cam_options: Mapping[str, Any] | None = None,
+    token_grid: Sequence[int] | None = CamParams.token_grid,
     filters_layer: str | None = FiltersParams.layer,
     filters: int | Sequence[int] = FiltersParams.filters,
     filter_steps: int = FiltersParams.steps,
@@ -283,6 +284,11 @@ def agreement(
             (:func:`convviz_check.cam`'s ``method``, default Grad-CAM) and its options
             (JSON-ready, e.g. ``{"max_channels": 64}`` for Score-CAM); every backend
             computes the same method, compared with the same heatmap bounds.
+            ``cam_method="rollout"`` (attention rollout) is class-agnostic: nothing is
+            recomputed for the reference's class, and each backend's top class is
+            compared as recorded.
+        token_grid: a vision transformer's ``(height, width, prefix tokens)``, as
+            :func:`convviz_check.cam`'s (default: inferred by each backend's worker).
         filters_layer: layer of the filter patterns (default: the deepest conv layer
             before the head whose map is wider than 8 cells,
             :func:`~convviz_check.graph_targets.default_filters_layer`).
@@ -318,6 +324,7 @@ def agreement(
         preprocess=preprocess,
         cam_method=cam_method,
         cam_options=_cam_options(cam_method, cam_options),
+        token_grid=token_grid,
         filters_layer=filters_layer,
         filters=filters,
         filter_steps=filter_steps,
@@ -329,7 +336,8 @@ def agreement(
     require_backends(backends)
     pool = pool or default_pool()
     info, results = _run_backends(pool, backends, spec, images, what, params, timeout)
-    if "gradcam" in what and class_index is None:
+    # Rollout takes no class (the same map for every class): nothing to recompute.
+    if "gradcam" in what and class_index is None and cam_method != "rollout":
         _align_gradcam_classes(pool, backends, spec, images, params, results, timeout)
     report = build_report(
         str(model_source),

@@ -69,9 +69,9 @@ def compute_activations(model: Any, images: np.ndarray | None, params: Params) -
 
 
 def compute_gradcam(model: Any, images: np.ndarray | None, params: Params) -> Artifact:
-    """Grad-CAM (or the requested CAM method with its options) for the requested class
-    (default: each image's top class); the model's own top classes are kept in
-    ``attrs["top_class"]``."""
+    """Grad-CAM (or the requested CAM method with its options, on the requested token
+    grid) for the requested class (default: each image's top class); the model's own
+    top classes are kept in ``attrs["top_class"]``."""
     from ..explain.cam import cam
 
     images = _need_images(images, "gradcam")
@@ -88,6 +88,7 @@ def compute_gradcam(model: Any, images: np.ndarray | None, params: Params) -> Ar
         layer=p.layer,
         score=p.score,
         preprocess=p.preprocess,
+        token_grid=p.token_grid,
         **dict(p.method_options),
     )
     top = top_classes(model, images)

@@ -49,6 +49,8 @@ class CamParams:
         preprocess: apply a keras-hub task model's own preprocessor.
         method: the CAM method (``"gradcam"``...).
         method_options: the method's options, JSON-ready (``{"max_channels": 64}``).
+        token_grid: a vision transformer's ``(height, width, prefix tokens)`` where the
+            patch embedding does not tell it (None: inferred in each worker).
     """
 
     class_index: int | tuple[int, ...] | None = None
@@ -57,6 +59,7 @@ class CamParams:
     preprocess: bool = False
     method: str = "gradcam"
     method_options: Mapping[str, Any] = field(default_factory=dict)
+    token_grid: tuple[int, int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,7 @@ def from_json(technique: str, data: Mapping[str, Any] | None) -> TechniqueParams
         raise InputError(
             f"Unknown {technique} parameter(s) {unknown}. Expected some of {sorted(known)}."
         )
-    for name in ("layers", "class_index", "filters", "size", "input_range"):
+    for name in ("layers", "class_index", "filters", "size", "input_range", "token_grid"):
         if isinstance(given.get(name), list):
             given[name] = tuple(given[name])
     return cls(**given)
@@ -141,6 +144,7 @@ def artifact_params(
     input_range: tuple[float, float] | None = FiltersParams.input_range,
     cam_method: str = CamParams.method,
     cam_options: Mapping[str, Any] | None = None,
+    token_grid: Sequence[int] | None = CamParams.token_grid,
 ) -> dict[str, dict[str, Any]]:
     """JSON-ready per-technique parameters for the workers (and for export), from the
     keyword arguments of :func:`convviz_check.agreement` (their defaults are the
@@ -148,6 +152,11 @@ def artifact_params(
 
     The ``"gradcam"`` technique computes ``cc.cam(method=cam_method, **cam_options)``
     (Grad-CAM by default); ``cam_options`` must be JSON-ready (e.g. ``max_channels``).
+    ``token_grid`` travels with it (checked here, before any worker starts).
+
+    Raises:
+        InputError: ``token_grid`` is not three integers ``(height >= 1, width >= 1,
+            prefix >= 0)``.
     """
     classes: int | tuple[int, ...] | None
     if class_index is None:
@@ -167,6 +176,7 @@ def artifact_params(
             preprocess=bool(preprocess),
             method=str(cam_method),
             method_options=dict(cam_options or {}),
+            token_grid=_token_grid(token_grid),
         ),
         "filters": FiltersParams(
             layer=filters_layer,
@@ -181,6 +191,23 @@ def artifact_params(
         ),
     }
     return {name: to_json(params) for name, params in requests.items()}
+
+
+def _token_grid(value: Any) -> tuple[int, int, int] | None:
+    """``token_grid`` as three Python ints (the rule of ``cc.cam``'s own check, here
+    without Keras: the parent side imports no framework)."""
+    if value is None:
+        return None
+    ok = isinstance(value, list | tuple | np.ndarray) and len(value) == 3
+    ok = ok and all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in value)
+    if not ok or min(value[:2]) < 1 or value[2] < 0:
+        raise InputError(
+            f"token_grid must be (height, width, prefix tokens): three integers, height "
+            f"and width >= 1, prefix >= 0. Received: token_grid={value!r}. Expected e.g. "
+            "(14, 14, 1) for a ViT-B/16 at 224 px with a class token."
+        )
+    h, w, prefix = (int(v) for v in value)
+    return h, w, prefix
 
 
 def model_spec(
