@@ -144,8 +144,29 @@ def test_the_token_grid_travels_as_json_and_back() -> None:
     assert from_json("gradcam", {}).token_grid is None
 
 
-def test_the_agree_command_reads_token_grid() -> None:
+def test_the_agree_command_reads_token_grid_and_takes_rollout() -> None:
+    assert agree_cli._check_cam("rollout") == "rollout"
+    with pytest.raises(InputError, match="Expected one of gradcam, .*, rollout"):
+        agree_cli._check_cam("rollout2")
     assert agree_cli._token_grid("14,14,1") == (14, 14, 1)
     assert agree_cli._token_grid(None) is None
     with pytest.raises(InputError, match="--token-grid '14,x'"):
         agree_cli._token_grid("14,x")
+
+
+def test_the_agree_command_passes_rollout_and_the_grid_on(monkeypatch) -> None:
+    from convviz_check import cli
+    from convviz_check.judge.agreement import AgreementReport
+
+    calls = []
+
+    def fake_agreement(model, images, **kwargs):
+        calls.append(kwargs)
+        return AgreementReport(model=model, backends=ALL, what=kwargs["what"])
+
+    monkeypatch.setattr(ag, "agreement", fake_agreement)
+    argv = ["agree", "m.keras", "--scenes", "1", "--what", "gradcam", "--cam", "rollout"]
+    assert cli.main([*argv, "--token-grid", "4,4,1"]) == 0
+    assert cli.main(argv) == 0
+    assert calls[0]["cam_method"] == "rollout" and calls[0]["token_grid"] == (4, 4, 1)
+    assert calls[1]["token_grid"] is None

@@ -136,7 +136,7 @@ def _add_technique_arguments(p: argparse.ArgumentParser) -> None:
         default="gradcam",
         metavar="METHOD",
         help="the class-activation map method every backend computes for the 'gradcam' "
-        f"technique: {', '.join(cam_methods())} (default: gradcam)",
+        f"technique: {', '.join(_agree_methods())} (default: gradcam)",
     )
     p.add_argument(
         "--cam-option",
@@ -180,11 +180,17 @@ def _split(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def _agree_methods() -> list[str]:
+    """What ``--cam`` accepts: the CAM methods and attention rollout (``cc.cam``'s
+    ``method="rollout"``, for a vision transformer)."""
+    return [*cam_methods(), "rollout"]
+
+
 def _check_cam(method: str) -> str:
-    if method not in cam_methods():
+    if method not in _agree_methods():
         raise InputError(
             f"Unknown CAM method. Received: --cam {method!r}. Expected one of "
-            f"{', '.join(cam_methods())}."
+            f"{', '.join(_agree_methods())}."
         )
     return method
 
