@@ -88,7 +88,9 @@ def test_explain_into_an_existing_folder_keeps_its_other_files(
     assert sorted(p.name for p in out.rglob("*")) == ["index.html", "notes.txt"]
     assert (out / "index.html").read_text() == "an earlier page"
     monkeypatch.undo()
+    capsys.readouterr()
     assert main([*argv, "--what", "activations"]) == 0
+    assert "was not empty: its other files were kept" in capsys.readouterr().out
     assert (out / "notes.txt").read_text() == "mine"  # kept
     assert "an earlier page" not in (out / "index.html").read_text()  # replaced
     assert (out / "summary.json").is_file() and list((out / "activations").glob("*.png"))

@@ -428,12 +428,15 @@ def _model_info(model: Any, source: str, prep: img_lib.Prepared, num_classes: in
 def run(args: argparse.Namespace) -> int:
     stated, given_names = check_args(args)
     progress = Progress(sys.stdout.isatty())
+    had = args.out.is_dir() and any(args.out.iterdir())
     try:
         with staged_output(args.out) as staging:
             summary = _explain(args, stated, progress, given_names, staging)
     finally:
         progress.close()
     _print_summary(summary, args.out)
+    if had:
+        print(f"{args.out} was not empty: its other files were kept, same-path files replaced")
     return 0
 
 
