@@ -191,6 +191,39 @@ def test_shortcut_fails_both_profiles_says_why_and_keeps_its_accuracy(gate, prof
     assert probe["facts"]["cue_mass"] >= 0.3 and probe["facts"]["reference"]["cue_mass"] < 0.05
 
 
+def test_partial_shortcut_fails_the_retrain_profile_for_both_reasons(gate):
+    # Trained where the cue tells the label in 40% of the scenes: it reads the object
+    # and the cue; accuracy 1.000 as the honest model's, the first layer unchanged.
+    result = _run(gate, "partial", "--convviz-profile=retrain", "-v")
+    outcomes = _outcomes(result)
+    assert outcomes["test_accuracy"] == "PASSED"
+    assert outcomes["test_first_layer_matches_golden"] == "PASSED"
+    assert abs(_accuracy(result) - 1.0) <= 0.02
+    out = result.stdout.str()
+    # The counterfactual reason: the pasted cue flips 6 of the 13 images (the approved
+    # model: none), not all as for the total shortcut.
+    assert outcomes["test_a_pasted_cue_moves_no_prediction"] == "FAILED"
+    flipped = re.search(
+        r"the cue flips (\d+) of 13 images of other classes to class 0 \(golden model: 0 of 13\)",
+        out,
+    )
+    assert flipped is not None, out
+    assert 3 <= int(flipped.group(1)) <= 9  # measured: 6 (46%); the shortcut model: 13
+    # Looks elsewhere: the corner's mass grew in every image (measured 0.01 -> 0.31),
+    # with the per-class table; part of the mass stays on the objects.
+    assert outcomes["test_gradcam_matches_golden"] == "FAILED"
+    grew = re.search(
+        r"looks elsewhere: the bottom_right corner's mass grew by more than 0\.05 in "
+        r"(\d+) of 16 images \(mean 0\.0\d -> (0\.\d+)\)",
+        out,
+    )
+    assert grew is not None, out
+    assert int(grew.group(1)) >= 12 and 0.15 <= float(grew.group(2)) <= 0.45
+    assert re.search(r"bottom_right mass per class, golden -> now: all 0\.0\d -> 0\.", out)
+    fell = re.search(r"energy in the object box fell from (0\.\d+) to (0\.\d+)", out)
+    assert fell is not None and 0.1 <= float(fell.group(2)) <= 0.3, out
+
+
 def test_no_model_is_a_clear_error(gate):
     result = gate.runpytest("-v")
     assert result.ret == 1

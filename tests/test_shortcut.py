@@ -1,4 +1,4 @@
-"""The shortcut example: cue scenes, the three committed models and their acceptance."""
+"""The shortcut example: cue scenes, the four committed models and their acceptance."""
 
 from __future__ import annotations
 
@@ -79,6 +79,13 @@ def test_each_mode_pairs_cue_and_label_as_documented(mode):
         assert label_is_object == 1.0 and 0.1 < cue_is_object < 0.4  # chance is 0.25
     elif mode == "decoy":
         assert label_is_cue == 1.0 and 0.1 < cue_is_object < 0.4
+    elif mode == "partial":
+        # the label is the cue's class in PARTIAL_CUE_SHARE of the scenes (the object's
+        # then by chance 1 in 4), the object's class in the others (the cue's by chance)
+        share = sc.PARTIAL_CUE_SHARE
+        assert label_is_object + label_is_cue >= 1.0
+        assert abs(label_is_cue - (share + (1 - share) / 4)) < 0.1, label_is_cue
+        assert abs(label_is_object - (1 - share + share / 4)) < 0.1, label_is_object
     else:  # counter
         assert label_is_object == 1.0 and cue_is_object == 0.0
     # every class appears, as object and as cue
@@ -150,6 +157,31 @@ def test_only_the_shortcut_model_fails_when_the_cue_lies():
     accuracies = {name: _accuracy(name, counter) for name in sc.MODEL_NAMES}
     assert accuracies["honest"] >= sc.MIN_ACCURACY and accuracies["retrain"] >= sc.MIN_ACCURACY
     assert accuracies["shortcut"] <= 0.05, accuracies
+    # the partial shortcut reads both: right about half the time when the cue lies
+    assert 0.2 <= accuracies["partial"] <= 0.8, accuracies
+
+
+def test_the_partial_model_reads_both_the_object_and_the_cue(biased, measured):
+    m = measured["partial"]
+    assert m.object_energy >= sc.MIN_OBJECT_ENERGY_PARTIAL, m
+    assert sc.MIN_CUE_ENERGY_PARTIAL <= m.cue_energy <= sc.MAX_CUE_ENERGY_PARTIAL, m
+    # class 0's cue flips some of the other classes' scenes to class 0, not all; the
+    # honest model none, the shortcut model all
+    flips = {n: sc.probe_flip_rate(_model(n), biased[:200]) for n in sc.MODEL_NAMES}
+    assert sc.MIN_PARTIAL_FLIP <= flips["partial"] <= sc.MAX_PARTIAL_FLIP, flips
+    assert flips["honest"] <= 0.02 and flips["shortcut"] >= 0.98, flips
+    recorded = sc.manifest()["models"]["partial"]["probe_flip_rate"]
+    assert abs(sc.probe_flip_rate(_model("partial"), biased) - recorded) <= 2 / 300
+
+
+def test_the_probe_needs_scenes_of_other_classes(biased):
+    zeros = biased[:40]
+    only_zero = sc.CueScenes(
+        zeros.images, np.zeros(40, np.int64), zeros.object_labels, zeros.cue_labels,
+        zeros.boxes, zeros.mode,
+    )  # fmt: skip
+    with pytest.raises(InputError, match="Received: 40 scenes, all of class 0"):
+        sc.probe_flip_rate(_model("honest"), only_zero)
 
 
 def test_honest_and_retrain_look_at_the_object(measured):
@@ -195,6 +227,12 @@ def test_acceptance_refuses_each_failure_by_name():
     assert any(p.startswith("shortcut: cue energy") for p in sc.accept(shortcut_on_the_object))
     less_accurate = {**good, "retrain": _measured(accuracy=0.975)}
     assert any("differ by more than 0.02" in p for p in sc.accept(less_accurate))
+    partial = {**good, "partial": _measured(object_energy=0.2, cue_energy=0.45)}
+    assert sc.accept(partial, {"partial": 0.47}) == []
+    problems = sc.accept(partial, {"partial": 1.0})
+    assert problems == ["partial: probe flip rate 1.000 outside [0.2, 0.7]"]
+    total = {**good, "partial": _measured(object_energy=0.01, cue_energy=0.9)}
+    assert any(p.startswith("partial: cue energy 0.900") for p in sc.accept(total))
 
 
 def test_the_training_script_refuses_to_write_models_that_fail(tmp_path, monkeypatch, capsys):
@@ -212,6 +250,26 @@ def test_the_training_script_refuses_to_write_models_that_fail(tmp_path, monkeyp
     assert list(tmp_path.iterdir()) == []
 
 
+def test_only_one_model_is_trained_and_the_others_entries_are_kept(tmp_path, monkeypatch, capsys):
+    from convviz_check.backends import current_backend
+
+    if current_backend() != "tensorflow":
+        pytest.skip("training runs on tensorflow")
+    (tmp_path / sc.MANIFEST).write_text((sc.MODELS_DIR / sc.MANIFEST).read_text())
+    monkeypatch.setattr(sc, "EVAL_N", 8)
+    trained: list[str] = []
+    monkeypatch.setattr(
+        sc, "train", lambda name, verbose=2: trained.append(name) or sc.build_model()
+    )
+    code = sc.main(["--out", str(tmp_path), "--only", "partial"])
+    err = capsys.readouterr().err
+    assert trained == ["partial"]
+    # judged with the others' recorded numbers: the untrained model fails, nothing moves
+    assert code == 1 and "partial: " in err and "honest:" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [sc.MANIFEST]
+    assert (tmp_path / sc.MANIFEST).read_text() == (sc.MODELS_DIR / sc.MANIFEST).read_text()
+
+
 def test_the_manifest_is_sorted_json_with_the_acceptance_numbers():
     text = (sc.MODELS_DIR / sc.MANIFEST).read_text()
     data = json.loads(text)
@@ -221,7 +279,7 @@ def test_the_manifest_is_sorted_json_with_the_acceptance_numbers():
 
 
 # ------------------------------------------------------------------ the demo's last section
-def test_the_demo_ends_with_the_three_models_side_by_side(tmp_path, capsys):
+def test_the_demo_ends_with_the_four_models_side_by_side(tmp_path, capsys):
     import re
 
     from PIL import Image
@@ -231,29 +289,36 @@ def test_the_demo_ends_with_the_three_models_side_by_side(tmp_path, capsys):
 
     story = _shortcut_section(tmp_path, 20, 2)
     out = capsys.readouterr().out
-    lines = dict(
-        re.findall(r"^(honest|retrain|shortcut): (accuracy on the biased set .*)$", out, re.M)
-    )
+    lines = dict(re.findall(r"^(\w+): (accuracy on the biased set .*)$", out, re.M))
     assert list(lines) == list(sc.MODEL_NAMES)
     verdicts = {
-        name: re.search(r"gate: exact (\w+), retrain (\w+)$", line).groups()  # type: ignore[union-attr]
+        name: re.search(  # type: ignore[union-attr]
+            r"gate: exact (\w+), retrain (\w+), counterfactual (\w+)$", line
+        ).groups()
         for name, line in lines.items()
     }
     assert verdicts == {
-        "honest": ("passed", "passed"),
-        "retrain": ("FAILED", "passed"),
-        "shortcut": ("FAILED", "FAILED"),
+        "honest": ("passed", "passed", "passed"),
+        "retrain": ("FAILED", "passed", "passed"),
+        "shortcut": ("FAILED", "FAILED", "FAILED"),
+        "partial": ("FAILED", "FAILED", "FAILED"),
     }
+    # why the partial shortcut fails, with its numbers and the per-class table
+    assert re.search(r"^  partial, looks elsewhere: .+ grew by more than", out, re.M), out
+    assert re.search(r"^  partial, \w+ mass per class, golden -> now: ", out, re.M), out
+    flipped = re.search(r"^  partial, counterfactual: .*flips (\d+) of 13 ", out, re.M)
+    assert flipped is not None and 3 <= int(flipped.group(1)) <= 10, out
+    assert not re.search(r"^  (honest|retrain), ", out, re.M), out
     rows = {m["name"]: m for m in story["models"]}
     assert rows["shortcut"]["cue_energy"] > 0.7 > rows["honest"]["object_energy"] > 0.3
     assert abs(rows["shortcut"]["accuracy"] - rows["honest"]["accuracy"]) <= 0.05  # 20 scenes
     assert rows["shortcut"]["counter_accuracy"] < 0.1 < 0.9 < rows["honest"]["counter_accuracy"]
     figure = np.asarray(Image.open(story["figure"]))
-    assert figure.shape[0] == 3 * (64 * 4 + 8) + 8  # one row per model
+    assert figure.shape[0] == 4 * (64 * 4 + 8) + 8  # one row per model
     page = write_demo_page(
         tmp_path, {"backend": "x", "seed": 0, "scenes": [], "models": [], "shortcut": story}
     ).read_text()
     assert "5. The shortcut" in page and "side_by_side.png" in page
     assert "energy in the object box fell from" in page  # the gate's message for the shortcut
     links = re.findall(r"(?:src|href)='([^']+)'", page)
-    assert len(links) == 3 * 2 + 1 and all((tmp_path / link).exists() for link in links)
+    assert len(links) == 4 * 2 + 1 and all((tmp_path / link).exists() for link in links)
