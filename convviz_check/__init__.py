@@ -53,8 +53,9 @@ _EXPORTS: dict[str, str] = {
     # filter patterns across retrains (the Keras side: explain.pattern_response)
     "match_channels": "pattern_response",
     "judge_pattern_response": "pattern_response",
-    # comparison, agreement
+    # comparison, judgments, agreement
     "compare": "metrics",
+    "judge_golden": "judge.golden",
     "agreement": "crossbackend.agreement",
     "AgreementReport": "crossbackend.agreement",
 }
@@ -110,9 +111,10 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .explain.filters import filter_patterns  # noqa: F401
     from .explain.gradcam import gradcam  # noqa: F401
     from .graph import conv_layers  # noqa: F401
+    from .judge.golden import judge_golden  # noqa: F401
     from .metrics import compare  # noqa: F401
-    from .pattern_response import judge_pattern_response, match_channels  # noqa: F401
     from .models import load_model, model_fingerprint  # noqa: F401
+    from .pattern_response import judge_pattern_response, match_channels  # noqa: F401
     from .render import (  # noqa: F401
         activation_grid,
         deprocess_image,
