@@ -486,7 +486,7 @@ class _Run:
         lines = [f"convviz check {r.name!r} ({what}) does not match its golden."]
         text = self.comparison.text.splitlines() if self.comparison is not None else []
         names = r.meta.get("class_names") or expected.sidecar.get("class_names")
-        lines += cause_first(expected.artifact, r.obtained, self.plain + text, names)
+        lines += cause_first(expected.artifact, r.obtained, self.plain + text, names, retrain)
         if r.note and r.obtained.kind == "heatmap":
             lines.append(f"note: {r.note}")
         bounds = "cross-backend bounds" if cross else "same-backend bounds"

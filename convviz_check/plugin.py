@@ -408,7 +408,7 @@ def convviz(request: pytest.FixtureRequest) -> Any:
         cam_method="gradcam", cam_options=None, filters_layer=None, filters=8,
         filter_steps=30, filter_size=None, learning_rate=None, seed=0,
         input_range=None, safe_mode=True, custom_objects=None, timeout=None,
-        pool=None, name=None)
+        token_grid=None, pool=None, name=None)
       convviz.check_counterfactual(name, model, images, *, cue, at="bottom_right",
         margin=0, reference=None, classes=None, max_rate_increase=0.2,
         max_mass_increase=0.15, cell_margin=1, method="gradcam", **cam_kwargs)

@@ -179,7 +179,8 @@ class ConvvizFixture:
             gradcam_layer=None, score="auto", preprocess=False, cam_method="gradcam",
             cam_options=None, filters_layer=None, filters=8, filter_steps=30,
             filter_size=None, learning_rate=None, seed=0, input_range=None,
-            safe_mode=True, custom_objects=None, timeout=None, pool=None, name=None):
+            safe_mode=True, custom_objects=None, timeout=None, token_grid=None, pool=None,
+            name=None):
             the backends agree (``cc.agreement``); backends: the argument > marker
             ``convviz(backends=...)`` > ``--convviz-backends`` > ini.
         check_counterfactual(name, model, images, *, cue, at="bottom_right", margin=0,

@@ -219,6 +219,10 @@ def test_partial_shortcut_fails_the_retrain_profile_for_both_reasons(gate):
     )
     assert grew is not None, out
     assert int(grew.group(1)) >= 12 and 0.15 <= float(grew.group(2)) <= 0.45
+    # the verdict leads the check's message (a retrain's changed weights are no news)
+    header = out.index("convviz check 'gradcam' (heatmap, profile retrain) does not match")
+    first = out[header:].splitlines()[1]
+    assert "looks elsewhere:" in first and "fingerprint" not in first, first
     assert re.search(r"bottom_right mass per class, golden -> now: all 0\.0\d -> 0\.", out)
     fell = re.search(r"energy in the object box fell from (0\.\d+) to (0\.\d+)", out)
     assert fell is not None and 0.1 <= float(fell.group(2)) <= 0.3, out

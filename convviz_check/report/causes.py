@@ -26,16 +26,26 @@ _CAUSES = (
     "the explained class changed",
 )
 _SAME_CODE = "same model and inputs: the code or a library changed"
+# The retrain profile's two verdicts (convviz_check.evidence.VERDICTS), as lines start.
+_VERDICTS = ("predicts differently:", "looks elsewhere:")
 
 
 def cause_first(
-    expected: Artifact, obtained: Artifact, lines: list[str], names: Any = None
+    expected: Artifact,
+    obtained: Artifact,
+    lines: list[str],
+    names: Any = None,
+    verdict_first: bool = False,
 ) -> list[str]:
     """``lines`` with the cause first: a changed target layer, score kind or target
     (from the two artifacts' attrs), a changed CAM method and changed classes, before
     the fingerprint verdicts and the metrics. When the check itself computes something
     else, "the code or a library changed" is not the verdict; classes are named by
-    ``names`` (a list of class names) where given."""
+    ``names`` (a list of class names) where given.
+
+    ``verdict_first`` (the retrain profile): the retrain verdicts ("predicts
+    differently: ...", "looks elsewhere: ...") lead, before everything else: a retrain
+    changes the weights by definition, so "model fingerprint changed" is no news there."""
     setup = []
     for key, label in _SETUP:
         old, new = expected.attrs.get(key), obtained.attrs.get(key)
@@ -51,7 +61,11 @@ def cause_first(
             for line in lines
         ]
     causes = [line for line in lines if line.startswith(_CAUSES)]
-    return setup + causes + [line for line in lines if line not in causes]
+    ordered = setup + causes + [line for line in lines if line not in causes]
+    if not verdict_first:
+        return ordered
+    verdicts = [line for line in ordered if line.startswith(_VERDICTS)]
+    return verdicts + [line for line in ordered if line not in verdicts]
 
 
 def class_named(line: str, names: Any) -> str:
