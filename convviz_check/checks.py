@@ -542,16 +542,8 @@ def attach_boxes(artifact: Artifact, boxes: Any, source: str = "boxes") -> Artif
     """
     if boxes is None:
         return artifact
-    if artifact.kind != "heatmap" or artifact.layout not in ("array", "gradcam"):
-        raise LocalizationError(
-            f"{source} go with heatmap checks (a GradCAM or an (N, h, w) array). "
-            f"Received: a {artifact.kind} check."
-        )
-    maps = artifact.arrays["heatmap" if artifact.layout == "gradcam" else "value"]
+    maps, shape = regions_lib.heatmap_maps_and_shape(artifact, source)
     n = 1 if maps.ndim == 2 else int(maps.shape[0])
-    shape = tuple(artifact.attrs.get("image_shape") or ()) or tuple(maps.shape[-2:])
-    if not all(shape):  # a GradCAM without its input size: the maps' own
-        shape = tuple(maps.shape[-2:])
     return artifact.with_boxes(check_boxes(boxes, n, shape, source))
 
 

@@ -27,6 +27,7 @@ import numpy as np
 from . import graph as graph_lib
 from . import keras_private
 from .errors import GraphError, InputError
+from .types import check_token_grid
 
 # Operations that pass tokens through unchanged at inference: the automatic layer of a
 # head that averages tokens lies before them.
@@ -216,26 +217,6 @@ def check_token_layer(model: Any, layer: str) -> str:
         f"that the output does not depend on. Expected one of {valid} (the automatic "
         f"layer is {auto!r})."
     )
-
-
-def check_token_grid(token_grid: Any) -> tuple[int, int, int] | None:
-    """``token_grid`` as ``(h, w, prefix)`` (or ``None``).
-
-    Raises:
-        InputError: not three integers with ``h, w >= 1`` and ``prefix >= 0``.
-    """
-    if token_grid is None:
-        return None
-    ok = isinstance(token_grid, list | tuple) and len(token_grid) == 3
-    ok = ok and all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in token_grid)
-    if not ok or min(token_grid[:2]) < 1 or token_grid[2] < 0:
-        raise InputError(
-            f"token_grid must be (height, width, prefix tokens): three integers, height "
-            f"and width >= 1, prefix >= 0. Received: token_grid={token_grid!r}. Expected "
-            "e.g. (14, 14, 1) for a ViT-B/16 at 224 px with a class token."
-        )
-    h, w, p = (int(v) for v in token_grid)
-    return h, w, p
 
 
 def _patch_strides(model: Any) -> list[tuple[int, int]]:

@@ -218,6 +218,19 @@ def attach_regions(artifact: Any, regions: Any, source: str = "regions") -> Any:
     checked = check_regions(regions, source)
     if checked is None:
         return artifact
+    _, shape = heatmap_maps_and_shape(artifact, source)
+    regions_inside(checked, shape, source)
+    return artifact.with_regions(checked)
+
+
+def heatmap_maps_and_shape(artifact: Any, source: str) -> tuple[np.ndarray, tuple[int, ...]]:
+    """The maps of a heatmap artifact and the input size its boxes and regions are in
+    (a GradCAM's ``image_shape``; a bare ``(N, h, w)`` array, or a GradCAM without its
+    input size, the maps' own ``(h, w)``): one rule for object boxes and regions.
+
+    Raises:
+        LocalizationError: ``artifact`` is no heatmap (``source`` names the argument).
+    """
     if artifact.kind != "heatmap" or artifact.layout not in ("array", "gradcam"):
         raise LocalizationError(
             f"{source} go with heatmap checks (a GradCAM or an (N, h, w) array). "
@@ -227,5 +240,4 @@ def attach_regions(artifact: Any, regions: Any, source: str = "regions") -> Any:
     shape = tuple(artifact.attrs.get("image_shape") or ()) or tuple(maps.shape[-2:])
     if not all(shape):  # a GradCAM without its input size: the maps' own
         shape = tuple(maps.shape[-2:])
-    regions_inside(checked, shape, source)
-    return artifact.with_regions(checked)
+    return maps, shape

@@ -476,3 +476,25 @@ class Outcome:
             "per_item": self.items,
             "facts": self.facts,
         }
+
+
+def check_token_grid(token_grid: Any) -> tuple[int, int, int] | None:
+    """``token_grid`` (a vision transformer's token grid, ``cc.cam(..., token_grid=)``)
+    as three Python ints ``(h, w, prefix)``, or ``None``. One rule for the library and
+    for the parent of a cross-backend run (which imports no framework).
+
+    Raises:
+        InputError: not three integers with ``h, w >= 1`` and ``prefix >= 0``.
+    """
+    if token_grid is None:
+        return None
+    ok = isinstance(token_grid, list | tuple | np.ndarray) and len(token_grid) == 3
+    ok = ok and all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in token_grid)
+    if not ok or min(token_grid[:2]) < 1 or token_grid[2] < 0:
+        raise InputError(
+            f"token_grid must be (height, width, prefix tokens): three integers, height "
+            f"and width >= 1, prefix >= 0. Received: token_grid={token_grid!r}. Expected "
+            "e.g. (14, 14, 1) for a ViT-B/16 at 224 px with a class token."
+        )
+    h, w, prefix = (int(v) for v in token_grid)
+    return h, w, prefix

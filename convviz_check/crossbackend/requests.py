@@ -18,7 +18,7 @@ import numpy as np
 from .. import storage
 from ..artifacts import Artifact
 from ..errors import InputError, describe_array
-from ..types import TECHNIQUES
+from ..types import TECHNIQUES, check_token_grid
 
 
 # --------------------------------------------------------------------------- parameters
@@ -176,7 +176,7 @@ def artifact_params(
             preprocess=bool(preprocess),
             method=str(cam_method),
             method_options=dict(cam_options or {}),
-            token_grid=_token_grid(token_grid),
+            token_grid=check_token_grid(token_grid),
         ),
         "filters": FiltersParams(
             layer=filters_layer,
@@ -191,23 +191,6 @@ def artifact_params(
         ),
     }
     return {name: to_json(params) for name, params in requests.items()}
-
-
-def _token_grid(value: Any) -> tuple[int, int, int] | None:
-    """``token_grid`` as three Python ints (the rule of ``cc.cam``'s own check, here
-    without Keras: the parent side imports no framework)."""
-    if value is None:
-        return None
-    ok = isinstance(value, list | tuple | np.ndarray) and len(value) == 3
-    ok = ok and all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in value)
-    if not ok or min(value[:2]) < 1 or value[2] < 0:
-        raise InputError(
-            f"token_grid must be (height, width, prefix tokens): three integers, height "
-            f"and width >= 1, prefix >= 0. Received: token_grid={value!r}. Expected e.g. "
-            "(14, 14, 1) for a ViT-B/16 at 224 px with a class token."
-        )
-    h, w, prefix = (int(v) for v in value)
-    return h, w, prefix
 
 
 def model_spec(
