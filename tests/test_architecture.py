@@ -47,6 +47,8 @@ CORE = (
     "convviz_check.localization",
     "convviz_check.faithfulness_judge",
     "convviz_check.pattern_response",
+    "convviz_check.counterfactual",
+    "convviz_check.spectral",
     "convviz_check.render",
     "convviz_check.golden",
     "convviz_check.sidecars",
