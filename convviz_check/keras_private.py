@@ -14,7 +14,7 @@ so), never to a wrong result.
 | ``keras.src.backend.common.stateless_scope.in_stateless_scope`` | ``_fastload`` | leave variables of a stateless scope alone |
 | ``keras.src.backend.torch.nn._transpose_spatial_inputs`` | ``backends.torch`` | a channels-last view instead of a copy (scoped patch) |
 | ``keras.src.backend.jax.nn.depthwise_conv`` | ``backends.jax`` | depthwise convolution by taps (scoped patch) |
-| ``Layer._flatten_layers`` (method) | ``graph_tokens``, ``explain.rollout`` | every sublayer of a layer (patch embeddings and attention layers inside custom layers) |
+| ``Layer._flatten_layers`` (method) | ``graph.tokens``, ``explain.rollout`` | every sublayer of a layer (patch embeddings and attention layers inside custom layers) |
 | ``MultiHeadAttention.call`` (per-instance override) | ``explain.rollout`` | the attention weights of layers that do not ask for them (scoped patch) |
 | keras-hub ``ViTEncoder`` / ``DeiTEncoder`` attributes ``encoder_layers``, ``dropout``, ``layer_norm`` | ``graph`` (via :func:`encoder_parts`) | address each transformer block of an encoder that is one layer |
 

@@ -87,7 +87,7 @@ class _Shortcut:
         """The test's Grad-CAM layer: marker ``convviz(gradcam_layer=...)`` >
         ``--convviz-gradcam-layer`` > ini ``convviz_gradcam_layer``, checked on
         ``model``; None when none is set."""
-        from .graph_targets import check_chosen_layer
+        from .graph.targets import check_chosen_layer
 
         marker = fixture.node.get_closest_marker("convviz")
         if marker is not None and marker.kwargs.get("gradcam_layer") is not None:

@@ -442,7 +442,7 @@ def _se_model(keepdims=False, seed=3):
 
 @pytest.mark.parametrize("keepdims", [False, True], ids=["reshape", "keepdims"])
 def test_gradcam_se_block_automatic_layer_feeds_the_head_pooling(keepdims):
-    from convviz_check import graph_targets
+    from convviz_check.graph import targets as graph_targets
 
     model = _se_model(keepdims)
     x = _images(3, (12, 12, 3), seed=5)
@@ -500,7 +500,7 @@ def _tiny_vit():
 
 def test_gradcam_reads_a_vision_transformer_token_layer_as_its_grid():
     # One block behind a class-token head: the block's input (the embedding after the
-    # encoder's dropout) is the automatic layer (convviz_check.graph_tokens).
+    # encoder's dropout) is the automatic layer (convviz_check.graph.tokens).
     model = _tiny_vit()
     cam = gradcam(model, _images(1, (32, 32, 3)))
     assert cam.layer == "dropout" and cam.heatmap.shape == (1, 4, 4)

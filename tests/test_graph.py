@@ -169,8 +169,8 @@ def test_records_know_their_parents_across_nested_model_boundaries():
 def test_nested_sequential_stem_keeps_the_graph_connected():
     """A Normalization before a nested Sequential stem (ConvNeXt's layout): the
     normalization still feeds the head, and is found as the leading preprocessing."""
-    from convviz_check import graph_targets
     from convviz_check.explain.inputs import infer_input_range
+    from convviz_check.graph import targets as graph_targets
 
     stem = keras.Sequential(
         [keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 2, strides=2, name="stem_conv")],
@@ -191,7 +191,7 @@ def test_nested_sequential_stem_keeps_the_graph_connected():
 def test_map_rule_on_a_pooled_head_with_a_1x1_convolution():
     """MobileNet's head: GAP(keepdims) -> Conv2D 1x1 -> Reshape. The 1x1 convolution is
     4-D but after the head's pooling; the automatic layer is the map before it."""
-    from convviz_check import graph_targets
+    from convviz_check.graph import targets as graph_targets
 
     x_in = keras.Input((16, 16, 3))
     a = keras.layers.Conv2D(4, 3, strides=2, name="features")(x_in)
@@ -206,7 +206,7 @@ def test_map_rule_on_a_pooled_head_with_a_1x1_convolution():
 
 
 def test_short_list_abbreviates_long_layer_lists():
-    from convviz_check.graph_targets import short_list
+    from convviz_check.graph.targets import short_list
 
     assert short_list(["a", "b"]) == "['a', 'b']"
     long = short_list([f"l{i}" for i in range(100)], limit=8)

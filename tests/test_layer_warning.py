@@ -151,7 +151,7 @@ def test_a_project_layer_the_model_lacks_is_refused_naming_the_layers_that_fit(p
     assert "'featurez'" in text and "no layer of that name" in text
     assert "['features', 'class_conv', 'class_relu']" in text
     m = _models()
-    from convviz_check.graph_targets import check_chosen_layer
+    from convviz_check.graph.targets import check_chosen_layer
 
     with pytest.raises(GraphError, match="no spatial map before the head"):
         check_chosen_layer(m["all_conv"](), "gap", "the ini key convviz_gradcam_layer")

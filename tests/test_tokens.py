@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 import convviz_check as cc
-from convviz_check import GraphError, InputError, graph_tokens
+from convviz_check import GraphError, InputError
 from convviz_check import graph as cc_graph
 from convviz_check.errors import ConvvizError
+from convviz_check.graph import tokens as graph_tokens
 
 
 def _images(n: int, size: int, seed: int = 0) -> np.ndarray:
@@ -202,7 +203,7 @@ def test_to_map_drops_the_prefix_row_by_row():
 
 
 def test_a_project_layer_may_be_a_token_layer():
-    from convviz_check.graph_targets import check_chosen_layer
+    from convviz_check.graph.targets import check_chosen_layer
 
     model = _vit()
     source = "the ini key convviz_gradcam_layer"

@@ -39,10 +39,11 @@ import numpy as np
 import pytest
 
 import convviz_check as cc
-from convviz_check import GraphError, graph, graph_targets
+from convviz_check import GraphError, graph
 from convviz_check.explain.filters import default_learning_rate, start_image
 from convviz_check.explain.gradcam import DEGENERATE_RTOL, gradcam_note
 from convviz_check.explain.inputs import infer_input_range
+from convviz_check.graph import targets as graph_targets
 
 BACKEND = keras.config.backend()
 CLASSES = 5

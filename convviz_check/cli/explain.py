@@ -146,11 +146,11 @@ def resolve_class(text: str | None, num_classes: int, names: list[str] | None) -
 # --------------------------------------------------------------------------- layers
 def filters_plan(model: Any, layer: str | None, wanted: int) -> tuple[str, int, int]:
     """``(layer, channels, count)``: the filter layer (default:
-    :func:`~convviz_check.graph_targets.default_filters_layer`, the deepest conv map
+    :func:`~convviz_check.graph.targets.default_filters_layer`, the deepest conv map
     wider than 8 cells), its channel count, and how many filters to draw."""
     from .. import graph as graph_lib
     from ..explain.filters import BORDER
-    from ..graph_targets import default_filters_layer, map_layers, short_list, spatial_side
+    from ..graph.targets import default_filters_layer, map_layers, short_list, spatial_side
 
     maps = map_layers(model)
     if layer is None:
@@ -178,7 +178,7 @@ def filters_plan(model: Any, layer: str | None, wanted: int) -> tuple[str, int, 
 def gradcam_plan(model: Any, layer: str | None) -> str:
     """The class-activation maps' layer, checked (an unknown layer is an error naming
     the valid ones)."""
-    from ..graph_targets import target_layer
+    from ..graph.targets import target_layer
 
     return target_layer(model, layer)
 

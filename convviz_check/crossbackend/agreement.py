@@ -291,7 +291,7 @@ def agreement(
             :func:`convviz_check.cam`'s (default: inferred by each backend's worker).
         filters_layer: layer of the filter patterns (default: the deepest conv layer
             before the head whose map is wider than 8 cells,
-            :func:`~convviz_check.graph_targets.default_filters_layer`).
+            :func:`~convviz_check.graph.targets.default_filters_layer`).
         filters: how many filters (the first ``n``) or which ones.
         filter_steps, filter_size, learning_rate, seed, input_range: passed to
             :func:`convviz_check.filter_patterns`.

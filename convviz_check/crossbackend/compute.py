@@ -25,7 +25,7 @@ import numpy as np
 
 from ..artifacts import Artifact
 from ..errors import InputError
-from ..graph_targets import default_filters_layer
+from ..graph.targets import default_filters_layer
 from ..types import TECHNIQUES
 from .requests import ActivationsParams, CamParams, FiltersParams, from_json
 

@@ -68,7 +68,7 @@ class FiltersParams:
 
     Attributes:
         layer: the layer (None: the deepest conv map before the head wider than 8
-            cells, :func:`convviz_check.graph_targets.default_filters_layer`).
+            cells, :func:`convviz_check.graph.targets.default_filters_layer`).
         filters: how many (the first ``n``) or which ones.
         steps, size, learning_rate, seed, batch_size: the ascent's.
         input_range: the model's input range (None: inferred from a leading

@@ -23,7 +23,7 @@ import numpy as np
 from .. import backends
 from .. import graph as graph_lib
 from ..errors import ConvvizWarning, GraphError, InputError, describe_array
-from ..graph_targets import short_list
+from ..graph.targets import short_list
 from ..render import activation_grid
 from ..storage import write_png
 from .inputs import as_image_batch, to_channels_last, to_model_layout

@@ -46,8 +46,8 @@ import numpy as np
 
 from .. import graph as graph_lib
 from ..errors import ConvvizWarning, InputError
-from ..graph_targets import gradcam_note, target_layer
-from ..graph_tokens import grid_for, on_grid
+from ..graph.targets import gradcam_note, target_layer
+from ..graph.tokens import grid_for, on_grid
 from ..types import GradCAM
 from .cam_methods import (  # noqa: F401  (re-exported: explain.cam.METHODS etc.)
     METHODS,
@@ -307,7 +307,7 @@ def cam(
         token_grid: ``(height, width, prefix tokens)`` of a token layer (a vision
             transformer's ``(batch, tokens, features)`` output), where it cannot be
             inferred from the model's patch embedding; ``None``: inferred
-            (:mod:`convviz_check.graph_tokens`). The layer's maps are that grid.
+            (:mod:`convviz_check.graph.tokens`). The layer's maps are that grid.
         **method_options: the method's own options: ``max_channels`` (Score-CAM: the
             channels of highest mean activation per image; default every channel),
             ``center`` (Eigen-CAM: subtract each channel's mean first; default False).
@@ -401,7 +401,7 @@ def cam(
         _warn_if_saturated(view, kind, y, degenerate, method)
     note = gradcam_note(view, name)
     if note and layer is None:  # only the automatic choice: a layer passed was chosen
-        from ..graph_targets import warn_class_score_layer
+        from ..graph.targets import warn_class_score_layer
 
         warn_class_score_layer(note)
     note = grid.note(name) if grid is not None else note

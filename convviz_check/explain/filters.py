@@ -226,7 +226,7 @@ def _ascent_for(model: Any, target: _Target) -> Callable[..., np.ndarray]:
 
 def _resolve_target(model: Any, layer: Any) -> _Target:
     from .. import graph as graph_lib
-    from ..graph_targets import map_layers, short_list, structure
+    from ..graph.targets import map_layers, short_list, structure
 
     if not isinstance(layer, str):
         raise GraphError(

@@ -5,7 +5,7 @@ Localization" (arXiv:1610.02391), as in the reference chapter (Deep Learning wit
 Python, 3rd ed., ch. 10):
 
 - ``A``: the output of a target layer (unless given, the spatial map that feeds the
-  head's global pooling or Flatten: :mod:`convviz_check.graph_targets`), ``y_c``: the
+  head's global pooling or Flatten: :mod:`convviz_check.graph.targets`), ``y_c``: the
   score of class ``c`` (logit or model output);
 - ``alpha_k = mean_ij dy_c / dA_k(i, j)``; ``raw = sum_k alpha_k A_k``;
   ``heatmap = ReLU(raw) / max``.
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..graph_targets import gradcam_note, target_layer
+from ..graph.targets import gradcam_note, target_layer
 from ..types import GradCAM
 from .cam import (
     DEFAULT_BATCH_SIZE,

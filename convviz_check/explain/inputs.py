@@ -240,7 +240,7 @@ def _leading_preprocessing(model: Any) -> list[Any]:
     """The Rescaling/Normalization operations that the model input goes through first,
     in order (value-preserving layers in between are skipped)."""
     from .. import graph as graph_lib
-    from .. import graph_targets
+    from ..graph import targets as graph_targets
 
     records = graph_lib.flatten(model).records
     children = graph_targets.structure(model).children

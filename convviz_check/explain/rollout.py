@@ -34,7 +34,7 @@ import numpy as np
 
 from .. import keras_private
 from ..errors import GraphError, InputError
-from ..graph_tokens import TokenGrid, grid_of_tokens
+from ..graph.tokens import TokenGrid, grid_of_tokens
 from ..types import GradCAM
 from .inputs import as_image_batch, check_batch_size, to_model_layout
 
@@ -156,7 +156,7 @@ def rollout(
         preprocess: apply a keras-hub task model's own ``preprocessor`` first.
         batch_size: images per forward call (``None``: 8); maps do not depend on it.
         token_grid: ``(height, width, prefix tokens)`` where the patch embedding does
-            not tell it; ``None``: inferred (:mod:`convviz_check.graph_tokens`).
+            not tell it; ``None``: inferred (:mod:`convviz_check.graph.tokens`).
         score: only ``"auto"`` (rollout has no score to choose).
         **refused: ``class_index``, ``layer``, ``output`` or method options: refused
             unless None (the map is the same for every class and reads every attention

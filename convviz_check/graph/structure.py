@@ -2,7 +2,7 @@
 
 Pure: it reads :class:`convviz_check.graph.LayerRecord` lists (their output specs and
 ``parents``) and imports no other package module, so that :mod:`convviz_check.graph`
-and :mod:`convviz_check.graph_targets` can both use it. The rule follows tensors, not
+and :mod:`convviz_check.graph.targets` can both use it. The rule follows tensors, not
 the ancestry of a layer:
 
 - A record's output is *pooled* when it comes from global pooling alone: a global

@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from . import graph as graph_lib
-from . import keras_private
-from .errors import GraphError, InputError
-from .types import check_token_grid
+from .. import graph as graph_lib
+from .. import keras_private
+from ..errors import GraphError, InputError
+from ..types import check_token_grid
 
 # Operations that pass tokens through unchanged at inference: the automatic layer of a
 # head that averages tokens lies before them.

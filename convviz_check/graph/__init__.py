@@ -33,9 +33,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import graph_structure, keras_private
-from .errors import GraphError
-from .graph_structure import Structure
+from .. import keras_private
+from ..errors import GraphError
+from . import structure as graph_structure
+from .structure import Structure
 
 CONV_CLASSES = ("Conv2D", "SeparableConv2D", "DepthwiseConv2D")
 POOL_CLASSES = ("MaxPooling2D", "AveragePooling2D")
@@ -341,14 +342,14 @@ def conv_layers(model: Any) -> list[str]:
     Every one of them, including a 1x1 convolution that acts as a dense layer after the
     head's global pooling (MobileNetV3's ``logits``) and squeeze-and-excitation convs:
     filter patterns refuse those (no spatial map before the head). For a layer that
-    fits filter patterns, see ``convviz_check.graph_targets.default_filters_layer``.
+    fits filter patterns, see ``convviz_check.graph.targets.default_filters_layer``.
     """
     return [r.name for r in flatten(model).records if r.is_conv and r.is_spatial]
 
 
 def structure(model: Any) -> Structure:
     """The map structure of ``model``'s flattened graph (cached with the model; the
-    rule: :mod:`convviz_check.graph_structure`)."""
+    rule: :mod:`convviz_check.graph.structure`)."""
     cache = model_cache(model, "graph")
     if "structure" not in cache:
         flat = flatten(model)
@@ -364,7 +365,7 @@ def default_activation_layers(model: Any) -> list[str]:
     (the 1x1 convolutions of squeeze-and-excitation branches and of a pooled head are
     left out). A model whose convolutions all sit inside custom layers (keras-hub MiT,
     MobileNet blocks) has none: then every spatial map before the head's pooling. The
-    rule: :mod:`convviz_check.graph_structure`."""
+    rule: :mod:`convviz_check.graph.structure`."""
     records = flatten(model).records
     indices = graph_structure.default_activation_indices(records, structure(model))
     return [records[i].name for i in indices]
@@ -373,7 +374,7 @@ def default_activation_layers(model: Any) -> list[str]:
 def spatial_layers(model: Any) -> list[str]:
     """Every layer with a 4-D output, depth order (squeeze-and-excitation 1x1 tensors
     and a pooled head's 1x1 convolutions included: see
-    :func:`convviz_check.graph_targets.map_layers` for the spatial maps alone)."""
+    :func:`convviz_check.graph.targets.map_layers` for the spatial maps alone)."""
     return [r.name for r in flatten(model).records if r.is_spatial]
 
 

@@ -1,5 +1,5 @@
 """Which layers hold a spatial map, by name: the rule shared by Grad-CAM, activations
-and filter patterns (the rule itself: :mod:`convviz_check.graph_structure`).
+and filter patterns (the rule itself: :mod:`convviz_check.graph.structure`).
 
 - :func:`map_layers`: the spatial maps before the head's pooling (filter patterns);
 - :func:`gradcam_layers`: those the model's output depends on (Grad-CAM);
@@ -10,7 +10,7 @@ and filter patterns (the rule itself: :mod:`convviz_check.graph_structure`).
   all-convolutional head.
 
 Transformers on tokens (keras-hub ViT/DeiT/Swin) have no map: their CAM layer is a
-token sequence read as a grid (:mod:`convviz_check.graph_tokens`); models without
+token sequence read as a grid (:mod:`convviz_check.graph.tokens`); models without
 either (an MLP) have no Grad-CAM layer: :func:`no_map_error`.
 """
 
@@ -21,12 +21,13 @@ import sys
 import warnings
 from typing import Any
 
-from . import graph as graph_lib
-from . import graph_tokens
-from .errors import ClassScoreLayerWarning, GraphError
-from .graph_structure import Structure
+from .. import graph as graph_lib
+from ..errors import ClassScoreLayerWarning, GraphError
+from . import tokens as graph_tokens
+from .structure import Structure
 
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+# convviz_check/ (this module lives in convviz_check/graph/)
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 # Single-input operations between a class-score convolution and the head's pooling
 # that keep its channels one per class.
@@ -46,7 +47,7 @@ _CHANNELWISE = (
 
 def structure(model: Any) -> Structure:
     """The map structure of ``model``'s flattened graph (cached with the model; see
-    :mod:`convviz_check.graph_structure` for the rule)."""
+    :mod:`convviz_check.graph.structure` for the rule)."""
     return graph_lib.structure(model)
 
 
@@ -272,7 +273,7 @@ def target_layer(model: Any, layer: str | None = None) -> str:
     """The Grad-CAM (and every CAM method's) target layer: ``layer`` after checking it,
     or the spatial map that feeds the head's global pooling (or Flatten).
 
-    The rule follows tensors (:mod:`convviz_check.graph_targets`): a global pooling
+    The rule follows tensors (:mod:`convviz_check.graph.targets`): a global pooling
     whose result multiplies back into a map (squeeze-and-excitation blocks, as in
     EfficientNet and MobileNetV3) does not end the spatial part of the network. For a
     keras-hub ``ImageClassifier`` the layer is the backbone's output
@@ -280,7 +281,7 @@ def target_layer(model: Any, layer: str | None = None) -> str:
 
     Raises:
         GraphError: an unknown layer, a non-4-D output (other than a token layer of a
-            vision transformer, read as its grid: :mod:`convviz_check.graph_tokens`,
+            vision transformer, read as its grid: :mod:`convviz_check.graph.tokens`,
             whose rule also picks a transformer's automatic layer), a layer after the
             head's pooling, a 4-D tensor computed from global pooling alone (inside a
             squeeze-and-excitation branch), the output layer itself, a layer the output
