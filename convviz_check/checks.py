@@ -385,6 +385,8 @@ class _Run:
             entry["details"] = {k: v for k, v in details.items() if k != "per_item"}
             # per layer / image / filter, so a report shows where a change begins
             entry["per_item"] = dict(list(details.get("per_item", {}).items())[:MAX_ITEMS])
+        if self.request.meta.get("class_names"):  # the report's tables name the classes
+            entry["class_names"] = list(self.request.meta["class_names"])
         entry["commands"] = list(dict.fromkeys(self.suggested))
         results = self.settings.results_dir
         if results is not None and outcome.status in ("failed", "missing") and self.request.label:

@@ -74,7 +74,7 @@ def test_the_comparison_class_table_adds_masses_and_a_row_for_every_image():
     assert groups[0]["mass"]["logo"] == [0.1, 0.4] and groups[0]["grown"] == {"logo": 2}
     assert groups[-1]["n"] == 5 and len(groups[-1]["failing"]) == 2
     page = classes.by_class_html(entry, ["cat", "dog"])
-    assert page.index("1 (dog)") < page.index("0 (cat)") < page.index("every image")
+    assert page.index("dog (1)") < page.index("cat (0)") < page.index("every image")
     assert "0.10 \u2192 0.40 (2 grew)" in page and "<th>logo</th>" in page
 
 

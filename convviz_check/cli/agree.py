@@ -209,21 +209,30 @@ def _token_grid(text: str | None) -> tuple[int, ...] | None:
         ) from None
 
 
-def _class_index(text: str | None, names: list[str] | None) -> int | None:
-    """``--class`` as an index: an int, or a name of ``--class-names``."""
+def _class_index(args: argparse.Namespace, names: list[str] | None) -> int | None:
+    """``--class`` as an index, by explain's rule (:func:`.explain.resolve_class`): an
+    int, or a name of ``--class-names`` or, for a 1000-class model, of ImageNet. The
+    model is loaded here (for its class count) only when a name needs it."""
+    from .explain import class_names, resolve_class
+
+    text = args.class_index
     if text is None:
         return None
     try:
-        return int(text)
+        return int(text)  # the workers check the range: the parent need not load the model
     except ValueError:
         pass
-    if names is None or text.strip() not in names:
-        raise InputError(
-            f"--class takes a class index, or a class name of --class-names FILE. Received: "
-            f"--class {text!r}"
-            + (f" (not among the {len(names)} names given)." if names else " without names.")
+    if names is not None:
+        return resolve_class(text, len(names), names)
+    model = getattr(args, "loaded_model", None)
+    if model is None:
+        from ..models import load_model
+
+        model = load_model(
+            args.model, safe_mode=not args.unsafe, custom_objects=_split(args.custom_objects)
         )
-    return names.index(text.strip())
+    count = int(model.outputs[0].shape[-1])
+    return resolve_class(text, count, class_names(count))
 
 
 def _read_like_explain(
@@ -238,6 +247,7 @@ def _read_like_explain(
     model = load_model(
         args.model, safe_mode=not args.unsafe, custom_objects=_split(args.custom_objects)
     )
+    args.loaded_model = model  # --class NAME reads its class count
     prep = read_for_model(model, args.images, stated=stated, preprocess=args.preprocess)
     for step in prep.steps:
         print(f"images: {step}")
@@ -347,8 +357,8 @@ def run(args: argparse.Namespace) -> int:
         reports = compare_exported(args.exported, backends=args.backends, tolerance=tolerance)
     else:
         stated, names = input_settings(args)
-        class_index = _class_index(args.class_index, names)
         images, image_params = _images_from_args(args, stated)
+        class_index = _class_index(args, names)
         report = ag.agreement(
             args.model,
             images,

@@ -18,7 +18,7 @@ from typing import Any
 
 from .. import storage
 from ..types import ITEM_UNIT, MetricResult
-from .classes import by_class_html, by_class_order, class_groups
+from .classes import by_class_html, by_class_order, class_groups, class_text
 from .comparison import distinct_format, exact, field_name, first_out_of_bounds
 from .outcomes import is_judgment, judgment_card
 
@@ -236,7 +236,8 @@ def _retrain_items_table(entry: Mapping[str, Any]) -> str:
         if classes:
             pair = f.get("class_index") or []
             changed = len(pair) == 2 and pair[0] != pair[1]
-            cells.append(f"<td class={'bad' if changed else 'ok'}>{_e(_pair(pair))}</td>")
+            named = [class_text(c, entry.get("class_names")) for c in pair]
+            cells.append(f"<td class={'bad' if changed else 'ok'}>{_e(_pair(named))}</td>")
         if boxes:
             drop = f.get("box_energy_drop")
             out = (

@@ -128,7 +128,8 @@ def shown_images(comparison: Any, obtained: Any) -> list[int] | None:
 
 def class_groups(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
     """A heatmap check's images grouped by the golden's class (JSON-ready), the class
-    with the most failing images first: ``class`` (None: every image), ``n``,
+    with the most failing images first: ``class`` (None: every image), ``name`` (when
+    the entry's ``class_names`` name it), ``n``,
     ``images`` (names, worst first), ``failing`` (name -> what changed) and, from the
     comparison's ``details["by_class"]`` when present, ``mass`` (region -> [golden,
     now] mean share of the map) and ``grown`` (region -> images that grew there).
@@ -145,6 +146,7 @@ def class_groups(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
     by_class = {row.get("class"): row for row in (entry.get("details") or {}).get("by_class") or []}
     if not members and not by_class:
         return []
+    names_ = [str(n) for n in entry.get("class_names") or []]
     groups = []
     for cls in sorted(set(members) | {c for c in by_class if c is not None}):
         names = members.get(cls, [])
@@ -152,6 +154,7 @@ def class_groups(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
         groups.append(
             {
                 "class": cls,
+                **({"name": names_[cls]} if 0 <= cls < len(names_) else {}),
                 "n": int(row.get("n", len(names))),
                 "images": names,
                 "failing": {
@@ -183,8 +186,14 @@ def _class_label(cls: Any, names: Sequence[str] | None) -> str:
     if cls is None:
         return "every image"
     if names and 0 <= int(cls) < len(names):
-        return f"{cls} ({names[int(cls)]})"
+        return f"{names[int(cls)]} ({cls})"
     return str(cls)
+
+
+def class_text(cls: Any, names: Sequence[str] | None) -> str:
+    """A class as the report's tables show it: ``"happy (3)"`` when its name is known,
+    else the index (``"3"``)."""
+    return _class_label(cls, names)
 
 
 def _regions_shown(groups: list[dict[str, Any]], user: Sequence[str]) -> list[str]:
@@ -205,6 +214,7 @@ def by_class_html(entry: Mapping[str, Any], class_names: Sequence[str] | None = 
     region's mean mass golden -> now with how many images grew there; "" when classes
     are unknown."""
     groups = entry.get("images_by_class") or class_groups(entry)
+    class_names = class_names or entry.get("class_names")
     if not groups:
         return ""
     details = entry.get("details") or {}
