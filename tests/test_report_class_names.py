@@ -64,6 +64,8 @@ def test_a_failing_retrain_report_names_the_classes_in_json_and_html(tmp_path):
     page = (results / "report.html").read_text()
     # the class table and the per-image table (golden -> now) name the classes
     assert "<td>happy (3)</td>" in page
+    assert "(class happy (3) \u2192 angry (0))" in page  # the class table's "which"
+    assert groups[0]["failing"] == {"image 4": ["class happy (3) \u2192 angry (0)"]}
     assert "happy (3) \u2192 angry (0)" in page
     assert "happy (3) \u2192 happy (3)" in page
 

@@ -39,14 +39,20 @@ def _bound(metrics: Mapping[str, Any] | None, name: str) -> float | None:
     return float(bound) if isinstance(bound, int | float) else None
 
 
-def failing(facts: Mapping[str, Any], metrics: Mapping[str, Any] | None = None) -> list[str]:
+def failing(
+    facts: Mapping[str, Any],
+    metrics: Mapping[str, Any] | None = None,
+    names: Sequence[str] | None = None,
+) -> list[str]:
     """What changed on one image, in words (empty when nothing a bound judges did): its
-    class, its degenerate flag, the pointing hit lost, the box energy dropped over the
-    per-image bound."""
+    class (named by ``names`` when given), its degenerate flag, the pointing hit lost,
+    the box energy dropped over the per-image bound."""
     reasons = []
     pair = facts.get("class_index")
     if isinstance(pair, list | tuple) and len(pair) == 2 and pair[0] != pair[1]:
-        reasons.append(f"class {pair[0]} \u2192 {pair[1]}")
+        reasons.append(
+            f"class {_class_label(pair[0], names)} \u2192 {_class_label(pair[1], names)}"
+        )
     degenerate = facts.get("degenerate")
     if (
         isinstance(degenerate, list | tuple)
@@ -158,7 +164,9 @@ def class_groups(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "n": int(row.get("n", len(names))),
                 "images": names,
                 "failing": {
-                    n: failing(items[n], metrics) for n in names if failing(items[n], metrics)
+                    n: failing(items[n], metrics, names_)
+                    for n in names
+                    if failing(items[n], metrics, names_)
                 },
                 **{k: row[k] for k in ("mass", "grown") if k in row},
             }
@@ -174,7 +182,9 @@ def class_groups(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "n": int(row.get("n", len(items))),
                 "images": [f"image {i}" for i in order],
                 "failing": {
-                    n: failing(items[n], metrics) for n in items if failing(items[n], metrics)
+                    n: failing(items[n], metrics, names_)
+                    for n in items
+                    if failing(items[n], metrics, names_)
                 },
                 **{k: row[k] for k in ("mass", "grown") if k in row},
             }
