@@ -128,7 +128,7 @@ def _add_technique_arguments(p: argparse.ArgumentParser) -> None:
         dest="class_index",
         default=None,
         help="Grad-CAM class for every image: an index, or a name of --class-names "
-        "(--class as in explain)",
+        "(ImageNet's for a 1000-class model without it; --class as in explain)",
     )
     p.add_argument("--gradcam-layer", default=None, help="Grad-CAM target layer")
     p.add_argument(
