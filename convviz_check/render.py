@@ -119,11 +119,38 @@ def filter_grid(images: np.ndarray, cols: int = 8, margin: int = 5) -> np.ndarra
 
 
 def resize_bilinear(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of a 2-D float array to ``shape`` (H, W)."""
+    """Bilinear resize of a 2-D float array to ``shape`` (H, W).
+
+    One convention for every map the package upsamples (overlays, localization,
+    faithfulness, region masses, Score-CAM's masks): pixel centres aligned, edges
+    clamped (:func:`bilinear_matrix`, as PIL's and Keras' bilinear upsampling).
+    Shrinking (an image to a model's input) goes through PIL, whose bilinear filter
+    widens with the factor (antialiasing) where plain interpolation would alias.
+    """
+    values = np.asarray(array, dtype=np.float32)
+    h, w = values.shape
+    if shape[0] >= h and shape[1] >= w:
+        rows, cols = bilinear_matrix(h, shape[0]), bilinear_matrix(w, shape[1])
+        return (rows @ values.astype(np.float64) @ cols.T).astype(np.float32)
     from PIL import Image
 
-    img = Image.fromarray(np.asarray(array, dtype=np.float32), mode="F")
+    img = Image.fromarray(values, mode="F")
     return np.asarray(img.resize((shape[1], shape[0]), Image.Resampling.BILINEAR), dtype=np.float32)
+
+
+def bilinear_matrix(size: int, new_size: int) -> np.ndarray:
+    """``(new_size, size)`` weights of a bilinear resize along one axis (pixel centres
+    aligned, edges clamped: the convention of PIL's and Keras' bilinear upsampling)."""
+    pos = (np.arange(new_size, dtype=np.float64) + 0.5) * (size / new_size) - 0.5
+    pos = np.clip(pos, 0.0, size - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, size - 1)
+    frac = pos - lo
+    matrix = np.zeros((new_size, size), np.float64)
+    rows = np.arange(new_size)
+    np.add.at(matrix, (rows, lo), 1.0 - frac)
+    np.add.at(matrix, (rows, hi), frac)
+    return matrix
 
 
 def colorize(heatmap: np.ndarray, colormap: str = "jet") -> np.ndarray:

@@ -270,4 +270,4 @@ def test_the_training_scripts_turn_onednn_off_before_tensorflow_is_imported():
     from convviz_check.examples import shortcut
 
     source = inspect.getsource(shortcut.main)
-    assert source.index("prepare_training(") < source.index("train(name)")
+    assert source.index("prepare_training(") < source.index("_train_and_measure(name")

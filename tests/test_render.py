@@ -360,3 +360,22 @@ def test_overlay_refuses_non_finite_images():
     img[0, 0, 0] = np.nan
     with pytest.raises(InputError, match="NaN"):
         overlay(img, np.zeros((2, 2)))
+
+
+def test_upsampling_is_one_bilinear_convention_and_shrinking_antialiases():
+    from PIL import Image
+
+    from convviz_check.render import bilinear_matrix, resize_bilinear
+
+    rng = np.random.default_rng(3)
+    small = rng.random((7, 5)).astype(np.float32)
+    up = resize_bilinear(small, (64, 48))
+    by_matrix = bilinear_matrix(7, 64) @ small.astype(np.float64) @ bilinear_matrix(5, 48).T
+    np.testing.assert_array_equal(up, by_matrix.astype(np.float32))
+    pil = Image.fromarray(small, mode="F").resize((48, 64), Image.Resampling.BILINEAR)
+    np.testing.assert_allclose(up, np.asarray(pil), atol=1e-5)  # PIL's convention
+    # shrinking averages (PIL's widened filter); plain interpolation would alias: a
+    # one-pixel checkerboard shrunk by 4 is flat grey, not a sample of it
+    board = (np.indices((64, 64)).sum(axis=0) % 2).astype(np.float32)
+    shrunk = resize_bilinear(board, (16, 16))
+    assert np.abs(shrunk - 0.5).max() < 0.05

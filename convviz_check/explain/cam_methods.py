@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import InputError
+from ..render import bilinear_matrix
 
 
 @dataclass(frozen=True)
@@ -275,21 +276,6 @@ class EigenCAM(CamMethod):
             decider = agreement or projection[np.argmax(np.abs(projection))]
             out[i] = (-projection if decider < 0 else projection).reshape(h, w)
         return out
-
-
-def bilinear_matrix(size: int, new_size: int) -> np.ndarray:
-    """``(new_size, size)`` weights of a bilinear resize along one axis (pixel centres
-    aligned, edges clamped: the convention of PIL's and Keras' bilinear upsampling)."""
-    pos = (np.arange(new_size, dtype=np.float64) + 0.5) * (size / new_size) - 0.5
-    pos = np.clip(pos, 0.0, size - 1)
-    lo = np.floor(pos).astype(np.int64)
-    hi = np.minimum(lo + 1, size - 1)
-    frac = pos - lo
-    matrix = np.zeros((new_size, size), np.float64)
-    rows = np.arange(new_size)
-    np.add.at(matrix, (rows, lo), 1.0 - frac)
-    np.add.at(matrix, (rows, hi), frac)
-    return matrix
 
 
 def make_method(method: Any, options: dict[str, Any]) -> CamMethod:
