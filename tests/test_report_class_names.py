@@ -153,3 +153,51 @@ def test_agree_takes_names_of_class_names_file(tmp_path, monkeypatch):
     names.write_text("\n".join(NAMES) + "\n")
     argv = ["m.keras", "--scenes", "2", "--class-names", str(names), "--class", "Happy"]
     assert _agree(monkeypatch, argv) == 3  # no model is loaded: the file names the classes
+
+
+# ------------------------------------------------------------------ through the plugin
+INNER = """
+import os
+
+import numpy as np
+
+from convviz_check.types import GradCAM
+
+
+def test_cam(convviz):
+    n = 6
+    maps = np.zeros((n, 8, 8), np.float32)
+    maps[:, 4, 4], maps[:, 3, 4] = 1.0, 0.5
+    top = np.full(n, 3, np.int64)
+    if os.environ.get("INNER_MOVED"):
+        top[4] = 0
+        maps[4] = 0.0
+        maps[4, 0, 7], maps[4, 1, 6] = 1.0, 0.6
+    convviz.check("cam", GradCAM(
+        heatmap=maps, raw=maps.copy(), class_index=top, score=np.ones(n, np.float32),
+        score_kind="logit", layer="conv", degenerate=np.zeros(n, bool), image_shape=(32, 32),
+    ))
+"""
+
+
+def test_a_plugin_run_names_the_classes_in_its_report(pytester, monkeypatch):
+    from convviz_check.backends import current_backend
+
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("INNER_MOVED", raising=False)
+    (pytester.path / "classes.txt").write_text("\n".join(NAMES) + "\n")
+    pytester.makeini(
+        f"[pytest]\nconvviz_golden_backend = {current_backend()}\n"
+        "convviz_class_names = classes.txt\n"
+    )
+    pytester.makepyfile(test_inner=INNER)
+    assert pytester.runpytest("--convviz-update=missing").ret == 0
+    monkeypatch.setenv("INNER_MOVED", "1")
+    results = pytester.path / "results"
+    outcome = pytester.runpytest("--convviz-profile=retrain", f"--convviz-results-dir={results}")
+    outcome.assert_outcomes(failed=1)
+    entry = json.loads((results / "report.json").read_text())["entries"][0]
+    assert [g.get("name") for g in entry["images_by_class"]] == ["happy", None]
+    assert entry["images_by_class"][0]["class"] == 3
+    page = (results / "report.html").read_text()
+    assert "<td>happy (3)</td>" in page and "happy (3) \u2192 angry (0)" in page
