@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from . import golden, tolerances
+from . import class_names, golden, tolerances
 from . import regions as regions_lib
 from .artifacts import BOXES, Artifact, comparable
 from .calibration import Calibration, bounds_text, calibrated
@@ -254,6 +254,8 @@ class _Run:
             self.expected = golden.load(self.place.existing, kind=self.request.obtained.kind)
         except GoldenError as e:
             return None, str(e)
+        meta = class_names.inherited(self.request.meta, self.expected.sidecar)
+        self.request = replace(self.request, meta=meta)  # the golden's names, unless given
         return self.expected, ""
 
     def compare(self, expected: golden.Golden) -> None:

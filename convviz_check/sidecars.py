@@ -138,6 +138,12 @@ def _check_sidecar_types(path: Path, side: dict[str, Any]) -> None:
         raise malformed("dtype")
     if not isinstance(side.get("attrs") or {}, dict):
         raise malformed("attrs")
+    # the report and messages print these next to class indices
+    names = side.get("class_names")
+    if names is not None and not (
+        isinstance(names, list) and all(isinstance(n, str) and n.strip() for n in names)
+    ):
+        raise malformed("class_names")
     if not isinstance(side["sha256"], str):
         raise malformed("sha256")
 

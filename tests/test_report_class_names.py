@@ -201,3 +201,58 @@ def test_a_plugin_run_names_the_classes_in_its_report(pytester, monkeypatch):
     assert entry["images_by_class"][0]["class"] == 3
     page = (results / "report.html").read_text()
     assert "<td>happy (3)</td>" in page and "happy (3) \u2192 angry (0)" in page
+
+
+def test_a_run_without_names_takes_the_goldens_names(pytester, monkeypatch):
+    """Names given when the golden was written (kept in its sidecar) name the classes of
+    a later run that configures none: in its message, report.json and report.html."""
+    from convviz_check.backends import current_backend
+
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("INNER_MOVED", raising=False)
+    (pytester.path / "classes.txt").write_text("\n".join(NAMES) + "\n")
+    ini = f"[pytest]\nconvviz_golden_backend = {current_backend()}\n"
+    pytester.makeini(ini + "convviz_class_names = classes.txt\n")
+    pytester.makepyfile(test_inner=INNER)
+    assert pytester.runpytest("--convviz-update=missing").ret == 0
+    side = json.loads(next(pytester.path.rglob("cam.json")).read_text())
+    assert side["class_names"] == NAMES
+    pytester.makeini(ini)  # the names are no longer configured
+    monkeypatch.setenv("INNER_MOVED", "1")
+    results = pytester.path / "results"
+    outcome = pytester.runpytest("--convviz-profile=retrain", f"--convviz-results-dir={results}")
+    outcome.assert_outcomes(failed=1)
+    assert "top class changed: happy (3) -> angry (0)" in outcome.stdout.str()
+    entry = json.loads((results / "report.json").read_text())["entries"][0]
+    assert entry["class_names"] == NAMES
+    assert [g.get("name") for g in entry["images_by_class"]] == ["happy", None]
+    page = (results / "report.html").read_text()
+    assert "<td>happy (3)</td>" in page and "happy (3) \u2192 angry (0)" in page
+
+
+def test_a_rewrite_without_names_keeps_the_goldens_names(tmp_path):
+    n = 4
+    images = np.zeros((n, 32, 32, 3), np.uint8)
+    settings = Settings(tmp_path / "golden", update="missing")
+    assert run_check(settings, _request(_cam(n, set()), images), None).status == "written"
+    request = _request(_cam(n, {1}), images)
+    request.meta = {}
+    result = run_check(Settings(tmp_path / "golden", update="all"), request, None)
+    assert result.status == "written"
+    side = json.loads(next((tmp_path / "golden").rglob("cam.json")).read_text())
+    assert side["class_names"] == NAMES
+
+
+def test_a_sidecar_with_malformed_class_names_is_a_golden_error(tmp_path):
+    from convviz_check import golden
+    from convviz_check.errors import GoldenError
+
+    images = np.zeros((2, 32, 32, 3), np.uint8)
+    settings = Settings(tmp_path / "golden", update="missing")
+    assert run_check(settings, _request(_cam(2, set()), images), None).status == "written"
+    path = next((tmp_path / "golden").rglob("cam.json"))
+    side = json.loads(path.read_text())
+    side["class_names"] = ["happy", 3]
+    path.write_text(json.dumps(side))
+    with pytest.raises(GoldenError, match="malformed 'class_names'"):
+        golden.load(path.with_suffix(""))
