@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from . import class_names, golden, tolerances
+from . import golden, sidecars, tolerances
 from . import regions as regions_lib
 from .artifacts import BOXES, Artifact, comparable
 from .calibration import Calibration, bounds_text, calibrated
@@ -40,7 +40,8 @@ from .errors import ComparisonError, GoldenError, LocalizationError
 from .metrics import check_boxes, compare, not_judged
 from .report.causes import boxes_text, cause_first, what_changed
 from .report.classes import shown_images
-from .report.pictures import inputs_thumbnail, write_check_images
+from .report.gallery import write_pictures
+from .report.pictures import inputs_thumbnail
 from .types import DEFAULT_REFERENCE_BACKEND, Comparison, Outcome, Tolerance
 
 UPDATE_MODES = ("missing", "failed", "all")
@@ -254,7 +255,7 @@ class _Run:
             self.expected = golden.load(self.place.existing, kind=self.request.obtained.kind)
         except GoldenError as e:
             return None, str(e)
-        meta = class_names.inherited(self.request.meta, self.expected.sidecar)
+        meta = sidecars.with_class_names(self.request.meta, self.expected.sidecar)
         self.request = replace(self.request, meta=meta)  # the golden's names, unless given
         return self.expected, ""
 
@@ -419,7 +420,7 @@ class _Run:
         order = shown_images(self.comparison, obtained)  # the worst images first
         if order is not None:
             outcome.entry["shown"] = [f"image {i}" for i in order]
-        self.images, diff_scale = write_check_images(
+        self.images, diff_scale, each = write_pictures(
             golden.inside(results, "images/" + outcome.golden),
             obtained,
             expected,
@@ -428,8 +429,9 @@ class _Run:
             expected_inputs=expected_inputs if expected_inputs is not None else thumbnail,
             order=order,
             images=self.request.inputs,
+            every=self.comparison if outcome.status == "failed" else None,  # each image
         )
-        outcome.entry["images"] = self.images
+        outcome.entry.update(images=self.images, **each)
         if diff_scale is not None:
             outcome.entry["diff_scale"] = diff_scale
 

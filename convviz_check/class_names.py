@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -95,20 +94,4 @@ def label(index: int, names: list[str] | None) -> str:
     return str(index)
 
 
-def inherited(meta: Mapping[str, Any], sidecar: Mapping[str, Any]) -> dict[str, Any]:
-    """``meta`` (a check's sidecar facts) with the golden's ``class_names`` where it
-    gives none: a run without names configured still names the classes its golden was
-    written with, in its message and report, and a rewrite of the golden keeps them.
-
-    Example:
-        >>> inherited({"backend": "jax"}, {"class_names": ["cat", "dog"]})
-        {'backend': 'jax', 'class_names': ['cat', 'dog']}
-    """
-    out = dict(meta)
-    stored = sidecar.get("class_names")
-    if not out.get("class_names") and stored:
-        out["class_names"] = list(stored)
-    return out
-
-
-__all__ = ["check_class_names", "inherited", "label", "read_class_names"]
+__all__ = ["check_class_names", "label", "read_class_names"]

@@ -150,3 +150,19 @@ def _check_sidecar_types(path: Path, side: dict[str, Any]) -> None:
 
 def sidecar_bytes(sidecar: Mapping[str, Any]) -> bytes:
     return (json.dumps(sidecar, sort_keys=True, indent=2, allow_nan=True) + "\n").encode()
+
+
+def with_class_names(meta: Mapping[str, Any], sidecar: Mapping[str, Any]) -> dict[str, Any]:
+    """``meta`` (a check's sidecar facts) with the golden's ``class_names`` where it
+    gives none: a run without names configured still names the classes its golden was
+    written with, in its message and report, and a rewrite of the golden keeps them.
+
+    Example:
+        >>> with_class_names({"backend": "jax"}, {"class_names": ["cat", "dog"]})
+        {'backend': 'jax', 'class_names': ['cat', 'dog']}
+    """
+    out = dict(meta)
+    stored = sidecar.get("class_names")
+    if not out.get("class_names") and stored:
+        out["class_names"] = list(stored)
+    return out

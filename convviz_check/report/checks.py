@@ -19,7 +19,8 @@ from typing import Any
 from .. import storage
 from ..types import ITEM_UNIT, MetricResult
 from .classes import by_class_html, by_class_order, class_groups, class_text
-from .comparison import distinct_format, exact, field_name, first_out_of_bounds
+from .comparison import distinct_format, exact, field_name, first_out_of_bounds, unbounded
+from .gallery import each_image_html
 from .outcomes import is_judgment, judgment_card
 
 REPORT_VERSION = 1
@@ -149,6 +150,14 @@ def _metrics_table(kind: str, metrics: Mapping[str, Any]) -> str:
     rows = []
     for name, m in metrics.items():
         op = ">=" if m.get("direction") == "min" else "<="
+        if m.get("bound") is None:  # reported, not judged: no bound, no verdict
+            rows.append(
+                f"<tr class=ok><td>{_e(field_name(kind, name))}</td>"
+                f"<td>{_e(unbounded(m.get('value')))}</td><td colspan=2 class=facts>not judged"
+                + (f": {_e(m['note'])}" if m.get("note") else "")
+                + "</td></tr>"
+            )
+            continue
         rows.append(
             f"<tr class={'ok' if m.get('ok') else 'bad'}><td>{_e(field_name(kind, name))}</td>"
             f"<td>{_value(m)}</td><td>{_e(op)} {_e(exact(m.get('bound')))}</td>"
@@ -317,6 +326,7 @@ def _card(entry: Mapping[str, Any], results_dir: Path) -> str:
         + ")</small></h2>"
         + (f"<pre>{_e(entry['message'])}</pre>" if entry.get("message") else "")
         + _images(entry, results_dir)
+        + each_image_html(entry, results_dir)
         + _metrics_table(str(entry.get("kind")), entry.get("metrics") or {})
         + (by_class_html(entry) if entry.get("profile") == "retrain" else "")
         + _items_table(entry)
@@ -516,6 +526,7 @@ table.items td:first-child, td.mass {{ white-space: nowrap; }} td.which {{ min-w
 .begins {{ color: #c00; }}
 .facts, .paths {{ color: #555; font-size: .9em; }}
 .lead {{ font-weight: 600; }}
+.images.each {{ gap: .75em; }} .each figure {{ width: 280px; }} .each img {{ max-width: 100%; }}
 .gallery img {{ max-width: 128px; }} .gallery figcaption {{ text-align: center; }}
 </style></head><body>
 <h1>convviz_check report</h1>

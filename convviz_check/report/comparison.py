@@ -334,8 +334,9 @@ def metric_line(m: MetricResult, width: int, name: str | None = None) -> str:
     """``name value <= max bound  ok`` with the value written precisely enough to show
     which side of the bound it is on (``name`` defaults to the metric's own)."""
     name = name or m.name
-    if m.bound is None:
-        return f"{name:<{width}} {m.value!r}  {'ok' if m.ok else 'FAIL'}"
+    if m.bound is None:  # reported, not judged: no verdict, and a value to read
+        why = m.note if "not judged" in m.note else "; ".join(filter(None, [m.note, "not judged"]))
+        return f"{name:<{width}} {unbounded(m.value)}  ({why})"
     v, b = distinct_format(m.value, m.bound)
     if m.direction == "max":
         relation, side = ("<=" if m.ok else ">"), "max"
@@ -343,6 +344,14 @@ def metric_line(m: MetricResult, width: int, name: str | None = None) -> str:
         relation, side = (">=" if m.ok else "<"), "min"
     note = f"  ({m.note})" if m.note else ""
     return f"{name:<{width}} {v} {relation} {side} {b}  {'ok' if m.ok else 'FAIL'}{note}"
+
+
+def unbounded(value: Any) -> str:
+    """A value no bound judges, to 3 significant digits (``0.154``, not
+    ``0.15384615384615385``): nothing depends on its last digits."""
+    if isinstance(value, float) and math.isfinite(value):
+        return f"{value:.3g}"
+    return str(value)
 
 
 def exact(value: float | None) -> str:
