@@ -258,7 +258,7 @@ def split(model: Any, images: np.ndarray, layer: str, method: str) -> dict[str, 
         return grad(*args, **kwargs)
 
     targets = {
-        "backend": (cam_module._Runner, "batches"),
+        "backend": (cam_module.Runner, "batches"),
         "backward": (torch.autograd, "grad"),
         "copies": (backend, "_to_numpy"),
         "rule": (cam_methods.METHODS[method], "raw"),

@@ -190,10 +190,34 @@ def to_model_layout(batch: np.ndarray, model: Any) -> np.ndarray:
     return batch
 
 
+def apply_preprocessor(model: Any, batch: np.ndarray) -> np.ndarray:
+    """The keras-hub task's own ``preprocessor`` applied to the images (the
+    ``preprocess=True`` of :func:`convviz_check.cam`), as float32 NumPy.
+
+    Raises:
+        InputError: ``model`` has no ``preprocessor``.
+    """
+    pre = getattr(model, "preprocessor", None)
+    if pre is None:
+        raise InputError(
+            f"preprocess=True needs a keras-hub task model with a preprocessor. Received: "
+            f"model {getattr(model, 'name', '?')!r} of class {type(model).__name__!r} with "
+            "no `preprocessor`. Expected a keras-hub task (e.g. ImageClassifier) built or "
+            "loaded with one, or preprocess=False and images already preprocessed."
+        )
+    import keras
+
+    out = pre(batch)
+    if isinstance(out, tuple):  # (x, y, sample_weight) when a label was packed
+        out = out[0]
+    return np.asarray(keras.ops.convert_to_numpy(out), np.float32)
+
+
 def to_channels_last(array: np.ndarray, data_format: str) -> np.ndarray:
     """A 4-D activation in channels-last order (``(N, C, H, W)`` -> ``(N, H, W, C)``
-    when ``data_format`` is ``"channels_first"``)."""
-    if data_format == "channels_first":
+    when ``data_format`` is ``"channels_first"``); a token sequence ``(N, tokens,
+    features)`` has no channel axis to move and is returned as it is."""
+    if data_format == "channels_first" and array.ndim == 4:
         return np.ascontiguousarray(np.transpose(array, (0, 2, 3, 1)))
     return array
 
@@ -305,6 +329,7 @@ def infer_input_range(model: Any) -> tuple[float, float] | None:
 __all__ = [
     "InputSpec",
     "PIXEL_RANGES",
+    "apply_preprocessor",
     "as_image_batch",
     "infer_input_range",
     "input_spec",

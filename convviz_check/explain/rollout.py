@@ -36,13 +36,11 @@ from .. import keras_private
 from ..errors import GraphError, InputError
 from ..graph.tokens import TokenGrid, grid_of_tokens
 from ..types import GradCAM
-from .inputs import as_image_batch, check_batch_size, to_model_layout
+from .execution import DEFAULT_BATCH_SIZE  # images per forward call, as the CAM family
+from .inputs import apply_preprocessor, as_image_batch, check_batch_size, to_model_layout
 
 # Weight of the identity (the residual path) in each layer's matrix, the paper's choice.
 RESIDUAL_WEIGHT = 0.5
-
-# Images per forward call (as the CAM family's DEFAULT_BATCH_SIZE).
-DEFAULT_BATCH_SIZE = 8
 
 
 def rollout_matrix(attentions: list[np.ndarray]) -> np.ndarray:
@@ -181,7 +179,7 @@ def rollout(
     layers = attention_layers(model)
     batch = as_image_batch(images)
     image_shape = (int(batch.shape[1]), int(batch.shape[2]))
-    batch = as_image_batch(_preprocessed(model, batch) if preprocess else batch, model)
+    batch = as_image_batch(apply_preprocessor(model, batch) if preprocess else batch, model)
     weights, head, last = _forward(model, layers, to_model_layout(batch, model), batch_size)
     tokens = int(weights[0].shape[-1])
     what = f"the attention weights ({tokens} tokens)"
@@ -221,22 +219,6 @@ def _normalised(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     scale = np.where(degenerate, 1.0, peak)[:, None, None]
     heatmap = np.where(degenerate[:, None, None], 0.0, raw / scale)
     return heatmap.astype(np.float32), degenerate
-
-
-def _preprocessed(model: Any, batch: np.ndarray) -> np.ndarray:
-    """The keras-hub task's own preprocessor applied to the images (``preprocess``)."""
-    import keras
-
-    pre = getattr(model, "preprocessor", None)
-    if pre is None:
-        raise InputError(
-            f"preprocess=True needs a keras-hub task model with a preprocessor. Received: "
-            f"model {getattr(model, 'name', '?')!r} with no `preprocessor`. Expected a "
-            "keras-hub task built with one, or images already preprocessed."
-        )
-    out = pre(batch)
-    out = out[0] if isinstance(out, tuple) else out
-    return np.asarray(keras.ops.convert_to_numpy(out), np.float32)
 
 
 def _forward(

@@ -129,6 +129,41 @@ def make_target(model: Any, class_index: Any, n: int, output_label: str | None) 
     return Target(classes, None, f"class:{label}{at}")
 
 
+def explained_scores(
+    target: Target, head: np.ndarray, batch_shape: tuple
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(classes (N,) int64, target scores (N,) float64)`` from the head values of a
+    batch of ``batch_shape``: each image's class (its top class where the target says
+    ``-1``; ``-1`` everywhere for a callable target) and its score.
+
+    Raises:
+        InputError: the head holds a non-finite value, or a target score is not finite.
+    """
+    n = head.shape[0]
+    if not np.isfinite(head).all():
+        bad = np.flatnonzero(~np.isfinite(head.reshape(n, -1)).all(axis=1))
+        raise InputError(
+            f"The model produced non-finite outputs for image(s) {bad[:5].tolist()} (NaN "
+            "or inf), so no class score can be differentiated. Received: finite images "
+            f"of shape {batch_shape}. Expected a model with finite outputs on them."
+        )
+    # Same rule as inside the compiled loss: argmax takes the first of tied maxima in
+    # NumPy and in all three backends. A callable target has no class: -1.
+    classes = np.where(
+        target.classes >= 0, target.classes, np.argmax(head.reshape(n, -1), axis=-1)
+    ).astype(np.int64)
+    if target.fn is not None:
+        classes = np.full((n,), -1, np.int64)
+    y = target.values(head, classes)
+    if not np.isfinite(y).all():
+        raise InputError(
+            f"The target score is not finite for image(s) "
+            f"{np.flatnonzero(~np.isfinite(y))[:5].tolist()} ({target.description}). "
+            "Expected a finite score to explain."
+        )
+    return classes, y
+
+
 # --------------------------------------------------------------------------- losses
 def class_loss(num_classes: int) -> Any:
     """``sum_n y[n, c_n]`` with ``c_n = aux[n]``, or the top class where ``aux[n] < 0``."""
