@@ -134,12 +134,41 @@ def _score(value: float) -> str:
     return f"{value:.3g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
 
 
+def _distinct(scores: list[float]) -> list[str]:
+    """Each score with as many digits (3 to 7) as it takes for different scores to read
+    differently: an untrained model's probabilities (0.1000002, 0.1000001) all read 0.1
+    at 3 digits, a ranking the reader cannot see."""
+    for digits in range(3, 8):
+        texts = [f"{v:.{digits}g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}" for v in scores]
+        if len(set(texts)) == len(set(scores)):
+            return texts
+    return texts
+
+
 def _top_table(top: list[dict[str, Any]], kind: str) -> str:
+    scores = [float(t["score"]) for t in top]
     rows = "".join(
-        f"<tr><td>{_e(_class_text(t['index'], t['name']))}</td><td>{_score(t['score'])}</td></tr>"
-        for t in top
+        f"<tr><td>{_e(_class_text(t['index'], t['name']))}</td><td>{_e(text)}</td></tr>"
+        for t, text in zip(top, _distinct(scores), strict=True)
     )
-    return f"<table><tr><th>top classes</th><th>{_e(kind)}</th></tr>{rows}</table>"
+    tie = ""
+    if len(scores) > 1 and scores[0] == scores[1]:
+        tied = sum(v == scores[0] for v in scores)
+        tie = f"<tr><td colspan=2 class=hint>the first {tied} tie: no top class</td></tr>"
+    return f"<table><tr><th>top classes</th><th>{_e(kind)}</th></tr>{rows}{tie}</table>"
+
+
+def _explained_hint(image: dict[str, Any], entry: dict[str, Any], cam: dict[str, Any]) -> str:
+    """Why the explained class is not the table's first, when the map explains each
+    image's top class: the map ranks the classes by its own score (the logit), where
+    the output's ranking ties or differs."""
+    top = image.get("top") or []
+    if cam.get("class") != "top predicted" or not top or top[0]["index"] == entry["class_index"]:
+        return ""
+    return (
+        f"<div class=hint>the top class by the {_e(cam['score_kind'])}, which the map "
+        "explains; the output below ranks the classes otherwise</div>"
+    )
 
 
 # The CAM methods' names as their papers write them, and what each map weighs (the
@@ -185,7 +214,9 @@ def _map_figure(method: str, entry: dict[str, Any], size: list[int], width: int)
     # Small photos are zoomed by a whole factor to the map's width (pixelated, so the
     # map's cells stay visible); large ones are scaled down to it.
     return (
-        f'<figure class="map"><div class="mname">{_e(title)}</div>'
+        # the figure as wide as its map: a flat map's warning wraps under it instead of
+        # widening the figure and pushing the next method onto a row of its own
+        f'<figure class="map" style="width:{width}px"><div class="mname">{_e(title)}</div>'
         f"{_img(entry['overlay'], size, f'{title} overlay', width, width)}{flat}</figure>"
     )
 
@@ -203,7 +234,7 @@ def _gradcam_card(
         f"<figcaption>model input {_dims([h, w], image['model_channels'])}</figcaption>"
         f'</figure><div class="cls">{_e(_class_text(entry["class_index"], entry["class_name"]))}'
         f"</div><div class=hint>class score {_score(entry['score'])} ({_e(cam['score_kind'])})"
-        f"</div>{_top_table(image['top'], kind)}</div>"
+        f"</div>{_explained_hint(image, entry, cam)}{_top_table(image['top'], kind)}</div>"
     )
     return (
         f'<div class="card gc"><h3>{_e(entry["name"])}</h3><div class="gcrow">{info}'
@@ -366,14 +397,16 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
         lines.append(f"activations: {n} layers of the first image -> activations/")
     cam = summary["gradcam"]
     if cam:
-        classes = [e["class_index"] for e in cam["images"]]
+        # named as the top lines name them: "ship (8) x6", not "[8, 8, 8, 8, 8, 8]"
+        named = [_class_text(e["class_index"], e.get("class_name")) for e in cam["images"]]
+        classes = ", ".join(f"{n} x{named.count(n)}" for n in dict.fromkeys(named))
         flat = ", ".join(
-            f"{m} {sum(e['maps'][m]['degenerate'] for e in cam['images'])}/{len(classes)}"
+            f"{m} {sum(e['maps'][m]['degenerate'] for e in cam['images'])}/{len(named)}"
             for m in cam["methods"]
         )
         lines.append(
             f"cam: {', '.join(cam['methods'])}; layer {cam['layer']!r}, score "
-            f"{cam['score_kind']}, classes {classes}, degenerate {flat} -> gradcam/"
+            f"{cam['score_kind']}, classes: {classes}; degenerate {flat} -> gradcam/"
         )
     f = summary["filters"]
     if f:

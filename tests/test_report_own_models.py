@@ -1,0 +1,68 @@
+"""What a pass over models this project did not build (MobileNetV2 from config, a
+1-channel [-1, 1] all-convolutional model, skimage photos) found on the pages the
+package writes, each pinned here."""
+
+from __future__ import annotations
+
+import re
+
+from convviz_check.report import explain
+
+NAMES = ("airplane", "automobile", "bird", "cat", "deer")
+
+
+def _top(scores: list[float]) -> list[dict]:
+    return [{"index": i, "name": NAMES[i], "score": s} for i, s in enumerate(scores)]
+
+
+def test_close_probabilities_are_written_with_the_digits_that_tell_them_apart() -> None:
+    page = explain._top_table(_top([0.1533, 0.147, 0.14323, 0.14319, 0.1395]), "probability")
+    cells = re.findall(r"<td>([0-9.e-]+)</td>", page)
+    assert len(set(cells)) == 5  # at 3 digits 0.14323 and 0.14319 both read 0.143
+    assert cells[2] != cells[3] and "tie" not in page
+
+
+def test_tied_top_classes_are_called_a_tie() -> None:
+    # an untrained MobileNetV2: every probability is 0.1 in float32
+    page = explain._top_table(_top([0.1] * 5), "probability")
+    assert "the first 5 tie: no top class" in page
+
+
+def test_the_card_says_why_the_explained_class_is_not_the_tables_first() -> None:
+    image = {"top": _top([0.1] * 5)}
+    cam = {"class": "top predicted", "score_kind": "logit"}
+    hint = explain._explained_hint(image, {"class_index": 8}, cam)
+    assert "the top class by the logit, which the map explains" in hint
+    assert explain._explained_hint(image, {"class_index": 0}, cam) == ""
+    assert explain._explained_hint(image, {"class_index": 8}, {**cam, "class": 8}) == ""
+
+
+def test_a_flat_maps_warning_stays_as_wide_as_its_map() -> None:
+    entry = {"overlay": "gradcam/x.png", "degenerate": True}
+    figure = explain._map_figure("scorecam", entry, [512, 512], 230)
+    assert figure.startswith('<figure class="map" style="width:230px">')
+    assert "Flat map" in figure
+
+
+def test_the_console_names_the_explained_classes() -> None:
+    summary = {
+        "model": {"name": "m", "class": "Functional", "input_shape": [96, 96, 3], "classes": 10},
+        "images": [{"name": "a.png", "top": _top([0.2])}],
+        "input": {"preprocessing": ["", "[0, 255] mapped to [0, 1]"]},
+        "score_kind": "probability",
+        "activations": None,
+        "gradcam": {
+            "methods": ["gradcam"],
+            "layer": "out_relu",
+            "score_kind": "logit",
+            "images": [
+                {"class_index": 8, "class_name": "ship", "maps": {"gradcam": {"degenerate": 0}}}
+            ]
+            * 3,
+        },
+        "filters": None,
+        "notes": [],
+        "timings": {},
+    }
+    line = next(x for x in explain.summary_lines(summary) if x.startswith("cam:"))
+    assert "classes: ship (8) x3;" in line and "[8, 8, 8]" not in line
