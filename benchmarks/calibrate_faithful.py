@@ -1,6 +1,6 @@
 """Measure how far ``assert_faithful``'s leads keep a good map from a bad one, to choose
 its default metric, margin and number of random draws (``DEFAULT_ASSERT_METRIC``,
-``DEFAULT_MARGIN``, ``RANDOM_DRAWS`` in ``convviz_check/faithfulness_judge.py``).
+``DEFAULT_MARGIN``, ``RANDOM_DRAWS`` in ``convviz_check/judge/faithfulness.py``).
 
 For each bundled model, scene seed and batch size, Grad-CAM's map is judged with each
 metric (``deletion`` or ``insertion``, optionally ``:baseline``, e.g. ``deletion:blur``)

@@ -37,7 +37,7 @@ or constant (all zeros included), ranks nothing and counts as all zero.
 
 The curves' mechanics (pixel order, baselines, batching) are in
 :mod:`convviz_check.explain.perturb`; the verdict of :func:`assert_faithful` is
-:func:`convviz_check.faithfulness_judge.judge_faithful` (pure NumPy).
+:func:`convviz_check.judge.faithfulness.judge_faithful` (pure NumPy).
 
 Keras is imported inside the functions only (through the backend and graph modules).
 """
@@ -65,7 +65,8 @@ from .explain.perturb import (
     tracked_output,
 )
 from .explain.probabilities import DEFAULT_BATCH_SIZE, prepare
-from .faithfulness_judge import (
+from .heatmaps import Heatmaps
+from .judge.faithfulness import (
     DEFAULT_ASSERT_METRIC,
     DEFAULT_MARGIN,
     METRICS,
@@ -75,7 +76,6 @@ from .faithfulness_judge import (
     check_margin,
     judge_faithful,
 )
-from .heatmaps import Heatmaps
 from .types import GradCAM, Outcome
 
 __all__ = [
@@ -409,7 +409,7 @@ def check_faithful(
 ) -> Outcome:
     """:func:`assert_faithful`'s judgment without raising: the
     :class:`~convviz_check.types.Outcome` (judgment ``"faithfulness"``, see
-    :func:`convviz_check.faithfulness_judge.judge_faithful`). Same arguments.
+    :func:`convviz_check.judge.faithfulness.judge_faithful`). Same arguments.
 
     Raises:
         InputError: bad arguments (a map that is not faithful is a failed Outcome).
@@ -468,7 +468,7 @@ def assert_faithful(
     ``margin`` each (deletion: lower by ``margin``; insertion: higher). The mean of
     many draws keeps the verdict from hanging on one lucky or unlucky random map (see
     ``RANDOM_DRAWS`` for the numbers). A degenerate map (flagged, or constant) always
-    fails. The judgment is :func:`~convviz_check.faithfulness_judge.judge_faithful`;
+    fails. The judgment is :func:`~convviz_check.judge.faithfulness.judge_faithful`;
     :func:`check_faithful` returns it without raising.
 
     Args:

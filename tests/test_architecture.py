@@ -45,7 +45,6 @@ CORE = (
     "convviz_check.regions",
     "convviz_check.tolerances",
     "convviz_check.localization",
-    "convviz_check.faithfulness_judge",
     "convviz_check.pattern_response",
     "convviz_check.counterfactual",
     "convviz_check.spectral",

@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 
 from convviz_check import examples
 from convviz_check import faithfulness as ff
-from convviz_check import faithfulness_judge as fj
 from convviz_check.errors import ConvvizError, FaithfulnessError, InputError
 from convviz_check.explain.gradcam import gradcam
+from convviz_check.judge import faithfulness as fj
 from convviz_check.render import resize_bilinear
 from convviz_check.types import GradCAM
 

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, describe_array
-from ..faithfulness_judge import Curves
 from ..heatmaps import Heatmaps
+from ..judge.faithfulness import Curves
 from ..types import GradCAM
 from .probabilities import Classifier, cam_output, prepare
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
-from .types import MetricResult, Outcome
+from ..errors import InputError
+from ..types import MetricResult, Outcome
 
 __all__ = [
     "DEFAULT_ASSERT_METRIC",
