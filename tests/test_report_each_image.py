@@ -132,4 +132,7 @@ def test_a_metric_without_a_bound_reads_as_not_judged():
     }
     page = render_html({"entries": [entry]}, Path("."))
     assert "0.15384615384615385" not in page
-    assert "<td>0.154</td><td colspan=2 class=facts>not judged: 2 of 13" in page
+    assert (
+        "<td>0.154</td><td colspan=2 class=facts>2 of 13 changed images now explain class 0; not judged<"
+        in page
+    )

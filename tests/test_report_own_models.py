@@ -66,3 +66,31 @@ def test_the_console_names_the_explained_classes() -> None:
     }
     line = next(x for x in explain.summary_lines(summary) if x.startswith("cam:"))
     assert "classes: ship (8) x3;" in line and "[8, 8, 8]" not in line
+
+
+# ------------------------------------------------------------------ judgment cards
+def _card(entry: dict) -> str:
+    from pathlib import Path
+
+    from convviz_check.report.outcomes import judgment_card
+
+    return judgment_card({"status": "failed", **entry}, Path("/r"), "a")
+
+
+def test_a_localization_row_writes_boxes_and_peak_points_as_such() -> None:
+    item = {"peak": [[62, 0], [62, 1], [63, 0], [63, 1]], "target_box": [8, 20, 56, 44]}
+    page = _card({"judgment": "localization", "per_item": {"image": item}})
+    assert "<td>(62, 0), (62, 1), (63, 0), (63, 1)</td>" in page
+    assert "<td>rows [8, 56), cols [20, 44)</td>" in page
+    assert "62, 0, 62, 1" not in page
+
+
+def test_judgment_pictures_say_what_their_colours_are() -> None:
+    images = {"images": {"overlay": "/r/images/o.png"}}
+    page = _card({"judgment": "localization", **images})
+    assert "green: the target, cyan: the map&#x27;s own box" in page
+    assert "magenta: the peak" in page
+    curves = {"images": {"curves": "/r/images/c.png"}, "facts": {"metric": "insertion"}}
+    page = _card({"judgment": "faithfulness", **curves})
+    assert "red: the map under test, grey: the random maps&#x27; mean, blue:" in page
+    assert "share of pixels inserted" in page

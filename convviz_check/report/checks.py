@@ -19,7 +19,14 @@ from typing import Any
 from .. import storage
 from ..types import ITEM_UNIT, MetricResult
 from .classes import by_class_html, by_class_order, class_groups, class_text
-from .comparison import distinct_format, exact, field_name, first_out_of_bounds, unbounded
+from .comparison import (
+    distinct_format,
+    exact,
+    field_name,
+    first_out_of_bounds,
+    unbounded,
+    unjudged_note,
+)
 from .gallery import each_image_html
 from .outcomes import is_judgment, judgment_card
 
@@ -153,8 +160,8 @@ def _metrics_table(kind: str, metrics: Mapping[str, Any]) -> str:
         if m.get("bound") is None:  # reported, not judged: no bound, no verdict
             rows.append(
                 f"<tr class=ok><td>{_e(field_name(kind, name))}</td>"
-                f"<td>{_e(unbounded(m.get('value')))}</td><td colspan=2 class=facts>not judged"
-                + (f": {_e(m['note'])}" if m.get("note") else "")
+                f"<td>{_e(unbounded(m.get('value')))}</td><td colspan=2 class=facts>"
+                + _e(unjudged_note(str(m.get("note") or "")))
                 + "</td></tr>"
             )
             continue

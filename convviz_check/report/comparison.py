@@ -335,8 +335,7 @@ def metric_line(m: MetricResult, width: int, name: str | None = None) -> str:
     which side of the bound it is on (``name`` defaults to the metric's own)."""
     name = name or m.name
     if m.bound is None:  # reported, not judged: no verdict, and a value to read
-        why = m.note if "not judged" in m.note else "; ".join(filter(None, [m.note, "not judged"]))
-        return f"{name:<{width}} {unbounded(m.value)}  ({why})"
+        return f"{name:<{width}} {unbounded(m.value)}  ({unjudged_note(m.note)})"
     v, b = distinct_format(m.value, m.bound)
     if m.direction == "max":
         relation, side = ("<=" if m.ok else ">"), "max"
@@ -344,6 +343,11 @@ def metric_line(m: MetricResult, width: int, name: str | None = None) -> str:
         relation, side = (">=" if m.ok else "<"), "min"
     note = f"  ({m.note})" if m.note else ""
     return f"{name:<{width}} {v} {relation} {side} {b}  {'ok' if m.ok else 'FAIL'}{note}"
+
+
+def unjudged_note(note: str) -> str:
+    """A metric's note with "not judged" said once: ``"2 of 13 ...; not judged"``."""
+    return note if "not judged" in note else "; ".join(filter(None, [note, "not judged"]))
 
 
 def unbounded(value: Any) -> str:

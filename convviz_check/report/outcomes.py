@@ -143,7 +143,9 @@ def _items_table(judgment: str, items: Mapping[str, Mapping[str, Any]]) -> str:
             rows.append(f"<tr><td colspan={len(columns) + 1}>... {len(items) - i} more</td></tr>")
             break
         bad = facts.get("ok") is False
-        cells = "".join(f"<td>{_e(_number(facts[c]) if c in facts else '-')}</td>" for c in columns)
+        cells = "".join(
+            f"<td>{_e(_cell(c, facts[c]) if c in facts else '-')}</td>" for c in columns
+        )
         rows.append(f"<tr class={'bad' if bad else 'ok'}><td>{_e(item)}</td>{cells}</tr>")
     head = "".join(f"<th>{_e(c.replace('_', ' '))}</th>" for c in columns)
     return (
@@ -153,16 +155,56 @@ def _items_table(judgment: str, items: Mapping[str, Mapping[str, Any]]) -> str:
     )
 
 
+def _cell(column: str, value: Any) -> str:
+    """A per-item value as a reader takes it in: a box as ``rows [8, 56), cols [20,
+    44)`` (its four numbers in a row read as two points), points as ``(62, 0), (62,
+    1)`` (flattened, eight numbers read as nothing)."""
+    numbers = isinstance(value, list | tuple) and all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in value
+    )
+    if column.endswith("box") and numbers and len(value) == 4:
+        y0, x0, y1, x1 = (_number(v) for v in value)
+        return f"rows [{y0}, {y1}), cols [{x0}, {x1})"
+    if (
+        isinstance(value, list | tuple)
+        and value
+        and all(isinstance(v, list | tuple) for v in value)
+    ):
+        return ", ".join(f"({_number(v)})" for v in value)
+    return _number(value)
+
+
 def _scalar_like(value: Any) -> bool:
     if isinstance(value, bool | int | float | str) or value is None:
         return True
     return isinstance(value, list | tuple) and len(value) <= 4
 
 
+def _caption(entry: Mapping[str, Any], role: str) -> str:
+    """What a judgment's picture shows and what its colours mean (a bare "overlay"
+    under three coloured marks, or "curves" under three coloured lines, left the
+    reader guessing which is which)."""
+    judgment = entry.get("judgment")
+    if judgment == "localization" and role == "overlay":
+        return (
+            "overlay: the map over the image; green: the target, cyan: the map's own box "
+            "(where it reaches the threshold), magenta: the peak"
+        )
+    if judgment == "faithfulness" and role == "curves":
+        metric = str((entry.get("facts") or {}).get("metric") or "")
+        changed = {"deletion": "deleted", "insertion": "inserted"}.get(metric, "changed")
+        return (
+            "curves (the batch mean, then the first images): red: the map under test, grey: "
+            f"the random maps' mean, blue: the wrong class's map; x: share of pixels {changed}, "
+            "y: the class probability"
+        )
+    return role.replace("_", " ")
+
+
 def _pictures(entry: Mapping[str, Any], results_dir: Path) -> str:
     figures = [
         f"<figure><img src='{_e(_rel(path, results_dir))}' alt='{_e(role)}'>"
-        f"<figcaption>{_e(role.replace('_', ' '))}</figcaption></figure>"
+        f"<figcaption>{_e(_caption(entry, role))}</figcaption></figure>"
         for role, path in (entry.get("images") or {}).items()
     ]
     return f"<div class=images>{''.join(figures)}</div>" if figures else ""
