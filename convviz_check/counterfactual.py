@@ -251,8 +251,10 @@ def measure_counterfactual(
         (``flipped / eligible``, 0 when none is eligible); ``changed`` (images whose
         prediction changed at all); ``cue_mass`` (mean share of the cued maps' mass in
         ``mass_box``), ``clean_cue_mass`` (the same on the clean maps, or None);
-        ``cue_box``, ``mass_box``, ``image_shape``; and per image ``per_image_mass``
-        and ``per_image_clean_mass``.
+        ``cue_box``, ``mass_box``, ``image_shape``; and per image ``per_image_mass``,
+        ``per_image_clean_mass``, ``per_image_clean_class`` and ``per_image_cued_class``
+        (what :func:`judge_counterfactual` takes; the ``per_image`` keys stay out of an
+        Outcome's facts and of a written reference).
     """
     clean = _classes(clean_class, "clean_class", None)
     n = clean.size
@@ -290,6 +292,8 @@ def measure_counterfactual(
         "image_shape": list(shape),
         "per_image_mass": [float(v) for v in mass],
         "per_image_clean_mass": None if clean_mass is None else [float(v) for v in clean_mass],
+        "per_image_clean_class": [int(c) for c in clean],
+        "per_image_cued_class": [int(c) for c in cued],
     }
 
 
@@ -306,6 +310,46 @@ def _image_shape(image_shape: Any, maps: Heatmaps) -> tuple[int, int]:
 
 
 # --------------------------------------------------------------------------- judgment
+# What judge_counterfactual reads from a measurement (measure_counterfactual's keys).
+_MEASURED_KEYS = (
+    "n_images",
+    "eligible",
+    "flipped",
+    "towards_rate",
+    "changed",
+    "cue_mass",
+    "clean_cue_mass",
+    "cue_box",
+    "mass_box",
+    "image_shape",
+    "per_image_mass",
+    "per_image_clean_mass",
+    "per_image_clean_class",
+    "per_image_cued_class",
+)
+
+
+def _measured(measured: Any) -> dict[str, Any]:
+    """``measured`` checked to be what :func:`measure_counterfactual` returns."""
+    missing = (
+        [k for k in _MEASURED_KEYS if k not in measured]
+        if isinstance(measured, Mapping)
+        else list(_MEASURED_KEYS)
+    )
+    if missing:
+        received = (
+            f"a dict without {missing}"
+            if isinstance(measured, Mapping)
+            else f"{type(measured).__name__}"
+        )
+        raise InputError(
+            f"judge_counterfactual judges a measurement. Received: {received}. Expected the "
+            "dict measure_counterfactual(clean_class, cued_class, cued_maps, cue_box, ...) "
+            "returns (a reference without per-image values cannot be judged itself)."
+        )
+    return dict(measured)
+
+
 def _reference(reference: Any, k: int) -> dict[str, Any] | None:
     """The golden model's statistics (a dict as :func:`measure_counterfactual` returns
     it, or an Outcome of this judgment), checked; None for none."""
@@ -369,75 +413,59 @@ def _lead(stats: dict[str, Any], ref: dict[str, Any] | None, worst: int, label: 
 
 
 def judge_counterfactual(
-    clean_class: Any,
-    cued_class: Any,
-    cued_maps: Any,
-    cue_box: Box,
+    measured: Mapping[str, Any],
     *,
-    clean_maps: Any = None,
     reference: Any = None,
+    cued_maps: Any = None,
     images: Any = None,
-    image_shape: Any = None,
     class_names: Sequence[str] | None = None,
-    num_classes: int | None = None,
     max_rate_increase: float = DEFAULT_MAX_RATE_INCREASE,
     max_mass_increase: float = DEFAULT_MAX_MASS_INCREASE,
-    cell_margin: int = DEFAULT_CELL_MARGIN,
 ) -> Outcome:
     """Judge what a pasted cue does to a model, against the golden model.
 
     Args:
-        clean_class: ``(N,)`` each image's predicted class without the cue.
-        cued_class: ``(N,)`` each image's predicted class with the cue.
-        cued_maps: the maps of the cued images (a ``GradCAM``, or ``(N, h, w)``
-            arrays with ``image_shape``), explaining their predictions.
-        cue_box: where the cue was pasted (:func:`paste_cue` returns it).
-        clean_maps: the maps of the clean images, for the cue mass without the cue.
+        measured: the model's statistics on the cued images, as
+            :func:`measure_counterfactual` returns them (predictions with and without
+            the cue, the cued maps, the cue's box: measured once, judged here).
         reference: the golden model's statistics on the same images and cue (a dict
-            as :func:`measure_counterfactual` returns it: the ``facts`` of its
-            Outcome), or None: then the golden model is taken to flip nothing and to
-            put the clean maps' mass on the cue's place (0 without ``clean_maps``).
-        images: the cued images, for the pictures only.
-        image_shape: ``(H, W)`` of the images, for bare map arrays.
+            as :func:`measure_counterfactual` returns it, the ``facts`` of its
+            Outcome, or that Outcome), or None: then the golden model is taken to flip
+            nothing and to put the clean maps' mass on the cue's place (0 when no
+            clean maps were measured).
+        cued_maps: the maps of the cued images (as measured), for the picture only
+            (no picture without them).
+        images: the cued images, for the picture only.
         class_names: names printed next to class indices.
-        num_classes: the model's class count (default: the largest class seen + 1).
         max_rate_increase: the most the flip rate towards any one class may exceed the
             golden model's (default :data:`DEFAULT_MAX_RATE_INCREASE`, 0.2).
         max_mass_increase: the most the cue's share of the map may exceed the golden
             model's (default :data:`DEFAULT_MAX_MASS_INCREASE`, 0.15).
-        cell_margin: the cue mass is measured on the cue's box grown by this many map
-            cells (default :data:`DEFAULT_CELL_MARGIN`, 1).
 
     Returns:
         An :class:`~convviz_check.types.Outcome` (judgment ``"counterfactual"``): the
         metrics ``towards_rate_increase`` and ``cue_mass_increase`` against their
         bounds, ``towards_rate`` (the worst class's) and ``cue_mass`` reported; one
         item per image; the facts of :func:`measure_counterfactual` with
-        ``worst_class`` and the ``reference`` used; the picture ``cued``: the first
-        cued images (those flipped to the worst class first) with their maps, the cue
-        in green.
+        ``worst_class`` and the ``reference`` used; with ``cued_maps`` the picture
+        ``cued``: the first cued images (those flipped to the worst class first) with
+        their maps, the cue in green.
 
     Raises:
-        InputError: malformed predictions, maps, box, reference or bounds.
+        InputError: ``measured`` is not what :func:`measure_counterfactual` returns, a
+            malformed reference or bounds.
 
     Example:
-        >>> out = judge_counterfactual([0, 1, 2, 2], [0, 1, 0, 0], np.ones((4, 8, 8)),
-        ...                            Box(0, 0, 2, 2), image_shape=(8, 8))
+        >>> maps = np.ones((4, 8, 8))
+        >>> stats = measure_counterfactual([0, 1, 2, 2], [0, 1, 0, 0], maps,
+        ...                                Box(0, 0, 2, 2), image_shape=(8, 8))
+        >>> out = judge_counterfactual(stats, cued_maps=maps)
         >>> out.status, out.facts["worst_class"], out.facts["flipped"][0]
         ('failed', 0, 2)
     """
     rate_bound = _bound(max_rate_increase, "max_rate_increase")
     mass_bound = _bound(max_mass_increase, "max_mass_increase")
-    stats = measure_counterfactual(
-        clean_class,
-        cued_class,
-        cued_maps,
-        cue_box,
-        clean_maps=clean_maps,
-        image_shape=image_shape,
-        num_classes=num_classes,
-        cell_margin=cell_margin,
-    )
+    stats = _measured(measured)
     k = len(stats["towards_rate"])
     ref = _reference(reference, k)
     ref_rates = np.zeros(k) if ref is None else np.asarray(ref["towards_rate"], np.float64)
@@ -461,8 +489,8 @@ def judge_counterfactual(
     if class_names is not None:
         facts["class_names"] = list(class_names)
     facts = {k_: v for k_, v in facts.items() if not k_.startswith("per_image")}
-    items = _items(clean_class, cued_class, stats, worst, class_names)
-    pictures = {"cued": _picture(cued_maps, images, cue_box, stats, clean_class, cued_class, worst)}
+    items = _items(stats, worst, class_names)
+    pictures = {} if cued_maps is None else {"cued": _picture(cued_maps, images, stats, worst)}
     lead = _lead(stats, ref, worst, label)
     failures = []
     if not metrics["towards_rate_increase"].ok:
@@ -510,14 +538,9 @@ def _message(
 
 
 def _items(
-    clean_class: Any,
-    cued_class: Any,
-    stats: dict[str, Any],
-    worst: int,
-    class_names: Sequence[str] | None,
+    stats: dict[str, Any], worst: int, class_names: Sequence[str] | None
 ) -> dict[str, dict[str, Any]]:
-    clean = np.asarray(clean_class).astype(np.int64)
-    cued = np.asarray(cued_class).astype(np.int64)
+    clean, cued = stats["per_image_clean_class"], stats["per_image_cued_class"]
     items = {}
     for i in range(stats["n_images"]):
         facts: dict[str, Any] = {
@@ -541,21 +564,14 @@ def _items(
 PICTURE_IMAGES = 4
 
 
-def _picture(
-    cued_maps: Any,
-    images: Any,
-    cue_box: Box,
-    stats: dict[str, Any],
-    clean_class: Any,
-    cued_class: Any,
-    worst: int,
-) -> np.ndarray:
+def _picture(cued_maps: Any, images: Any, stats: dict[str, Any], worst: int) -> np.ndarray:
     """Up to :data:`PICTURE_IMAGES` cued images side by side, each with its map, the
     cue in green, the map's box in cyan and its peak in magenta."""
-    maps = Heatmaps.of(cued_maps, role="cued_maps")
+    maps = Heatmaps.of(cued_maps, role="cued_maps", n=stats["n_images"])
     shape = tuple(stats["image_shape"])
-    clean = np.asarray(clean_class).astype(np.int64)
-    cued = np.asarray(cued_class).astype(np.int64)
+    cue_box = Box(*stats["cue_box"])
+    clean = np.asarray(stats["per_image_clean_class"], np.int64)
+    cued = np.asarray(stats["per_image_cued_class"], np.int64)
     flipped = (clean != worst) & (cued == worst)
     order = [*np.flatnonzero(flipped), *np.flatnonzero(~flipped)][:PICTURE_IMAGES]
     batch = None if images is None else np.asarray(images)

@@ -47,24 +47,24 @@ def _model_stats(
     cam: Callable[..., Any],
     options: dict[str, Any],
     cell_margin: int,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The statistics of ``model`` and what they were measured from (the judge's
-    arguments): clean and cued predictions, maps of both explaining each prediction."""
+) -> tuple[dict[str, Any], Any]:
+    """The statistics of ``model`` (clean and cued predictions, maps of both explaining
+    each prediction) and its cued maps (for the judgment's picture)."""
     batch_size = options.get("batch_size")
     clean_class = predictions(model, images, batch_size)
     cued_class = predictions(model, cued, batch_size)
     clean_maps = cam(model, images, class_index=clean_class, **options)
     cued_maps = cam(model, cued, class_index=cued_class, **options)
-    args = {
-        "clean_class": clean_class,
-        "cued_class": cued_class,
-        "cued_maps": cued_maps,
-        "cue_box": box,
-        "clean_maps": clean_maps,
-        "num_classes": _num_classes(model),
-    }
-    stats = measure_counterfactual(**args, cell_margin=cell_margin)
-    return stats, args
+    stats = measure_counterfactual(
+        clean_class,
+        cued_class,
+        cued_maps,
+        box,
+        clean_maps=clean_maps,
+        num_classes=_num_classes(model),
+        cell_margin=cell_margin,
+    )
+    return stats, cued_maps
 
 
 def _num_classes(model: Any) -> int | None:
@@ -134,7 +134,7 @@ def run_counterfactual(
     cued, box = paste_cue(batch, cue, at, margin=margin)
     batch = batch.reshape(cued.shape)  # one (H, W, C) image: a batch of one
     options = {"method": method, **cam_kwargs}
-    stats, args = _model_stats(model, batch, cued, box, cam, options, cell_margin)
+    stats, cued_maps = _model_stats(model, batch, cued, box, cam, options, cell_margin)
     ref: Any = reference
     if _is_stats_file(reference):
         path = Path(reference)
@@ -160,11 +160,11 @@ def run_counterfactual(
         golden_model = load_model(reference) if not hasattr(reference, "layers") else reference
         ref = _model_stats(golden_model, batch, cued, box, cam, options, cell_margin)[0]
     return judge_counterfactual(
-        **args,
+        stats,
         reference=ref,
+        cued_maps=cued_maps,
         images=cued,
         class_names=class_names,
         max_rate_increase=max_rate_increase,
         max_mass_increase=max_mass_increase,
-        cell_margin=cell_margin,
     )

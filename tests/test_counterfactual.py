@@ -138,11 +138,14 @@ def test_a_gradcam_brings_its_image_shape_for_the_mass():
 
 
 # --------------------------------------------------------------------------- judgment
-def _judge(clean, cued, **kwargs):
+def _judge(clean, cued, num_classes=None, **kwargs):
     n = len(clean)
     maps = np.zeros((n, 8, 8), np.float32)
     maps[:, 4, 4] = 1.0  # every map on the object, far from the cue
-    return judge_counterfactual(clean, cued, maps, Box(0, 0, 2, 2), cell_margin=0, **kwargs)
+    stats = measure_counterfactual(
+        clean, cued, maps, Box(0, 0, 2, 2), num_classes=num_classes, cell_margin=0
+    )
+    return judge_counterfactual(stats, cued_maps=maps, **kwargs)
 
 
 def test_a_reshuffle_of_minor_classes_passes_while_flips_on_one_class_fail():
@@ -189,11 +192,10 @@ def test_the_golden_models_flips_and_mass_are_subtracted():
     maps = np.zeros((5, 8, 8), np.float32)
     maps[:, 0, 0] = 1.0  # all mass on the cue
     cue_golden = {"towards_rate": [0.6, 0.0, 0.0], "cue_mass": 0.9}
-    held = judge_counterfactual(clean, cued, maps, Box(0, 0, 2, 2), reference=cue_golden)
+    measured = measure_counterfactual(clean, cued, maps, Box(0, 0, 2, 2))
+    held = judge_counterfactual(measured, reference=cue_golden)
     assert held.status == "passed" and held.metrics["cue_mass_increase"].value == pytest.approx(0.1)
-    grew = judge_counterfactual(
-        clean, cued, maps, Box(0, 0, 2, 2), reference={**cue_golden, "cue_mass": 0.8}
-    )
+    grew = judge_counterfactual(measured, reference={**cue_golden, "cue_mass": 0.8})
     assert grew.status == "failed" and not grew.metrics["cue_mass_increase"].ok
     assert "0.20 more of the map's mass than on the golden model" in grew.message
 
@@ -201,10 +203,12 @@ def test_the_golden_models_flips_and_mass_are_subtracted():
 def test_without_a_reference_the_clean_maps_are_the_mass_baseline():
     maps = np.zeros((2, 8, 8), np.float32)
     maps[:, 0, 0] = 1.0
-    out = judge_counterfactual([1, 1], [1, 1], maps, Box(0, 0, 2, 2), clean_maps=maps)
+    out = judge_counterfactual(
+        measure_counterfactual([1, 1], [1, 1], maps, Box(0, 0, 2, 2), clean_maps=maps)
+    )
     assert out.status == "passed" and out.metrics["cue_mass_increase"].value == 0.0
     assert out.lead.endswith("100% of the map's mass sits on the cue (without the cue: 100%)")
-    moved = judge_counterfactual([1, 1], [1, 1], maps, Box(0, 0, 2, 2))
+    moved = judge_counterfactual(measure_counterfactual([1, 1], [1, 1], maps, Box(0, 0, 2, 2)))
     assert moved.status == "failed"  # nothing to compare with: the mass itself counts
 
 
@@ -232,6 +236,21 @@ def test_the_outcome_is_a_counterfactual_record_with_a_picture():
 def test_the_judgment_refuses_bad_arguments_naming_them(kwargs, match):
     with pytest.raises(InputError, match=match):
         _judge([0, 1], [0, 1], **kwargs)
+
+
+def test_the_judgment_takes_a_measurement_naming_what_is_missing():
+    maps = np.ones((2, 8, 8), np.float32)
+    stats = measure_counterfactual([0, 1], [0, 0], maps, Box(0, 0, 2, 2))
+    # a reference as written to JSON (no per-image values) is not a measurement
+    reference = {k: v for k, v in stats.items() if not k.startswith("per_image")}
+    with pytest.raises(InputError, match=r"without \['per_image_mass'.*measure_counterfactual"):
+        judge_counterfactual(reference)
+    with pytest.raises(InputError, match="Received: list"):
+        judge_counterfactual([0.1])  # type: ignore[arg-type]
+    # measured once: judged without the maps there is no picture, with them one
+    assert judge_counterfactual(stats).pictures == {}
+    assert judge_counterfactual(stats, cued_maps=maps).pictures["cued"].dtype == np.uint8
+    assert stats["per_image_clean_class"] == [0, 1] and stats["per_image_cued_class"] == [0, 0]
 
 
 def test_predictions_must_be_one_class_per_image():
