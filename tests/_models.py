@@ -87,6 +87,45 @@ def tiny_xception(image_shape=(32, 32, 3), num_classes=3):
     return model
 
 
+def tiny_vit(class_token: bool = True, layers: int = 2, seed: int = 11, scale: float = 0.3):
+    """A keras-hub ViT classifier on 32x32 images in 8-px patches (a 4x4 token grid),
+    2 heads of width 8, 3 classes; NumPy-seeded weights (the same model on every backend;
+    Keras' own initializers are unseeded here, and an unlucky draw can make a map
+    degenerate). ``class_token=False`` pools the tokens by their mean."""
+    import keras_hub as hub
+
+    backbone = hub.models.ViTBackbone(
+        image_shape=(32, 32, 3),
+        patch_size=8,
+        num_layers=layers,
+        num_heads=2,
+        hidden_dim=8,
+        mlp_dim=16,
+        use_class_token=class_token,
+    )
+    pooling = "token" if class_token else "gap"
+    model = hub.models.ViTImageClassifier(backbone=backbone, num_classes=3, pooling=pooling)
+    seeded_weights(model, seed, scale)
+    return model
+
+
+def tiny_deit(seed: int = 12, scale: float = 0.3):
+    """The DeiT counterpart of :func:`tiny_vit` (class and distillation tokens)."""
+    import keras_hub as hub
+
+    backbone = hub.models.DeiTBackbone(
+        image_shape=(32, 32, 3),
+        patch_size=8,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=8,
+        intermediate_dim=16,
+    )
+    model = hub.models.DeiTImageClassifier(backbone=backbone, num_classes=3)
+    seeded_weights(model, seed, scale)
+    return model
+
+
 def gradcam_result(n: int = 2, h: int = 5, w: int = 6, degenerate_second: bool = False):
     """A seeded GradCAM of n maps (h, w); with ``degenerate_second`` the second map is
     flagged degenerate (storage must keep the flags as given)."""

@@ -12,6 +12,7 @@ import pytest
 import convviz_check as cc
 from convviz_check import GraphError, InputError
 from convviz_check.explain import rollout as rollout_module
+from tests._models import tiny_deit, tiny_vit
 
 layers = keras.layers
 
@@ -98,14 +99,8 @@ def test_rollout_matrix_rows_sum_to_one_and_uniform_attention_stays_uniform():
 
 
 def test_rollout_on_keras_hub_vit():
-    hub = pytest.importorskip("keras_hub")
-    backbone = hub.models.ViTBackbone(
-        image_shape=(32, 32, 3), patch_size=8, num_layers=2, num_heads=2, hidden_dim=8, mlp_dim=16
-    )
-    model = hub.models.ViTImageClassifier(backbone=backbone, num_classes=3)
-    rng = np.random.default_rng(13)  # NumPy-seeded: the same model on every backend
-    for w in model.weights:
-        w.assign(rng.normal(0.0, 0.3, tuple(w.shape)).astype("float32"))
+    pytest.importorskip("keras_hub")
+    model = tiny_vit(seed=13)
     got = cc.cam(model, _images(2, 32), method="rollout")
     assert got.heatmap.shape == (2, 4, 4) and not got.degenerate.any()
     assert "2 attention layer(s)" in got.note and got.layer.endswith("mha")
@@ -117,22 +112,11 @@ def test_deit_rollout_averages_the_class_and_distillation_rows():
     """DeiT predicts with the mean of its class and distillation heads, so its map is
     the mean of both tokens' rows of R over the patches (checked against the loops of
     the recursion on the weights the model computes), not the class row alone."""
-    hub = pytest.importorskip("keras_hub")
+    pytest.importorskip("keras_hub")
     from convviz_check import keras_private
 
-    backbone = hub.models.DeiTBackbone(
-        image_shape=(32, 32, 3),
-        patch_size=8,
-        num_layers=2,
-        num_heads=2,
-        hidden_dim=8,
-        intermediate_dim=16,
-    )
-    model = hub.models.DeiTImageClassifier(backbone=backbone, num_classes=3)
-    rng = np.random.default_rng(12)  # NumPy-seeded: the same model on every backend
-    for w in model.weights:
-        # std 1 (not 0.3): peaked attention, so the two tokens' rows differ visibly.
-        w.assign(rng.normal(0.0, 1.0, tuple(w.shape)).astype("float32"))
+    # std 1 (not 0.3): peaked attention, so the two tokens' rows differ visibly.
+    model = tiny_deit(seed=12, scale=1.0)
     x = _images(2, 32)
     with keras_private.capture_attention(rollout_module.attention_layers(model)) as captured:
         model(x, training=False)

@@ -17,35 +17,11 @@ from convviz_check import GraphError, InputError
 from convviz_check import graph as cc_graph
 from convviz_check.errors import ConvvizError
 from convviz_check.graph import tokens as graph_tokens
+from tests._models import seeded_weights, tiny_deit, tiny_vit
 
 
 def _images(n: int, size: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).random((n, size, size, 3)).astype("float32")
-
-
-def _seed(model: keras.Model, seed: int, scale: float = 0.5) -> None:
-    """NumPy-seeded weights: the same model on every backend and in every run (Keras'
-    own initializers are unseeded here, and an unlucky draw can make a map degenerate)."""
-    rng = np.random.default_rng(seed)
-    for w in model.weights:
-        w.assign(rng.normal(0.0, scale, tuple(w.shape)).astype("float32"))
-
-
-def _vit(class_token: bool = True, layers: int = 2) -> keras.Model:
-    hub = pytest.importorskip("keras_hub")
-    backbone = hub.models.ViTBackbone(
-        image_shape=(32, 32, 3),
-        patch_size=8,
-        num_layers=layers,
-        num_heads=2,
-        hidden_dim=8,
-        mlp_dim=16,
-        use_class_token=class_token,
-    )
-    pooling = "token" if class_token else "gap"
-    model = hub.models.ViTImageClassifier(backbone=backbone, num_classes=3, pooling=pooling)
-    _seed(model, 11, scale=0.3)
-    return model
 
 
 def _tokens_model() -> keras.Model:
@@ -59,13 +35,13 @@ def _tokens_model() -> keras.Model:
     g = keras.layers.GlobalAveragePooling1D(name="pool")(e)
     out = keras.layers.Dense(3, name="logits")(g)
     model = keras.Model(x_in, out, name="token_mlp")
-    _seed(model, 3)
+    seeded_weights(model, 3, scale=0.5)
     return model
 
 
 # ------------------------------------------------------------------ grid inference
 def test_vit_with_class_token_grid_and_automatic_layer():
-    model = _vit(class_token=True)
+    model = tiny_vit(class_token=True)
     assert graph_tokens.token_layers(model)[-1] == "ln"
     # The class-token head reads token 0 only: the last block's input is the layer.
     assert cc_graph.structure(model) is not None
@@ -80,7 +56,7 @@ def test_vit_with_class_token_grid_and_automatic_layer():
 
 
 def test_the_final_norm_of_a_class_token_head_gives_degenerate_maps_which_is_why_it_is_skipped():
-    model = _vit(class_token=True)
+    model = tiny_vit(class_token=True)
     cam = cc.gradcam(model, _images(2, 32), layer="ln")
     assert cam.degenerate.all()
 
@@ -90,7 +66,7 @@ def _raw_is_not_zero(cam) -> bool:
 
 
 def test_vit_without_class_token_uses_the_tensor_the_mean_reads():
-    model = _vit(class_token=False)
+    model = tiny_vit(class_token=False)
     assert graph_tokens.auto_token_layer(model) == "ln"
     grid = graph_tokens.infer_grid(model, "ln", (32, 32))
     assert (grid.height, grid.width, grid.prefix) == (4, 4, 0)
@@ -103,17 +79,8 @@ def test_vit_without_class_token_uses_the_tensor_the_mean_reads():
 
 
 def test_deit_grid_drops_class_and_distillation_tokens():
-    hub = pytest.importorskip("keras_hub")
-    backbone = hub.models.DeiTBackbone(
-        image_shape=(32, 32, 3),
-        patch_size=8,
-        num_layers=2,
-        num_heads=2,
-        hidden_dim=8,
-        intermediate_dim=16,
-    )
-    model = hub.models.DeiTImageClassifier(backbone=backbone, num_classes=3)
-    _seed(model, 12, scale=0.3)
+    pytest.importorskip("keras_hub")
+    model = tiny_deit(seed=12)
     cam = cc.gradcam(model, _images(1, 32))
     grid = graph_tokens.infer_grid(model, cam.layer, (32, 32))
     assert cam.layer == "transformer_block_1"
@@ -123,7 +90,7 @@ def test_deit_grid_drops_class_and_distillation_tokens():
 
 @pytest.mark.parametrize("method", ["gradcam++", "xgradcam", "hirescam", "scorecam", "eigencam"])
 def test_every_cam_method_runs_on_the_grid(method):
-    cam = cc.cam(_vit(), _images(2, 32), method=method)
+    cam = cc.cam(tiny_vit(), _images(2, 32), method=method)
     assert cam.heatmap.shape == (2, 4, 4) and cam.method == method
     assert np.isfinite(cam.heatmap).all()
 
@@ -205,7 +172,7 @@ def test_to_map_drops_the_prefix_row_by_row():
 def test_a_project_layer_may_be_a_token_layer():
     from convviz_check.graph.targets import check_chosen_layer
 
-    model = _vit()
+    model = tiny_vit()
     source = "the ini key convviz_gradcam_layer"
     assert check_chosen_layer(model, "transformer_block_2", source) == "transformer_block_2"
     with pytest.raises(GraphError, match="'transformer_block_1', 'transformer_block_2'"):
