@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from . import golden, sidecars, tolerances
+from . import golden, pattern_response, sidecars, tolerances
 from . import regions as regions_lib
 from .artifacts import BOXES, Artifact, comparable
 from .calibration import Calibration, bounds_text, calibrated
@@ -119,6 +119,7 @@ class CheckRequest:
     # images themselves are not at hand: ``golden accept`` writes the same preview.
     thumbnail_strip: np.ndarray | None = None
     note: str = ""
+    probe: Any = None  # filter patterns: images -> the new model's layer (retrain profile)
 
     def thumbnail(self) -> np.ndarray | None:
         if self.obtained.kind != "heatmap":
@@ -191,9 +192,10 @@ def run_check(settings: Settings, request: CheckRequest, commands: Commands | No
             "error",
             lambda: f"convviz check {request.name!r}: the golden cannot be used.\n{problem}",
         )
+    run.comparison, run.unjudged = pattern_response.judge_retrain(expected, request, run.unjudged)
     if run.unjudged:
         return run.not_judged(expected)
-    if expected is not None:
+    if expected is not None and run.comparison is None:
         run.compare(expected)
     if run.wants_write(expected):
         if place.write_to is None:

@@ -385,10 +385,11 @@ def convviz(request: pytest.FixtureRequest) -> Any:
       convviz.load_model(source, safe_mode=True, custom_objects=None)
     Golden checks:
       convviz.check(name, value, kind=None, tolerance=None, *, dtype=None, layers=None,
-        model=None, boxes=None, class_names=None, regions=None): a GradCAM (kind
-        "heatmap"), a dict of activations (kind "activation") or an array (a bare 4-D
-        array needs kind=, e.g. kind="pattern"); --convviz-update=missing|failed|all
-        writes goldens; regions: marker convviz(regions=...) > ini convviz_regions.
+        model=None, boxes=None, class_names=None, regions=None, images=None): a
+        GradCAM (kind "heatmap"), a dict of activations (kind "activation") or an array
+        (a bare 4-D array needs kind=, e.g. kind="pattern"); --convviz-update=missing|
+        failed|all writes goldens; regions: marker convviz(regions=...) > ini
+        convviz_regions; images: filter patterns' response record (judged by retrain).
       convviz.class_names = [...]: class names for the test's failure messages
         (default: ini convviz_class_names, a file).
     Assertions (recorded in the report; name= names each):

@@ -25,6 +25,7 @@ from .artifacts import Artifact
 from .backends import current_backend, framework_versions
 from .checks import CheckRequest, attach_boxes, run_check
 from .errors import InputError, MissingBackendError
+from .explain.pattern_response import with_record
 from .models import model_fingerprint
 from .plugin_options import chosen_regions, option
 from .plugin_session import (
@@ -152,11 +153,11 @@ class ConvvizFixture:
 
     Golden checks:
         check(name, value, kind=None, tolerance=None, *, dtype=None, layers=None,
-            model=None, boxes=None, class_names=None, regions=None): compare with the
-            golden file (or write it in an update run); ``boxes`` are the object boxes
+            model=None, boxes=None, class_names=None, regions=None, images=None): compare
+            with the golden (or write it in an update run); ``boxes`` are the object boxes
             a heatmap golden keeps, ``regions`` its suspect regions (name -> Box; marker
             ``convviz(regions=...)`` > ini ``convviz_regions``), ``class_names`` name
-            the classes in its failure message.
+            the classes in its failure message, ``images`` a pattern golden's record.
         class_names: the model's class names for every check of the test (a list;
             default: ini ``convviz_class_names``, a file).
 
@@ -245,6 +246,7 @@ class ConvvizFixture:
         boxes: Any = None,
         class_names: Any = None,
         regions: Any = None,
+        images: Any = None,
     ) -> None:
         """Compare ``value`` with its golden file (or write it in an update run).
 
@@ -277,6 +279,7 @@ class ConvvizFixture:
                 profile measures each map's mass in them. Default: the marker
                 ``convviz(regions=...)``, else the ini key ``convviz_regions``, else the
                 golden's (later runs may omit them).
+            images: filter patterns: the images the retrain profile judges them on.
 
         The gate profile: the marker ``convviz(profile=...)`` >
         ``--convviz-profile`` > ini ``convviz_profile`` > ``"exact"``.
@@ -319,6 +322,7 @@ class ConvvizFixture:
             profile=profile,
             note=str(getattr(value, "note", "") or ""),
         )
+        request = with_record(request, value, model, images)  # filter patterns: retrain
         outcome = run_check(state.settings, request, PytestCommands(state, self.node.nodeid))
         if outcome.status == "skipped":  # the test is reported skipped once it has run
             self.node.stash.setdefault(NOT_JUDGED, []).append(outcome.message)

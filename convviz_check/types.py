@@ -332,6 +332,8 @@ class Tolerance:
     # pattern
     pattern_ssim_min: float | None = None
     pattern_pearson_min: float | None = None
+    # pattern, retrain profile (convviz_check.pattern_response: its DEFAULT_MAX_GAP)
+    pattern_response_gap_max: float | None = None
     # pixel-wise tolerance used only for the "share of pixels out of tolerance" fact
     pixel_atol: float | None = None
 

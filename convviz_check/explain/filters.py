@@ -59,6 +59,31 @@ DEFAULT_BATCH_SIZE = 4
 
 Progress = Callable[[int, int], Any]
 
+# What each array filter_patterns returned was computed from, by the array's id: (a weak
+# reference to the array, the model, the layer, the filters asked), so that
+# ``convviz.check(name, patterns, images=...)`` can take the patterns' response record
+# without being told them again. An entry leaves with its array (weakref.finalize).
+_CALLS: dict[int, tuple[Any, Any, str, Any]] = {}
+
+
+def _remember(patterns: np.ndarray, model: Any, layer: str, filters: Any) -> np.ndarray:
+    import weakref
+
+    _CALLS[id(patterns)] = (weakref.ref(patterns), model, layer, filters)
+    weakref.finalize(patterns, _CALLS.pop, id(patterns), None)
+    return patterns
+
+
+def pattern_call(patterns: Any) -> tuple[Any, str, Any] | None:
+    """``(model, layer, filters)`` an array returned by :func:`filter_patterns` was
+    computed from (while that array lives), else None: ``pattern_call(patterns)[1:]``
+    is ``("conv1", [0, 2])`` after ``patterns = filter_patterns(model, "conv1", [0, 2])``.
+    """
+    entry = _CALLS.get(id(patterns))
+    if entry is None or entry[0]() is not patterns:
+        return None
+    return entry[1], entry[2], entry[3]
+
 
 @dataclass(frozen=True)
 class _Target:
@@ -534,7 +559,7 @@ def filter_patterns(
         shape, where = (height, width, channels), (map_hw, (lo, hi), spec.data_format)
         run = (config, objective, filters, shape, where, int(steps), learning_rate, seed)
         out = _robust(model, target, indices, (*run, batch_size or DEFAULT_BATCH_SIZE, progress))
-        return (lo + (hi - lo) * out).astype(np.float32)
+        return _remember((lo + (hi - lo) * out).astype(np.float32), model, layer, filters)
     lr = (
         default_learning_rate(height, width, channels) * (hi - lo)
         if learning_rate is None
@@ -566,7 +591,7 @@ def filter_patterns(
             f"Received: learning_rate={lr}, steps={steps}, {describe_array('patterns', out)}. "
             "Expected finite patterns: lower the learning rate."
         )
-    return out
+    return _remember(out, model, layer, filters)
 
 
-__all__ = ["default_learning_rate", "filter_patterns", "start_image"]
+__all__ = ["default_learning_rate", "filter_patterns", "pattern_call", "start_image"]

@@ -27,7 +27,7 @@ _CAUSES = (
 )
 _SAME_CODE = "same model and inputs: the code or a library changed"
 # The retrain profile's two verdicts (convviz_check.evidence.VERDICTS), as lines start.
-_VERDICTS = ("predicts differently:", "looks elsewhere:")
+_VERDICTS = ("predicts differently:", "looks elsewhere:", "lost a detector:")
 
 
 def cause_first(
