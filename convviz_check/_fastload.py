@@ -15,8 +15,12 @@ but one: a *random* initializer of a variable missing from the file draws its nu
 later than it would have, hence other numbers -- a model whose file lacks weights is
 broken either way, and Keras reports it.
 
-Only variables created by the thread that entered the block are deferred: another
-thread building a model meanwhile gets its initializers as usual.
+The swap of ``Variable.__init__`` and ``Variable.assign`` lasts exactly as long as the
+block (restored in ``finally``, also when the load raises), and only variables created
+by the thread that entered the block are deferred: another thread building a model
+meanwhile gets its initializers as usual. A second thread's block waits for the first
+(a lock); the same thread may nest blocks (a re-entrant lock: a load that loads another
+file inside it), each restoring what it found.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import numpy as np
 
 from . import keras_private
 
-_LOCK = threading.Lock()
+_LOCK = threading.RLock()
 
 
 def _numpy_dtype(dtype: Any) -> np.dtype | None:
@@ -43,7 +47,7 @@ def _numpy_dtype(dtype: Any) -> np.dtype | None:
 @contextmanager
 def initializers_deferred() -> Iterator[None]:
     """Within the block, variables this thread creates start as zeros; see the module
-    docstring. Not re-entrant across threads (a lock): a second thread's block waits."""
+    docstring. A second thread's block waits; the same thread may nest blocks."""
     try:
         variables = keras_private.variables_module()
         in_stateless_scope = keras_private.in_stateless_scope

@@ -208,3 +208,21 @@ def test_load_with_batchnorm_statistics_round_trips(tmp_path):
     )
     _same_predictions(model, loaded, np.random.default_rng(1).uniform(0, 1, (2, 8, 8, 3)))
     assert cc.model_fingerprint(loaded) == cc.model_fingerprint(model)
+
+
+def test_deferred_initializers_are_restored_after_a_failed_load_and_may_nest():
+    from convviz_check import keras_private
+    from convviz_check._fastload import initializers_deferred
+
+    cls = keras_private.variables_module().Variable
+    original = cls.__init__
+    with pytest.raises(RuntimeError, match="corrupt"), initializers_deferred():
+        raise RuntimeError("corrupt file")
+    assert cls.__init__ is original  # the swap ends with the block, even on an error
+    with initializers_deferred():
+        with initializers_deferred():  # the same thread nests (no deadlock)
+            inner = keras.Variable(initializer="ones", shape=(2,))
+        outer = keras.Variable(initializer="ones", shape=(3,))
+    assert cls.__init__ is original
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(inner), np.ones(2))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(outer), np.ones(3))
