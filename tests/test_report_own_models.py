@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+
 from convviz_check.report import explain
 
 NAMES = ("airplane", "automobile", "bird", "cat", "deer")
@@ -94,3 +96,59 @@ def test_judgment_pictures_say_what_their_colours_are() -> None:
     page = _card({"judgment": "faithfulness", **curves})
     assert "red: the map under test, grey: the random maps&#x27; mean, blue:" in page
     assert "share of pixels inserted" in page
+
+
+# ------------------------------------------------------------------ agree --out
+def test_the_agreement_page_names_the_explained_classes(tmp_path) -> None:
+    from convviz_check.crossbackend import agreement as ag
+    from convviz_check.report import agreement as pages
+    from convviz_check.types import TECHNIQUES
+    from tests.test_agreement import synthetic_results
+
+    base, _ = synthetic_results()
+    report = ag.build_report(
+        "m", ("tensorflow", "jax"), TECHNIQUES, {"tensorflow": base, "jax": base}
+    )
+    classes = np.asarray(base["gradcam"].arrays["class_index"]).reshape(-1).tolist()
+    names = [f"kind{i}" for i in range(max(classes) + 1)]
+    page, _ = pages.write_pictures(report, tmp_path, class_names=names)
+    expected = pages.named_classes(classes, names)
+    assert f"classes: {expected}" in page.read_text()
+    assert expected.startswith(f"kind{classes[0]} ({classes[0]}) x")
+    _, _ = pages.write_pictures(report, tmp_path / "bare")
+    assert "classes:" not in (tmp_path / "bare" / "index.html").read_text()
+
+
+def test_named_classes_counts_each_class_once() -> None:
+    from convviz_check.report.agreement import named_classes
+
+    assert named_classes([2, 2, 6, 2], ["a", "b", "gravel"]) == "gravel (2) x3, 6 x1"
+    assert named_classes([1, 1], None) == "1 x2"
+
+
+def test_agree_draws_the_first_filters_a_small_layer_has(tmp_path, capsys) -> None:
+    import argparse
+
+    import keras
+
+    from convviz_check.cli import agree
+
+    inputs = keras.Input((16, 16, 1))
+    x = keras.layers.Conv2D(3, 3, padding="same", name="c3")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    path = tmp_path / "m.keras"
+    keras.Model(inputs, x).save(path)
+    args = argparse.Namespace(
+        model=str(path), filters=8, filters_layer=None, unsafe=False, custom_objects=None
+    )
+    assert agree._filters_count(args, ("filters",)) == 3  # every backend failed on filter 3
+    assert "--filters 8: layer 'c3' has 3; comparing 3" in capsys.readouterr().out
+    assert agree._filters_count(args, ("gradcam",)) == 8  # not drawn: not looked at
+    args = argparse.Namespace(
+        model=str(tmp_path / "missing.keras"),
+        filters=8,
+        filters_layer=None,
+        unsafe=False,
+        custom_objects=None,
+    )
+    assert agree._filters_count(args, ("filters",)) == 8  # the workers say what is wrong

@@ -235,6 +235,35 @@ def _class_index(args: argparse.Namespace, names: list[str] | None) -> int | Non
     return resolve_class(text, count, class_names(count))
 
 
+def _filters_count(args: argparse.Namespace, what: tuple[str, ...]) -> int:
+    """``--filters`` capped at the filter layer's channels, by explain's rule (a
+    7-channel layer draws 7 of the default 8, with a note, instead of every backend
+    failing on filter 7). The model is loaded here for that (the backend of this
+    process runs in it anyway); a model or layer that cannot be read here is left to
+    the workers, whose errors name the backend."""
+    if "filters" not in what:
+        return int(args.filters)
+    from .explain import filters_plan
+
+    try:
+        model = getattr(args, "loaded_model", None)
+        if model is None:
+            from ..models import load_model
+
+            model = load_model(
+                args.model, safe_mode=not args.unsafe, custom_objects=_split(args.custom_objects)
+            )
+            args.loaded_model = model
+        layer, channels, count = filters_plan(model, args.filters_layer, int(args.filters))
+    except Exception:  # noqa: BLE001 - the workers report it, naming the backend
+        return int(args.filters)
+    if count < args.filters:
+        print(
+            f"filters: --filters {args.filters}: layer {layer!r} has {channels}; comparing {count}"
+        )
+    return count
+
+
 def _read_like_explain(
     args: argparse.Namespace, stated: tuple[float, float] | None
 ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -295,7 +324,9 @@ def _images_from_args(
     return make_scenes(args.scenes, seed=args.scene_seed).floats, {}
 
 
-def _write_pictures(reports: dict[str, Any], out: str) -> None:
+def _write_pictures(
+    reports: dict[str, Any], out: str, class_names: list[str] | None = None
+) -> None:
     """Each report's pictures and page (a folder per check when there are several,
     with an index over them); prints where, and each diff's scale."""
     from ..report import agreement as pages
@@ -304,7 +335,7 @@ def _write_pictures(reports: dict[str, Any], out: str) -> None:
     for name, report in reports.items():
         folder = Path(out) if len(reports) == 1 else Path(out) / storage.sanitize_part(name)
         page, drawn = pages.write_pictures(
-            report, folder, "../index.html" if len(reports) > 1 else ""
+            report, folder, "../index.html" if len(reports) > 1 else "", class_names
         )
         written[name] = (report, page)
         print(f"pictures{' of ' + name if len(reports) > 1 else ''}: {page}")
@@ -347,6 +378,7 @@ def run(args: argparse.Namespace) -> int:
     from ..crossbackend.export import compare_exported
 
     tolerance = parse_tolerance(args.tolerance)
+    names: list[str] | None = None  # the classes' names, for the pictures' page
     if args.exported:
         if args.model or args.images or args.image_files or args.scenes is not None:
             raise InputError(
@@ -359,10 +391,11 @@ def run(args: argparse.Namespace) -> int:
         stated, names = input_settings(args)
         images, image_params = _images_from_args(args, stated)
         class_index = _class_index(args, names)
+        what = tuple(_split(args.what) or TECHNIQUES)
         report = ag.agreement(
             args.model,
             images,
-            what=tuple(_split(args.what) or TECHNIQUES),
+            what=what,
             backends=args.backends or BACKENDS,
             tolerance=tolerance,
             layers=_split(args.layers),
@@ -372,7 +405,7 @@ def run(args: argparse.Namespace) -> int:
             cam_options=parse_cam_options(args.cam_option),
             token_grid=_token_grid(args.token_grid),
             filters_layer=args.filters_layer,
-            filters=args.filters,
+            filters=_filters_count(args, what),
             filter_steps=args.filter_steps,
             safe_mode=not args.unsafe,
             custom_objects=_split(args.custom_objects),
@@ -387,7 +420,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         storage.write_json(args.json, {name: r.to_dict() for name, r in reports.items()})
     if args.out:
-        _write_pictures(reports, args.out)
+        _write_pictures(reports, args.out, names)
     failed = [name for name, r in reports.items() if not r.passed]
     if failed:
         print(

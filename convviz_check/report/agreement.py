@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import html
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -90,7 +90,10 @@ class TechniquePictures:
 
 
 def write_pictures(
-    report: AgreementReport, out_dir: str | os.PathLike[str], index: str = ""
+    report: AgreementReport,
+    out_dir: str | os.PathLike[str],
+    index: str = "",
+    class_names: Sequence[str] | None = None,
 ) -> tuple[Path, list[TechniquePictures]]:
     """Write the pictures of ``report`` and ``index.html`` into ``out_dir``.
 
@@ -99,7 +102,8 @@ def write_pictures(
     activations of the worst layer for the image where the worst pair differs most;
     the filter patterns as compared) and ``<technique>.diff.png`` (``|a - b|`` of the
     worst pair, scaled to its own maximum, which the picture and the page print).
-    ``index``: a link back to a page over several checks (relative to ``out_dir``).
+    ``index``: a link back to a page over several checks (relative to ``out_dir``);
+    ``class_names``: the model's, naming the explained classes (``gravel (2) x3``).
 
     Returns:
         (the path of ``index.html``, what was drawn per technique).
@@ -108,7 +112,7 @@ def write_pictures(
     drawn = []
     for technique in report.what:
         try:
-            strip, caption, diff = _draw(report, technique)
+            strip, caption, diff = _draw(report, technique, class_names)
         except Exception as e:  # noqa: BLE001 - a picture must never hide the verdict
             drawn.append(TechniquePictures(technique, error=f"{type(e).__name__}: {e}"))
             continue
@@ -118,7 +122,9 @@ def write_pictures(
             image, made.diff_pair, made.diff_scale, made.diff_caption = diff
             made.diff = str(storage.write_png(out / f"{technique}.diff.png", image))
         drawn.append(made)
-    page = storage.write_text(out / "index.html", render_html(report, drawn, out, index))
+    page = storage.write_text(
+        out / "index.html", render_html(report, drawn, out, index, class_names)
+    )
     return page, drawn
 
 
@@ -140,7 +146,7 @@ def pictures(report: AgreementReport) -> dict[str, np.ndarray]:
 
 
 def _draw(
-    report: AgreementReport, technique: str
+    report: AgreementReport, technique: str, names: Sequence[str] | None = None
 ) -> tuple[np.ndarray, str, tuple[np.ndarray, str, float, str] | None]:
     backends = [b for b in report.backends if technique in report.results.get(b, {})]
     if not backends:
@@ -151,7 +157,7 @@ def _draw(
     if pair is not None and not all(b in arts for b in pair):
         pair = None
     if technique == "gradcam":
-        return _gradcam(report, arts, pair)
+        return _gradcam(report, arts, pair, names)
     if technique == "activations":
         return _activations(arts, pair, worst[1] if worst is not None else "")
     return _filters(arts, pair)
@@ -163,8 +169,24 @@ def _diff_title(pair: tuple[str, str], scale: float, unit: str = "") -> str:
     return f"|{pair[0]} - {pair[1]}|, scaled to its own max: white = {scale:.3g}{unit}"
 
 
+def named_classes(classes: Sequence[int], names: Sequence[str] | None) -> str:
+    """The explained classes, each once with its count: ``gravel (2) x3, sky (6) x1``
+    (``2 x3`` without names): a list of eight equal indices says less, and no name.
+
+    Example:
+        >>> named_classes([2, 2, 6], ["a", "b", "gravel", "c", "d", "e", "sky"])
+        'gravel (2) x2, sky (6) x1'
+    """
+    known = list(names or [])
+    labels = [f"{known[c]} ({c})" if 0 <= c < len(known) else str(c) for c in map(int, classes)]
+    return ", ".join(f"{n} x{labels.count(n)}" for n in dict.fromkeys(labels))
+
+
 def _gradcam(
-    report: AgreementReport, arts: Mapping[str, Artifact], pair: tuple[str, str] | None
+    report: AgreementReport,
+    arts: Mapping[str, Artifact],
+    pair: tuple[str, str] | None,
+    names: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, str, tuple[np.ndarray, str, float, str] | None]:
     ref = next(iter(arts.values()))
     classes = np.asarray(ref.arrays["class_index"]).reshape(-1).tolist()
@@ -176,6 +198,8 @@ def _gradcam(
         else "drawn alone (the export route keeps no input images)"
     )
     title = f"Grad-CAM, layer {ref.attrs.get('layer')}: class per image {classes[:shown]}"
+    if names is not None:
+        title = f"Grad-CAM, layer {ref.attrs.get('layer')}: {named_classes(classes, names)}"
     rows = [(b, pic.picture(a, inputs=report.inputs)) for b, a in arts.items()]
     caption = (
         f"One row per backend, one column per image{more}; heatmaps {over}, 0 (blue) to 1 (red)."
@@ -324,7 +348,11 @@ def _figure(path: str, caption: str, alt: str, out: Path) -> str:
 
 
 def render_html(
-    report: AgreementReport, drawn: list[TechniquePictures], out: Path, index: str = ""
+    report: AgreementReport,
+    drawn: list[TechniquePictures],
+    out: Path,
+    index: str = "",
+    class_names: Sequence[str] | None = None,
 ) -> str:
     """The page: the verdict, problems and notes, every technique's table (bounds
     exact, as the text prints them), the details of failing pairs, then the pictures."""
@@ -354,6 +382,10 @@ def render_html(
     )
     for technique in report.what:
         subject = report.subjects.get(technique, "")
+        cam = report.results.get(report.reference, {}).get(technique)
+        if technique == "gradcam" and class_names is not None and cam is not None:
+            classes = np.asarray(cam.arrays["class_index"]).reshape(-1).tolist()
+            subject += f"; classes: {named_classes(classes, class_names)}"
         link = f" <a href='#pictures-{_e(technique)}'>pictures</a>"
         parts.append(
             f"<h3 id='table-{_e(technique)}'>{_e(technique)}{link}</h3>"
