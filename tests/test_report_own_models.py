@@ -152,3 +152,43 @@ def test_agree_draws_the_first_filters_a_small_layer_has(tmp_path, capsys) -> No
         custom_objects=None,
     )
     assert agree._filters_count(args, ("filters",)) == 8  # the workers say what is wrong
+
+
+def test_an_agreements_labelled_pictures_are_written_at_their_size(tmp_path) -> None:
+    from pathlib import PurePosixPath
+
+    from PIL import Image
+
+    from convviz_check.report.outcomes import entry_of
+    from convviz_check.types import Outcome
+
+    pictures = {
+        "agreement": np.zeros((133, 350, 3), np.uint8),  # a one-row diff with its title
+        "localization": np.zeros((64, 64, 3), np.uint8),  # an overlay at map size
+    }
+    sizes = {}
+    for judgment, picture in pictures.items():
+        outcome = Outcome(judgment, "passed", "ok", pictures={"diff": picture})
+        entry = entry_of(
+            outcome, nodeid="t", name=judgment, rel=PurePosixPath("t/x"), results_dir=tmp_path
+        )
+        with Image.open(entry["images"]["diff"]) as img:
+            sizes[judgment] = img.size
+    assert sizes["agreement"] == (350, 133)  # its text stays the size it was drawn at
+    assert sizes["localization"] == (192, 192)  # a small map is still enlarged
+
+
+def test_an_all_zero_diff_is_called_identical() -> None:
+    from pathlib import Path
+
+    from convviz_check.report.checks import render_html
+
+    entry = {
+        "status": "passed",
+        "kind": "heatmap",
+        "images": {"diff": "/r/images/cam.diff.png"},
+        "diff_scale": 0.0,
+    }
+    page = render_html({"entries": [entry]}, Path("/r"))
+    assert "diff |expected - obtained|: identical (0 everywhere)" in page
+    assert "white = 0" not in page

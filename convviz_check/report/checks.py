@@ -298,6 +298,8 @@ def _images(entry: Mapping[str, Any], results_dir: Path) -> str:
                 f"diff |expected - obtained|, scaled to its own max: white = "
                 f"{float(entry['diff_scale']):.3g}"
             )
+            if float(entry["diff_scale"]) == 0:  # "white = 0" read as a broken picture
+                caption = "diff |expected - obtained|: identical (0 everywhere)"
         if entry.get("shown"):  # the worst images, not the first ones
             legend = _marks_legend(entry, "green" if role == "diff" else "white")
             caption += f"; {', '.join(entry['shown'])}, the worst first" + legend

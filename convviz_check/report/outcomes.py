@@ -39,6 +39,9 @@ ITEM_NAME = {
 STATUS_RANK = {"error": 0, "failed": 1, "missing": 2, "written": 3, "skipped": 4, "passed": 5}
 # Small pictures (a 7x7 map) are enlarged (nearest) so that cells stay visible.
 _MIN_SIDE = 160
+# Only pictures smaller than this are enlarged: a labelled picture (an agreement's
+# one-row diff under its title is 133 px tall) enlarged 2x doubled its text to a blur.
+_ENLARGE_BELOW = 100
 
 
 def entry_of(
@@ -73,7 +76,7 @@ def entry_of(
 def _enlarged(picture: np.ndarray) -> np.ndarray:
     img = np.asarray(picture)
     side = min(img.shape[:2])
-    if side >= _MIN_SIDE or side == 0:
+    if side >= _ENLARGE_BELOW or side == 0:
         return img
     k = -(-_MIN_SIDE // side)
     return np.repeat(np.repeat(img, k, axis=0), k, axis=1)
