@@ -639,7 +639,10 @@ def test_token_transformers_get_a_token_grid(family: str, layers: int, grid: tup
     assert cam.layer == reference_token_layer(model)
     assert cam.heatmap.shape == (1, *grid)
     assert np.isfinite(cam.heatmap).all() and np.isfinite(cam.raw).all()
-    assert not cam.degenerate.any()  # the layer reaches the score
+    # The layer reaches the score: the map before ReLU is not zero (behind a class-token
+    # head, the last block's output gives exactly zero). Whether ReLU leaves anything
+    # depends on the random weights (JAX's DeiT with 2 blocks: all negative).
+    assert np.abs(cam.raw).max() > DEGENERATE_RTOL * np.abs(cam.score).max()
     with pytest.raises(GraphError, match="no 2-D convolution or pooling layer"):
         cc.activations(model, x)
     assert graph_targets.map_layers(model) == []
