@@ -35,7 +35,7 @@ Under ``profile="retrain"`` heatmaps and activations are judged on what survives
 independent retraining (:data:`~convviz_check.types.RETRAIN_METRICS`): per-image Spearman
 rank correlation and top-10% IoU averaged, the share of images explaining the golden's
 class, given object boxes the energy in the box (mean and worst drop) and the pointing
-hits lost; per layer the linear CKA. Filter patterns are not judged. The heatmaps'
+hits lost; per layer the linear CKA. Filter patterns: see pattern_response. The heatmaps'
 batch evidence (a region's mass grown in most images of a group, class agreement on
 confident images, changes towards one class) and the two verdicts, "predicts
 differently" and "looks elsewhere", come from :mod:`convviz_check.evidence`.

@@ -38,17 +38,27 @@ from .types import Comparison, MetricResult, Outcome
 DEFAULT_MIN_RATIO = 1.5
 # A channel is *lost* when both (a) its golden pattern drives its match less than it
 # drove the golden channel (response kept, new ratio / golden ratio, below
-# DEFAULT_MIN_KEPT) and (b) its match correlates far below the rest of the layer (the
-# layer's median matched correlation minus the channel's: its *gap*, above
-# DEFAULT_MAX_GAP). Why both: between two honest trainings of the shortcut example
-# whole layers re-draw their channels (median matched correlation 0.3-0.5), so a
-# golden pattern may excite its match 50x less and a channel may match at 0.03, and no
-# bound on either alone passes an honest retrain yet fails a destroyed channel. What
-# a retrain does not do is keep every channel but one: a destroyed, re-drawn or
-# repurposed channel of an otherwise unchanged layer sits at a gap near 1 (the others
-# match at 1.0). MEASURED values are in PATTERN_GAP_MEASURED below.
+# DEFAULT_MIN_KEPT: the pattern no longer excites its match as it excited its channel)
+# and (b) its match correlates far below the rest of the layer (the layer's median
+# matched correlation minus the channel's: its *gap*, above DEFAULT_MAX_GAP). Why
+# both: between two honest trainings of the shortcut example whole layers re-draw
+# their channels (median matched correlation 0.32-0.48 at conv1_relu), a golden
+# pattern may drive its match 50x less and a channel may match at 0.03, so no bound on
+# either alone passes honest retrains and fails a destroyed channel. What a retrain
+# does not do is keep every channel but one: a destroyed, re-drawn or repurposed
+# channel of an otherwise unchanged layer sits at a gap near 1 (the others match 1.0).
+# Measured (benchmarks/calibrate_pattern_response.py, tensorflow, 32 biased scenes,
+# 30 chapter steps; 5 honest trainings of the recipe, seeds 11, 12, 21, 22, 23: 20
+# ordered pairs): the largest pattern_gap of an honest pair 0.49 at conv1_relu and 0.59
+# at conv2_relu (0.92 at conv3_relu, where 7 of 20 honest pairs exceed 0.65). Channels
+# sabotaged one at a time in the golden model (every channel of conv1_relu, every
+# second of conv2_relu) and caught at 0.65, conv1_relu / conv2_relu: zeroed 24/24 and
+# 23/23, re-drawn at random 18/24 and 16/23, a copy of another channel 20/24 and 9/23,
+# its own weights shuffled 19/24 and 20/23 (the misses: a re-drawn or copied channel
+# the golden pattern still drives as much as it drove the original). 0.65 sits above
+# every honest pair of the two first layers with a margin of 0.06.
 DEFAULT_MIN_KEPT = 1.0
-DEFAULT_MAX_GAP = 0.5
+DEFAULT_MAX_GAP = 0.65
 # A channel's mean activation on the images below this fraction of the layer's largest
 # mean counts as "silent": its ratio is measured against this floor instead (a ReLU
 # channel that never fires on the images would otherwise divide by zero).

@@ -60,9 +60,9 @@ METRICS: dict[str, tuple[tuple[str, str, str], ...]] = {
 # Keras upgrade, a backend switch, same weights); "retrain" judges heatmaps on what
 # survives an independent retraining (rank agreement, the hot region, the explained
 # class, the object box), activations by linear CKA (unchanged when a retrain permutes
-# or rotates a layer's channels) and does not judge filter patterns (channels of two
-# trainings do not correspond). Per-image values are averaged ("_mean") where
-# one image's map may legitimately move between retrains; box energy is bounded per
+# or rotates a layer's channels); filter patterns by pattern_response (a golden with a
+# response record), not here. Per-image values are averaged ("_mean") where one
+# image's map may legitimately move between retrains; box energy is bounded per
 # image too. The box metrics need object boxes (``convviz.check(..., boxes=...)``).
 PROFILES = ("exact", "retrain")
 RETRAIN_METRICS: dict[str, tuple[tuple[str, str, str], ...]] = {
