@@ -8,6 +8,7 @@ model whose first-layer filters are known edge detectors.
 from __future__ import annotations
 
 import math
+import re
 
 import keras
 import numpy as np
@@ -16,6 +17,7 @@ import pytest
 import convviz_check as cc
 from convviz_check.errors import ConvvizError, GraphError, InputError
 from convviz_check.explain import filters as filters_mod
+from convviz_check.explain.filters import pattern_note
 
 BACKEND = keras.config.backend()
 SIZE = 32  # small synthesized images keep the ascent fast on a shared CPU
@@ -137,7 +139,9 @@ def test_a_filter_without_gradient_keeps_the_start_image_and_never_nans():
     kernel = np.zeros((3, 3, 3, 2), np.float32)
     kernel[..., 0] = -1.0
     model.get_layer("dead").set_weights([kernel, np.array([0.0, 1.0], np.float32)])
+    # Both are dead starts no restart fires: each is named, and left at its start.
     patterns = cc.filter_patterns(model, "dead", size=SIZE)
+    assert re.match("filter 0: dead start .*; filter 1: dead start", pattern_note(patterns))
     start = filters_mod.start_image(SIZE, SIZE, 3, seed=0)
     np.testing.assert_array_equal(patterns, np.stack([start, start]))
 
@@ -540,3 +544,48 @@ def test_a_map_too_small_for_the_border_names_the_layer_and_size(edge_model):
     model = keras.Model(inp, x)
     with pytest.raises(InputError, match=r"layer 'strided'.*Received: map \(3, 3\).*\(8, 8\)"):
         cc.filter_patterns(model, "strided")
+
+
+# --------------------------------------------------------------------------- dead start
+def _dead_start_model(bias: float):  # type: ignore[no-untyped-def]
+    """Channel 1 sums its 3x3x3 inputs minus ``bias``: zero (ReLU) on every start in
+    [0.4, 0.6] when bias > 27 * 0.6 = 16.2, so its gradient is zero there."""
+    import keras
+
+    inputs = keras.Input((16, 16, 3))
+    conv = keras.layers.Conv2D(2, 3, activation="relu", name="conv")
+    outputs = keras.layers.GlobalAveragePooling2D()(conv(inputs))
+    model = keras.Model(inputs, outputs)
+    kernel = np.zeros((3, 3, 3, 2), np.float32)
+    kernel[1, 1, :, 0] = 1.0  # channel 0: alive on any start
+    kernel[..., 1] = 1.0
+    conv.set_weights([kernel, np.array([0.0, -bias], np.float32)])
+    return model
+
+
+def test_a_dead_start_is_restarted_and_said_in_the_note():
+    import keras
+
+    from convviz_check.explain.activations import activations
+
+    keras.utils.set_random_seed(0)
+    model = _dead_start_model(16.5)
+    patterns = cc.filter_patterns(model, "conv", steps=10)
+    assert pattern_note(patterns).startswith(
+        "filter 1: dead start (its channel is constant on the start image: zero gradient); "
+        "restarted from full-range noise"
+    )
+    fired = activations(model, patterns, "conv")["conv"]
+    assert fired[1, ..., 1].max() > 0.0  # the restarted pattern fires its channel
+    # Filter 0 is not restarted: the same pattern as a call that asks for it alone.
+    alone = cc.filter_patterns(model, "conv", filters=[0], steps=10)
+    np.testing.assert_array_equal(alone[0], patterns[0])
+    assert pattern_note(alone) == ""
+
+
+def test_a_channel_no_start_fires_is_named_and_left_at_its_start():
+    from convviz_check.explain.filters import start_image
+
+    patterns = cc.filter_patterns(_dead_start_model(100.0), "conv", filters=[1], steps=5)
+    np.testing.assert_array_equal(patterns[0], start_image(16, 16, 3, 0))
+    assert "no start of 3 restarts fires it" in pattern_note(patterns)

@@ -37,6 +37,7 @@ import numpy as np
 
 from ..errors import GraphError, InputError, describe_array
 from .fviz import FVIZ_STEPS, resolve_config
+from .fviz_runs import chapter_batches, pattern_call, pattern_note, remember, restart_dead
 from .inputs import check_batch_size
 
 BORDER = 2  # pixels of the activation map left out of the loss (the chapter's 2:-2)
@@ -48,6 +49,8 @@ DEFAULT_STEPS = 30
 REFERENCE_LEARNING_RATE = 10.0
 REFERENCE_PIXELS = 200 * 200 * 3
 START_LOW, START_HIGH = 0.4, 0.6  # start image, as fractions of input_range
+# A dead start's restart k (fviz_runs) is seeded seed + k * this: far from seeds 0, 1, 2...
+RESTART_SEED_STRIDE = 7919
 # Default number of filters optimized at once: 4. Measured 2026-11-26 on the idle 2-core
 # CPU (benchmarks/bench_filters.py --batch-sizes 1,4; Xception-41 block3_sepconv1,
 # 200x200, 30 steps, 2 threads), s/filter at batch 1 vs 4: TF 1.59 vs 1.36, torch 2.06
@@ -58,31 +61,6 @@ START_LOW, START_HIGH = 0.4, 0.6  # start image, as fractions of input_range
 DEFAULT_BATCH_SIZE = 4
 
 Progress = Callable[[int, int], Any]
-
-# What each array filter_patterns returned was computed from, by the array's id: (a weak
-# reference to the array, the model, the layer, the filters asked), so that
-# ``convviz.check(name, patterns, images=...)`` can take the patterns' response record
-# without being told them again. An entry leaves with its array (weakref.finalize).
-_CALLS: dict[int, tuple[Any, Any, str, Any]] = {}
-
-
-def _remember(patterns: np.ndarray, model: Any, layer: str, filters: Any) -> np.ndarray:
-    import weakref
-
-    _CALLS[id(patterns)] = (weakref.ref(patterns), model, layer, filters)
-    weakref.finalize(patterns, _CALLS.pop, id(patterns), None)
-    return patterns
-
-
-def pattern_call(patterns: Any) -> tuple[Any, str, Any] | None:
-    """``(model, layer, filters)`` an array returned by :func:`filter_patterns` was
-    computed from (while that array lives), else None: ``pattern_call(patterns)[1:]``
-    is ``("conv1", [0, 2])`` after ``patterns = filter_patterns(model, "conv1", [0, 2])``.
-    """
-    entry = _CALLS.get(id(patterns))
-    if entry is None or entry[0]() is not patterns:
-        return None
-    return entry[1], entry[2], entry[3]
 
 
 @dataclass(frozen=True)
@@ -555,43 +533,43 @@ def filter_patterns(
             "use a larger size or an earlier layer."
         )
 
-    if config is not None:
-        shape, where = (height, width, channels), (map_hw, (lo, hi), spec.data_format)
-        run = (config, objective, filters, shape, where, int(steps), learning_rate, seed)
-        out = _robust(model, target, indices, (*run, batch_size or DEFAULT_BATCH_SIZE, progress))
-        return _remember((lo + (hi - lo) * out).astype(np.float32), model, layer, filters)
-    lr = (
-        default_learning_rate(height, width, channels) * (hi - lo)
-        if learning_rate is None
-        else float(learning_rate)
-    )
-    start = start_image(height, width, channels, seed, (lo, hi))
-    if channels_first:
-        start = np.ascontiguousarray(np.transpose(start, (2, 0, 1)))
+    def compute(picked: list[int], restart: int) -> np.ndarray:
+        """The patterns of ``picked``; a restart (>= 1): another seed, full-range start."""
+        first = seed + restart * RESTART_SEED_STRIDE
+        if config is not None:
+            shape, where = (height, width, channels), (map_hw, (lo, hi), spec.data_format)
+            run = (config, objective, filters, shape, where, int(steps), learning_rate, first)
+            unit = _robust(
+                model, target, picked, (*run, batch_size or DEFAULT_BATCH_SIZE, progress)
+            )
+            return (lo + (hi - lo) * unit).astype(np.float32)
+        start = start_image(height, width, channels, first, (lo, hi))
+        if restart:  # noise over the whole range: more contrast fires more channels
+            start = lo + (hi - lo) * np.random.default_rng(first).uniform(size=start.shape)
+        plain = (steps, lr, min(batch_size or DEFAULT_BATCH_SIZE, len(indices)), progress)
+        ascent = _ascent_for(model, target)
+        return chapter_batches(ascent, picked, start.astype(np.float32), channels_first, plain)
 
-    total = len(indices)
-    batch = min(int(batch_size or DEFAULT_BATCH_SIZE), total)
-    ascent = _ascent_for(model, target)
-    out = np.empty((total, height, width, channels), np.float32)
-    for begin in range(0, total, batch):
-        chunk = indices[begin : begin + batch]
-        # Pad the last batch (repeating its last index) so that it runs the program
-        # already compiled for this batch size; padded results are dropped.
-        aux = np.asarray(chunk + [chunk[-1]] * (batch - len(chunk)), np.int32)
-        images = np.broadcast_to(start, (batch, *start.shape)).copy()
-        result = ascent(images, aux, int(steps), lr)[: len(chunk)]
-        if channels_first:
-            result = np.transpose(result, (0, 2, 3, 1))
-        out[begin : begin + len(chunk)] = result
-        if progress is not None:
-            progress(begin + len(chunk), total)
+    scale = default_learning_rate(height, width, channels) * (hi - lo)
+    lr = scale if learning_rate is None else float(learning_rate)
+    out = compute(indices, 0)
     if not np.isfinite(out).all():
         raise InputError(
             f"Gradient ascent diverged (non-finite pixels) for layer {layer!r}. "
             f"Received: learning_rate={lr}, steps={steps}, {describe_array('patterns', out)}. "
             "Expected finite patterns: lower the learning rate."
         )
-    return _remember(out, model, layer, filters)
+    note = ""
+    if steps > 0 and config is None:  # the chapter's ascent: a dead start never moves
+        first = (lo + START_LOW * (hi - lo), lo + START_HIGH * (hi - lo))
+        out, note = restart_dead(model, layer, indices, out, compute, BORDER, first)
+    return remember(out, (model, layer, filters, note))
 
 
-__all__ = ["default_learning_rate", "filter_patterns", "pattern_call", "start_image"]
+__all__ = [
+    "default_learning_rate",
+    "filter_patterns",
+    "pattern_call",
+    "pattern_note",
+    "start_image",
+]
