@@ -192,3 +192,37 @@ def test_an_all_zero_diff_is_called_identical() -> None:
     page = render_html({"entries": [entry]}, Path("/r"))
     assert "diff |expected - obtained|: identical (0 everywhere)" in page
     assert "white = 0" not in page
+
+
+# ------------------------------------------------------------------ golden diff
+def test_golden_diff_names_the_classes_and_pictures_the_changed_images_first(
+    tmp_path, capsys
+) -> None:
+    from PIL import Image
+
+    from convviz_check import cli, golden
+    from convviz_check.artifacts import Artifact
+    from convviz_check.types import GradCAM
+
+    def cam(flip: bool) -> Artifact:
+        maps = np.zeros((3, 8, 8), np.float32)
+        maps[:, 4, 4] = 1.0
+        classes = np.array([2, 2, 5 if flip else 2])
+        if flip:
+            maps[2] = 0.0
+            maps[2, 0, 7] = 1.0
+        return Artifact.from_value(
+            GradCAM(maps, maps, classes, np.ones(3), "logit", "c", np.zeros(3, bool), (32, 32))
+        )
+
+    names = ["a", "b", "gravel", "c", "d", "animal"]
+    golden.save(tmp_path / "old", cam(False), {"class_names": names})
+    golden.save(tmp_path / "new", cam(True), {"class_names": names})
+    argv = ["golden", "diff", str(tmp_path / "old"), str(tmp_path / "new")]
+    assert cli.main([*argv, "--images", str(tmp_path / "pics")]) == 1
+    assert "top class changed: gravel (2) -> animal (5) (image 2)" in capsys.readouterr().out
+    with Image.open(tmp_path / "pics" / "check.diff.png") as img:
+        diff = np.asarray(img.convert("RGB"))
+    # the changed image (2) is drawn first: the brightest diff is in the first tile
+    tiles = [diff[:80, x : x + 96] for x in (0, 98, 196)]  # 96-px tiles, 2-px gaps; no label
+    assert [int(t.max() > 200) for t in tiles] == [1, 0, 0]

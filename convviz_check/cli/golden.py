@@ -298,8 +298,13 @@ def cmd_diff(args: argparse.Namespace) -> int:
         expected.artifact.kind,
         cross_backend=args.cross_backend,
     )
-    print(result.text)
+    from ..report.causes import class_named
+
+    # the classes as the checks' messages name them, from the names a golden keeps
+    names = expected.sidecar.get("class_names") or obtained.sidecar.get("class_names")
+    print("\n".join(class_named(line, names) for line in result.text.splitlines()))
     if args.images:
+        from ..report.classes import shown_images
         from ..report.pictures import write_check_images
 
         out = Path(args.images)
@@ -309,6 +314,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
             expected.artifact,
             inputs=golden.read_inputs(_base(root, args.obtained)),
             expected_inputs=golden.read_inputs(_base(root, args.expected)),
+            order=shown_images(result, obtained.artifact),  # the worst images, labelled
         )
         for role, path in written.items():
             note = (
