@@ -226,3 +226,34 @@ def test_golden_diff_names_the_classes_and_pictures_the_changed_images_first(
     # the changed image (2) is drawn first: the brightest diff is in the first tile
     tiles = [diff[:80, x : x + 96] for x in (0, 98, 196)]  # 96-px tiles, 2-px gaps; no label
     assert [int(t.max() > 200) for t in tiles] == [1, 0, 0]
+
+
+def test_failing_cards_come_in_the_order_of_the_worst_checks_list() -> None:
+    from pathlib import Path
+
+    from convviz_check.report.checks import render_html
+
+    def golden_entry(nodeid: str, value: float) -> dict:
+        metric = {"value": value, "bound": 0.5, "direction": "min", "ok": False}
+        return {
+            "nodeid": nodeid,
+            "check": "cam",
+            "status": "failed",
+            "kind": "heatmap",
+            "metrics": {"spearman_mean": metric},
+        }
+
+    judgment = {
+        "nodeid": "t::test_a",
+        "check": "faithful-1",
+        "status": "failed",
+        "judgment": "faithfulness",
+        "lead": "not faithful",
+    }
+    entries = [judgment, golden_entry("t::test_b", 0.4), golden_entry("t::test_c", -0.2)]
+    page = render_html({"entries": entries}, Path("."))
+    listing, _, cards = page.partition("</ol>")
+    order = [listing.index(n) for n in ("t::test_c", "t::test_b", "t::test_a")]
+    assert order == sorted(order)  # the farthest out first, then the judgment
+    order = [cards.index(f"{n} ::") for n in ("t::test_c", "t::test_b", "t::test_a")]
+    assert order == sorted(order)

@@ -495,6 +495,12 @@ def render_html(data: Mapping[str, Any], results_dir: Path) -> str:
     entries = list(data.get("entries", []))
     needs = [e for e in entries if e.get("status") in ("failed", "error", "missing")]
     rest = [e for e in entries if e not in needs]
+    # the cards in the order of the summary's "Worst checks" list (the golden checks
+    # farthest out first, then the judgments): a reader who reads on from the list
+    # meets its first entry first
+    needs = sorted((e for e in needs if not is_judgment(e)), key=_worst, reverse=True) + [
+        e for e in needs if is_judgment(e)
+    ]
     folded = ""
     if rest:
         cards = _cards(rest, results_dir)
