@@ -38,6 +38,7 @@ from ..graph.tokens import TokenGrid, grid_of_tokens
 from ..types import GradCAM
 from .execution import DEFAULT_BATCH_SIZE  # images per forward call, as the CAM family
 from .inputs import apply_preprocessor, as_image_batch, check_batch_size, to_model_layout
+from .normalisation import normalise
 
 # Weight of the identity (the residual path) in each layer's matrix, the paper's choice.
 RESIDUAL_WEIGHT = 0.5
@@ -187,7 +188,10 @@ def rollout(
     grid = grid_of_tokens(model, tokens, image_hw, token_grid, what)
     rows = prefix_rows(model, grid)
     raw = rollout_map(rollout_matrix(weights), grid, rows=max(rows, 1))
-    heatmap, degenerate = _normalised(raw)
+    # The CAM family's rule (rollout flows are >= 0, so its ReLU changes nothing) without
+    # its score bound: rollout has no score, only a map with no positive value or a
+    # non-finite one is degenerate.
+    heatmap, _, degenerate = normalise(raw, np.zeros(raw.shape[0]))
     classes = np.argmax(head.reshape(head.shape[0], -1), axis=-1).astype(np.int64)
     row = {
         0: "the mean over tokens (no class token)",
@@ -208,17 +212,6 @@ def rollout(
         method="rollout",
         target="attention",
     )
-
-
-def _normalised(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(raw / max, degenerate)``: rollout flows are >= 0, so no ReLU; a map with a
-    non-finite value or no positive value is degenerate and returned as zeros (the CAM
-    family's rule without its score bound: rollout has no score)."""
-    peak = raw.max(axis=(1, 2))
-    degenerate = ~np.isfinite(raw).all(axis=(1, 2)) | ~(peak > 0)
-    scale = np.where(degenerate, 1.0, peak)[:, None, None]
-    heatmap = np.where(degenerate[:, None, None], 0.0, raw / scale)
-    return heatmap.astype(np.float32), degenerate
 
 
 def _forward(
