@@ -257,3 +257,23 @@ def test_failing_cards_come_in_the_order_of_the_worst_checks_list() -> None:
     assert order == sorted(order)  # the farthest out first, then the judgment
     order = [cards.index(f"{n} ::") for n in ("t::test_c", "t::test_b", "t::test_a")]
     assert order == sorted(order)
+
+
+def test_class_changes_of_a_hesitant_model_say_why_they_are_not_judged() -> None:
+    from convviz_check.report.comparison import comparison_text
+
+    details = {
+        "per_item": {"image 0": {}, "image 1": {}, "image 2": {}},
+        "worst_item": "image 0",
+        "profile": "retrain",
+        "class_flips": {"n": 0, "n_all": 3, "changed": 0, "towards": [], "confident": 0.5},
+        "class_index_expected": [8, 8, 8],
+        "class_index_obtained": [0, 0, 8],
+    }
+    text = comparison_text("heatmap", {}, details, passed=True)
+    assert (
+        "class changes not judged: 2 of 3 images changed their top class, but no image's "
+        "golden probability reaches 0.5" in text
+    )
+    confident = {**details, "class_flips": {**details["class_flips"], "n": 3}}
+    assert "not judged" not in comparison_text("heatmap", {}, confident, passed=True)

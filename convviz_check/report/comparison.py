@@ -167,7 +167,9 @@ def _class_agreement(
     metrics: Mapping[str, MetricResult], details: Mapping[str, Any], n: int
 ) -> list[str]:
     agreement = metrics.get("class_agreement")
-    if agreement is None or agreement.ok:
+    if agreement is None:
+        return _unjudged_classes(details)
+    if agreement.ok:
         return []
     flips = details.get("class_flips") or {"n": n, "changed": round(n * (1 - agreement.value))}
     counted = flips["n"]
@@ -175,6 +177,24 @@ def _class_agreement(
     return [
         f"the explained class changed in {flips['changed']}/{counted}{who} images "
         f"(agreement {agreement.value:.3g}; bound >= {exact(agreement.bound)})"
+    ]
+
+
+def _unjudged_classes(details: Mapping[str, Any]) -> list[str]:
+    """Why changed classes failed nothing, when no image was confident enough to count
+    (an untrained or hesitant model): without this line, 6 of 6 images changing class
+    read beside a class-flip share of 0 and no class verdict."""
+    flips = details.get("class_flips") or {}
+    before, after = details.get("class_index_expected"), details.get("class_index_obtained")
+    if flips.get("n") != 0 or flips.get("confident") is None or before is None or after is None:
+        return []
+    changed = sum(int(a != b) for a, b in zip(before, after, strict=False))
+    if not changed:
+        return []
+    return [
+        f"class changes not judged: {changed} of {len(before)} images changed their top "
+        f"class, but no image's golden probability reaches {flips['confident']:g} (the "
+        "class metrics count confident images only)"
     ]
 
 
