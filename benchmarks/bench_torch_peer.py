@@ -55,6 +55,14 @@ single runs varied by up to 10x, read the ratios), 2 threads, theirs/ours warm:
 - first call (fresh model, Grad-CAM), ours / theirs: mini-Xception 16 images 0.85 /
   1.95 s, ResNet50 8 images 0.65 / 1.64 s (7.80 / 10.12 s under load 6).
 
+ResNet50 at 64 images (2026-12-08, load 8): one pytorch-grad-cam call records the whole
+backbone of all 64 images for autograd and passed 10 GB of resident memory (a watchdog
+killed it there; the first full run of this script was OOM-killed at 24 GB), while
+``cc.cam`` peaked at 2.5 GB (1.24 GB after the model build) in passes of 9 images. To
+time that size, ``--peer-chunk 8`` calls pytorch-grad-cam on 8 images at a time, as its
+user would have to. Score-CAM on ResNet50 (2048 masked inputs per image) runs only with
+``--resnet-scorecam``, at 1 image.
+
 Usage::
 
     KERAS_BACKEND=torch python benchmarks/bench_torch_peer.py --quick
@@ -187,8 +195,14 @@ def peer_model(ours: Any, name: str) -> tuple[Any, Any]:
     return NCHW(copy), copy.get_layer(MODELS[name][1])
 
 
-def peer_runner(peer: Any, module: Any, layer: Any, method: str) -> Callable[..., np.ndarray]:
-    """``run(images NHWC, classes) -> (N, H, W)`` by pytorch-grad-cam's ``method``."""
+def peer_runner(
+    peer: Any, module: Any, layer: Any, method: str, chunk: int = 0
+) -> Callable[..., np.ndarray]:
+    """``run(images NHWC, classes) -> (N, H, W)`` by pytorch-grad-cam's ``method``.
+
+    ``chunk`` > 0 calls it on that many images at a time, as its user must where one call
+    on the whole batch does not fit in memory (ResNet50 at 64 images records the whole
+    backbone of every image for autograd: more than 10 GB here)."""
     import torch
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -207,10 +221,18 @@ def peer_runner(peer: Any, module: Any, layer: Any, method: str) -> Callable[...
     if method == "scorecam":
         explainer.batch_size = MASKS_PER_FORWARD
 
-    def run(images: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    def call(images: np.ndarray, wanted: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
         targets = [ClassifierOutputTarget(int(c)) for c in wanted]
         return explainer(input_tensor=x, targets=targets)
+
+    def run(images: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+        if chunk <= 0 or len(images) <= chunk:
+            return call(images, wanted)
+        parts = [
+            call(images[i : i + chunk], wanted[i : i + chunk]) for i in range(0, len(images), chunk)
+        ]
+        return np.concatenate(parts)
 
     return run
 
@@ -315,6 +337,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default="mini,resnet50", help="mini and/or resnet50")
     parser.add_argument("--methods", default=",".join(ALL_METHODS), help="CAM methods")
     parser.add_argument("--resnet-images", default=None, help="image counts for ResNet50")
+    parser.add_argument(
+        "--peer-chunk",
+        type=int,
+        default=0,
+        help="pytorch-grad-cam on this many ResNet50 images per call (0: the whole batch)",
+    )
+    parser.add_argument(
+        "--resnet-scorecam",
+        action="store_true",
+        help="also Score-CAM on ResNet50 at 1 image (2048 masked inputs; minutes per call)",
+    )
     parser.add_argument("--model", default="mini", help=argparse_hidden())
     parser.add_argument("--method", default="gradcam", help=argparse_hidden())
     add_memory_flags(parser)
@@ -355,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     peer = import_peer()
     print(header(pinned))
     print(load_line())
-    rows: list[tuple[str, int, str, float, float, float, float]] = []
+    rows: list[tuple[str, str, str, float, float, float, float]] = []
     for name in [m for m in args.models.split(",") if m]:
         shape, layer = MODELS[name]
         model = build(name)
@@ -366,12 +399,16 @@ def main(argv: list[str] | None = None) -> int:
             for method in methods:
                 kw: dict[str, Any] = {"layer": layer}
                 if method == "scorecam":
-                    if name != "mini" or n > 16:
-                        continue  # 2048 masks per image on ResNet50; n * 128 on the mini model
+                    # 2048 masks per image on ResNet50 (only with --resnet-scorecam, 1 image);
+                    # n * 128 on the mini model.
+                    big = n > 1 or not args.resnet_scorecam
+                    if (name == "mini" and n > 16) or (name == "resnet50" and big):
+                        continue
                     kw["batch_size"] = MASKS_PER_FORWARD
                 ours_result = cc.cam(model, images, method=method, **kw)
                 wanted = ours_result.class_index
-                theirs = peer_runner(peer, module, hooked, method)
+                chunk = args.peer_chunk if name == "resnet50" else 0
+                theirs = peer_runner(peer, module, hooked, method, chunk)
                 theirs(images, wanted)  # warm-up
                 timings = interleaved_times(
                     {
@@ -385,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 ours_s, theirs_s = timings["ours"].median, timings["theirs"].median
                 cpu_ratio = timings["theirs"].median_cpu / timings["ours"].median_cpu
-                rows.append((name, n, method, ours_s, theirs_s, theirs_s / ours_s, cpu_ratio))
+                label = f"{n} ({chunk} per peer call)" if 0 < chunk < n else str(n)
+                rows.append((name, label, method, ours_s, theirs_s, theirs_s / ours_s, cpu_ratio))
                 print(
                     f"{name} {n:3d} images {method:10s} ours {ours_s:.3f}s theirs {theirs_s:.3f}s "
                     f"theirs/ours {theirs_s / ours_s:.2f}x (>= {TARGET[method]}x "
