@@ -372,3 +372,14 @@ def test_with_record_needs_patterns_that_filter_patterns_returned(tiny) -> None:
     assert judged.obtained.arrays[RECORD_FILTERS].tolist() == [2, 0] and judged.probe is not None
     with pytest.raises(InputError, match="no filter_patterns call returned"):
         with_record(request, patterns.copy(), None, images)
+
+
+def test_a_retrain_pattern_check_lists_its_channels_in_the_report() -> None:
+    from convviz_check.report.checks import _items_table
+
+    out = judge_pattern_response([6.3, 5.0], [0.1, 5.0], [0.0, 1.0], layer_corr=[0.0, 1.0, 1.0])
+    entry = {"kind": "pattern", "profile": "retrain", "per_item": out.items}
+    table = _items_table(entry)
+    assert "per channel (2;" in table and "response kept" in table
+    assert "<tr class=bad><td>channel 0</td><td>0</td><td>0.00</td><td>1.00</td>" in table
+    assert "<tr class=ok><td>channel 1</td>" in table

@@ -20,6 +20,7 @@ from .. import storage
 from ..types import ITEM_UNIT, MetricResult
 from .classes import by_class_html, by_class_order, class_groups, class_text
 from .comparison import (
+    channel_table,
     distinct_format,
     exact,
     field_name,
@@ -187,6 +188,8 @@ def _items_table(entry: Mapping[str, Any]) -> str:
     """Per layer / image / filter: every metric, cells out of bounds in red, and the
     first item (in order: for activations, the shallowest layer) that leaves its
     bounds: where the change begins."""
+    if entry.get("profile") == "retrain" and entry.get("kind") == "pattern":
+        return channel_table(entry)  # judged by pattern response: per golden channel
     if entry.get("profile") == "retrain":
         return _retrain_items_table(entry)
     items: Mapping[str, Mapping[str, Any]] = entry.get("per_item") or {}

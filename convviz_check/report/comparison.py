@@ -405,3 +405,33 @@ def distinct_format(value: float, bound: float) -> tuple[str, str]:
         if same_side and (v != b or value == bound):
             return v, b
     return repr(value), b
+
+
+def channel_table(entry: Mapping[str, Any]) -> str:
+    """A filter-pattern check judged under ``retrain`` (pattern response): one row per
+    golden channel with its match, correlation, gap, both ratios and the response kept;
+    a lost channel's row in red. HTML; ``""`` without channels."""
+    import html
+
+    items: Mapping[str, Mapping[str, Any]] = entry.get("per_item") or {}
+    if not items:
+        return ""
+    keys = ("match", "correlation", "gap", "golden_ratio", "new_ratio", "response_kept")
+    rows = "".join(
+        f"<tr class={'ok' if facts.get('ok', True) else 'bad'}><td>{html.escape(name)}</td>"
+        + "".join(f"<td>{_number(facts.get(k))}</td>" for k in keys)
+        + f"<td>{'yes' if facts.get('judged') else 'no'}</td></tr>"
+        for name, facts in items.items()
+    )
+    head = "".join(f"<th>{k.replace('_', ' ')}</th>" for k in (*keys, "judged"))
+    return (
+        f"<details open><summary>per channel ({len(items)}; golden channel, its match in "
+        "the new model)</summary><div class=scroll><table class=items>"
+        f"<tr><th>channel</th>{head}</tr>{rows}</table></div></details>"
+    )
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "-"
+    return str(value) if isinstance(value, int) else f"{value:.2f}"
