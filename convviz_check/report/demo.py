@@ -77,9 +77,16 @@ def _chapter(page: Mapping[str, Any], root: Path) -> str:
         "<section><h2>2. The three visualizations (convnet, first scene)</h2>"
         "<h3>Intermediate activations (each channel standardized)</h3>"
         f"{_figures(chapter['activations'], root)}"
-        "<h3>Filter patterns (gradient ascent in input space)</h3>"
-        f"{_figures([chapter['filters']], root)}</section>"
+        "<h3>Filter patterns: the chapter's gradient ascent in pixel space, and the robust "
+        'one (<code>parameterization="fft"</code>: a 1/f spectrum, decorrelated colour, '
+        "random shifts, zooms and rotations) for the same channels</h3>"
+        f"{_figures(_as_list(chapter['filters']), root)}</section>"
     )
+
+
+def _as_list(filters: Any) -> list[Mapping[str, str]]:
+    """The filter figures (one, in a page written before the robust ones, or several)."""
+    return [filters] if isinstance(filters, Mapping) else list(filters)
 
 
 def _golden(page: Mapping[str, Any], root: Path) -> str:
