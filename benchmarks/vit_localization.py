@@ -1,0 +1,138 @@
+"""Benchmark: do Grad-CAM on a transformer's token grid and attention rollout land on the
+objects? The example transformers next to the convnets, on the scenes' boxes.
+
+Rows: the bundled convnet (Grad-CAM, automatic layer), the shortcut example's honest and
+shortcut convnets (Grad-CAM), the vision-transformer example's honest and shortcut
+models (Grad-CAM on ``vit.TOKEN_LAYER``, and attention rollout), and a seeded uniform
+random 8x8 map. Two image sets:
+
+- **scenes**: ``make_scenes(N, seed=--seed)`` (no corner mark; the bundled convnet's
+  kind of images): accuracy, pointing (the peak in the object's box,
+  ``cc.localization.pointing_game``) and energy (the map's share of mass in the box,
+  ``cc.localization.energy_in_box``);
+- **biased**: the shortcut example's biased evaluation set (the corner mark follows the
+  class): accuracy, pointing and energy on the object, energy in the cue's corner
+  (``shortcut.CUE_CORNER``).
+
+Run (TensorFlow or any backend; one process)::
+
+    python benchmarks/vit_localization.py              # 200 scenes, 400 biased
+    python benchmarks/vit_localization.py --images 32  # quick
+
+It prints a markdown table (the one in docs/transformers.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _random_maps(n: int, seed: int) -> Any:
+    from convviz_check.types import GradCAM
+
+    maps = np.random.default_rng(seed).random((n, 8, 8)).astype(np.float32)
+    zeros = np.zeros(n, np.int64)
+    return GradCAM(
+        heatmap=maps,
+        raw=maps,
+        class_index=zeros,
+        score=zeros.astype(np.float32),
+        score_kind="logit",
+        layer="random",
+        degenerate=np.zeros(n, bool),
+        image_shape=(64, 64),
+        method="random",
+    )
+
+
+def _scores(cam: Any, labels: np.ndarray, boxes: list, corner: Any) -> dict[str, float]:
+    from convviz_check.localization import energy_in_box, pointing_game
+
+    n = len(labels)
+    return {
+        "accuracy": float((np.asarray(cam.class_index) == labels).mean()),
+        "pointing": float(np.mean([pointing_game(cam[i], boxes[i]) for i in range(n)])),
+        "energy": float(np.mean([energy_in_box(cam[i], boxes[i]) for i in range(n)])),
+        "corner": float(np.mean([energy_in_box(cam[i], corner) for i in range(n)])),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=200, help="plain scenes")
+    parser.add_argument("--biased", type=int, default=400, help="biased evaluation scenes")
+    parser.add_argument("--seed", type=int, default=31, help="seed of the plain scenes")
+    args = parser.parse_args(argv)
+
+    import keras
+    import keras_hub  # noqa: F401 - the example transformers are keras-hub models
+
+    import convviz_check as cc
+    from convviz_check.examples import load_example_model, make_scenes, shortcut, vit
+
+    scenes = make_scenes(args.images, seed=args.seed)
+    biased = shortcut.biased_eval_set(args.biased)
+    sets = {"scenes": scenes, "biased": biased}
+    labels = {"scenes": scenes.labels, "biased": biased.labels}
+    boxes = {"scenes": [b[0] for b in scenes.boxes], "biased": biased.boxes}
+
+    def gradcam(layer: str | None = None) -> Callable[[Any, np.ndarray], Any]:
+        return lambda model, x: cc.gradcam(model, x, layer=layer)
+
+    def rollout(model: Any, x: np.ndarray) -> Any:
+        return cc.cam(model, x, method="rollout")
+
+    rows: list[tuple[str, str, Any, Callable[[Any, np.ndarray], Any]]] = [
+        ("bundled convnet", "Grad-CAM (8x8 map)", load_example_model("convnet"), gradcam()),
+        ("shortcut example: honest convnet", "Grad-CAM", shortcut.load("honest"), gradcam()),
+        ("shortcut example: shortcut convnet", "Grad-CAM", shortcut.load("shortcut"), gradcam()),
+    ]
+    for name in vit.MODEL_NAMES:
+        model = vit.load(name)
+        rows.append(
+            (f"ViT example: {name}", "Grad-CAM (token grid)", model, gradcam(vit.TOKEN_LAYER))
+        )
+        rows.append((f"ViT example: {name}", "rollout", model, rollout))
+    print(f"keras {keras.__version__}, backend {keras.config.backend()}", file=sys.stderr)
+    lines = [
+        "| model | map | scenes: accuracy | pointing | energy | biased: accuracy | pointing "
+        "| energy | energy in the corner |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for model_name, method, model, explain in rows:
+        cells = []
+        start = time.perf_counter()
+        for key, images in sets.items():
+            s = _scores(explain(model, images.floats), labels[key], boxes[key], shortcut.CUE_CORNER)
+            cells.append(s)
+        print(f"{model_name} / {method}: {time.perf_counter() - start:.1f} s", file=sys.stderr)
+        a, b = cells
+        lines.append(
+            f"| {model_name} | {method} | {a['accuracy']:.3f} | {a['pointing']:.3f} | "
+            f"{a['energy']:.3f} | {b['accuracy']:.3f} | {b['pointing']:.3f} | "
+            f"{b['energy']:.3f} | {b['corner']:.3f} |"
+        )
+    rand = [
+        _scores(_random_maps(len(labels[k]), 0), labels[k], boxes[k], shortcut.CUE_CORNER)
+        for k in sets
+    ]
+    lines.append(
+        f"| random 8x8 map | (seed 0) | - | {rand[0]['pointing']:.3f} | {rand[0]['energy']:.3f} "
+        f"| - | {rand[1]['pointing']:.3f} | {rand[1]['energy']:.3f} | {rand[1]['corner']:.3f} |"
+    )
+    print(f"\n{args.images} scenes of seed {args.seed}; {args.biased} biased scenes\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
