@@ -1,8 +1,10 @@
 """The vision-transformer example (convviz_check/examples/vit.py): the committed models
-match their manifest, Grad-CAM on the token grid and attention rollout tell the honest
-model from the shortcut one, and the gate example (its judgments unchanged, goldens
+match their manifest, attention rollout tells the honest model from the shortcut one
+(Grad-CAM on the token grid does not land on the objects), and the gate example (its judgments unchanged, goldens
 written for the honest transformer in a temporary copy) passes the honest transformer
-and fails the shortcut one under the retrain profile.
+and fails the shortcut one under the retrain profile. (A retrain of the honest recipe
+with another seed fails the Grad-CAM judgments too, docs/transformers.md: the probe's
+flip count, 13 of 13 against none, is what separates the shortcut here.)
 
 The gate runs in pytester (in-process), as in tests/test_gate_example.py: everything the
 inner runs import is imported once first (:func:`warm`).
