@@ -58,6 +58,8 @@ DEFAULT_MIN_RATIO = 1.5
 # the golden pattern still drives as much as it drove the original). 0.65 sits above
 # every honest pair of the two first layers with a margin of 0.06.
 DEFAULT_MIN_KEPT = 1.0
+# The same number is the retrain profile's default bound (tolerances.RETRAIN), so
+# convviz_tolerance_pattern / markers may set pattern_response_gap_max like any bound.
 DEFAULT_MAX_GAP = 0.65
 # A channel's mean activation on the images below this fraction of the layer's largest
 # mean counts as "silent": its ratio is measured against this floor instead (a ReLU

@@ -10,7 +10,7 @@ import pytest
 
 from convviz_check.artifacts import Artifact
 from convviz_check.checks import CheckRequest
-from convviz_check.errors import InputError
+from convviz_check.errors import ConvvizError, InputError
 from convviz_check.pattern_response import (
     NO_PROBE,
     NO_RECORD,
@@ -383,3 +383,18 @@ def test_a_retrain_pattern_check_lists_its_channels_in_the_report() -> None:
     assert "per channel (2;" in table and "response kept" in table
     assert "<tr class=bad><td>channel 0</td><td>0</td><td>0.00</td><td>1.00</td>" in table
     assert "<tr class=ok><td>channel 1</td>" in table
+
+
+def test_the_gap_bound_is_a_retrain_default_that_the_ini_key_may_set():
+    from convviz_check import pattern_response, tolerances
+
+    retrain = tolerances.default_tolerance("pattern", profile="retrain")
+    assert retrain.pattern_response_gap_max == pattern_response.DEFAULT_MAX_GAP
+    tol = tolerances.parse_fields(
+        "pattern_response_gap_max=0.5", "convviz_tolerance_pattern", kind="pattern"
+    )
+    assert tol.pattern_response_gap_max == 0.5
+    with pytest.raises(ConvvizError, match="another kind"):
+        tolerances.parse_fields(
+            "pattern_response_gap_max=0.5", "convviz_tolerance_heatmap", kind="heatmap"
+        )
