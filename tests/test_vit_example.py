@@ -138,3 +138,29 @@ def test_the_gate_judges_the_transformers(gate):
     flips = rf"the cue flips {others} of {others} images of other classes to class 0 "
     assert re.search(flips + r"\(golden model: 0 of \d+\)", out), out[-3000:]
     assert re.search(r"looks elsewhere: .*energy in the object box fell", out), out[-3000:]
+
+
+def _measured(accuracy: float, on_object: float, in_corner: float) -> shortcut.Measured:
+    return shortcut.Measured(accuracy, on_object, in_corner, 0.5, 0.5, 400)
+
+
+def test_accept_judges_accuracy_and_where_rollout_lands():
+    good = {
+        "honest": {"rollout": _measured(0.95, 0.27, 0.08)},
+        "shortcut": {"rollout": _measured(1.0, 0.07, 0.37)},
+    }
+    assert vit.accept(good) == []
+    # Grad-CAM's numbers are recorded, never judged.
+    assert (
+        vit.accept({n: {**m, "gradcam": _measured(0.0, 0.0, 1.0)} for n, m in good.items()}) == []
+    )
+    swapped = {"honest": good["shortcut"], "shortcut": good["honest"]}
+    assert vit.accept(swapped) == [
+        "honest: rollout energy on the object 0.070, in the corner 0.370",
+        "shortcut: rollout energy on the object 0.270, in the corner 0.080",
+    ]
+    weak = {**good, "honest": {"rollout": _measured(0.93, 0.27, 0.08)}}
+    assert vit.accept(weak) == [
+        "honest: accuracy 0.930 < 0.94",
+        "accuracies [0.93, 1.0] differ by more than 0.06",
+    ]
