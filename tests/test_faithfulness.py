@@ -780,3 +780,34 @@ def test_importing_the_module_imports_no_keras():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
+
+
+def _low_curves(metric: str, level: float) -> ff.Curves:
+    fractions = np.linspace(0.0, 1.0, 11)
+    curve = level * (1.0 - 0.5 * fractions)  # from level down to level / 2
+    return ff.Curves(
+        metric=metric,
+        auc=np.array([float(np.trapezoid(curve, fractions))]),
+        curves=curve[None],
+        fractions=fractions,
+        class_index=np.array([0]),
+        baseline="zero",
+        score_kind="softmax output",
+        degenerate=np.array([False]),
+    )
+
+
+def test_the_curves_chart_spreads_a_hesitant_models_curves_and_keeps_its_legend_whole():
+    from convviz_check.judge.faithfulness import curves_chart
+
+    curves = _low_curves("deletion", 0.15)
+    draws = [_low_curves("deletion", 0.12) for _ in range(16)]
+    chart = curves_chart(curves, draws)
+    red = np.all(chart == (214, 39, 40), axis=-1)
+    rows = np.nonzero(red[:160, :160].any(axis=1))[0]  # the mean panel
+    # curves between 0.075 and 0.15: on a 0-to-1 axis they would span ~11 px of ~140
+    assert rows.max() - rows.min() > 60, (rows.min(), rows.max())
+    # the legend fits: nothing drawn in the last 4 px columns below the panels
+    legend = chart[160:]
+    assert (legend[:, -4:] == 255).all()
+    assert legend.shape[0] >= 28  # wrapped onto a second line at this width

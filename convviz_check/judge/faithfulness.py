@@ -389,8 +389,9 @@ def curves_chart(
     """The curves as a small picture (uint8 ``(H, W, 3)``, no pyplot): one panel with
     the batch's mean curves, then one per image for the first ``CHART_IMAGES``; the
     map in red, the random draws' mean in grey, the wrong class's map in blue; x: the
-    fraction of pixels changed (0 to 1), y: the tracked probability (0 to 1, or the
-    values' own range when wider)."""
+    fraction of pixels changed (0 to 1), y: the tracked probability over the values'
+    own range (its ends written on the axis: curves of a hesitant model that stay
+    near 0.15 would be flat lines on a 0-to-1 axis). The legend wraps to the width."""
     from PIL import Image, ImageDraw
 
     series: list[tuple[str, np.ndarray]] = [("map", curves.curves)]
@@ -400,12 +401,10 @@ def curves_chart(
         series.append(("wrong class", wrong_class.curves))
     shown = min(len(curves), CHART_IMAGES)
     panels = [("mean", None)] + [(f"image {i}", i) for i in range(shown)]
-    values = np.concatenate([s.ravel() for _, s in series])
-    finite = values[np.isfinite(values)]
-    lo = min(0.0, float(finite.min())) if finite.size else 0.0
-    hi = max(1.0, float(finite.max())) if finite.size else 1.0
-    legend_h, title_h, pad = 14, 14, 6
-    canvas = Image.new("RGB", (_PANEL * len(panels), _PANEL + legend_h), (255, 255, 255))
+    lo, hi = _y_range(np.concatenate([s.ravel() for _, s in series]))
+    width, title_h, pad = _PANEL * len(panels), 14, 6
+    lines = _legend_lines(curves, series, len(random), width - 2 * pad)
+    canvas = Image.new("RGB", (width, _PANEL + 14 * len(lines)), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     x_frac = curves.fractions
     for p, (title, image) in enumerate(panels):
@@ -420,12 +419,52 @@ def curves_chart(
             yy = y1 - (ys[ok] - lo) / (hi - lo) * (y1 - y0)
             if xs.size > 1:
                 draw.line(list(zip(xs.tolist(), yy.tolist(), strict=True)), _COLOURS[name], 2)
-    changed = "deleted" if curves.metric == "deletion" else "inserted"
-    legend = [(n, c) for n, c in _COLOURS.items() if any(s == n for s, _ in series)]
-    legend.append((f"(x: fraction of pixels {changed}, y: probability)", (90, 90, 90)))
-    x = float(pad)
-    for name, colour in legend:
-        label = f"{name} (mean of {len(random)})" if name == "random" else name
-        draw.text((x, _PANEL + 1), label, fill=colour)
-        x += draw.textlength(label) + 12
+        draw.text((x0 + 2, y0 + 1), f"{hi:.2f}", fill=(90, 90, 90))
+        draw.text((x0 + 2, y1 - 11), f"{lo:.2f}", fill=(90, 90, 90))
+    for row, line in enumerate(lines):
+        for x, label, colour in line:
+            draw.text((pad + x, _PANEL + 1 + 14 * row), label, fill=colour)
     return np.asarray(canvas, np.uint8)
+
+
+def _y_range(values: np.ndarray) -> tuple[float, float]:
+    """The y axis of the curves chart: the values' range, widened by 5% on each side
+    and to at least 0.05 (a flat curve stays visible), within [0, 1] unless the values
+    leave it."""
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return 0.0, 1.0
+    vmin, vmax = float(finite.min()), float(finite.max())
+    margin = max(vmax - vmin, 0.05) * 0.05
+    centre = (vmin + vmax) / 2
+    half = max(vmax - vmin, 0.05) / 2 + margin
+    lo = max(centre - half, min(0.0, vmin))
+    hi = min(centre + half, max(1.0, vmax))
+    return lo, hi
+
+
+def _legend_lines(
+    curves: Curves, series: Sequence[tuple[str, np.ndarray]], draws: int, width: int
+) -> list[list[tuple[float, str, tuple[int, int, int]]]]:
+    """The legend's labels placed in lines of at most ``width`` px:
+    ``[[(x, label, colour), ...], ...]``."""
+    from PIL import Image, ImageDraw
+
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    changed = "deleted" if curves.metric == "deletion" else "inserted"
+    labels = [
+        (f"{n} (mean of {draws})" if n == "random" else n, c)
+        for n, c in _COLOURS.items()
+        if any(s == n for s, _ in series)
+    ]
+    labels.append((f"x: fraction of pixels {changed}, y: probability", (90, 90, 90)))
+    lines: list[list[tuple[float, str, tuple[int, int, int]]]] = [[]]
+    x = 0.0
+    for label, colour in labels:
+        size = measure.textlength(label)
+        if lines[-1] and x + size > width:
+            lines.append([])
+            x = 0.0
+        lines[-1].append((x, label, colour))
+        x += size + 12
+    return lines
