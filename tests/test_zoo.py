@@ -29,6 +29,7 @@ and each other one (the crossbackend tox env); the whole zoo likewise with ``-m
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ import pytest
 
 import convviz_check as cc
 from convviz_check import GraphError, graph
-from convviz_check.explain.filters import default_learning_rate, start_image
+from convviz_check.explain.filters import default_learning_rate, pattern_note, start_image
 from convviz_check.explain.gradcam import DEGENERATE_RTOL, gradcam_note
 from convviz_check.explain.inputs import infer_input_range
 from convviz_check.graph import targets as graph_targets
@@ -516,13 +517,17 @@ def check(case: ZooModel, model: Any, result: ZooResult) -> None:
     patterns = result.patterns
     assert patterns.shape == (len(FILTERS), case.size, case.size, 3)
     assert np.isfinite(patterns).all()
-    # Each step moves an image by the learning rate (unit-norm gradient) or, for a
-    # filter that is zero over the whole start image (ReLU), not at all.
+    # Each step moves an image by the learning rate (unit-norm gradient). A filter that
+    # is zero over the whole start image (ReLU) is a dead start: restarted from another
+    # start, and the call's note names it (the others never leave the shared start's
+    # reach).
     lo, hi = case.expected_range or (0.0, 1.0)
     start = start_image(case.size, case.size, 3, seed=0, input_range=(lo, hi))
     step = default_learning_rate(case.size, case.size, 3) * (hi - lo)
     moved = np.sqrt(((patterns.astype(np.float64) - start) ** 2).sum(axis=(1, 2, 3)))
-    assert (moved <= FILTER_STEPS * step * (1 + 1e-3)).all(), (moved, step)
+    restarted = {int(f) for f in re.findall(r"filter (\d+): dead start", pattern_note(patterns))}
+    steady = np.array([f not in restarted for f in FILTERS])
+    assert (moved[steady] <= FILTER_STEPS * step * (1 + 1e-3)).all(), (moved, step, restarted)
 
 
 def _run(case: ZooModel) -> None:
