@@ -67,6 +67,16 @@ def test_rollout_tells_the_honest_model_from_the_shortcut(models):
     assert cam.heatmap.shape == (1, 8, 8) and "8x8 grid after 1 prefix" in cam.note
 
 
+def test_the_automatic_layer_of_the_hybrid_is_its_token_layer(models):
+    # The head reads the class token, so the rule explains tokens, not the stem's last
+    # map (stem2_pool, 16x16) before the transformer.
+    images = shortcut.biased_eval_set(2).floats
+    auto = cc.gradcam(models["honest"], images)
+    named = cc.gradcam(models["honest"], images, layer=vit.TOKEN_LAYER)
+    assert auto.layer == vit.TOKEN_LAYER
+    np.testing.assert_array_equal(auto.heatmap, named.heatmap)
+
+
 @pytest.fixture(scope="module")
 def warm(models) -> None:
     """What the gate runs, once, before any inner run (see the root conftest)."""

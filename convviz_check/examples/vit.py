@@ -24,9 +24,9 @@ mean head, with and without per-image standardisation, Adam 1e-3 to 3e-3) stayed
 The transformer parts are keras-hub layers over ``keras.layers.MultiHeadAttention``:
 the token grid is inferred from the patch embedding (stride 2 on a 64-px image: 32,
 halved twice to 8x8), rollout finds the two attention layers. The automatic Grad-CAM
-layer of a hybrid is its last *map* (``stem2_pool``, 16x16, before the transformer), so
-Grad-CAM on the tokens is asked for by name: :data:`TOKEN_LAYER`, the last block's
-input (what the automatic rule of a plain ViT picks).
+layer of this hybrid is its token layer, :data:`TOKEN_LAYER` (the last block's input, as
+on a plain ViT: the rule starts from the class-token head); the stem's last map
+(``stem2_pool``, 16x16, before the transformer) is asked for by name.
 
 A model is written only when :func:`accept` passes: accuracy on the biased set and
 attention rollout on the object (honest) or in the corner (shortcut). Grad-CAM on the

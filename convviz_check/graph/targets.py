@@ -300,6 +300,12 @@ def target_layer(model: Any, layer: str | None = None) -> str:
         name = head_pooling_input(model)
         if name is None:  # no pooling before the head: the deepest map that feeds it
             name = valid[-1] if valid else None
+        # The tensor nearest the head wins: a head that reads tokens after the last map
+        # (a hybrid: a convolutional stem before a transformer) is explained on its
+        # tokens, not on the stem's map; tokens before a map (MiT's stages) are not.
+        tokens = graph_tokens.auto_token_layer(model)
+        if tokens is not None and (name is None or _order(flat, tokens) > _order(flat, name)):
+            return tokens
         if name is None:
             raise GraphError(
                 f"Model {getattr(model, 'name', '?')!r} has no spatial map that its output "
@@ -318,6 +324,11 @@ def target_layer(model: Any, layer: str | None = None) -> str:
         return graph_tokens.check_token_layer(model, r.name)
     _check_target(model, r, flat.records.index(r), s, valid)
     return r.name
+
+
+def _order(flat: Any, name: str) -> int:
+    """The position of layer ``name`` in the flattened graph's call order."""
+    return flat.records.index(flat.record(name))
 
 
 def _check_target(model: Any, r: Any, i: int, s: Any, valid: list[str]) -> None:
