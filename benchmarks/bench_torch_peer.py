@@ -55,13 +55,21 @@ single runs varied by up to 10x, read the ratios), 2 threads, theirs/ours warm:
 - first call (fresh model, Grad-CAM), ours / theirs: mini-Xception 16 images 0.85 /
   1.95 s, ResNet50 8 images 0.65 / 1.64 s (7.80 / 10.12 s under load 6).
 
+Re-measured 2026-12-08 at load 0.5-2 (2 threads), ResNet50 at 224 px, theirs/ours warm:
+1 image: Grad-CAM 1.60x, Grad-CAM++ 1.53x, LayerCAM 1.59x, Eigen-CAM 2.37x; 8 images:
+2.45x, 2.15x, 2.05x, 3.43x; 64 images (theirs 8 per call, below): 2.14x, 2.11x, 2.30x,
+2.80x; first call (8 images) 1.03 s vs 2.62 s. Where one warm 16-image Grad-CAM goes:
+1.43 s in 2 passes, forward 99%, backward 0.4%, everything else under 1%.
+
 ResNet50 at 64 images (2026-12-08, load 8): one pytorch-grad-cam call records the whole
 backbone of all 64 images for autograd and passed 10 GB of resident memory (a watchdog
 killed it there; the first full run of this script was OOM-killed at 24 GB), while
 ``cc.cam`` peaked at 2.5 GB (1.24 GB after the model build) in passes of 9 images. To
 time that size, ``--peer-chunk 8`` calls pytorch-grad-cam on 8 images at a time, as its
 user would have to. Score-CAM on ResNet50 (2048 masked inputs per image) runs only with
-``--resnet-scorecam``, at 1 image.
+``--resnet-scorecam``, at 1 image: not measured yet (a run of it passed 10 GB within a
+minute and was stopped, while ``cc.cam(method="scorecam")`` alone on that image held
+2.6 GB and had not finished its 2048 masked forwards after 150 s).
 
 Usage::
 
