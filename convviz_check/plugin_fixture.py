@@ -7,14 +7,11 @@ compute functions), never at collection.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import importlib
 import inspect
-import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,10 +21,12 @@ from . import golden, tolerances
 from .artifacts import Artifact
 from .backends import current_backend, framework_versions
 from .checks import CheckRequest, attach_boxes, run_check
-from .errors import InputError, MissingBackendError
+from .errors import InputError
 from .explain.pattern_response import with_record
 from .models import model_fingerprint
-from .plugin_options import chosen_regions, option
+from .plugin_agreement import _POOL as _POOL
+from .plugin_agreement import session_pool as session_pool
+from .plugin_options import chosen_regions
 from .plugin_session import (
     NOT_JUDGED,
     PytestCommands,
@@ -45,8 +44,6 @@ if TYPE_CHECKING:
     from .explain.filters import filter_patterns as _filter_patterns
     from .explain.gradcam import gradcam as _gradcam
     from .models import load_model as _load_model
-
-_POOL = pytest.StashKey[Any]()
 
 
 class _Shortcut:
@@ -514,87 +511,21 @@ class ConvvizFixture:
 
         The verdict (the table of every backend pair, the pictures of the backends side
         by side) is recorded in the report, passed or failed; ``name=`` names it there
-        (default ``backends-agree-<n>``).
+        (default ``backends-agree-<n>``); the Grad-CAM picture names the explained
+        classes with ``convviz.class_names``, else the ini key ``convviz_class_names``.
 
         Returns:
             The ``AgreementReport`` (None when exporting).
         """
         __tracebackhide__ = True
-        from .crossbackend.agreement import agreement
+        from .plugin_agreement import compare_backends
 
         name = kwargs.pop("name", None)
-        from .crossbackend.pool import expected_backend, parse_backends, require_backends
-
-        marker = self.node.get_closest_marker("convviz")
-        marked = marker.kwargs if marker else {}
-        backends = parse_backends(
-            kwargs.pop("backends", None)
-            or marked.get("backends")
-            or option(self.config, "convviz_backends")
-            or None
-        )
-        tolerance = tolerances.merge(marked.get("tolerance"), kwargs.pop("tolerance", None))
-        export_dir = option(self.config, "convviz_export")
-        if export_dir:
-            self._export(
-                Path(self.config.invocation_params.dir) / str(export_dir),
-                model_source,
-                images,
-                kwargs,
-            )
+        names = _class_names_meta(self, None).get("class_names")
+        compared = compare_backends(self.node, model_source, images, kwargs, names)
+        if compared is None:  # exported for `convviz-check agree --exported`
             return None
-        try:
-            require_backends(backends)
-        except MissingBackendError as e:
-            if self._backends_required():
-                pytest.fail(
-                    f"{e} (required: CONVVIZ_REQUIRE_BACKENDS / --convviz-require-backends)",
-                    pytrace=False,
-                )
-            pytest.skip(str(e))
-        pool = kwargs.pop("pool", None) or self._pool()
-        if expected_backend() in backends:
-            # The backend this session runs computes here, never in a worker: a test
-            # that has not imported Keras yet has it imported now (a worker would import
-            # it all the same, in another process, and hold a second copy of the model).
-            current_backend()
-        report = agreement(
-            model_source, images, backends=backends, tolerance=tolerance, pool=pool, **kwargs
-        )
-        from .judge.agreement import judge_agreement
-        from .report.agreement import pictures
-
-        outcome = judge_agreement(report)
-        if self.results_dir is not None:
-            outcome = dataclasses.replace(outcome, pictures=pictures(report))
+        report, outcome = compared
         self._agreement_calls += 1
         self._record(outcome, name or f"backends-agree-{self._agreement_calls}")
         return report
-
-    def _backends_required(self) -> bool:
-        return bool(option(self.config, "convviz_require_backends")) or (
-            os.environ.get("CONVVIZ_REQUIRE_BACKENDS", "") not in ("", "0")
-        )
-
-    def _export(self, root: Path, model_source: Any, images: Any, kwargs: dict[str, Any]) -> None:
-        from .crossbackend.export import export_current_backend
-
-        for ignored in ("pool", "timeout"):
-            kwargs.pop(ignored, None)
-        export_current_backend(root, self.node.nodeid, model_source, images, **kwargs)
-
-    def _pool(self) -> Any:
-        return session_pool(self.config)
-
-
-def session_pool(config: pytest.Config) -> Any:
-    """The session's worker pool (one per pytest process), closed at session end. The
-    backend this process runs is computed here, without a worker (``in_process``)."""
-    from .crossbackend.pool import WorkerPool
-
-    pool = config.stash.get(_POOL, None)
-    if pool is None or pool.closed:
-        pool = WorkerPool(in_process=True)
-        config.stash[_POOL] = pool
-        config.add_cleanup(pool.close)
-    return pool

@@ -69,6 +69,7 @@ PLUGIN = (
     "convviz_check.plugin_options",
     "convviz_check.plugin_session",
     "convviz_check.plugin_fixture",
+    "convviz_check.plugin_agreement",
 )
 # Test files shipped for users to copy (the gate example): pytest code by design.
 USER_TESTS = ("convviz_check.examples.gate",)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from convviz_check.artifacts import Artifact
 from convviz_check.crossbackend import agreement as ag
@@ -303,3 +304,52 @@ def test_the_inputs_thumbnail_is_kept_where_the_images_can_be_drawn() -> None:
     three = ag._thumbnail(np.zeros((10, 12, 12, 3), np.float32))
     assert three is not None and three.shape == (64, 8 * 64, 3)  # the first 8 images
     assert ag._thumbnail(np.zeros((1, 12, 12, 4), np.float32)) is None  # drawn alone then
+
+
+# ------------------------------------------------------------------ the plugin's report
+AGREE = """
+import numpy as np
+
+from convviz_check.crossbackend import agreement, pool
+from tests._reports import agreement_report
+
+
+def test_agree(convviz, monkeypatch):
+    # the backends' arrays planted: the picture is what is under test, not the workers
+    monkeypatch.setattr(agreement, "agreement", lambda *a, **k: agreement_report())
+    monkeypatch.setattr(pool, "require_backends", lambda backends: None)
+    convviz.assert_backends_agree(
+        "m.keras", np.zeros((3, 12, 12, 3), np.float32), backends=("tensorflow", "jax"),
+        what=("gradcam",), pool=object(),
+    )
+"""
+
+
+@pytest.mark.parametrize("where", ["ini", "attribute"])
+def test_the_plugins_agreement_picture_names_the_configured_classes(pytester, where) -> None:
+    from convviz_check.report.agreement import pictures
+    from convviz_check.report.outcomes import _enlarged
+    from tests._reports import agreement_report
+
+    names = ["sky", "grass", "gravel"]
+    test = AGREE
+    if where == "ini":
+        (pytester.path / "classes.txt").write_text("\n".join(names) + "\n")
+        pytester.makeini("[pytest]\nconvviz_class_names = classes.txt\n")
+    else:
+        test = AGREE.replace(
+            "(convviz, monkeypatch):",
+            f"(convviz, monkeypatch):\n    convviz.class_names = {names!r}",
+        )
+    pytester.makepyfile(test_agree=test)
+    results = pytester.path / "results"
+    pytester.runpytest(
+        f"--convviz-results-dir={results}", "-p", "no:cacheprovider"
+    ).assert_outcomes(passed=1)
+    entry = json.loads((results / "report.json").read_text())["entries"][0]
+    drawn = np.asarray(Image.open(entry["images"]["gradcam"]).convert("RGB"))
+    named = _enlarged(pictures(agreement_report(), names)["gradcam"])
+    bare = _enlarged(pictures(agreement_report())["gradcam"])
+    # the title reads "gravel (2) x2, sky (0) x1", not "class per image [2, 0, 2]"
+    assert drawn.shape != bare.shape or not np.array_equal(drawn, bare)
+    np.testing.assert_array_equal(drawn, named)

@@ -128,15 +128,18 @@ def write_pictures(
     return page, drawn
 
 
-def pictures(report: AgreementReport) -> dict[str, np.ndarray]:
+def pictures(
+    report: AgreementReport, class_names: Sequence[str] | None = None
+) -> dict[str, np.ndarray]:
     """The pictures of ``report`` as arrays, for the session report: per technique its
     strip (``<technique>``) and the worst pair's diff (``<technique>_diff``), where the
-    report keeps the arrays (none on the export route). A picture that cannot be drawn
-    is left out: it never hides the verdict."""
+    report keeps the arrays (none on the export route). ``class_names``: the model's,
+    naming the explained classes in the Grad-CAM strip's title as :func:`write_pictures`
+    does. A picture that cannot be drawn is left out: it never hides the verdict."""
     drawn: dict[str, np.ndarray] = {}
     for technique in report.what:
         try:
-            strip, _, diff = _draw(report, technique)
+            strip, _, diff = _draw(report, technique, class_names)
         except Exception:  # noqa: BLE001 - a picture must never hide the verdict
             continue
         drawn[technique] = strip
