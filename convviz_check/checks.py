@@ -32,11 +32,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from . import golden, pattern_response, sidecars, tolerances
+from . import golden, sidecars, tolerances
 from . import regions as regions_lib
 from .artifacts import BOXES, Artifact, comparable
 from .calibration import Calibration, bounds_text, calibrated
 from .errors import ComparisonError, GoldenError, LocalizationError
+from .judge.patterns import judge_retrain
 from .metrics import check_boxes, compare, not_judged
 from .report.causes import boxes_text, cause_first, what_changed
 from .report.classes import shown_images
@@ -192,7 +193,7 @@ def run_check(settings: Settings, request: CheckRequest, commands: Commands | No
             "error",
             lambda: f"convviz check {request.name!r}: the golden cannot be used.\n{problem}",
         )
-    run.comparison, run.unjudged = pattern_response.judge_retrain(expected, request, run.unjudged)
+    run.comparison, run.unjudged = judge_retrain(expected, run)
     if run.unjudged:
         return run.not_judged(expected)
     if expected is not None and run.comparison is None:
@@ -495,8 +496,7 @@ class _Run:
         text = self.comparison.text.splitlines() if self.comparison is not None else []
         names = r.meta.get("class_names") or expected.sidecar.get("class_names")
         lines += cause_first(expected.artifact, r.obtained, self.plain + text, names, retrain)
-        if r.note and r.obtained.kind == "heatmap":
-            lines.append(f"note: {r.note}")
+        lines += [f"note: {r.note}"] if r.note else []  # a GradCAM's, a pattern ascent's
         bounds = "cross-backend bounds" if cross else "same-backend bounds"
         if retrain:
             bounds = f"the {self.profile} profile's {bounds_text(self.settings.calibration)}"

@@ -29,7 +29,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from .errors import InputError, describe_array
-from .types import Comparison, MetricResult, Outcome
+from .types import MetricResult, Outcome
 
 # A channel is *judged* when its golden pattern drives it to at least this many times its
 # mean activation on the check's images in the golden model (a pattern that does not,
@@ -513,80 +513,3 @@ def judge_records(
         min_kept=min_kept,
         max_gap=max_gap,
     )
-
-
-# What the retrain profile says of a pattern golden it cannot judge, and what to do.
-NO_RECORD = (
-    "filter patterns are not judged under the retrain profile without a response record: "
-    "the golden has none (it was written without the check's images). Re-accept it from a "
-    "check given them, convviz.check(name, patterns, images=images) with "
-    "--convviz-update=all, to judge its patterns across retrains"
-)
-NO_PROBE = (
-    "filter patterns are not judged under the retrain profile without the check's images: "
-    "pass the images its golden's response record was taken on, "
-    "convviz.check(name, patterns, images=images)"
-)
-
-
-def judge_retrain(expected: Any, request: Any, reason: str) -> tuple[Comparison | None, str]:
-    """The retrain profile's judgment of a filter-pattern golden check.
-
-    Called by :func:`convviz_check.checks.run_check` for every check with the reason
-    its profile does not judge it (``""`` when it does): anything but a pattern check
-    under ``retrain`` comes back as it was. A pattern check is judged when its golden
-    holds a response record and the request can feed the new model
-    (``request.probe``, set by the pytest fixture from ``images=``).
-
-    Args:
-        expected: the loaded golden (``.artifact``), or None when missing.
-        request: the :class:`~convviz_check.checks.CheckRequest`.
-        reason: why the profile does not judge this kind ("" when it does).
-
-    Returns:
-        ``(comparison, reason)``: a Comparison (kind ``"pattern"``, metric
-        ``pattern_gap``) and ``""`` when judged, else ``(None, reason)`` with why not.
-    """
-    obtained = request.obtained
-    if not reason or expected is None or obtained.kind != "pattern":
-        return None, reason
-    golden = expected.artifact
-    if any(k not in golden.arrays for k in RECORD_ENTRIES):
-        return None, NO_RECORD
-    if getattr(request, "probe", None) is None or RECORD_SAMPLES not in obtained.arrays:
-        return None, NO_PROBE
-    mismatch = _record_mismatch(golden.attrs, obtained.attrs)
-    if mismatch:
-        return None, mismatch
-    layer = str(golden.attrs.get("response_layer", ""))
-    tol = request.tolerance
-    bound = getattr(tol, "pattern_response_gap_max", None) if tol is not None else None
-    outcome = judge_records(
-        golden.arrays,
-        obtained.arrays,
-        request.probe(np.asarray(golden.arrays["value"])),
-        layer=layer,
-        max_gap=DEFAULT_MAX_GAP if bound is None else bound,
-    )
-    if not outcome.facts["judged"]:
-        return None, outcome.lead
-    worst = min(outcome.items, key=lambda k: (outcome.items[k]["ok"], -outcome.items[k]["gap"]))
-    details = {"per_item": outcome.items, "worst_item": worst, "pattern_response": outcome.facts}
-    text = outcome.message or outcome.lead
-    return Comparison("pattern", dict(outcome.metrics), outcome.ok, text=text, details=details), ""
-
-
-def _record_mismatch(golden: Mapping[str, Any], new: Mapping[str, Any]) -> str:
-    """Why two records cannot be matched (another layer, images or map), or ``""``."""
-    for attr, what in (
-        ("response_layer", "layer"),
-        ("response_images", "images"),
-        ("response_map", "activation map"),
-    ):
-        if golden.get(attr) != new.get(attr):
-            return (
-                f"the response record was taken on another {what} than this check's "
-                f"(golden {golden.get(attr)!r}, now {new.get(attr)!r}): rewrite the golden "
-                "with this check's images and layer to judge its patterns"
-            )
-    return ""

@@ -3,6 +3,7 @@ on a tiny model built here."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -11,9 +12,8 @@ import pytest
 from convviz_check.artifacts import Artifact
 from convviz_check.checks import CheckRequest
 from convviz_check.errors import ConvvizError, InputError
+from convviz_check.judge.patterns import NO_PROBE, NO_RECORD, judge_retrain, narrowed
 from convviz_check.pattern_response import (
-    NO_PROBE,
-    NO_RECORD,
     RECORD_ENTRIES,
     RECORD_FILTERS,
     RECORD_LEVEL,
@@ -22,13 +22,13 @@ from convviz_check.pattern_response import (
     channel_correlations,
     judge_pattern_response,
     judge_records,
-    judge_retrain,
     match_channels,
     response_ratio,
     response_record,
     sample_positions,
 )
 from convviz_check.report.outcomes import entry_of, judgment_card
+from convviz_check.types import Tolerance
 
 
 def _acts(seed: int = 0, shape: tuple[int, ...] = (3, 4, 4, 5)) -> np.ndarray:
@@ -228,17 +228,62 @@ class _Golden:
         self.artifact = artifact
 
 
+@dataclass
+class _Run:
+    request: CheckRequest
+    unjudged: str
+    tolerance: Tolerance = field(default_factory=Tolerance)
+
+
 def test_judge_retrain_says_why_a_pattern_golden_is_not_judged() -> None:
     reason = "filter patterns are not judged under the retrain profile: ..."
     plain = Artifact.from_value(np.zeros((2, 8, 8, 3), np.float32), "pattern")
     record, _ = _records()
     kept = Artifact("pattern", "array", {**plain.arrays, **record}, {})
     request = CheckRequest("p", PurePosixPath("x"), kept, "tensorflow")
-    assert judge_retrain(_Golden(plain), request, reason) == (None, NO_RECORD)
+    assert judge_retrain(_Golden(plain), _Run(request, reason)) == (None, NO_RECORD)
     assert NO_RECORD.startswith("filter patterns are not judged under the retrain profile")
-    assert judge_retrain(_Golden(kept), request, reason) == (None, NO_PROBE)
-    assert judge_retrain(_Golden(kept), request, "") == (None, "")  # a judged kind
-    assert judge_retrain(None, request, reason) == (None, reason)  # missing: written
+    assert judge_retrain(_Golden(kept), _Run(request, reason)) == (None, NO_PROBE)
+    assert judge_retrain(_Golden(kept), _Run(request, "")) == (None, "")  # a judged kind
+    assert judge_retrain(None, _Run(request, reason)) == (None, reason)  # missing: written
+
+
+def _judged_pair(new_channels: int, tolerance: Tolerance) -> tuple[_Golden, _Run]:
+    """A golden with its record (5 channels) and a run whose layer has
+    ``new_channels`` channels (the golden's first ones: the same detectors)."""
+    record, patterns = _records()
+    rng = np.random.default_rng(0)
+    images = np.maximum(rng.normal(size=(4, 6, 6, 5)), 0.0)  # the draws of _records
+    value = np.zeros((5, 8, 8, 3), np.float32)
+    attrs = {"response_layer": "conv", "response_images": "x", "response_map": [6, 6]}
+    golden = Artifact("pattern", "array", {"value": value, **record}, attrs)
+    new = response_record(images[..., :new_channels], patterns[..., :new_channels], [0] * 5)
+    obtained = Artifact("pattern", "array", {"value": value, **new}, attrs)
+    probe = lambda _patterns: patterns[..., :new_channels]  # noqa: E731
+    request = CheckRequest("p", PurePosixPath("x"), obtained, "tensorflow", probe=probe)
+    return _Golden(golden), _Run(request, "not judged: ...", tolerance)
+
+
+def test_judge_retrain_reads_the_runs_resolved_bound() -> None:
+    golden, run = _judged_pair(5, Tolerance())
+    comparison, reason = judge_retrain(golden, run)
+    assert reason == "" and comparison is not None and comparison.passed
+    assert comparison.metrics["pattern_gap"].bound == pytest.approx(0.65)  # the default
+    golden, run = _judged_pair(5, Tolerance(pattern_response_gap_max=0.3))  # calibrated
+    comparison, _ = judge_retrain(golden, run)
+    assert comparison is not None and comparison.metrics["pattern_gap"].bound == 0.3
+
+
+def test_a_layer_that_lost_channels_fails_as_a_judged_check() -> None:
+    golden, run = _judged_pair(3, Tolerance())  # 5 channels in the golden, now 3
+    comparison, reason = judge_retrain(golden, run)
+    assert reason == "" and comparison is not None and not comparison.passed
+    lead = comparison.text.splitlines()[0]
+    assert lead == "lost channels: layer 'conv' had 5 channels in the golden, now 3"
+    lost = comparison.metrics["lost_channels"]
+    assert (lost.value, lost.bound, lost.ok) == (2.0, 0.0, False)
+    assert comparison.details["pattern_response"]["golden_channels"] == 5
+    assert narrowed("c", 2, 1).metrics["lost_channels"].value == 1.0
 
 
 def test_a_pattern_golden_keeps_its_record_through_storage(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ from ..pattern_response import (
 )
 from ..types import Outcome
 from .activations import activations
-from .filters import filter_patterns, pattern_call
+from .filters import filter_patterns, pattern_call, pattern_note
 
 __all__ = [
     "attach_record",
@@ -119,7 +119,8 @@ def attach_record(
 
 def with_record(request: Any, value: Any, model: Any, images: Any) -> Any:
     """``convviz.check(..., images=...)``: the check's request with its patterns'
-    response record and the probe of their model (``request`` as it is without images).
+    response record and the probe of their model (without images: ``request`` as it
+    is, but for the note below).
 
     Args:
         request: the :class:`~convviz_check.checks.CheckRequest` of a check.
@@ -128,10 +129,17 @@ def with_record(request: Any, value: Any, model: Any, images: Any) -> Any:
         model: the check's ``model=`` (None: the model the patterns were computed from).
         images: the check's images, or None.
 
+    The request also takes the patterns' :func:`pattern_note` (dead starts the ascent
+    restarted) as its ``note``, which a failure message prints: a restarted pattern
+    started from other noise than the others, which may explain why it moved.
+
     Raises:
         InputError: images given with a value that no ``filter_patterns`` call returned
             (or no longer alive), or with anything but float patterns.
     """
+    note = pattern_note(value) if request.obtained.kind == "pattern" else ""
+    if note and not request.note:
+        request = replace(request, note=f"the filter-pattern ascent had dead starts: {note}")
     if images is None:
         return request
     call = pattern_call(value)
