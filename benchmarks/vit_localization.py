@@ -3,8 +3,10 @@ objects? The example transformers next to the convnets, on the scenes' boxes.
 
 Rows: the bundled convnet (Grad-CAM, automatic layer), the shortcut example's honest and
 shortcut convnets (Grad-CAM), the vision-transformer example's honest and shortcut
-models (Grad-CAM on ``vit.TOKEN_LAYER``, and attention rollout), and a seeded uniform
-random 8x8 map. Two image sets:
+models (Grad-CAM on ``vit.TOKEN_LAYER``, and attention rollout; on TensorFlow also
+Grad-CAM and HiResCAM at the output of the last block's first LayerNormalization, the
+tensor pytorch-grad-cam hooks for ViT, ``blocks[-1].norm1``: :func:`_norm_tap`), and a
+seeded uniform random 8x8 map. Two image sets:
 
 - **scenes**: ``make_scenes(N, seed=--seed)`` (no corner mark; the bundled convnet's
   kind of images): accuracy, pointing (the peak in the object's box,
@@ -52,6 +54,72 @@ def _random_maps(n: int, seed: int) -> Any:
         image_shape=(64, 64),
         method="random",
     )
+
+
+def _norm_tap(method: str) -> Callable[[Any, np.ndarray], Any]:
+    """``explain(model, x)``: the CAM ``method`` of an example transformer at the output
+    of its last block's first LayerNormalization (``ln_1``), a tensor inside the block
+    that no layer outputs.
+
+    The block's tail is recomputed from its own sublayers (keras-hub's
+    ``ViTEncoderBlock.call``: ``t = ln_1(x); h = x + dropout(mha(t, t)); h + mlp(ln_2(h))``)
+    under a GradientTape that watches ``t``, then the encoder's final norm, the class
+    token and the head's logit; the recomputed block output must equal the block's own
+    (checked per batch). The maps are the package's own: the method's weighting rule on
+    the token grid and its normalisation. TensorFlow only.
+    """
+    import tensorflow as tf
+
+    from convviz_check import graph
+    from convviz_check.examples import vit
+    from convviz_check.explain.cam_methods import METHODS, CamInputs
+    from convviz_check.explain.normalisation import normalise
+    from convviz_check.graph.tokens import infer_grid
+    from convviz_check.types import GradCAM
+
+    def explain(model: Any, x: np.ndarray) -> Any:
+        flat = graph.flatten(model)
+        block = flat.record(f"transformer_block_{vit.BLOCKS}").operation
+        final_norm = next(r.operation for r in flat.records if r.path[-1] == "ln")
+        head = flat.record("predictions").operation
+        grid = infer_grid(model, vit.TOKEN_LAYER, x.shape[1:3])
+        block_input = graph.submodel(model, [vit.TOKEN_LAYER])
+        block_output = graph.submodel(model, [block.name])
+        parts: list[tuple[np.ndarray, ...]] = []
+        for start in range(0, len(x), 50):
+            xs = x[start : start + 50]
+            tokens = tf.convert_to_tensor(np.asarray(block_input(xs)))
+            with tf.GradientTape() as tape:
+                t = block.layer_norm_1(tokens)
+                tape.watch(t)
+                h = tokens + block.dropout(block.mha(t, t))
+                out = h + block.mlp(block.layer_norm_2(h))
+                logits = tf.matmul(final_norm(out)[:, 0], head.kernel) + head.bias
+                score = tf.reduce_max(logits, axis=1)
+                total = tf.reduce_sum(score)
+            gradient = tape.gradient(total, t)
+            expected = np.asarray(block_output(xs))
+            if not np.allclose(out.numpy(), expected, rtol=0, atol=1e-5 * np.abs(expected).max()):
+                raise SystemExit(f"the recomputed {block.name!r} differs from the block's output")
+            classes = np.argmax(logits.numpy(), axis=1)
+            parts.append((t.numpy(), gradient.numpy(), score.numpy(), classes))
+        a, g, y, classes = (np.concatenate(p) for p in zip(*parts, strict=True))
+        activation, grad = grid.to_map(a).astype(np.float64), grid.to_map(g).astype(np.float64)
+        raw = METHODS[method]().raw(CamInputs(activation, grad, x, None, 0))
+        heatmap, raw32, degenerate = normalise(raw, y)
+        return GradCAM(
+            heatmap=heatmap,
+            raw=raw32,
+            class_index=classes,
+            score=y.astype(np.float32),
+            score_kind="logit",
+            layer=f"{block.name}/{block.layer_norm_1.name}",
+            degenerate=degenerate,
+            image_shape=tuple(x.shape[1:3]),
+            method=method,
+        )
+
+    return explain
 
 
 def _scores(cam: Any, labels: np.ndarray, boxes: list, corner: Any) -> dict[str, float]:
@@ -102,6 +170,16 @@ def main(argv: list[str] | None = None) -> int:
             (f"ViT example: {name}", "Grad-CAM (token grid)", model, gradcam(vit.TOKEN_LAYER))
         )
         rows.append((f"ViT example: {name}", "rollout", model, rollout))
+        if keras.config.backend() == "tensorflow":
+            for method, label in (("gradcam", "Grad-CAM"), ("hirescam", "HiResCAM")):
+                rows.append(
+                    (
+                        f"ViT example: {name}",
+                        f"{label} (last block's `ln_1`)",
+                        model,
+                        _norm_tap(method),
+                    )
+                )
     print(f"keras {keras.__version__}, backend {keras.config.backend()}", file=sys.stderr)
     lines = [
         "| model | map | scenes: accuracy | pointing | energy | biased: accuracy | pointing "
