@@ -526,3 +526,35 @@ def test_explain_reports_a_bad_model_source_clearly(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "no such file" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_every_activation_channel_is_numbered_in_a_small_layer_as_in_a_large_one(
+    tmp_path: Path,
+) -> None:
+    import keras
+    from keras import layers
+
+    import convviz_check as cc
+    from convviz_check.report.channels import numbered_channel_grid
+
+    x_in = keras.Input((12, 12, 1))
+    x = layers.Conv2D(2, 3, activation="tanh", name="few")(x_in)  # 10x10x2
+    x = layers.Conv2D(20, 3, activation="tanh", name="many")(x)  # 8x8x20: two rows
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    model = keras.Model(x_in, layers.Dense(2, name="head")(x))
+    seeded_weights(model, 3)
+    model.save(tmp_path / "m.keras")
+    image = np.random.default_rng(0).uniform(0, 1, (12, 12, 1)).astype(np.float32)
+    np.save(tmp_path / "x.npy", image)  # a float array: in the model's range as it is
+    out = tmp_path / "out"
+    assert (
+        _explain(tmp_path / "m.keras", tmp_path / "x.npy", "--out", out, "--what", "activations")
+        == 0
+    )
+    summary = _check_page(out)
+    acts = cc.activations(model, image[None])
+    drawn = {layer["name"]: _png(out / layer["png"]) for layer in summary["activations"]["layers"]}
+    assert set(drawn) == {"few", "many"}
+    for name, picture in drawn.items():
+        np.testing.assert_array_equal(picture, numbered_channel_grid(acts[name][0]))
+    assert "numbered from 0" in (out / "index.html").read_text(encoding="utf-8")

@@ -18,7 +18,7 @@ Float ``.npy`` arrays are taken to be in the model's range already.
 image's maps are drawn side by side.
 
 Writes ``inputs/`` (what the model saw), ``activations/`` (channel grids of the first
-image), ``gradcam/`` (one overlay per image and CAM method, at each photo's own size),
+image, each channel numbered), ``gradcam/`` (one overlay per image and CAM method, at each photo's own size),
 ``filters/`` (a filter grid), ``summary.json`` and ``index.html``
 (:mod:`convviz_check.report.explain`). They are written into a staging folder next to
 ``--out`` and moved into place only when the run completes (a failure half-way leaves
@@ -259,10 +259,21 @@ def write_inputs(
 def run_activations(model: Any, prep: img_lib.Prepared, out: Path) -> dict:
     import convviz_check as cc
 
-    from ..explain.activations import save_activation_grids
+    from ..explain.activations import layer_file_stem
+    from ..report.channels import numbered_channel_grid
+    from ..storage import write_png
 
     acts = cc.activations(model, prep.model_input[:1])
-    paths = save_activation_grids(acts, out / "activations")
+    # Named as cc.save_activation_grids names its files (depth index first, so a listing
+    # keeps the layers' order), drawn with each channel's number above its tile.
+    digits = max(2, len(str(max(len(acts) - 1, 0))))
+    paths = [
+        write_png(
+            out / "activations" / f"{i:0{digits}d}_{layer_file_stem(name)}.png",
+            numbered_channel_grid(np.asarray(act)[0]),
+        )
+        for i, (name, act) in enumerate(acts.items())
+    ]
     layers = [
         {
             "name": name,

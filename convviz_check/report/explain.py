@@ -317,12 +317,14 @@ def _activations_section(summary: dict[str, Any]) -> str:
         blocks.append(
             f'<div class="layer"><h3>{_e(layer["name"])} <span class=hint>{_dims([h, w])}, '
             f"{c} channels</span></h3>"
-            f"{_img(layer['png'], layer['size'], layer['name'], 1300, 512)}</div>"
+            # at its own size (its tiles are already enlarged, numbers sized to them):
+            # zooming small layers only would draw their numbers larger than the others'
+            f"{_img(layer['png'], layer['size'], layer['name'], 1300, 0)}</div>"
         )
     return (
         f"<h2>Activations</h2><p class=hint>Every channel of each layer for the first "
-        f"image, <b>{_e(acts['image'])}</b> (each channel scaled on its own; bright is "
-        f"high).</p>{''.join(blocks)}"
+        f"image, <b>{_e(acts['image'])}</b>, numbered from 0, left to right then down "
+        f"(each channel scaled on its own; bright is high).</p>{''.join(blocks)}"
     )
 
 
