@@ -73,6 +73,8 @@ STAT_RANGES: dict[str, tuple[float, float]] = {
     "box_energy_drop_mean": (-1.0, 1.0),
     "box_energy_drop": (-1.0, 1.0),
     "pointing_drop": (-1.0, 1.0),
+    # the layer's median matched correlation minus a channel's: two correlations apart
+    "pattern_gap": (0.0, 2.0),
 }
 BUILTIN = "built-in bounds"
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -94,11 +96,24 @@ class FieldSpec:
     direction: str
 
 
+# Retrain metrics judged apart from PROFILE_SPECS' per-item measures: a filter-pattern
+# golden with a response record is judged on what its patterns still excite in the new
+# model (convviz_check.judge.patterns), metric pattern_gap, the largest gap of a channel
+# whose pattern lost its response. A gate of pattern checks given their images measures
+# it on every retrain, so it is calibrated by the same rule as the others.
+JUDGED_APART = {
+    "pattern_response_gap_max": FieldSpec(
+        "pattern", "pattern_response_gap_max", "pattern_gap", "max"
+    ),
+}
+
+
 def retrain_fields() -> dict[str, FieldSpec]:
     """Every bounded retrain metric, by Tolerance field, read from
     :data:`~convviz_check.tolerances.PROFILE_SPECS` (so metrics added there are
-    calibrated without a change here)."""
-    found = {}
+    calibrated without a change here), and the filter patterns' ``pattern_gap``
+    (:data:`JUDGED_APART`)."""
+    found = dict(JUDGED_APART)
     for kind, specs in PROFILE_SPECS["retrain"].items():
         for spec in specs:
             if spec.field is not None:
@@ -259,7 +274,8 @@ def build_profile(
     if not bounds:
         raise CalibrationError(
             "No retrain metric was measured on every model: the gate has no golden check "
-            "the retrain profile judges (heatmaps, activations), or its goldens are missing."
+            "the retrain profile judges (heatmaps, activations, filter patterns checked with "
+            "their images), or its goldens are missing."
         )
     return {
         "format": FORMAT,

@@ -266,6 +266,68 @@ def test_calibrate_writes_a_profile_that_the_next_run_reads(gate, capsys):
     assert entry["status"] == "failed" and not entry["metrics"]["cka"]["ok"]
 
 
+PATTERN_GATE = """
+import numpy as np
+import pytest
+
+import convviz_check as cc
+from convviz_check.plugin import gate_model
+
+
+def test_patterns(convviz, pytestconfig):
+    model = cc.load_model(gate_model(pytestconfig))
+    images = np.random.default_rng(0).uniform(0, 1, (4, 16, 16, 3)).astype("float32")
+    patterns = convviz.filter_patterns(model, "conv", steps=10)
+    convviz.check("patterns", patterns, kind="pattern", images=images)
+"""
+
+
+def test_calibrate_bounds_the_pattern_gap_of_pattern_goldens_with_a_record(
+    pytester, monkeypatch, capsys
+):
+    from convviz_check.backends import current_backend
+
+    monkeypatch.delenv("CI", raising=False)
+    pytester.makeini(f"[pytest]\nconvviz_golden_backend = {current_backend()}\n")
+    pytester.makepyfile(test_gate=PATTERN_GATE)
+    models = _tiny_models(pytester.path)
+    written = pytester.runpytest(f"--convviz-model={models[0]}", "--convviz-update=missing")
+    written.assert_outcomes(passed=1)
+    args = ["calibrate", "--models", *map(str, models[:3]), "--gate", str(pytester.path)]
+    assert main(args) == 0, capsys.readouterr().err
+    assert "pattern_response_gap_max: values 0, " in capsys.readouterr().out
+    data = json.loads((pytester.path / "golden" / PROFILE_FILE).read_text())
+    entry = data["bounds"]["pattern"]["pattern_response_gap_max"]
+    assert entry["metric"] == "pattern_gap" and entry["direction"] == "max"
+    assert entry["values"][0] == 0.0  # the golden's own model: every pattern kept
+    widen = 1.5 * max(entry["spread"], MIN_SPREAD)  # the default margin
+    assert entry["bound"] == pytest.approx(entry["worst"] + widen, abs=1e-6)
+    assert entry["bound"] < 0.65  # these retrains are closer than the built-in bound
+    # The next retrain-profile run judges the patterns with the calibrated bound.
+    result = pytester.runpytest(
+        f"--convviz-model={models[1]}", "--convviz-profile=retrain", "--convviz-results-dir=r"
+    )
+    result.assert_outcomes(passed=1)
+    (judged,) = json.loads((pytester.path / "r" / "report.json").read_text())["entries"]
+    assert judged["metrics"]["pattern_gap"]["bound"] == pytest.approx(entry["bound"])
+
+
+def test_worst_values_and_the_profile_take_the_pattern_gap():
+    def entry(golden_rel, gap):
+        metrics = {"pattern_gap": {"value": gap}, "lost_channels": {"value": 3}}
+        return {"profile": "retrain", "golden": golden_rel, "kind": "pattern",
+                "status": "passed", "metrics": metrics}  # fmt: skip
+
+    worst, per_check = worst_values({"entries": [entry("t/a", 0.2), entry("t/b", 0.4)]}, "m")
+    assert worst == {"pattern_response_gap_max": 0.4}  # the largest gap: an error
+    assert per_check["t/a"] == {"pattern_response_gap_max": 0.2}
+    measured = [{"pattern_response_gap_max": v} for v in (0.3, 0.4, 0.5)]
+    data = build_profile(measured, MODELS, date="2026-12-07")
+    gap = data["bounds"]["pattern"]["pattern_response_gap_max"]
+    assert gap["bound"] == pytest.approx(0.8) and gap["informative"]  # 0.5 + 1.5 x 0.2
+    assert choose_bound([1.5, 1.9, 1.7], "max", 1.5, "pattern_gap")["informative"] is False
+
+
 def test_measuring_needs_a_results_dir_and_no_update(pytester, monkeypatch):
     monkeypatch.delenv("CI", raising=False)  # CI refuses any update first, for its own reason
     pytester.makepyfile(test_x="def test_x():\n    pass\n")

@@ -155,7 +155,8 @@ def worst_values(report: dict[str, Any], source: str) -> tuple[dict[str, float],
     if not worst:
         raise CalibrationError(
             f"{source}: the gate recorded no retrain metric: it has no golden check the "
-            "retrain profile judges (heatmaps, activations)."
+            "retrain profile judges (heatmaps, activations, filter patterns checked with "
+            "their images)."
         )
     return worst, per_check
 
