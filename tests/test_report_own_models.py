@@ -66,8 +66,32 @@ def test_the_console_names_the_explained_classes() -> None:
         "notes": [],
         "timings": {},
     }
-    line = next(x for x in explain.summary_lines(summary) if x.startswith("cam:"))
-    assert "classes: ship (8) x3;" in line and "[8, 8, 8]" not in line
+    lines = explain.summary_lines(summary)
+    line = next(x for x in lines if x.startswith("cam:"))
+    assert "explains each image's highest-logit class: ship (8) x3;" in line
+    assert "[8, 8, 8]" not in line
+    # the image's line says what ranks its first class: the probability the model outputs
+    assert "  a.png: highest probability: airplane (0) (0.2)" in lines
+    chosen = {**summary, "gradcam": {**summary["gradcam"], "class": 8}}
+    line = next(x for x in explain.summary_lines(chosen) if x.startswith("cam:"))
+    assert "explains the class given with --class: ship (8) x3;" in line
+
+
+def test_the_console_says_highest_output_where_the_model_gives_no_probabilities() -> None:
+    summary = {
+        "model": {"name": "m", "class": "Functional", "input_shape": [8, 8, 1], "classes": 2},
+        "images": [{"name": "a.png", "top": _top([2.5, -1.0])}],
+        "input": {"preprocessing": [""]},
+        "score_kind": "output",
+        "activations": None,
+        "gradcam": None,
+        "filters": None,
+        "notes": [],
+        "timings": {},
+    }
+    lines = explain.summary_lines(summary)
+    assert "  a.png: highest output: airplane (0) (2.5)" in lines
+    assert not any(" top " in x for x in lines)
 
 
 # ------------------------------------------------------------------ judgment cards

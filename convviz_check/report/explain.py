@@ -388,11 +388,14 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
         f"inputs: {len(summary['images'])} image(s); "
         + "; ".join(summary["input"]["preprocessing"][1:]),
     ]
+    # The model's output ranks the classes: by probability where its rows sum to 1,
+    # else by the raw output value ("top" alone did not say which).
+    ranked = "highest probability" if summary["score_kind"] == "probability" else "highest output"
     for image in summary["images"]:
         best = image["top"][0]
         lines.append(
-            f"  {image['name']}: top {_class_text(best['index'], best['name'])} "
-            f"({summary['score_kind']} {_score(best['score'])})"
+            f"  {image['name']}: {ranked}: {_class_text(best['index'], best['name'])} "
+            f"({_score(best['score'])})"
         )
     if summary["activations"]:
         n = len(summary["activations"]["layers"])
@@ -406,9 +409,15 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
             f"{m} {sum(e['maps'][m]['degenerate'] for e in cam['images'])}/{len(named)}"
             for m in cam["methods"]
         )
+        # the map's own score picks the class: the logit where the head has one
+        chosen = (
+            f"each image's highest-{cam['score_kind']} class"
+            if cam.get("class", "top predicted") == "top predicted"
+            else "the class given with --class"
+        )
         lines.append(
-            f"cam: {', '.join(cam['methods'])}; layer {cam['layer']!r}, score "
-            f"{cam['score_kind']}, classes: {classes}; degenerate {flat} -> gradcam/"
+            f"cam: {', '.join(cam['methods'])}; layer {cam['layer']!r}; explains {chosen}: "
+            f"{classes}; degenerate {flat} -> gradcam/"
         )
     f = summary["filters"]
     if f:
