@@ -3,10 +3,13 @@ objects? The example transformers next to the convnets, on the scenes' boxes.
 
 Rows: the bundled convnet (Grad-CAM, automatic layer), the shortcut example's honest and
 shortcut convnets (Grad-CAM), the vision-transformer example's honest and shortcut
-models (Grad-CAM on ``vit.TOKEN_LAYER``, and attention rollout; on TensorFlow also
-Grad-CAM and HiResCAM at the output of the last block's first LayerNormalization, the
-tensor pytorch-grad-cam hooks for ViT, ``blocks[-1].norm1``: :func:`_norm_tap`), and a
-seeded uniform random 8x8 map. Two image sets:
+models with either head (class token: Grad-CAM on ``vit.TOKEN_LAYER``, and attention
+rollout; on TensorFlow also Grad-CAM and HiResCAM at the output of the last block's
+first LayerNormalization, the tensor pytorch-grad-cam hooks for ViT,
+``blocks[-1].norm1``: :func:`_norm_tap`; mean of the patch tokens: Grad-CAM and
+HiResCAM on the automatic layer, the encoder's final norm ``ln``, Grad-CAM on the last
+block's output before that norm, and rollout), and a seeded uniform random 8x8 map.
+Two image sets:
 
 - **scenes**: ``make_scenes(N, seed=--seed)`` (no corner mark; the bundled convnet's
   kind of images): accuracy, pointing (the peak in the object's box,
@@ -20,6 +23,7 @@ Run (TensorFlow or any backend; one process)::
 
     python benchmarks/vit_localization.py              # 200 scenes, 400 biased
     python benchmarks/vit_localization.py --images 32  # quick
+    python benchmarks/vit_localization.py --heads mean --no-convnets  # mean-head rows
 
 It prints a markdown table (the one in docs/transformers.md).
 """
@@ -31,6 +35,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -139,6 +144,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=200, help="plain scenes")
     parser.add_argument("--biased", type=int, default=400, help="biased evaluation scenes")
     parser.add_argument("--seed", type=int, default=31, help="seed of the plain scenes")
+    parser.add_argument(
+        "--heads",
+        nargs="+",
+        choices=("class_token", "mean"),
+        default=["class_token", "mean"],
+        help="the ViT example's heads to measure",
+    )
+    parser.add_argument("--models-dir", default=None, help="the ViT models' folder")
+    parser.add_argument("--no-convnets", action="store_true", help="skip the convnet rows")
     args = parser.parse_args(argv)
 
     import keras
@@ -146,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import convviz_check as cc
     from convviz_check.examples import load_example_model, make_scenes, shortcut, vit
+    from convviz_check.models import load_model
 
     scenes = make_scenes(args.images, seed=args.seed)
     biased = shortcut.biased_eval_set(args.biased)
@@ -156,16 +171,36 @@ def main(argv: list[str] | None = None) -> int:
     def gradcam(layer: str | None = None) -> Callable[[Any, np.ndarray], Any]:
         return lambda model, x: cc.gradcam(model, x, layer=layer)
 
+    def hirescam(layer: str | None = None) -> Callable[[Any, np.ndarray], Any]:
+        return lambda model, x: cc.cam(model, x, method="hirescam", layer=layer)
+
     def rollout(model: Any, x: np.ndarray) -> Any:
         return cc.cam(model, x, method="rollout")
 
-    rows: list[tuple[str, str, Any, Callable[[Any, np.ndarray], Any]]] = [
-        ("bundled convnet", "Grad-CAM (8x8 map)", load_example_model("convnet"), gradcam()),
-        ("shortcut example: honest convnet", "Grad-CAM", shortcut.load("honest"), gradcam()),
-        ("shortcut example: shortcut convnet", "Grad-CAM", shortcut.load("shortcut"), gradcam()),
-    ]
-    for name in vit.MODEL_NAMES:
-        model = vit.load(name)
+    rows: list[tuple[str, str, Any, Callable[[Any, np.ndarray], Any]]] = []
+    if not args.no_convnets:
+        rows += [
+            ("bundled convnet", "Grad-CAM (8x8 map)", load_example_model("convnet"), gradcam()),
+            ("shortcut example: honest convnet", "Grad-CAM", shortcut.load("honest"), gradcam()),
+            (
+                "shortcut example: shortcut convnet",
+                "Grad-CAM",
+                shortcut.load("shortcut"),
+                gradcam(),
+            ),
+        ]
+    folder = vit.MODELS_DIR if args.models_dir is None else Path(args.models_dir)
+    for head, name in ((h, n) for h in args.heads for n in vit.MODEL_NAMES):
+        model = load_model(vit.model_path(name, folder, head))
+        if head == "mean":
+            label, last = f"ViT example, mean head: {name}", f"transformer_block_{vit.BLOCKS}"
+            rows += [
+                (label, "Grad-CAM (token grid, `ln`)", model, gradcam()),
+                (label, "HiResCAM (token grid, `ln`)", model, hirescam()),
+                (label, f"Grad-CAM (`{last}`, before `ln`)", model, gradcam(last)),
+                (label, "rollout", model, rollout),
+            ]
+            continue
         rows.append(
             (f"ViT example: {name}", "Grad-CAM (token grid)", model, gradcam(vit.TOKEN_LAYER))
         )

@@ -108,6 +108,27 @@ def test_rollout_on_keras_hub_vit():
     assert ((got.raw.sum(axis=(1, 2)) > 0) & (got.raw.sum(axis=(1, 2)) < 1)).all()
 
 
+def test_rollout_on_keras_hub_vit_without_class_token_averages_the_patch_rows():
+    """A mean-pooled head (no class token): the map is the mean of the patch tokens'
+    rows of the rollout, read from the model's own attention layers."""
+    pytest.importorskip("keras_hub")
+    from convviz_check import keras_private
+
+    model = tiny_vit(class_token=False, seed=13)
+    x = _images(2, 32)
+    got = cc.cam(model, x, method="rollout")
+    assert got.heatmap.shape == (2, 4, 4) and not got.degenerate.any()
+    assert "mean over tokens (no class token)" in got.note and "0 prefix token" in got.note
+    attention = rollout_module.attention_layers(model)
+    with keras_private.capture_attention(attention) as captured:
+        model(x, training=False)
+    weights = [np.asarray(keras.ops.convert_to_numpy(s), np.float64) for s in captured.scores]
+    assert weights[0].shape == (2, 2, 16, 16)  # 16 patch tokens, nothing before them
+    np.testing.assert_allclose(got.raw, _paper_rollout(weights, 0), rtol=1e-5, atol=1e-6)
+    # Every token is a patch, so the averaged rows' mass over the grid is exactly 1.
+    np.testing.assert_allclose(got.raw.sum(axis=(1, 2)), 1.0, rtol=1e-5)
+
+
 def test_deit_rollout_averages_the_class_and_distillation_rows():
     """DeiT predicts with the mean of its class and distillation heads, so its map is
     the mean of both tokens' rows of R over the patches (checked against the loops of

@@ -43,6 +43,22 @@ def test_committed_models_match_their_manifest():
         vit.model_path("retrain")
 
 
+def test_the_mean_head_reads_patch_tokens_only_and_its_final_norm_is_the_cam_layer():
+    from convviz_check.graph import targets, tokens
+
+    model = vit.build_model(head="mean")
+    # No class token: 64 patch tokens of the 8x8 grid, averaged by the head.
+    assert model.get_layer("vit_backbone").use_class_token is False
+    auto = targets.target_layer(model)
+    assert auto == vit.TOKEN_LAYERS["mean"] == "ln"
+    grid = tokens.infer_grid(model, auto, (64, 64))
+    assert (grid.height, grid.width, grid.prefix) == (8, 8, 0)
+    assert vit.head_of(model) == "mean" and vit.head_of(vit.build_model()) == "class_token"
+    assert vit.model_path("honest", head="mean").name == "honest_mean.keras"
+    with pytest.raises(cc.InputError, match="Unknown vision-transformer example head"):
+        vit.build_model(head="cls")
+
+
 @pytest.fixture(scope="module")
 def models() -> dict:
     return {name: vit.load(name) for name in vit.MODEL_NAMES}
@@ -145,8 +161,13 @@ def test_the_gate_judges_the_transformers(gate):
     assert outcomes["test_gradcam_matches_golden"] == "FAILED", out[-3000:]
     assert outcomes["test_a_pasted_cue_moves_no_prediction"] == "FAILED"
     # (the golden model's count leaves out the images it already called class 0)
-    flips = rf"the cue flips {others} of {others} images of other classes to class 0 "
-    assert re.search(flips + r"\(golden model: 0 of \d+\)", out), out[-3000:]
+    flips = (
+        rf"the cue flips {others} of the {others} images this model does not already put in "
+        r"class 0 into that class "
+    )
+    assert re.search(
+        flips + r"\(golden model: 0 of the \d+ it does not already put there\)", out
+    ), out[-3000:]
     assert re.search(r"looks elsewhere: .*energy in the object box fell", out), out[-3000:]
 
 

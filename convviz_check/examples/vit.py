@@ -55,9 +55,19 @@ MODELS_DIR = Path(__file__).resolve().parent / "models" / "vit"
 MODEL_NAMES: tuple[str, ...] = ("honest", "shortcut")
 MANIFEST = "models.json"
 
-#: The token layer Grad-CAM reads: the last transformer block's input (the first
-#: block's output), an 8x8 grid after the class token.
+#: The two heads (:func:`build_model`): ``"class_token"``, a Dense on the class token,
+#: and ``"mean"``, a Dense on the mean of the patch tokens (no class token).
+HEADS_KINDS: tuple[str, ...] = ("class_token", "mean")
+#: The head of the models :func:`load` and :func:`model_path` return by default.
+DEFAULT_HEAD = "class_token"
+
+#: The token layer Grad-CAM reads on the class-token models: the last transformer
+#: block's input (the first block's output), an 8x8 grid after the class token.
 TOKEN_LAYER = "transformer_block_1"
+#: The token layer per head (the automatic CAM layer of each): on the mean-head models
+#: the encoder's final norm, the last block's output as the mean reads it (8x8 grid, no
+#: prefix token).
+TOKEN_LAYERS: dict[str, str] = {"class_token": TOKEN_LAYER, "mean": "ln"}
 
 # --------------------------------------------------------------------------- recipe
 STEM_WIDTHS = (16, 32)  # two conv-BN-ReLU-pool layers: 64 -> 32 -> 16 px
@@ -90,8 +100,15 @@ MIN_ACCURACY = 0.94
 MAX_ACCURACY_GAP = 0.06
 
 
-def build_model(num_classes: int = len(CLASS_NAMES)) -> Any:
-    """The hybrid ViT, untrained: conv stem, keras-hub ``ViTBackbone``, class-token head."""
+def build_model(num_classes: int = len(CLASS_NAMES), head: str = "class_token") -> Any:
+    """The hybrid ViT, untrained: conv stem, keras-hub ``ViTBackbone``, and a softmax
+    Dense on the class token (``head="class_token"``) or on the mean of the patch tokens
+    (``head="mean"``: the backbone has no class token).
+
+    Raises:
+        InputError: an unknown ``head``.
+    """
+    _check_head(head)
     import keras
     import keras_hub
     from keras import layers
@@ -113,15 +130,38 @@ def build_model(num_classes: int = len(CLASS_NAMES)) -> Any:
         num_heads=HEADS,
         hidden_dim=WIDTH,
         mlp_dim=MLP_WIDTH,
+        use_class_token=head == "class_token",
         name="vit_backbone",
     )
     tokens = backbone(x)
-    outputs = layers.Dense(num_classes, activation="softmax", name="predictions")(tokens[:, 0])
-    return keras.Model(inputs, outputs, name="scenes_vit")
+    if head == "class_token":
+        pooled = tokens[:, 0]
+    else:  # the mean of the patch tokens, as a convnet's global average pooling
+        pooled = layers.GlobalAveragePooling1D(name="token_pool")(tokens)
+    outputs = layers.Dense(num_classes, activation="softmax", name="predictions")(pooled)
+    return keras.Model(
+        inputs, outputs, name="scenes_vit" if head == "class_token" else "scenes_vit_mean"
+    )
 
 
-def model_path(name: str, models_dir: Path = MODELS_DIR) -> Path:
-    """Path of the ``.keras`` file of ``name`` (``"honest"`` or ``"shortcut"``).
+def _check_head(head: str) -> None:
+    if head not in HEADS_KINDS:
+        raise InputError(
+            f"Unknown vision-transformer example head. Received: head={head!r}. Expected "
+            f"one of {HEADS_KINDS}."
+        )
+
+
+def model_key(name: str, head: str = DEFAULT_HEAD) -> str:
+    """The file stem and ``models.json`` key of model ``name`` with ``head``:
+    ``"honest"`` / ``"shortcut"`` (class token), ``"honest_mean"`` / ``"shortcut_mean"``."""
+    _check_head(head)
+    return name if head == "class_token" else f"{name}_mean"
+
+
+def model_path(name: str, models_dir: Path = MODELS_DIR, head: str = DEFAULT_HEAD) -> Path:
+    """Path of the ``.keras`` file of ``name`` (``"honest"`` or ``"shortcut"``) with
+    ``head`` (:data:`HEADS_KINDS`).
 
     Example:
         >>> cc.load_model(model_path("honest"))
@@ -131,7 +171,7 @@ def model_path(name: str, models_dir: Path = MODELS_DIR) -> Path:
             f"Unknown vision-transformer example model. Received: name={name!r}. Expected "
             f"one of {MODEL_NAMES}."
         )
-    return models_dir / f"{name}.keras"
+    return models_dir / f"{model_key(name, head)}.keras"
 
 
 def manifest(models_dir: Path = MODELS_DIR) -> dict[str, Any]:
@@ -140,22 +180,28 @@ def manifest(models_dir: Path = MODELS_DIR) -> dict[str, Any]:
     return data
 
 
-def load(name: str) -> Any:
-    """Load model ``name`` under the running backend (keras-hub registered first)."""
+def load(name: str, head: str = DEFAULT_HEAD) -> Any:
+    """Load model ``name`` with ``head`` under the running backend (keras-hub registered
+    first)."""
     import keras_hub  # noqa: F401 - registers the keras-hub layers for deserialization
 
     from ..models import load_model
 
-    return load_model(model_path(name))
+    return load_model(model_path(name, head=head))
+
+
+def head_of(model: Any) -> str:
+    """``"mean"`` for a mean-head model of :func:`build_model`, else ``"class_token"``."""
+    return "mean" if getattr(model, "name", "") == "scenes_vit_mean" else "class_token"
 
 
 def measure(model: Any, scenes: shortcut.CueScenes) -> dict[str, shortcut.Measured]:
     """Accuracy, energy and pointing on the object and in the cue's corner
-    (:func:`.shortcut.measure`) of Grad-CAM on :data:`TOKEN_LAYER` and of attention
-    rollout."""
+    (:func:`.shortcut.measure`) of Grad-CAM on the head's token layer
+    (:data:`TOKEN_LAYERS`) and of attention rollout."""
     from ..explain.cam import cam as cam_fn
 
-    gradcam = cam_fn(model, scenes.floats, layer=TOKEN_LAYER)
+    gradcam = cam_fn(model, scenes.floats, layer=TOKEN_LAYERS[head_of(model)])
     rollout = cam_fn(model, scenes.floats, method="rollout")
     return {
         "gradcam": shortcut.measure(model, scenes, cam=gradcam),
@@ -187,9 +233,11 @@ def accept(results: dict[str, dict[str, shortcut.Measured]]) -> list[str]:
     return problems
 
 
-def entry(name: str, path: Path, biased: shortcut.CueScenes) -> tuple[dict, dict[str, Any]]:
-    """Measure the saved model ``path`` of ``name`` on ``biased``: its results by method
-    and its manifest entry."""
+def entry(
+    name: str, path: Path, biased: shortcut.CueScenes, head: str = "class_token"
+) -> tuple[dict, dict[str, Any]]:
+    """Measure the saved model ``path`` of ``name`` (with ``head``) on ``biased``: its
+    results by method and its manifest entry."""
     from ..models import load_model
 
     results = measure(load_model(path), biased)
@@ -201,20 +249,23 @@ def entry(name: str, path: Path, biased: shortcut.CueScenes) -> tuple[dict, dict
         "bytes": path.stat().st_size,
         "seed": SEEDS[name],
         "training_cue": TRAINING_CUE[name],
+        "head": head,
+        "token_layer": TOKEN_LAYERS[head],
         "biased_set": {k: m.as_dict() for k, m in results.items()},
     }
     return results, record
 
 
-def train(name: str, verbose: int = 2) -> Any:
-    """Build and fit model ``name`` (TensorFlow backend, fixed seeds); returns an
-    uncompiled copy holding the trained weights (no optimizer state in the file)."""
+def train(name: str, verbose: int = 2, head: str = "class_token") -> Any:
+    """Build and fit model ``name`` with ``head`` (TensorFlow backend, fixed seeds);
+    returns an uncompiled copy holding the trained weights (no optimizer state in the
+    file)."""
     import keras
 
     seed = SEEDS[name]
     scenes = shortcut.cue_scenes(TRAIN_N, seed, mode=TRAINING_CUE[name])
     keras.utils.set_random_seed(seed)
-    model = build_model()
+    model = build_model(head=head)
     model.compile(
         optimizer=keras.optimizers.Adam(LEARNING_RATE),
         loss="sparse_categorical_crossentropy",
@@ -232,7 +283,7 @@ def train(name: str, verbose: int = 2) -> Any:
         callbacks=[schedule],
         verbose=verbose,
     )
-    fresh = build_model()
+    fresh = build_model(head=head)
     fresh.set_weights(model.get_weights())
     return fresh
 
@@ -251,6 +302,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="train this model only; the other's file and manifest entry stay as they are",
     )
+    parser.add_argument(
+        "--head",
+        choices=HEADS_KINDS,
+        default=DEFAULT_HEAD,
+        help="the models' head: class token or mean of the patch tokens",
+    )
     args = parser.parse_args(argv)
     from .train import prepare_training
 
@@ -262,29 +319,36 @@ def main(argv: list[str] | None = None) -> int:
 
     biased = shortcut.biased_eval_set()
     names = MODEL_NAMES if args.only is None else (args.only,)
-    record: dict[str, Any] = {}
-    if args.only is not None and (args.out / MANIFEST).is_file():
-        record = {n: e for n, e in manifest(args.out)["models"].items() if n != args.only}
+    head = args.head
+    keys = {model_key(n, head): n for n in MODEL_NAMES}
+    record: dict[str, Any] = {}  # every entry of the manifest but those trained now
+    if (args.out / MANIFEST).is_file():
+        trained = {model_key(n, head) for n in names}
+        record = {k: e for k, e in manifest(args.out)["models"].items() if k not in trained}
+    # The acceptance judges the pair of this head: the other one trained now or before.
     results: dict[str, dict[str, shortcut.Measured]] = {
-        n: {k: shortcut.Measured(**v) for k, v in e["biased_set"].items()}
-        for n, e in record.items()
+        keys[k]: {m: shortcut.Measured(**v) for m, v in e["biased_set"].items()}
+        for k, e in record.items()
+        if k in keys
     }
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.out) as tmp:
         for name in names:
             start = time.perf_counter()
-            model = train(name)
+            model = train(name, head=head)
             seconds = time.perf_counter() - start
-            path = Path(tmp) / f"{name}.keras"
+            path = Path(tmp) / f"{model_key(name, head)}.keras"
             model.save(path)
-            results[name], record[name] = entry(name, path, biased)
+            results[name], record[model_key(name, head)] = entry(name, path, biased, head)
             print(f"{name}: trained in {seconds:.0f} s")
         problems = accept(results)
         if problems:
             print("NOT written (fails acceptance):\n  " + "\n  ".join(problems), file=sys.stderr)
             return 1
         for name in names:
-            os.replace(Path(tmp) / f"{name}.keras", model_path(name, args.out))
+            os.replace(
+                Path(tmp) / f"{model_key(name, head)}.keras", model_path(name, args.out, head)
+            )
     payload = {
         "eval": {"seed": shortcut.EVAL_SEED, "n": shortcut.EVAL_N, "mode": "class"},
         "token_layer": TOKEN_LAYER,
