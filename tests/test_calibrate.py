@@ -310,6 +310,10 @@ def test_calibrate_bounds_the_pattern_gap_of_pattern_goldens_with_a_record(
     result.assert_outcomes(passed=1)
     (judged,) = json.loads((pytester.path / "r" / "report.json").read_text())["entries"]
     assert judged["metrics"]["pattern_gap"]["bound"] == pytest.approx(entry["bound"])
+    # A model with unrelated weights (gap about 0.1: under the built-in 0.65) fails it.
+    other = pytester.runpytest(f"--convviz-model={models[3]}", "--convviz-profile=retrain")
+    other.assert_outcomes(failed=1)
+    other.stdout.fnmatch_lines(["*lost a detector: layer 'conv': *"])
 
 
 def test_worst_values_and_the_profile_take_the_pattern_gap():
