@@ -398,10 +398,20 @@ def _name(c: int, class_names: Sequence[str] | None) -> str:
 
 def _lead(stats: dict[str, Any], ref: dict[str, Any] | None, worst: int, label: str) -> str:
     flipped, eligible = stats["flipped"][worst], stats["eligible"][worst]
-    text = f"the cue flips {flipped} of {eligible} images of other classes to {label}"
+    # Each model's count is out of the images it does not already put in the class
+    # without the cue (an image already there cannot flip to it), so the two counts'
+    # totals differ where the models differ on the clean images: said in words, since
+    # "13 of 13 (golden: 0 of 12)" read as a miscount.
+    text = (
+        f"the cue flips {flipped} of the {eligible} images this model does not already put "
+        f"in {label} into that class"
+    )
     if ref is not None:
         if "flipped" in ref and "eligible" in ref and worst < len(ref["flipped"]):
-            text += f" (golden model: {ref['flipped'][worst]} of {ref['eligible'][worst]})"
+            text += (
+                f" (golden model: {ref['flipped'][worst]} of the {ref['eligible'][worst]} "
+                "it does not already put there)"
+            )
         else:
             text += f" (golden model: {ref['towards_rate'][worst]:.0%})"
     text += f"; {stats['cue_mass']:.0%} of the map's mass sits on the cue"
@@ -524,7 +534,10 @@ def _message(
     class_names: Sequence[str] | None,
 ) -> str:
     lines = [f"A pasted cue moves the model: {lead}.", *(f"  {f}" for f in failures)]
-    lines.append("  flips towards each class (cued prediction = c among clean != c):")
+    lines.append(
+        "  flips towards each class, of the images the model does not already put in it "
+        "without the cue:"
+    )
     for c, (f, e) in enumerate(zip(stats["flipped"], stats["eligible"], strict=True)):
         rate = f / e if e else 0.0
         lines.append(

@@ -166,11 +166,26 @@ def test_a_reshuffle_of_minor_classes_passes_while_flips_on_one_class_fail():
     assert not shortcut.metrics["towards_rate_increase"].ok
     assert shortcut.metrics["cue_mass_increase"].ok
     assert shortcut.lead.startswith(
-        "the cue flips 8 of 13 images of other classes to class 0 ('happy'); "
+        "the cue flips 8 of the 13 images this model does not already put in class 0 "
+        "('happy') into that class; "
     )
     assert "class 0 ('happy'): 8 of 13 (62%; golden 0%)" in shortcut.message
     flipped = [k for k, v in shortcut.items.items() if v["flipped_to_worst"]]
     assert len(flipped) == 8 and shortcut.items["image 1"]["cued"] == "0 happy"
+
+
+def test_the_lead_says_each_models_count_leaves_out_the_images_it_already_puts_there():
+    # The golden model already called one clean image class 0: 4 of the 5 can flip to
+    # it there, 5 here. "5 of 5 (golden model: 0 of 4)" read as a miscount.
+    golden = _judge([0, 1, 1, 1, 2], [0, 1, 1, 1, 2]).facts
+    moved = _judge([1, 1, 1, 1, 2], [0, 0, 0, 0, 0], reference=golden)
+    assert moved.status == "failed"
+    assert moved.lead.startswith(
+        "the cue flips 5 of the 5 images this model does not already put in class 0 into "
+        "that class (golden model: 0 of the 4 it does not already put there); "
+    )
+    assert "of the images the model does not already put in it without the cue:" in (moved.message)
+    assert "    class 0: 5 of 5 (100%; golden 0%)" in moved.message
 
 
 def test_the_golden_models_flips_and_mass_are_subtracted():
@@ -182,7 +197,8 @@ def test_the_golden_models_flips_and_mass_are_subtracted():
     same = _judge(clean, cued, reference=golden)
     assert same.status == "passed", same.message
     assert same.metrics["towards_rate_increase"].value == 0.0
-    assert "(golden model: 3 of 5)" in same.lead and "(golden: 0%)" in same.lead
+    assert "(golden model: 3 of the 5 it does not already put there)" in same.lead
+    assert "(golden: 0%)" in same.lead
     # a golden model that flipped 1 of 5 to class 0: the increase is 0.4
     less = {"towards_rate": [0.2, 0.0, 0.0], "cue_mass": 0.0}
     partly = _judge(clean, cued, reference=less)
@@ -321,7 +337,9 @@ def test_the_fixture_records_the_counterfactual_judgment_in_the_report(pytester,
     assert reads["judgment"] == "counterfactual" and reads["kind"] == "counterfactual"
     assert reads["status"] == "failed" and reads["check"] == "red"
     assert reads["facts"]["flipped"] == [3, 0] and reads["facts"]["cue_box"] == [0, 0, 6, 6]
-    assert reads["lead"].startswith("the cue flips 3 of 3 images of other classes to class 0")
+    assert reads["lead"].startswith(
+        "the cue flips 3 of the 3 images this model does not already put in class 0"
+    )
     assert Path(reads["images"]["cued"]).is_file()
     like = entries["test_like_the_golden_model"]
     assert like["status"] == "passed" and like["facts"]["reference"]["flipped"] == [3, 0]
@@ -330,7 +348,7 @@ def test_the_fixture_records_the_counterfactual_judgment_in_the_report(pytester,
     assert stored["status"] == "missing" and "--convviz-update=missing" in stored["lead"]
     page = (pytester.path / "out" / "report.html").read_text()
     assert "(counterfactual)" in page and "towards class" in page
-    result.stdout.fnmatch_lines(["*A pasted cue moves the model: the cue flips 3 of 3*"])
+    result.stdout.fnmatch_lines(["*A pasted cue moves the model: the cue flips 3 of the 3 images*"])
 
     # An update run writes the stored reference from the model it runs (no flips: the
     # red weight is small), and later runs judge against it.

@@ -168,7 +168,8 @@ def test_shortcut_fails_both_profiles_says_why_and_keeps_its_accuracy(gate, prof
     # the map follows it.
     assert outcomes["test_a_pasted_cue_moves_no_prediction"] == "FAILED"
     assert re.search(
-        r"the cue flips 13 of 13 images of other classes to class 0 \(golden model: 0 of 13\)"
+        r"the cue flips 13 of the 13 images this model does not already put in class 0 into "
+        r"that class \(golden model: 0 of the 13 it does not already put there\)"
         r"; (\d+)% of the map's mass sits on the cue \(golden: 0%\)",
         out,
     ), out
@@ -204,7 +205,8 @@ def test_partial_shortcut_fails_the_retrain_profile_for_both_reasons(gate):
     # model: none), not all as for the total shortcut.
     assert outcomes["test_a_pasted_cue_moves_no_prediction"] == "FAILED"
     flipped = re.search(
-        r"the cue flips (\d+) of 13 images of other classes to class 0 \(golden model: 0 of 13\)",
+        r"the cue flips (\d+) of the 13 images this model does not already put in class 0 "
+        r"into that class \(golden model: 0 of the 13 it does not already put there\)",
         out,
     )
     assert flipped is not None, out

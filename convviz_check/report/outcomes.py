@@ -255,7 +255,12 @@ def _towards_table(facts: Mapping[str, Any], failed: bool) -> str:
         )
     if not rows:
         return ""
-    head = "<tr><th>towards class</th><th>flipped</th><th>rate</th><th>golden model</th></tr>"
+    # "flipped 13 of 13" counts only the images not already in the class without the
+    # cue; the golden model counts its own such images (a total that may differ)
+    head = (
+        "<tr><th>towards class</th><th>flipped (of the images not already in it)</th>"
+        "<th>rate</th><th>golden model</th></tr>"
+    )
     return f"<table class=metrics>{head}{''.join(rows)}</table>"
 
 
