@@ -13,6 +13,7 @@ so), never to a wrong result.
 | ``keras.src.backend.common.variables`` (``Variable``, ``standardize_dtype``) | ``_fastload`` | create variables as zeros while a saved model loads |
 | ``keras.src.backend.common.stateless_scope.in_stateless_scope`` | ``_fastload`` | leave variables of a stateless scope alone |
 | ``keras.src.backend.torch.nn._transpose_spatial_inputs`` | ``backends.torch`` | a channels-last view instead of a copy (scoped patch) |
+| ``keras.src.backend.common.masking.get_keras_mask``; ``Layer`` attributes ``_call_context_args``, ``_remat_mode`` | ``backends._torch_calls`` | call a layer's ``call`` without ``Layer.__call__`` only where that changes nothing (no mask, no extra context argument, no rematerialization) |
 | ``keras.src.backend.jax.nn.depthwise_conv`` | ``backends.jax`` | depthwise convolution by taps (scoped patch) |
 | ``Layer._flatten_layers`` (method) | ``graph.tokens``, ``explain.rollout`` | every sublayer of a layer (patch embeddings and attention layers inside custom layers) |
 | ``MultiHeadAttention.call`` (per-instance override) | ``explain.rollout`` | the attention weights of layers that do not ask for them (scoped patch) |
@@ -37,6 +38,7 @@ TORCH_NN_MODULE = "keras.src.backend.torch.nn"
 TORCH_TRANSPOSE = "_transpose_spatial_inputs"
 JAX_NN_MODULE = "keras.src.backend.jax.nn"
 JAX_DEPTHWISE = "depthwise_conv"
+KERAS_MASK = ("keras.src.backend.common.masking", "get_keras_mask")
 
 # (module, attribute) of every entry, for the check on the installed Keras.
 SYMBOLS: tuple[tuple[str, str], ...] = (
@@ -46,6 +48,7 @@ SYMBOLS: tuple[tuple[str, str], ...] = (
     STATELESS_SCOPE,
     (TORCH_NN_MODULE, TORCH_TRANSPOSE),
     (JAX_NN_MODULE, JAX_DEPTHWISE),
+    KERAS_MASK,
 )
 
 
@@ -68,6 +71,11 @@ def standardize_dtype(dtype: Any) -> str:
     """Keras' name of ``dtype`` (``"float32"``...)."""
     name: str = _get(VARIABLES_MODULE, "standardize_dtype")(dtype)
     return name
+
+
+def keras_mask_getter() -> Any:
+    """Keras' ``get_keras_mask(tensor)``: the mask a layer attached to a tensor, or None."""
+    return _get(*KERAS_MASK)
 
 
 def in_stateless_scope() -> bool:

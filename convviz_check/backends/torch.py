@@ -11,6 +11,7 @@ import torch
 
 from .. import keras_private
 from ._patch import ScopedPatch
+from ._torch_calls import PlainCalls
 
 
 # Keras' torch convolutions and poolings take channels-last inputs through
@@ -172,8 +173,9 @@ def make_value_and_grad(model: Any, loss_fn: Any, wrt: int) -> Any:
         arrays = [np.asarray(x) for x in inputs]
         aux_a = np.zeros((), np.float32) if aux is None else np.asarray(aux)
         n = int(arrays[0].shape[0]) if arrays[0].ndim else 0
-        # Weights frozen and kernels patched once per call, not per pass.
-        with _weights_frozen(model), CHANNELS_LAST_VIEW:
+        # Weights frozen, kernels patched and layers called plainly once per call, not
+        # per pass.
+        with _weights_frozen(model), CHANNELS_LAST_VIEW, PlainCalls(model):
             parts = [
                 once([a[r] for a in arrays], _part(aux_a, n, r)) for r in _sub_batches(arrays, rows)
             ]
@@ -199,7 +201,7 @@ def make_forward(model: Any) -> Any:
         slices = _sub_batches(arrays, rows)
         # No autograd recording; the kernels patched once per call. (Not inference_mode:
         # a layer that builds a tensor lazily would keep an inference tensor.)
-        with torch.no_grad(), CHANNELS_LAST_VIEW:
+        with torch.no_grad(), CHANNELS_LAST_VIEW, PlainCalls(model):
             if len(slices) == 1:
                 return once(arrays)
             # Each part is written into outputs allocated once (many large maps:
