@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import PurePosixPath
 
 import numpy as np
 import pytest
 
-from convviz_check.artifacts import Artifact
 from convviz_check.checks import CheckRequest, Settings, run_check
 from convviz_check.errors import ConvvizError
 from convviz_check.report.checks import write_report
 from convviz_check.types import GradCAM
+from tests._reports import heatmap_request
 
 NAMES = ["angry", "disgust", "fear", "happy"]
 
@@ -34,16 +33,7 @@ def _cam(n: int, flipped: set[int]) -> GradCAM:
 
 
 def _request(cam: GradCAM, images: np.ndarray) -> CheckRequest:
-    return CheckRequest(
-        "cam",
-        PurePosixPath("test_x.py/test_cam/cam"),
-        Artifact.from_value(cam),
-        "tensorflow",
-        inputs=images,
-        label="test_x.py::test_cam",
-        profile="retrain",
-        meta={"class_names": NAMES},
-    )
+    return heatmap_request(cam, images, NAMES)
 
 
 def test_a_failing_retrain_report_names_the_classes_in_json_and_html(tmp_path):

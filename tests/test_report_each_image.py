@@ -5,17 +5,17 @@ opened). And a metric no bound judges reads as such (3 digits, 'not judged')."""
 from __future__ import annotations
 
 import re
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from convviz_check.artifacts import Artifact
-from convviz_check.checks import CheckRequest, Settings, run_check
+from convviz_check.checks import Settings, run_check
 from convviz_check.report import gallery
 from convviz_check.report.checks import render_html, write_report
 from convviz_check.report.comparison import metric_line
 from convviz_check.types import GradCAM, MetricResult
+from tests._reports import heatmap_request
 
 NAMES = ["angry", "disgust", "fear", "happy"]
 
@@ -36,24 +36,12 @@ def _cam(n: int, flipped: set[int]) -> GradCAM:
 def _run(tmp_path: Path, n: int, flipped: set[int]):
     images = np.random.default_rng(0).integers(0, 255, (n, 32, 32, 3), dtype=np.uint8)
 
-    def request(cam: GradCAM) -> CheckRequest:
-        return CheckRequest(
-            "cam",
-            PurePosixPath("test_x.py/test_cam/cam"),
-            Artifact.from_value(cam),
-            "tensorflow",
-            inputs=images,
-            label="test_x.py::test_cam",
-            profile="retrain",
-            meta={"class_names": NAMES},
-        )
-
     settings = Settings(tmp_path / "golden", update="missing")
-    assert run_check(settings, request(_cam(n, set())), None).status == "written"
+    golden = heatmap_request(_cam(n, set()), images, NAMES)
+    assert run_check(settings, golden, None).status == "written"
     results = tmp_path / "results"
-    result = run_check(
-        Settings(tmp_path / "golden", results_dir=results), request(_cam(n, flipped)), None
-    )
+    now = heatmap_request(_cam(n, flipped), images, NAMES)
+    result = run_check(Settings(tmp_path / "golden", results_dir=results), now, None)
     write_report(results, [{"nodeid": "test_x.py::test_cam", **result.entry}])
     return result, results, (results / "report.html").read_text()
 

@@ -38,6 +38,7 @@ from ..judge.agreement import (
 )
 from ..render import deprocess_image
 from . import pictures as pic
+from .labels import labelled_rows
 
 if TYPE_CHECKING:  # pragma: no cover - types only
     from ..artifacts import Artifact
@@ -213,8 +214,8 @@ def _gradcam(
         if made is not None:
             image, scale = made
             text = _diff_title(pair, scale)
-            diff = (pic.labelled_rows([("", image)], text), "|".join(pair), scale, text)
-    return pic.labelled_rows(rows, title), caption, diff
+            diff = (labelled_rows([("", image)], text), "|".join(pair), scale, text)
+    return labelled_rows(rows, title), caption, diff
 
 
 def _as_hwc(a: np.ndarray) -> np.ndarray:
@@ -258,8 +259,8 @@ def _activations(
     ):
         image_d, scale = pic.activation_diff_preview(one[pair[0]], one[pair[1]], PREVIEW_CHANNELS)
         text = _diff_title(pair, scale)
-        diff = (pic.labelled_rows([("", image_d)], text), "|".join(pair), scale, text)
-    return pic.labelled_rows(rows, title), caption, diff
+        diff = (labelled_rows([("", image_d)], text), "|".join(pair), scale, text)
+    return labelled_rows(rows, title), caption, diff
 
 
 def _compared_patterns(artifact: Artifact) -> list[np.ndarray]:
@@ -284,8 +285,8 @@ def _filters(
         if made is not None:
             image, scale = made
             text = _diff_title(pair, scale, " grey levels of 255 (mean over channels)")
-            diff = (pic.labelled_rows([("", image)], text), "|".join(pair), scale, text)
-    return pic.labelled_rows(rows, title), caption, diff
+            diff = (labelled_rows([("", image)], text), "|".join(pair), scale, text)
+    return labelled_rows(rows, title), caption, diff
 
 
 # --------------------------------------------------------------------------- the page

@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ..errors import InputError, describe_array
 from ..render import activation_grid
+from .labels import INK
 
 # Tiles are enlarged (nearest, a whole factor) to at least this many px a side: a 4x4
 # map's cells read as cells (12 px each), a 13x13 map's at 4 px, and the number above
@@ -29,7 +30,6 @@ MIN_TILE = 48
 NUMBER_SIZE = 11
 # Pixels between tiles (white).
 GAP = 4
-_INK = (40, 44, 52)
 _WHITE = 255
 
 
@@ -88,5 +88,5 @@ def numbered_channel_grid(activation: np.ndarray, images_per_row: int = 16) -> n
         tile = row[:, q * (w + 1) : q * (w + 1) + w]
         tile = np.repeat(np.repeat(tile, k, axis=0), k, axis=1)
         canvas.paste(Image.fromarray(np.ascontiguousarray(tile)).convert("RGB"), (x, y + label))
-        draw.text((x - left, y + 1 - top), str(q), fill=_INK, font=font)
+        draw.text((x - left, y + 1 - top), str(q), fill=INK, font=font)
     return np.asarray(canvas)

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import html
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 
@@ -31,6 +31,7 @@ from ..artifacts import Artifact
 from .classes import failing, image_index, worst_first
 from .pictures import (
     MAX_TILES,
+    ImageSources,
     _heatmaps,
     _hstack,
     diff_image,
@@ -148,31 +149,19 @@ def write_pictures(
     expected: Artifact | None = None,
     layer: str | None = None,
     *,
-    inputs: np.ndarray | None = None,
-    expected_inputs: np.ndarray | None = None,
-    order: Sequence[int] | None = None,
-    images: np.ndarray | None = None,
     every: Any = None,
+    **sources: Unpack[ImageSources],
 ) -> tuple[dict[str, str], float | None, dict[str, Any]]:
     """A check's pictures: the strips of
-    :func:`~convviz_check.report.pictures.write_check_images` and, given ``every`` (the
-    comparison of a failing heatmap check), one picture per image
-    (:func:`write_each_image`).
+    :func:`~convviz_check.report.pictures.write_check_images` (``sources`` as there)
+    and, given ``every`` (the comparison of a failing heatmap check), one picture per
+    image (:func:`write_each_image`).
 
     Returns:
         (role -> path of each strip, the diff's scale or None, ``{"pictures": [...]}``
         for the report's entry, or ``{}`` without per-image pictures).
     """
-    written, scale = write_check_images(
-        out_base,
-        obtained,
-        expected,
-        layer,
-        inputs=inputs,
-        expected_inputs=expected_inputs,
-        order=order,
-        images=images,
-    )
+    written, scale = write_check_images(out_base, obtained, expected, layer, **sources)
     if every is None or expected is None:
         return written, scale, {}
     try:
@@ -182,9 +171,9 @@ def write_pictures(
             obtained,
             every.details,
             every.metrics,
-            inputs=inputs,
-            expected_inputs=expected_inputs,
-            images=images,
+            inputs=sources.get("inputs"),
+            expected_inputs=sources.get("expected_inputs"),
+            images=sources.get("images"),
         )
     except Exception:  # noqa: BLE001 - a picture must never hide the check's outcome
         each = []

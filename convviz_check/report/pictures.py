@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import TypedDict, TypeVar, Unpack
 
 import numpy as np
 from PIL import Image
@@ -33,6 +33,7 @@ from ..render import (
     inferred_range,
     overlay,
 )
+from .labels import corner_label
 
 # Small maps (7x7 Grad-CAM) are upscaled (nearest) to at least this many pixels per
 # side so that cells stay visible in the report.
@@ -180,7 +181,7 @@ def _heat_tiles(
             colour = DIFF_BOX_COLOUR if colormap == "magma" else BOX_COLOUR
             tile = draw_marks(tile, shape, box, regions, colour)
         if labels is not None and i < len(labels):
-            tile = _corner_label(tile, labels[i])
+            tile = corner_label(tile, labels[i])
         tiles.append(tile)
     return _hstack(tiles, gap)
 
@@ -225,20 +226,6 @@ def draw_marks(
                     if not dash or (k // dash) % 2 == 0:
                         out[y, x] = colour
     return out
-
-
-def _corner_label(tile: np.ndarray, text: str) -> np.ndarray:
-    """``text`` white on black in the tile's bottom-left corner (which image it is)."""
-    from PIL import ImageDraw, ImageFont
-
-    font = ImageFont.load_default(size=LABEL_SIZE - 2)
-    canvas = Image.fromarray(np.ascontiguousarray(tile[..., :3]))
-    draw = ImageDraw.Draw(canvas)
-    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-    h = canvas.size[1]
-    draw.rectangle((0, h - (bottom - top) - 5, right - left + 4, h), fill=(0, 0, 0))
-    draw.text((2 - left, h - (bottom - top) - 3 - top), text, fill=(255, 255, 255), font=font)
-    return np.asarray(canvas)
 
 
 def _outline(top: int, left: int, bottom: int, right: int) -> list[list[tuple[int, int]]]:
@@ -385,19 +372,27 @@ def diff_image(
     return _upscale(_tile_channels(_unit(d, scale)), 64), scale
 
 
+class ImageSources(TypedDict, total=False):
+    """Where a check's pictures take their images from (keyword arguments, each may be
+    left out): ``inputs`` and ``expected_inputs``, this run's and the golden's
+    thumbnail strips; ``order``, the images to show, worst first (heatmaps); ``images``,
+    the checked images when at hand (each image's own tile)."""
+
+    inputs: np.ndarray | None
+    expected_inputs: np.ndarray | None
+    order: Sequence[int] | None
+    images: np.ndarray | None
+
+
 def write_check_images(
     out_base: str | os.PathLike[str],
     obtained: Artifact,
     expected: Artifact | None = None,
     layer: str | None = None,
-    *,
-    inputs: np.ndarray | None = None,
-    expected_inputs: np.ndarray | None = None,
-    order: Sequence[int] | None = None,
-    images: np.ndarray | None = None,
+    **sources: Unpack[ImageSources],
 ) -> tuple[dict[str, str], float | None]:
     """Write ``<out_base>.obtained.png`` and, with an expected artifact,
-    ``.expected.png`` and ``.diff.png``.
+    ``.expected.png`` and ``.diff.png``; ``sources`` as :class:`ImageSources`.
 
     Heatmaps with an ``order`` (the images to show, worst first: see
     :func:`convviz_check.report.classes.picture_order`) show those images, each with
@@ -408,6 +403,8 @@ def write_check_images(
         (role -> path of what was written, the diff's scale: the largest
         ``|expected - obtained|``, or None without a diff).
     """
+    inputs, expected_inputs = sources.get("inputs"), sources.get("expected_inputs")
+    order, images = sources.get("order"), sources.get("images")
     out_base = Path(out_base)
     written: dict[str, str] = {}
     pictures: dict[str, np.ndarray | None] = {}
@@ -435,59 +432,6 @@ def write_check_images(
             storage.write_png(path, img)
             written[role] = str(path)
     return written, scale
-
-
-# --------------------------------------------------------------------------- labelled
-# Text of the labelled pictures (Pillow's bundled font; 13 px reads at 100% zoom).
-LABEL_SIZE = 13
-_LABEL_PAD = 6
-_INK = (40, 44, 52)
-_FRAME = (150, 157, 168)
-
-
-def _text_size(text: str) -> tuple[int, int]:
-    from PIL import ImageFont
-
-    left, top, right, bottom = ImageFont.load_default(size=LABEL_SIZE).getbbox(text)
-    return int(right - left), int(bottom - top)
-
-
-def labelled_rows(rows: list[tuple[str, np.ndarray]], title: str = "") -> np.ndarray:
-    """Pictures (uint8, grey or RGB) stacked top to bottom on white, each framed in grey
-    (a white tile stays visible) with its label on the left (one or more lines, e.g. a
-    backend's name), under an optional one-line ``title``: a picture that says what it
-    shows when opened on its own. uint8 RGB."""
-    from PIL import ImageDraw, ImageFont
-
-    font = ImageFont.load_default(size=LABEL_SIZE)
-    line_h = _text_size("Hg|")[1] + 4
-    widest = max((_text_size(t)[0] for label, _ in rows for t in label.splitlines()), default=0)
-    left = widest + 2 * _LABEL_PAD if widest else _LABEL_PAD
-    pictures = [img if img.ndim == 3 else np.stack([img] * 3, axis=-1) for _, img in rows]
-    title_h = line_h + _LABEL_PAD if title else 0
-    width = _LABEL_PAD + max(
-        [left + p.shape[1] + 2 for p in pictures] + [_text_size(title)[0] + _LABEL_PAD]
-    )
-    heights = [
-        max(p.shape[0] + 2, line_h * len(label.splitlines()))
-        for (label, _), p in zip(rows, pictures, strict=True)
-    ]
-    height = title_h + sum(heights) + _LABEL_PAD * (len(rows) + 1)
-    canvas = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(canvas)
-    if title:
-        draw.text((_LABEL_PAD, _LABEL_PAD), title, fill=_INK, font=font)
-    y = title_h + _LABEL_PAD
-    for (label, _), p, h in zip(rows, pictures, heights, strict=True):
-        ph, pw = p.shape[:2]
-        draw.rectangle((left, y, left + pw + 1, y + ph + 1), outline=_FRAME)
-        canvas.paste(Image.fromarray(np.ascontiguousarray(p[..., :3])), (left + 1, y + 1))
-        lines = label.splitlines()
-        top = y + max(0, (h - line_h * len(lines)) // 2)
-        for k, line in enumerate(lines):
-            draw.text((_LABEL_PAD, top + k * line_h), line, fill=_INK, font=font)
-        y += h + _LABEL_PAD
-    return np.asarray(canvas)
 
 
 def _channel_scale(h: int, w: int, min_tile: int, max_width: int) -> tuple[int, int]:
@@ -541,7 +485,7 @@ def _few_channels(grid: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     least ``FEW_CHANNEL_TILE`` px, each numbered in its corner, on white gaps."""
     h, w, c = shape
     tiles = [_upscale(grid[:h, q * (w + 1) : q * (w + 1) + w], FEW_CHANNEL_TILE) for q in range(c)]
-    rgb = [_corner_label(np.stack([t] * 3, axis=-1), str(q)) for q, t in enumerate(tiles)]
+    rgb = [corner_label(np.stack([t] * 3, axis=-1), str(q)) for q, t in enumerate(tiles)]
     return _hstack(rgb, gap=255)
 
 
