@@ -77,6 +77,19 @@ def test_the_console_names_the_explained_classes() -> None:
     assert "explains the class given with --class: ship (8) x3;" in line
 
 
+def test_the_page_names_the_explained_class_as_the_console_does() -> None:
+    cam = {
+        "class": "top predicted",
+        "score_kind": "logit",
+        "methods": ["gradcam"],
+        "layer": "conv",
+        "note": None,
+        "images": [],
+    }
+    page = explain._gradcam_section({"gradcam": cam, "images": [], "score_kind": "probability"})
+    assert "class: each image&#x27;s highest-logit class." in page
+
+
 def test_the_console_says_highest_output_where_the_model_gives_no_probabilities() -> None:
     summary = {
         "model": {"name": "m", "class": "Functional", "input_shape": [8, 8, 1], "classes": 2},

@@ -253,7 +253,7 @@ def _gradcam_section(summary: dict[str, Any]) -> str:
         for image, entry in zip(summary["images"], cam["images"], strict=True)
     ]
     if cam["class"] == "top predicted":
-        chosen = "each image's top class"
+        chosen = f"each image's highest-{cam['score_kind']} class"
     else:
         first = cam["images"][0]
         chosen = f"{_class_text(first['class_index'], first['class_name'])} for every image"
