@@ -92,20 +92,14 @@ def _plan(op: Any) -> bool | None:
     return plan
 
 
-def _no_hooks(op: torch.nn.Module) -> bool:
-    """No torch hook would see this call (the instance's or a global one)."""
-    module = torch.nn.modules.module
-    hooks = (
-        getattr(op, "_forward_hooks", True),
-        getattr(op, "_forward_pre_hooks", True),
-        getattr(op, "_backward_hooks", True),
-        getattr(op, "_backward_pre_hooks", True),
-        getattr(module, "_global_forward_hooks", True),
-        getattr(module, "_global_forward_pre_hooks", True),
-        getattr(module, "_global_backward_hooks", True),
-        getattr(module, "_global_backward_pre_hooks", True),
-    )
-    return not any(hooks)
+_INSTANCE_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+_GLOBAL_HOOKS = tuple(f"_global{name}" for name in _INSTANCE_HOOKS)
+
+
+def _hooked(owner: Any, names: tuple[str, ...]) -> bool:
+    """Whether a torch hook is registered on ``owner`` (a module, or torch's module of
+    global hooks), or torch keeps its hooks elsewhere than expected."""
+    return any(getattr(owner, name, True) for name in names)
 
 
 def _leaves(value: Any) -> Iterator[Any]:
@@ -128,12 +122,13 @@ def _ready(op: Any, args: tuple, kwargs: dict) -> bool:
         or getattr(op, "_remat_mode", True)
         or op.activity_regularizer is not None
         or policy.compute_dtype != policy.variable_dtype
-        or not _no_hooks(op)
+        or _hooked(op, _INSTANCE_HOOKS)
     ):
         return False
     dtype = policy.compute_dtype
     get_mask = _MASK_GETTER[0] if _MASK_GETTER else _mask_getter()
-    for leaf in _leaves((args, kwargs)):
+    one = not kwargs and len(args) == 1 and isinstance(args[0], torch.Tensor)
+    for leaf in args if one else _leaves((args, kwargs)):
         if isinstance(leaf, torch.Tensor):
             if leaf.is_floating_point() and str(leaf.dtype)[6:] != dtype:
                 return False  # Layer.__call__ would cast it
@@ -173,7 +168,8 @@ class PlainCalls:
     """``with PlainCalls(model):`` plain layer calls in this thread's replays while
     ``model`` is called (re-entrant). Off where ``model`` computes in another dtype than
     its variables (its ``__call__`` enters an autocast scope its layers would inherit)
-    or a Keras distribution is set (``Layer.__call__`` lays out its outputs)."""
+    or a Keras distribution is set (``Layer.__call__`` lays out its outputs), or a global
+    torch module hook is registered (it would see every layer call)."""
 
     def __init__(self, model: Any) -> None:
         policy = getattr(model, "dtype_policy", None)
@@ -181,6 +177,7 @@ class PlainCalls:
             policy is not None
             and policy.compute_dtype == policy.variable_dtype
             and keras.distribution.distribution() is None
+            and not _hooked(torch.nn.modules.module, _GLOBAL_HOOKS)
         )
 
     def __enter__(self) -> PlainCalls:

@@ -184,7 +184,7 @@ def cam(
     heatmap, raw32, degenerate = normalise(raw, reference)
     if rule.scale == "score":
         warn_if_saturated(view, kind, y, degenerate, method)
-    note = gradcam_note(view, name)
+    note = _note(view, name)
     if note and layer is None:  # only the automatic choice: a layer passed was chosen
         warn_class_score_layer(note)
     return GradCAM(
@@ -201,6 +201,15 @@ def cam(
         target=target.description,
         probability=_probability(view, target, head, classes, kind),
     )
+
+
+def _note(model: Any, layer: str) -> str:
+    """:func:`gradcam_note` of ``layer``, cached with the model (it reads the graph only)."""
+    per_model = graph_lib.model_cache(model, "cam_notes")
+    if layer not in per_model:
+        per_model[layer] = gradcam_note(model, layer)
+    note: str = per_model[layer]
+    return note
 
 
 def _probability(
