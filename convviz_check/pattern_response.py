@@ -56,7 +56,10 @@ DEFAULT_MIN_RATIO = 1.5
 # 23/23, re-drawn at random 18/24 and 16/23, a copy of another channel 20/24 and 9/23,
 # its own weights shuffled 19/24 and 20/23 (the misses: a re-drawn or copied channel
 # the golden pattern still drives as much as it drove the original). 0.65 sits above
-# every honest pair of the two first layers with a margin of 0.06.
+# every honest pair of the two first layers with a margin of 0.06. At conv3_relu the
+# honest alarms are channels a retrain merged with another (the one-to-one match pairs
+# the loser with a leftover): no bound, and no many-to-one match, separates those from
+# a destroyed channel there (the numbers: docs/reference.md, pattern response).
 DEFAULT_MIN_KEPT = 1.0
 # The same number is the retrain profile's default bound (tolerances.RETRAIN), so
 # convviz_tolerance_pattern / markers may set pattern_response_gap_max like any bound.
