@@ -84,12 +84,12 @@ import sys
 import time
 import types
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from _common import add_memory_flags, base_parser, prepare_process
+from _torch_call_split import print_profile, print_split, split
 
 GRADIENT_METHODS = ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam")
 ALL_METHODS = (*GRADIENT_METHODS, "scorecam", "eigencam")
@@ -204,13 +204,14 @@ def peer_model(ours: Any, name: str) -> tuple[Any, Any]:
 
 
 def peer_runner(
-    peer: Any, module: Any, layer: Any, method: str, chunk: int = 0
+    peer: Any, module: Any, layer: Any, method: str, chunk: int = 0, masks: int = 0
 ) -> Callable[..., np.ndarray]:
     """``run(images NHWC, classes) -> (N, H, W)`` by pytorch-grad-cam's ``method``.
 
     ``chunk`` > 0 calls it on that many images at a time, as its user must where one call
     on the whole batch does not fit in memory (ResNet50 at 64 images records the whole
-    backbone of every image for autograd: more than 10 GB here)."""
+    backbone of every image for autograd: more than 10 GB here). ``masks``: its
+    Score-CAM's masked inputs per forward (default ``MASKS_PER_FORWARD``)."""
     import torch
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -227,7 +228,7 @@ def peer_runner(
         model=module, target_layers=[layer], reshape_transform=lambda t: t.permute(0, 3, 1, 2)
     )
     if method == "scorecam":
-        explainer.batch_size = MASKS_PER_FORWARD
+        explainer.batch_size = masks or MASKS_PER_FORWARD
 
     def call(images: np.ndarray, wanted: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
@@ -243,78 +244,6 @@ def peer_runner(
         return np.concatenate(parts)
 
     return run
-
-
-@contextmanager
-def _timers(spans: dict[str, float], targets: dict[str, tuple[Any, str]]) -> Iterator[None]:
-    """Wrap each ``targets[label] = (owner, attribute)`` callable with a timer adding its
-    wall seconds to ``spans[label]`` (nested spans are counted in each)."""
-    saved = []
-    for label, (owner, attr) in targets.items():
-        original = getattr(owner, attr)
-
-        def timed(*args: Any, _f: Any = original, _label: str = label, **kwargs: Any) -> Any:
-            t0 = time.perf_counter()
-            try:
-                return _f(*args, **kwargs)
-            finally:
-                spans[_label] = spans.get(_label, 0.0) + time.perf_counter() - t0
-
-        saved.append((owner, attr, original))
-        setattr(owner, attr, timed)
-    try:
-        yield
-    finally:
-        for owner, attr, original in reversed(saved):
-            setattr(owner, attr, original)
-
-
-def split(model: Any, images: np.ndarray, layer: str, method: str) -> dict[str, float]:
-    """Where one warm ``cc.cam`` call of a gradient method spends its wall time (seconds
-    per part; ``passes``: the forward/backward passes it ran)."""
-    import torch
-
-    import convviz_check as cc
-    from convviz_check.backends import torch as backend
-    from convviz_check.explain import cam as cam_module
-    from convviz_check.explain import cam_methods
-
-    spans: dict[str, float] = {}
-    passes = []
-    grad = torch.autograd.grad
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        passes.append(1)
-        return grad(*args, **kwargs)
-
-    targets = {
-        "backend": (cam_module.Runner, "batches"),
-        "backward": (torch.autograd, "grad"),
-        "copies": (backend, "_to_numpy"),
-        "rule": (cam_methods.METHODS[method], "raw"),
-        "normalise": (cam_module, "normalise"),
-        "note": (cam_module, "gradcam_note"),
-    }
-    cc.cam(model, images, method=method, layer=layer)  # warm
-    torch.autograd.grad = counted  # type: ignore[assignment]
-    try:
-        with _timers(spans, targets):
-            t0 = time.perf_counter()
-            cc.cam(model, images, method=method, layer=layer)
-            total = time.perf_counter() - t0
-    finally:
-        torch.autograd.grad = grad  # type: ignore[assignment]
-    call, backward, copies = spans["backend"], spans.get("backward", 0.0), spans["copies"]
-    parts = {
-        "forward (with tensor wrapping)": call - backward - copies,
-        "backward (autograd, to the layer)": backward,
-        "host copies (tensor -> NumPy)": copies,
-        "method rule (NumPy)": spans["rule"],
-        "normalise (NumPy)": spans["normalise"],
-        "layer remark (gradcam_note)": spans["note"],
-    }
-    parts["rest (checks, target, setup)"] = total - sum(parts.values())
-    return {"total": total, "passes": float(len(passes)), **parts}
 
 
 def _memory_child(subject: str, name: str, method: str, n: int) -> None:
@@ -355,6 +284,18 @@ def main(argv: list[str] | None = None) -> int:
         "--resnet-scorecam",
         action="store_true",
         help="also Score-CAM on ResNet50 at 1 image (2048 masked inputs; minutes per call)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also where a warm 1-image call goes: its split, cProfile by category with the "
+        "plain layer calls on and off, and their interleaved times",
+    )
+    parser.add_argument(
+        "--peer-masks",
+        type=int,
+        default=MASKS_PER_FORWARD,
+        help="pytorch-grad-cam's Score-CAM batch_size on ResNet50 (masked inputs per forward)",
     )
     parser.add_argument("--model", default="mini", help=argparse_hidden())
     parser.add_argument("--method", default="gradcam", help=argparse_hidden())
@@ -413,21 +354,27 @@ def main(argv: list[str] | None = None) -> int:
                     if (name == "mini" and n > 16) or (name == "resnet50" and big):
                         continue
                     kw["batch_size"] = MASKS_PER_FORWARD
-                ours_result = cc.cam(model, images, method=method, **kw)
-                wanted = ours_result.class_index
                 chunk = args.peer_chunk if name == "resnet50" else 0
-                theirs = peer_runner(peer, module, hooked, method, chunk)
-                theirs(images, wanted)  # warm-up
-                timings = interleaved_times(
-                    {
-                        "ours": lambda m=method, x=images, kw=kw, f=model: cc.cam(
-                            f, x, method=m, **kw
-                        ),
-                        "theirs": lambda x=images, w=wanted, t=theirs: t(x, w),
-                    },
-                    repeats=repeats,
-                    warmup=args.warmup,
-                )
+                masks = args.peer_masks if name == "resnet50" else MASKS_PER_FORWARD
+                if name == "resnet50" and method == "scorecam":
+                    # Minutes per call: one timed call each, no warm-up (a first call's
+                    # set-up is ~1 s of them).
+                    timings = one_call_each(peer, module, hooked, model, images, kw, masks)
+                else:
+                    ours_result = cc.cam(model, images, method=method, **kw)
+                    wanted = ours_result.class_index
+                    theirs = peer_runner(peer, module, hooked, method, chunk, masks)
+                    theirs(images, wanted)  # warm-up
+                    timings = interleaved_times(
+                        {
+                            "ours": lambda m=method, x=images, kw=kw, f=model: cc.cam(
+                                f, x, method=m, **kw
+                            ),
+                            "theirs": lambda x=images, w=wanted, t=theirs: t(x, w),
+                        },
+                        repeats=repeats,
+                        warmup=args.warmup,
+                    )
                 ours_s, theirs_s = timings["ours"].median, timings["theirs"].median
                 cpu_ratio = timings["theirs"].median_cpu / timings["ours"].median_cpu
                 label = f"{n} ({chunk} per peer call)" if 0 < chunk < n else str(n)
@@ -439,16 +386,14 @@ def main(argv: list[str] | None = None) -> int:
                     f"{timings['ours'].runs()} theirs {timings['theirs'].runs()}",
                     flush=True,
                 )
-        where = split(
-            model, random_images(16, shape[0], seed=0, channels=shape[2]), layer, "gradcam"
+        sixteen = random_images(16, shape[0], seed=0, channels=shape[2])
+        print_split(
+            f"where one warm cc.cam(gradcam) of 16 images goes, {name}",
+            split(model, sixteen, layer, "gradcam"),
         )
-        total, passes = where.pop("total"), int(where.pop("passes"))
-        print(
-            f"\nwhere one warm cc.cam(gradcam) of 16 images goes, {name}: {total * 1e3:.1f} ms, "
-            f"{passes} forward/backward passes"
-        )
-        for part, seconds in where.items():
-            print(f"  {part:34s} {seconds * 1e3:8.1f} ms ({seconds / total * 100:4.0f}%)")
+        if args.profile:
+            one = random_images(1, shape[0], seed=0, channels=shape[2])
+            print_profile(model, one, layer, repeats=max(repeats, 5))
 
     # First call: a fresh model object each (built outside the timing).
     firsts = {}
@@ -493,6 +438,28 @@ def main(argv: list[str] | None = None) -> int:
     missed = [r for r in rows if r[5] < TARGET[r[2]]]
     print(f"RESULT torch peer: {len(rows) - len(missed)}/{len(rows)} rows meet their target")
     return 0
+
+
+def one_call_each(
+    peer: Any, module: Any, hooked: Any, model: Any, images: np.ndarray, kw: dict, masks: int
+) -> dict[str, Any]:
+    """One timed Score-CAM call of each side (``{"ours": Timing, "theirs": Timing}``),
+    ours first (its classes are the peer's targets); prints each side's peak RSS so far."""
+    from _common import Timing, peak_rss_mb, timed
+
+    import convviz_check as cc
+
+    out = {"ours": Timing(), "theirs": Timing()}
+    wall, cpu, result = timed(lambda: cc.cam(model, images, method="scorecam", **kw))
+    out["ours"].wall.append(wall)
+    out["ours"].cpu.append(cpu)
+    print(f"  ours: {wall:.1f} s, peak RSS so far {peak_rss_mb():.0f} MB", flush=True)
+    theirs = peer_runner(peer, module, hooked, "scorecam", 0, masks)
+    wall, cpu, _ = timed(lambda: theirs(images, result.class_index))
+    out["theirs"].wall.append(wall)
+    out["theirs"].cpu.append(cpu)
+    print(f"  theirs ({masks} per forward): {wall:.1f} s, peak RSS {peak_rss_mb():.0f} MB")
+    return out
 
 
 def argparse_hidden() -> str:
