@@ -124,8 +124,8 @@ def narrowed(layer: str, had: int, now: int) -> Comparison:
     """
     text = (
         f"lost channels: layer {layer!r} had {had} channels in the golden, now {now}\n"
-        f"{had - now} of the golden's channels have no channel left to match: the layer was "
-        "narrowed (if on purpose, re-accept the golden with --convviz-update=failed)"
+        f"{had - now} of the golden's {had} channels cannot be matched one to one: the layer "
+        "was narrowed (if on purpose, re-accept the golden with --convviz-update=failed)"
     )
     metric = MetricResult.judge("lost_channels", had - now, 0, "max")
     facts = {"layer": layer, "golden_channels": had, "channels": now}
