@@ -14,9 +14,9 @@ Every golden check goes through :func:`run_check`: the pytest fixture's
    (judgment ``"golden"``), the record every other judgment returns too.
 
 The gate profile (``exact`` or ``retrain``, :mod:`convviz_check.tolerances`) decides
-the bounds and metrics; a kind the profile does not judge (activations and filter
-patterns under ``retrain``) ends as ``skipped`` with the reason, and is still written
-when its golden is missing in an update run.
+the bounds and metrics; a check the profile does not judge (filter patterns without a
+response record under ``retrain``) ends as ``skipped`` with the reason, and is still
+written when its golden is missing in an update run.
 
 How a person runs the next command (a pytest command line, or nothing for the CLI)
 comes from a :class:`Commands` object the caller passes.
