@@ -28,6 +28,12 @@ layer of this hybrid is its token layer, :data:`TOKEN_LAYER` (the last block's i
 on a plain ViT: the rule starts from the class-token head); the stem's last map
 (``stem2_pool``, 16x16, before the transformer) is asked for by name.
 
+``build_model(head="mean")`` (``--head mean``) puts the head on the mean of the patch
+tokens instead, with no class token (files ``honest_mean.keras``, ``shortcut_mean.keras``;
+automatic CAM layer: the encoder's final norm ``ln``). Measured, it does not make Grad-CAM
+localize (its map peaks off the objects, docs/transformers.md), so the committed models
+keep the class token.
+
 A model is written only when :func:`accept` passes: accuracy on the biased set and
 attention rollout on the object (honest) or in the corner (shortcut). Grad-CAM on the
 token grid is measured and recorded in ``models.json`` but not judged: on this model
