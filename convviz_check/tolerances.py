@@ -162,8 +162,10 @@ MEASURED: dict[str, dict[str, tuple[float, float, float]]] = {
 # The bounds above sit at numerical noise: right for a refactor, a Keras upgrade or a
 # backend switch (same weights), failed by every retrain. The retrain profile judges a
 # heatmap on what an independent retraining keeps (types.RETRAIN_METRICS), activations
-# by linear CKA per layer (blind to a permutation or rotation of channels), and leaves
-# filter patterns unjudged (channels of two trainings do not correspond). One column:
+# by linear CKA per layer (blind to a permutation or rotation of channels), and filter
+# patterns only where the golden holds a response record (channels of two trainings do
+# not correspond: each golden channel is matched to its best new one, see
+# RETRAIN["pattern"]); a pattern golden without one is left unjudged. One column:
 # a retrain's spread dwarfs backend noise (exact cross-backend bounds are 1e-4), so
 # the same bounds serve a golden checked under another backend.
 #
