@@ -12,6 +12,7 @@ import convviz_check as cc
 from convviz_check.errors import InputError
 from convviz_check.examples import shortcut as sc
 from convviz_check.examples.scenes import CLASS_NAMES
+from convviz_check.models import file_sha256
 
 # Grad-CAM on this many biased scenes per model (the acceptance used EVAL_N = 400).
 N_MEASURED = 64
@@ -121,7 +122,7 @@ def test_model_files_match_the_recorded_sha256_and_sizes():
     assert set(recorded) == set(sc.MODEL_NAMES)
     for name in sc.MODEL_NAMES:
         path = sc.model_path(name)
-        assert sc.file_sha256(path) == recorded[name]["sha256"], (
+        assert file_sha256(path) == recorded[name]["sha256"], (
             f"{path} differs from models.json: retrain with python -m "
             "convviz_check.examples.shortcut (it writes both)"
         )
@@ -306,7 +307,7 @@ def test_the_demo_ends_with_the_four_models_side_by_side(tmp_path, capsys):
     # why the partial shortcut fails, with its numbers and the per-class table
     assert re.search(r"^  partial, looks elsewhere: .+ grew by more than", out, re.M), out
     assert re.search(r"^  partial, \w+ mass per class, golden -> now: ", out, re.M), out
-    flipped = re.search(r"^  partial, counterfactual: .*flips (\d+) of 13 ", out, re.M)
+    flipped = re.search(r"^  partial, counterfactual: .*flips (\d+) of the 13 ", out, re.M)
     assert flipped is not None and 3 <= int(flipped.group(1)) <= 10, out
     assert not re.search(r"^  (honest|retrain), ", out, re.M), out
     rows = {m["name"]: m for m in story["models"]}

@@ -21,6 +21,7 @@ import pytest
 
 import convviz_check as cc
 from convviz_check.examples import shortcut, vit
+from convviz_check.models import file_sha256
 
 pytest.importorskip("keras_hub")
 
@@ -37,7 +38,7 @@ def test_committed_models_match_their_manifest():
     for name in vit.MODEL_NAMES:
         path = vit.model_path(name)
         entry = data["models"][name]
-        assert shortcut.file_sha256(path) == entry["sha256"], name
+        assert file_sha256(path) == entry["sha256"], name
         assert path.stat().st_size == entry["bytes"] < 1_000_000
     with pytest.raises(cc.InputError, match="Unknown vision-transformer example model"):
         vit.model_path("retrain")

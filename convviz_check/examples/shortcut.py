@@ -39,9 +39,6 @@ need it.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import sys
 import tempfile
 import time
@@ -54,11 +51,12 @@ import numpy as np
 
 from ..errors import InputError
 from ..types import Box
+from . import _files
 from .scenes import CLASS_NAMES, IMAGE_SHAPE, NOISE_AMPLITUDE, make_scenes
 
 MODELS_DIR = Path(__file__).resolve().parent / "models" / "shortcut"
 MODEL_NAMES: tuple[str, ...] = ("honest", "retrain", "shortcut", "partial")
-MANIFEST = "models.json"
+MANIFEST = _files.MANIFEST
 
 # --------------------------------------------------------------------------- the cue
 CUE_SIZE = 8
@@ -297,18 +295,12 @@ def model_path(name: str, models_dir: Path = MODELS_DIR) -> Path:
     Example:
         >>> cc.load_model(model_path("shortcut"))
     """
-    if name not in MODEL_NAMES:
-        raise InputError(
-            f"Unknown shortcut-example model. Received: name={name!r}. Expected one of "
-            f"{MODEL_NAMES}."
-        )
-    return models_dir / f"{name}.keras"
+    return _files.model_file(models_dir, name, name, MODEL_NAMES, "shortcut-example")
 
 
 def manifest(models_dir: Path = MODELS_DIR) -> dict[str, Any]:
     """``models.json``: per model its sha256 and the numbers measured when accepted."""
-    data: dict[str, Any] = json.loads((models_dir / MANIFEST).read_text(encoding="utf-8"))
-    return data
+    return _files.read_manifest(models_dir)
 
 
 def load(name: str) -> Any:
@@ -316,12 +308,6 @@ def load(name: str) -> Any:
     from ..models import load_model
 
     return load_model(model_path(name))
-
-
-def file_sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # --------------------------------------------------------------------------- measuring
@@ -529,9 +515,7 @@ def _train_and_measure(
         f"pasted on other classes' scenes flips {flips:.3f} of them to class 0"
     )
     entry = {
-        "file": path.name,
-        "sha256": file_sha256(path),
-        "bytes": path.stat().st_size,
+        **_files.file_entry(path),
         "seed": SEEDS[name],
         "training_cue": TRAINING_CUE[name],
         "biased_set": result.as_dict(),
@@ -542,19 +526,14 @@ def _train_and_measure(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m convviz_check.examples.shortcut",
-        description="Train the shortcut example's models (honest, retrain, shortcut, "
-        "partial); write them only when all pass the acceptance criteria.",
-    )
-    parser.add_argument("--out", type=Path, default=MODELS_DIR, help="output directory")
-    parser.add_argument("--threads", type=int, default=0, help="pin threads (0: all)")
-    parser.add_argument(
-        "--only",
-        choices=MODEL_NAMES,
-        default=None,
-        help="train this model only; the others' files and manifest entries stay as they "
-        "are (judged against their recorded numbers)",
+    parser = _files.training_parser(
+        "python -m convviz_check.examples.shortcut",
+        "Train the shortcut example's models (honest, retrain, shortcut, partial); write "
+        "them only when all pass the acceptance criteria.",
+        MODELS_DIR,
+        MODEL_NAMES,
+        "train this model only; the others' files and manifest entries stay as they are "
+        "(judged against their recorded numbers)",
     )
     args = parser.parse_args(argv)
     from .train import prepare_training
@@ -585,14 +564,9 @@ def main(argv: list[str] | None = None) -> int:
         if problems:
             print("NOT written (fails acceptance):\n  " + "\n  ".join(problems), file=sys.stderr)
             return 1
-        for name in names:
-            os.replace(Path(tmp) / f"{name}.keras", model_path(name, args.out))
-    payload = {
-        "eval": {"seed": EVAL_SEED, "n": EVAL_N, "mode": "class"},
-        "models": record,
-    }
-    (args.out / MANIFEST).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    print(f"written: {', '.join(names)} and {MANIFEST} in {args.out}")
+        staged = {Path(tmp) / f"{n}.keras": model_path(n, args.out) for n in names}
+        payload = {"eval": {"seed": EVAL_SEED, "n": EVAL_N, "mode": "class"}, "models": record}
+        _files.publish(staged, args.out, payload, names)
     return 0
 
 

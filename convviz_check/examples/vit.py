@@ -44,9 +44,6 @@ Importing this module imports NumPy only; Keras is imported by the functions tha
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import sys
 import tempfile
 import time
@@ -54,12 +51,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from . import shortcut
+from . import _files, shortcut
 from .scenes import CLASS_NAMES, IMAGE_SHAPE
 
 MODELS_DIR = Path(__file__).resolve().parent / "models" / "vit"
 MODEL_NAMES: tuple[str, ...] = ("honest", "shortcut")
-MANIFEST = "models.json"
+MANIFEST = _files.MANIFEST
 
 #: The two heads (:func:`build_model`): ``"class_token"``, a Dense on the class token,
 #: and ``"mean"``, a Dense on the mean of the patch tokens (no class token).
@@ -172,18 +169,14 @@ def model_path(name: str, models_dir: Path = MODELS_DIR, head: str = DEFAULT_HEA
     Example:
         >>> cc.load_model(model_path("honest"))
     """
-    if name not in MODEL_NAMES:
-        raise InputError(
-            f"Unknown vision-transformer example model. Received: name={name!r}. Expected "
-            f"one of {MODEL_NAMES}."
-        )
-    return models_dir / f"{model_key(name, head)}.keras"
+    return _files.model_file(
+        models_dir, model_key(name, head), name, MODEL_NAMES, "vision-transformer example"
+    )
 
 
 def manifest(models_dir: Path = MODELS_DIR) -> dict[str, Any]:
     """``models.json``: per model its sha256 and the numbers measured when accepted."""
-    data: dict[str, Any] = json.loads((models_dir / MANIFEST).read_text(encoding="utf-8"))
-    return data
+    return _files.read_manifest(models_dir)
 
 
 def load(name: str, head: str = DEFAULT_HEAD) -> Any:
@@ -250,9 +243,7 @@ def entry(
     for method, m in results.items():
         print(f"{name}: {method}: {m}")
     record = {
-        "file": path.name,
-        "sha256": shortcut.file_sha256(path),
-        "bytes": path.stat().st_size,
+        **_files.file_entry(path),
         "seed": SEEDS[name],
         "training_cue": TRAINING_CUE[name],
         "head": head,
@@ -295,18 +286,13 @@ def train(name: str, verbose: int = 2, head: str = "class_token") -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m convviz_check.examples.vit",
-        description="Train the vision-transformer example's models (honest, shortcut); "
-        "write them only when both pass the acceptance criteria.",
-    )
-    parser.add_argument("--out", type=Path, default=MODELS_DIR, help="output directory")
-    parser.add_argument("--threads", type=int, default=0, help="pin threads (0: all)")
-    parser.add_argument(
-        "--only",
-        choices=MODEL_NAMES,
-        default=None,
-        help="train this model only; the other's file and manifest entry stay as they are",
+    parser = _files.training_parser(
+        "python -m convviz_check.examples.vit",
+        "Train the vision-transformer example's models (honest, shortcut); write them "
+        "only when both pass the acceptance criteria.",
+        MODELS_DIR,
+        MODEL_NAMES,
+        "train this model only; the other's file and manifest entry stay as they are",
     )
     parser.add_argument(
         "--head",
@@ -351,17 +337,15 @@ def main(argv: list[str] | None = None) -> int:
         if problems:
             print("NOT written (fails acceptance):\n  " + "\n  ".join(problems), file=sys.stderr)
             return 1
-        for name in names:
-            os.replace(
-                Path(tmp) / f"{model_key(name, head)}.keras", model_path(name, args.out, head)
-            )
-    payload = {
-        "eval": {"seed": shortcut.EVAL_SEED, "n": shortcut.EVAL_N, "mode": "class"},
-        "token_layer": TOKEN_LAYER,
-        "models": record,
-    }
-    (args.out / MANIFEST).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    print(f"written: {', '.join(names)} and {MANIFEST} in {args.out}")
+        staged = {
+            Path(tmp) / f"{model_key(n, head)}.keras": model_path(n, args.out, head) for n in names
+        }
+        payload = {
+            "eval": {"seed": shortcut.EVAL_SEED, "n": shortcut.EVAL_N, "mode": "class"},
+            "token_layer": TOKEN_LAYER,
+            "models": record,
+        }
+        _files.publish(staged, args.out, payload, names)
     return 0
 
 
