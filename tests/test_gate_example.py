@@ -22,9 +22,9 @@ import pytest
 
 import convviz_check as cc
 from convviz_check.examples import shortcut
+from tests._gate import APPROVAL_FILES, CODE_FILES, GATE, copy_gate, outcomes_of
 
-GATE = Path(shortcut.__file__).resolve().parent / "gate"
-GATE_FILES = ("conftest.py", "test_gate.py", "pytest.ini", "README.md", "counterfactual.json")
+GATE_FILES = CODE_FILES + APPROVAL_FILES
 ACCURACY_LINE = re.compile(r"(\S+\.keras): accuracy (\d\.\d{3}) on (\d+) evaluation images")
 
 
@@ -51,9 +51,7 @@ def gate(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, warm: None)
     """A copy of the gate folder as a pytester project (its pytest.ini, goldens owned by
     tensorflow as shipped); CI unset."""
     monkeypatch.delenv("CI", raising=False)
-    for name in GATE_FILES:
-        shutil.copy(GATE / name, pytester.path / name)
-    shutil.copytree(GATE / "golden", pytester.path / "golden")
+    copy_gate(pytester.path, approved=True)
     return pytester
 
 
@@ -65,14 +63,6 @@ def _accuracy(result: pytest.RunResult) -> float:
     found = ACCURACY_LINE.search(result.stdout.str())
     assert found is not None, result.stdout.str()[-2000:]
     return float(found.group(2))
-
-
-def _outcomes(result: pytest.RunResult) -> dict[str, str]:
-    """Test name -> PASSED / FAILED / SKIPPED / ERROR, from ``-v``'s lines."""
-    found = re.findall(
-        r"^test_gate\.py::(test_\w+) (PASSED|FAILED|SKIPPED|ERROR)", result.stdout.str(), re.M
-    )
-    return dict(found)
 
 
 def test_the_gate_folder_holds_what_its_readme_promises():
@@ -109,7 +99,7 @@ def test_honest_model_passes_with_the_model_named_in_the_ini_file(gate):
 def test_benign_retrain_fails_exact_with_the_changed_weights_named(gate):
     result = _run(gate, "retrain", "-v")
     result.assert_outcomes(passed=3, failed=2)
-    outcomes = _outcomes(result)
+    outcomes = outcomes_of(result)
     assert outcomes["test_gradcam_matches_golden"] == "FAILED"
     assert outcomes["test_first_layer_matches_golden"] == "FAILED"
     assert outcomes["test_gradcam_lands_on_the_objects"] == "PASSED"
@@ -142,8 +132,8 @@ def test_benign_retrain_passes_the_retrain_profile(gate):
     # The activations check is judged by linear CKA (blind to how a retrain orders its
     # channels), and the retrain's first layer keeps the golden's geometry.
     result.assert_outcomes(passed=5)
-    assert _outcomes(result)["test_first_layer_matches_golden"] == "PASSED"
-    assert _outcomes(result)["test_a_pasted_cue_moves_no_prediction"] == "PASSED"
+    assert outcomes_of(result)["test_first_layer_matches_golden"] == "PASSED"
+    assert outcomes_of(result)["test_a_pasted_cue_moves_no_prediction"] == "PASSED"
 
 
 @pytest.mark.parametrize("profile", ["exact", "retrain"])
@@ -152,7 +142,7 @@ def test_shortcut_fails_both_profiles_says_why_and_keeps_its_accuracy(gate, prof
     result = _run(
         gate, "shortcut", f"--convviz-profile={profile}", "--convviz-results-dir=results", "-v"
     )
-    outcomes = _outcomes(result)
+    outcomes = outcomes_of(result)
     assert outcomes["test_accuracy"] == "PASSED"
     assert outcomes["test_gradcam_matches_golden"] == "FAILED"
     assert outcomes["test_gradcam_lands_on_the_objects"] == "FAILED"
@@ -196,7 +186,7 @@ def test_partial_shortcut_fails_the_retrain_profile_for_both_reasons(gate):
     # Trained where the cue tells the label in 40% of the scenes: it reads the object
     # and the cue; accuracy 1.000 as the honest model's, the first layer unchanged.
     result = _run(gate, "partial", "--convviz-profile=retrain", "-v")
-    outcomes = _outcomes(result)
+    outcomes = outcomes_of(result)
     assert outcomes["test_accuracy"] == "PASSED"
     assert outcomes["test_first_layer_matches_golden"] == "PASSED"
     assert abs(_accuracy(result) - 1.0) <= 0.02

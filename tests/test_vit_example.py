@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 
 import numpy as np
 import pytest
@@ -22,13 +21,10 @@ import pytest
 import convviz_check as cc
 from convviz_check.examples import shortcut, vit
 from convviz_check.models import file_sha256
+from tests._gate import copy_gate, outcomes_of
 
 pytest.importorskip("keras_hub")
 
-GATE = shortcut.MODELS_DIR.parent.parent / "gate"
-# The gate's files without its goldens and counterfactual.json: those hold the approved
-# convnet's maps; an update run on the honest transformer writes the transformer's own.
-GATE_FILES = ("conftest.py", "test_gate.py", "pytest.ini", "README.md")
 N_CHECKED = 16  # the gate's images (conftest.N_CHECKED)
 
 
@@ -114,21 +110,14 @@ def warm(models) -> None:
 def gate(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, warm: None):
     """The gate folder without goldens; Grad-CAM on the transformer's token layer."""
     monkeypatch.delenv("CI", raising=False)
-    for name in GATE_FILES:
-        shutil.copy(GATE / name, pytester.path / name)
+    # Without the convnet's goldens and probe: the update run writes the transformer's.
+    copy_gate(pytester.path, approved=False)
     ini = (pytester.path / "pytest.ini").read_text()
     # The goldens are written here by the running backend, so it owns them.
     ini += f"convviz_gradcam_layer = {vit.TOKEN_LAYER}\n"
     ini += f"convviz_golden_backend = {cc.backends.current_backend()}\n"
     (pytester.path / "pytest.ini").write_text(ini)
     return pytester
-
-
-def _outcomes(result: pytest.RunResult) -> dict[str, str]:
-    found = re.findall(
-        r"^test_gate\.py::(test_\w+) (PASSED|FAILED|SKIPPED|ERROR)", result.stdout.str(), re.M
-    )
-    return dict(found)
 
 
 def test_the_gate_judges_the_transformers(gate):
@@ -156,7 +145,7 @@ def test_the_gate_judges_the_transformers(gate):
         "-v",
         *skip_localization,
     )
-    outcomes = _outcomes(result)
+    outcomes = outcomes_of(result)
     out = result.stdout.str()
     assert outcomes["test_accuracy"] == "PASSED", out[-3000:]
     assert outcomes["test_gradcam_matches_golden"] == "FAILED", out[-3000:]
