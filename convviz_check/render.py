@@ -24,6 +24,30 @@ def _standardize_to_uint8(x: np.ndarray, axes: tuple[int, ...] | None) -> np.nda
     return np.clip(z * 64.0 + 128.0, 0, 255).astype(np.uint8)
 
 
+def one_activation(caller: str, activation: np.ndarray, images_per_row: int) -> np.ndarray:
+    """``activation`` as one image's ``(H, W, C)`` (a batch of one is unwrapped), once
+    it and ``images_per_row`` (a positive int) are what a channel grid takes.
+
+    Raises:
+        InputError: another shape, or ``images_per_row`` not a positive int.
+    """
+    a = np.asarray(activation)
+    if a.ndim == 4 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim != 3:
+        raise InputError(
+            f"{caller} expects one activation of shape (H, W, C) (or (1, H, W, C)). "
+            f"Received: {describe_array('activation', a)}"
+        )
+    if (
+        isinstance(images_per_row, bool)
+        or not isinstance(images_per_row, int | np.integer)
+        or images_per_row < 1
+    ):
+        raise InputError(f"images_per_row must be a positive int. Received: {images_per_row!r}")
+    return a
+
+
 def activation_grid(activation: np.ndarray, images_per_row: int = 16) -> np.ndarray:
     """Tile every channel of one activation ``(H, W, C)`` into a uint8 grid.
 
@@ -39,20 +63,7 @@ def activation_grid(activation: np.ndarray, images_per_row: int = 16) -> np.ndar
     Returns:
         ``(rows * (H + 1) - 1, cols * (W + 1) - 1)`` uint8 array.
     """
-    a = np.asarray(activation)
-    if a.ndim == 4 and a.shape[0] == 1:
-        a = a[0]
-    if a.ndim != 3:
-        raise InputError(
-            "activation_grid expects one activation of shape (H, W, C) (or (1, H, W, C)). "
-            f"Received: {describe_array('activation', a)}"
-        )
-    if (
-        isinstance(images_per_row, bool)
-        or not isinstance(images_per_row, int | np.integer)
-        or images_per_row < 1
-    ):
-        raise InputError(f"images_per_row must be a positive int. Received: {images_per_row!r}")
+    a = one_activation("activation_grid", activation, images_per_row)
     images_per_row = int(images_per_row)
     if 0 in a.shape:
         raise InputError(

@@ -15,8 +15,7 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ..errors import InputError, describe_array
-from ..render import activation_grid
+from ..render import activation_grid, one_activation
 from .labels import INK
 
 # Tiles are enlarged (nearest, a whole factor) to at least this many px a side: a 4x4
@@ -57,18 +56,7 @@ def numbered_channel_grid(activation: np.ndarray, images_per_row: int = 16) -> n
         >>> grid.shape  # 3 tiles of 48 px, 4 px apart, under 12 px of numbers
         (60, 152, 3)
     """
-    a = np.asarray(activation)
-    if a.ndim == 4 and a.shape[0] == 1:
-        a = a[0]
-    if a.ndim != 3:
-        raise InputError(
-            "numbered_channel_grid expects one activation of shape (H, W, C) (or "
-            f"(1, H, W, C)). Received: {describe_array('activation', a)}"
-        )
-    if isinstance(images_per_row, bool) or not isinstance(images_per_row, int | np.integer):
-        raise InputError(f"images_per_row must be a positive int. Received: {images_per_row!r}")
-    if images_per_row < 1:
-        raise InputError(f"images_per_row must be a positive int. Received: {images_per_row!r}")
+    a = one_activation("numbered_channel_grid", activation, images_per_row)
     h, w, c = a.shape
     row = activation_grid(a, images_per_row=c)  # one row: each channel standardized
     k = max(1, math.ceil(MIN_TILE / max(1, min(h, w))))
