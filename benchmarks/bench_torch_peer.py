@@ -25,37 +25,55 @@ target layer its last block's output (4x4x128), NumPy-seeded weights; and
 ``keras.applications.ResNet50(weights=None)`` at 224x224 (seeded by Keras), target
 ``conv5_block3_out`` (7x7x2048).
 
-Printed: the split of one warm ``cc.cam`` call (where the time goes), then per model,
-image count and method the warm medians (interleaved rounds after a warm-up) and
-``theirs/ours`` against its target (>= 1.2x for the gradient methods and Score-CAM,
->= 1.0x for Eigen-CAM), the first call on a fresh model object (ours no slower than
-theirs), and with ``--memory`` the peak RSS of each side in a fresh process.
+Printed: per model, image count and method the warm medians (interleaved rounds after
+a warm-up; Score-CAM on ResNet50: one call each) and ``theirs/ours`` against its target
+(>= 1.2x for the gradient methods and Score-CAM, >= 1.0x for Eigen-CAM), the split of
+one warm 16-image ``cc.cam`` call, the first call on a fresh model object (ours no
+slower than theirs), with ``--memory`` the peak RSS of each side in a fresh process,
+and with ``--profile`` where a warm 1-image call goes (on one thread: with two, the
+OpenMP threads of a 1-image call on this loaded 2-core box spend most of its wall time
+waiting for each other): its split, cProfile's own time by category with the plain
+layer calls (below) on and off, and both timed interleaved.
 
-Where the time went (one warm Grad-CAM of 16 images on the mini-Xception, before this
-benchmark's change, 2-core CPU): 8 forward/backward passes of 2 images each, nearly all
-of it Keras calling every layer once per pass (~10 ms of Python per forward); the
-backward (only the layers after the target: the weights are frozen), the host copies,
-the NumPy rule and normalisation were each under 1%. Now a torch call on a CPU runs its
-batch in passes sized to the model's largest map (``backends.torch.PASS_MAP_BYTES``:
-one pass here, passes of 9 on ResNet50 at 224 px, 2 on Xception-41 at 299 px) and
-``cc.cam`` passes the whole batch unpadded; the split printed after it (load ~8): 43 ms,
-1 pass, forward 97%, backward 0.5%, the rest 3%.
+Where the time goes. Before 2026-12-07 a torch call ran its batch in passes of 2, each
+paying Keras' per-layer Python again (16 images: 8 passes, ~10 ms of Python each); it
+now runs passes sized to the model's largest map (``backends.torch.PASS_MAP_BYTES``: one
+pass for the mini-Xception, 9 images for ResNet50 at 224 px). That left a fixed cost
+per forward, which at 1 image was the whole call. ``--profile`` on 2026-12-08 (1
+thread, mini-Xception, 1 image): the forward was 98-99% of the wall time (backward
+0.2 ms, host copies, the NumPy rule and normalisation under 0.1 ms each, setup 0.58 ms,
+what follows the call 0.37 ms); under cProfile, with every layer called through
+``Layer.__call__``, its machinery was 22-24% of the own time and Keras' tree
+utilities (most of them called by it) 16-27%, the torch kernels 17-29%, Keras' ops in
+Python 12-15%. Now the replayed layers run ``layer.call`` directly where
+``Layer.__call__`` would change nothing (``backends._torch_calls``, bit-identical), the
+weights to freeze are kept per compiled function and the checked layer and its note are
+cached with the model. Warm 1-image Grad-CAM on one thread, interleaved in one process
+(load 2-3): 11.7 ms through ``Layer.__call__``, 7.2 ms plainly, pytorch-grad-cam
+16.8 ms; setup 0.58 -> 0.13 ms; under cProfile the machinery fell to 1-7%. ResNet50 at
+1 image gains ~7% (its kernels are 70-80% of the call).
 
-Measured 2026-12-07 on the 2-core CPU shared with 4-5 other jobs (load average 4-10:
-single runs varied by up to 10x, read the ratios), 2 threads, theirs/ours warm:
+Measured 2026-12-08 after that change, 2 threads, load 3.3-4.2 (runs of one subject
+varied up to 5x at 1 image: read the ratios), theirs/ours warm:
 
-- mini-Xception, 1 / 16 / 64 images: gradient methods 1.42-6.09x / 2.11-4.70x /
-  3.07-3.75x; Score-CAM (64 masks per forward) 1.37x / 1.61x; Eigen-CAM 1.79x /
-  2.02x / 1.36x. Before the change (the brief that asked for it, 16 images, idle
-  box): gradient methods 0.47-0.55x, Score-CAM 0.43x, Eigen-CAM 0.85x.
-- ResNet50 at 224 px, 1 / 8 images: gradient methods 1.46-1.61x / 1.93-4.94x (Grad-CAM
-  1.18x: its rounds straddled a load spike, the quiet round 0.53 s / 1.12 s); Eigen-CAM
-  1.60x / 1.29x. Under load 5-10 the 8-image rows varied from 0.97x to 1.59x (every
-  call 10x slower than idle: two OpenMP threads waiting for a core).
-- first call (fresh model, Grad-CAM), ours / theirs: mini-Xception 16 images 0.85 /
-  1.95 s, ResNet50 8 images 0.65 / 1.64 s (7.80 / 10.12 s under load 6).
+- mini-Xception, 1 / 16 / 64 images: gradient methods 1.68-4.02x / 2.87-8.48x /
+  3.73-4.21x; Score-CAM (64 masks per forward) 1.55x / 6.33x; Eigen-CAM 1.87x / 2.61x /
+  1.90x. Rerun at 1 image at load 0.9 (11 rounds): gradient methods 2.10-2.18x (ours
+  7-8 ms, theirs 14-17 ms), Eigen-CAM 1.93x; in one process at that load, interleaved,
+  the same call through ``Layer.__call__`` took 11.4-12.0 ms (1.39-1.44x), plainly
+  7.1-7.6 ms (2.21-2.30x), pytorch-grad-cam 16.4-16.8 ms. Before the change (load
+  1.4-1.8): 1 image 1.01-1.27x (about 16 ms per call on both sides), 16 images
+  2.11-2.51x, 64 images 2.55-3.37x; before 2026-12-07 (16 images, idle box)
+  0.47-0.55x, Score-CAM 0.43x, Eigen-CAM 0.85x.
+- ResNet50 at 224 px, 1 / 8 images: gradient methods 1.14-1.87x / 1.85-5.35x
+  (Grad-CAM++ 1.14x at 1 image: its rounds spread 1.07-1.68 s ours, 0.84-2.60 s
+  theirs); Eigen-CAM 2.40x / 3.02x. Rerun at 1 image at load 0.9-1.2 (5 rounds):
+  gradient methods 1.82-1.95x (0.13 s vs 0.23-0.25 s), Eigen-CAM 2.83x.
+- first call (fresh model, Grad-CAM), ours / theirs: mini-Xception 16 images 0.024 /
+  0.100 s (0.033 / 0.124 s at load 0.9), ResNet50 8 images 0.49 / 1.71 s (0.54 / 1.57 s
+  at load 1.2).
 
-Re-measured 2026-12-08 at load 0.5-2 (2 threads), ResNet50 at 224 px, theirs/ours warm:
+Re-measured 2026-12-08 at load 0.5-2, before the plain layer calls, ResNet50 at 224 px:
 1 image: Grad-CAM 1.60x, Grad-CAM++ 1.53x, LayerCAM 1.59x, Eigen-CAM 2.37x; 8 images:
 2.45x, 2.15x, 2.05x, 3.43x; 64 images (theirs 8 per call, below): 2.14x, 2.11x, 2.30x,
 2.80x; first call (8 images) 1.03 s vs 2.62 s. Where one warm 16-image Grad-CAM goes:
@@ -66,10 +84,18 @@ backbone of all 64 images for autograd and passed 10 GB of resident memory (a wa
 killed it there; the first full run of this script was OOM-killed at 24 GB), while
 ``cc.cam`` peaked at 2.5 GB (1.24 GB after the model build) in passes of 9 images. To
 time that size, ``--peer-chunk 8`` calls pytorch-grad-cam on 8 images at a time, as its
-user would have to. Score-CAM on ResNet50 (2048 masked inputs per image) runs only with
-``--resnet-scorecam``, at 1 image: not measured yet (a run of it passed 10 GB within a
-minute and was stopped, while ``cc.cam(method="scorecam")`` alone on that image held
-2.6 GB and had not finished its 2048 masked forwards after 150 s).
+user would have to.
+
+Score-CAM on ResNet50 (2048 masked inputs for one image) runs only with
+``--resnet-scorecam``, at 1 image, one call each. Measured 2026-12-08, 2 threads, load
+2.2-5 (the load changed between the two calls: read the CPU-time ratio): ours (64
+masked inputs per forward, run in passes of 9) 411 s, the process's peak RSS 2.65 GB;
+pytorch-grad-cam with its Score-CAM ``batch_size`` lowered to 16 (``--peer-masks 16``;
+an earlier run at 64 passed 10 GB within 15 s and was stopped) 670 s, the RSS growing
+to 7.3 GB during its call (it builds all 2048 masked images at once, 1.2 GB, and its
+hook keeps the hooked maps of every masked forward, 0.8 GB). theirs/ours 1.63x wall,
+1.28x CPU time: a compute-bound call (2048 ResNet50 forwards), where the per-call
+savings above matter little.
 
 Usage::
 
@@ -393,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.profile:
             one = random_images(1, shape[0], seed=0, channels=shape[2])
-            print_profile(model, one, layer, repeats=max(repeats, 5))
+            print_profile(model, one, layer, repeats=max(repeats, 20))
 
     # First call: a fresh model object each (built outside the timing).
     firsts = {}
