@@ -82,11 +82,31 @@ def maps(path: Path, inputs: np.ndarray, accuracy_set: Any) -> tuple[dict[str, A
     return out, accuracy
 
 
+# Bounds that replace the retrain profile's (--bound FIELD=VALUE); empty: tolerances.RETRAIN.
+BOUNDS: dict[str, float] = {}
+
+
+def _bound_arg(text: str) -> tuple[str, float]:
+    from convviz_check.tolerances import RETRAIN
+
+    name, sep, value = text.partition("=")
+    if not sep or name not in RETRAIN["heatmap"]:
+        raise argparse.ArgumentTypeError(
+            f"expected FIELD=VALUE with FIELD one of {sorted(RETRAIN['heatmap'])}, "
+            f"received {text!r}"
+        )
+    try:
+        return name, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r} in {text!r}") from None
+
+
 def judged(golden: Any, obtained: Any, boxes: list) -> Any:
-    """The retrain profile's comparison under its default bounds (tolerances.RETRAIN)."""
+    """The retrain profile's comparison under its bounds (tolerances.RETRAIN, with
+    :data:`BOUNDS` in their place)."""
     import convviz_check as cc
 
-    return cc.compare(golden, obtained, "heatmap", profile="retrain", boxes=boxes)
+    return cc.compare(golden, obtained, "heatmap", BOUNDS or None, profile="retrain", boxes=boxes)
 
 
 def _cell(result: Any) -> str:
@@ -143,6 +163,7 @@ def table_of_pairs(honest: list[str], cheats: list[str], cams: dict, boxes: list
         "| map | metric | bound | worst honest pair | shortcut, nearest to passing | separable |",
         "|---|---|---|---|---|---|",
     ]
+    verdicts = []
     for method in METHODS:
         pairs = [
             judged(cams[a][method], cams[b][method], boxes)
@@ -168,7 +189,12 @@ def table_of_pairs(honest: list[str], cheats: list[str], cams: dict, boxes: list
                 f"| {method} | {name} | {_bound(pairs[0].metrics[name])} | {honest_worst:.3f} "
                 f"| {cheat_best:.3f} | {verdict} |"
             )
-    return lines
+        verdicts.append(
+            f"{method}: {sum(r.passed for r in pairs)} of {len(pairs)} honest pairs pass, "
+            f"{sum(not r.passed for r in contrasts)} of {len(contrasts)} shortcut "
+            "comparisons fail"
+        )
+    return [*lines, "", *verdicts]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,7 +212,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--images", type=int, default=GATE_CHECKED, help="checked images")
     parser.add_argument("--pairs", action="store_true", help="also every honest pair")
+    parser.add_argument(
+        "--bound",
+        type=_bound_arg,
+        action="append",
+        default=[],
+        help="judge with this retrain bound instead of the default, FIELD=VALUE "
+        "(e.g. heatmap_spearman_mean_min=0.15); repeatable",
+    )
     args = parser.parse_args(argv)
+    BOUNDS.update(args.bound)
 
     import keras
 
@@ -209,7 +244,9 @@ def main(argv: list[str] | None = None) -> int:
         if label in cams:
             parser.error(f"label {label!r} given twice")
         cams[label], accuracy[label] = maps(path, inputs, accuracy_set)
-    print(f"{args.images} images of the shortcut example's biased evaluation set, TensorFlow\n")
+    print(f"{args.images} images of the shortcut example's biased evaluation set, TensorFlow")
+    changed = ", ".join(f"{k} = {v:g}" for k, v in BOUNDS.items())
+    print(f"Bounds: tolerances.RETRAIN{' with ' + changed if changed else ''}\n")
     print("\n".join(table_against_golden(golden[0], cams, accuracy, boxes)))
     if args.pairs:
         honest = [golden[0], *(label for label, _ in args.retrains)]
