@@ -18,8 +18,12 @@ Table 1: golden = ``--golden`` (default: the committed honest model), one row pe
 and map, each metric's value (``!`` where it fails its bound) and the verdict. Table 2
 (with ``--pairs``): every ordered pair of the honest models (the golden and the
 retrains) against the shortcut model judged with every honest model's golden: per
-metric the worst honest value, the shortcut's value nearest to passing, and whether a
-bound can sit between them.
+metric the worst honest value, the shortcut's value nearest to passing, whether a bound
+can sit between them, and how many honest pairs pass and shortcut comparisons fail.
+Table 3 (with ``--calibrate``): the bounds ``convviz-check calibrate`` would write from
+the retrains' values against the golden (``calibration.choose_bound``, default margin),
+and the shortcut model's values against them. ``--bound FIELD=VALUE`` (repeatable)
+judges every table with that bound in place of the retrain profile's.
 
 Train retrains first (the honest recipe with another seed; the model is written only if
 it passes the example's acceptance), e.g. with a two-line wrapper that sets
@@ -28,7 +32,8 @@ it passes the example's acceptance), e.g. with a two-line wrapper that sets
 Run (TensorFlow; about 10 s per model and map on 16 images)::
 
     python benchmarks/vit_retrain.py seed24=/tmp/vit24/honest.keras seed26=/tmp/vit26/honest.keras
-    python benchmarks/vit_retrain.py --pairs --images 64 seed24=... seed26=...
+    python benchmarks/vit_retrain.py --pairs --calibrate --images 64 seed24=... seed26=...
+    python benchmarks/vit_retrain.py --pairs --bound heatmap_topk_iou_mean_min=0.111 ...
 
 It prints markdown tables (the ones in docs/transformers.md).
 """
@@ -197,6 +202,51 @@ def table_of_pairs(honest: list[str], cheats: list[str], cams: dict, boxes: list
     return [*lines, "", *verdicts]
 
 
+def table_calibrated(
+    golden: str, retrains: list[str], cheats: list[str], cams: dict, boxes: list
+) -> list[str]:
+    """What ``convviz-check calibrate`` would write from these retrains (the package's
+    rule, :func:`convviz_check.calibration.choose_bound`: per field the retrains' worst
+    widened by the default margin times their spread), and the shortcut models' values
+    against those bounds (against ``golden``, as the gate)."""
+    from convviz_check.calibration import DEFAULT_MARGIN, choose_bound, retrain_fields
+
+    lines = [
+        f"Calibrated on {len(retrains)} retrains against {golden} (margin {DEFAULT_MARGIN}); "
+        "`!`: a shortcut value that fails the calibrated bound.",
+        "",
+        "| map | field | retrains' values | worst | spread | calibrated bound | informative | "
+        + " | ".join(cheats)
+        + " |",
+        "|---|---|---|---|---|---|---|" + "---|" * len(cheats),
+    ]
+    specs = [spec for spec in retrain_fields().values() if spec.kind == "heatmap"]
+    for method in METHODS:
+        honest = [judged(cams[golden][method], cams[r][method], boxes) for r in retrains]
+        cheat = [judged(cams[golden][method], cams[c][method], boxes) for c in cheats]
+        for spec in specs:
+            if spec.field == "heatmap_class_flip_share_max":
+                continue  # called out, not judged: calibrate keeps its built-in bound
+            values = [r.metrics[spec.metric].value for r in honest]
+            found = choose_bound(values, spec.direction, DEFAULT_MARGIN, spec.metric)
+            bound = found["bound"]
+            cells = []
+            for r in cheat:
+                value = r.metrics[spec.metric].value
+                fails = value < bound if spec.direction == "min" else value > bound
+                cells.append(f"{value:.3f}" + (" !" if fails else ""))
+            lines.append(
+                f"| {method} | {spec.field} | "
+                + ", ".join(f"{v:.3f}" for v in values)
+                + f" | {found['worst']:.3f} | {found['spread']:.3f} | {bound:.3f} | "
+                + ("yes" if found["informative"] else "no")
+                + " | "
+                + " | ".join(cells)
+                + " |"
+            )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -212,6 +262,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--images", type=int, default=GATE_CHECKED, help="checked images")
     parser.add_argument("--pairs", action="store_true", help="also every honest pair")
+    parser.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="also the bounds convviz-check calibrate would write from the retrains",
+    )
     parser.add_argument(
         "--bound",
         type=_bound_arg,
@@ -252,6 +307,10 @@ def main(argv: list[str] | None = None) -> int:
         honest = [golden[0], *(label for label, _ in args.retrains)]
         print()
         print("\n".join(table_of_pairs(honest, [c for c, _ in cheats], cams, boxes)))
+    if args.calibrate:
+        retrains = [label for label, _ in args.retrains]
+        print()
+        print("\n".join(table_calibrated(golden[0], retrains, [c for c, _ in cheats], cams, boxes)))
     return 0
 
 
