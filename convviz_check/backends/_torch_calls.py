@@ -26,8 +26,8 @@ where that is exactly what ``Layer.__call__`` would run:
 - a ``mask`` parameter of ``call`` defaults to ``None`` (what ``__call__`` fills in).
 
 Anything else goes through ``Layer.__call__`` as before. The same ``call`` runs on the
-same tensors, so results are bit-identical (tests/test_backends.py checks this, per
-method, and that the plain path was taken).
+same tensors, so results are bit-identical (tests/test_torch_plain_calls.py checks this
+per method, and that the plain path was taken).
 """
 
 from __future__ import annotations
