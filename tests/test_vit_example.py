@@ -185,3 +185,12 @@ def test_accept_judges_accuracy_and_where_rollout_lands():
         "honest: accuracy 0.930 < 0.94",
         "accuracies [0.93, 1.0] differ by more than 0.06",
     ]
+
+
+@pytest.mark.parametrize("argv", [["--seed", "24"], ["--only", "honest", "--seed", "-1"]])
+def test_a_retrain_seed_needs_one_model_and_a_valid_seed(argv, capsys):
+    # Checked before anything is trained or imported: the parser stops the command.
+    with pytest.raises(SystemExit) as stopped:
+        vit.main(argv)
+    assert stopped.value.code == 2
+    assert "--seed needs --only and a non-negative int" in capsys.readouterr().err

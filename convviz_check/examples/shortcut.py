@@ -334,7 +334,7 @@ class Measured:
 
     def __str__(self) -> str:
         return (
-            f"accuracy {self.accuracy:.3f}; Grad-CAM energy in the object box "
+            f"accuracy {self.accuracy:.3f}; the map's energy in the object box "
             f"{self.object_energy:.3f}, in the cue's corner {self.cue_energy:.3f}; peak on "
             f"the object {self.object_pointing:.3f}, in the cue's corner "
             f"{self.cue_pointing:.3f} "
