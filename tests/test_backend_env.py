@@ -45,3 +45,18 @@ def test_pin_threads_sets_and_reports_the_asked_count_in_a_fresh_process():
     pinned = json.loads(out.stdout.strip().splitlines()[-1])
     assert pinned["intra_op"] == 2
     assert pinned["inter_op"] in (1, 2)  # torch may keep one inter-op thread on 2 cores
+
+
+def test_one_tensorflow_distribution_is_installed():
+    # `tensorflow` and `tensorflow-cpu` install the same `tensorflow` package: with both,
+    # whichever pip installed last wins file by file. keras-hub (through tensorflow-text)
+    # requires `tensorflow`, so the extras ask for that one only.
+    from importlib import metadata
+
+    found = []
+    for name in ("tensorflow", "tensorflow-cpu"):
+        try:
+            found.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            pass
+    assert len(found) <= 1, f"two TensorFlow distributions in one environment: {found}"
